@@ -1,0 +1,379 @@
+//! Client commands: buckets, objects and status, for people and scripts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tessera_proto::{ListEntry, ObjectData};
+use tessera_sdk::{Client, ListOptions, PutOptions};
+
+use crate::args::{BucketCommand, ClusterArg, Command};
+use crate::servers::load_cluster;
+use crate::units::human_bytes;
+
+async fn connect(c: &ClusterArg) -> Result<Client> {
+    let cfg = load_cluster(&c.cluster)?;
+    Client::connect(&cfg)
+        .await
+        .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))
+}
+
+/// Splits `bucket/key`; the key may contain further slashes.
+fn split_target(t: &str, need_key: bool) -> Result<(&str, &str)> {
+    let (bucket, key) = t.split_once('/').unwrap_or((t, ""));
+    if bucket.is_empty() || (need_key && key.is_empty()) {
+        bail!("{t:?}: expected BUCKET/KEY");
+    }
+    Ok((bucket, key))
+}
+
+fn progress(len: Option<u64>, what: &str) -> ProgressBar {
+    // Small transfers finish before a bar would be useful.
+    if len.is_some_and(|l| l < 8 << 20) {
+        return ProgressBar::hidden();
+    }
+    let bar = match len {
+        Some(l) => ProgressBar::new(l),
+        None => ProgressBar::no_length(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn fmt_time(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Bucket { command } => bucket(command).await,
+        Command::Put {
+            file,
+            target,
+            content_type,
+            user_meta,
+            cluster,
+        } => {
+            let (bucket, key) = split_target(&target, true)?;
+            let mut meta = BTreeMap::new();
+            for kv in user_meta {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--meta {kv:?}: expected NAME=VALUE"))?;
+                meta.insert(k.to_string(), v.to_string());
+            }
+            let client = connect(&cluster).await?;
+            let opts = PutOptions {
+                content_type,
+                user_meta: meta,
+            };
+            let info = if file.as_os_str() == "-" {
+                client.put(bucket, key, tokio::io::stdin(), opts).await?
+            } else {
+                let f = tokio::fs::File::open(&file)
+                    .await
+                    .with_context(|| format!("opening {}", file.display()))?;
+                let len = f.metadata().await?.len();
+                let bar = progress(Some(len), "put");
+                let info = client.put(bucket, key, bar.wrap_async_read(f), opts).await;
+                bar.finish_and_clear();
+                info?
+            };
+            println!("{bucket}/{key}\t{} bytes\tetag {}", info.size, info.etag);
+            Ok(())
+        }
+        Command::Get {
+            source,
+            file,
+            range,
+            cluster,
+        } => {
+            let (bucket, key) = split_target(&source, true)?;
+            let client = connect(&cluster).await?;
+            let info = client.head(bucket, key).await?;
+            let range = match range {
+                None => None,
+                Some(r) => {
+                    let (a, b) = r
+                        .split_once('-')
+                        .ok_or_else(|| anyhow!("--range {r:?}: expected START-END"))?;
+                    let start: u64 = a.parse().context("--range start")?;
+                    let end: u64 = if b.is_empty() {
+                        info.size
+                    } else {
+                        b.parse::<u64>().context("--range end")? + 1
+                    };
+                    Some(start..end.min(info.size))
+                }
+            };
+            if file.as_os_str() == "-" {
+                let mut out = tokio::io::stdout();
+                client.read_object(&info, range, &mut out).await?;
+            } else {
+                get_to_file(&client, &info, range, &file).await?;
+            }
+            Ok(())
+        }
+        Command::Ls {
+            target,
+            recursive,
+            cluster,
+        } => {
+            let (bucket, prefix) = split_target(&target, false)?;
+            let client = connect(&cluster).await?;
+            let mut opts = ListOptions {
+                prefix: prefix.to_string(),
+                delimiter: (!recursive).then(|| "/".to_string()),
+                ..Default::default()
+            };
+            loop {
+                let page = client.list(bucket, &opts).await?;
+                for e in &page.entries {
+                    match e {
+                        ListEntry::Object {
+                            key,
+                            size,
+                            mtime_ms,
+                            ..
+                        } => {
+                            println!("{} {size:>12} {key}", fmt_time(*mtime_ms))
+                        }
+                        ListEntry::CommonPrefix(p) => println!("{:>19} {:>12} {p}", "", "PRE"),
+                    }
+                }
+                match page.next {
+                    Some(next) => opts.start_after = Some(next),
+                    None => return Ok(()),
+                }
+            }
+        }
+        Command::Rm { target, cluster } => {
+            let (bucket, key) = split_target(&target, true)?;
+            let client = connect(&cluster).await?;
+            if !client.delete(bucket, key).await? {
+                bail!("no such key: {bucket}/{key}");
+            }
+            Ok(())
+        }
+        Command::Stat {
+            target,
+            json,
+            cluster,
+        } => {
+            let (bucket, key) = split_target(&target, true)?;
+            let client = connect(&cluster).await?;
+            let info = client.head(bucket, key).await?;
+            let (storage, chunks) = match &info.data {
+                ObjectData::Inline(_) => ("inline", 0),
+                ObjectData::Chunks(c) => ("chunks", c.len()),
+            };
+            if json {
+                let placement: Vec<_> = client
+                    .chunk_records(&info)
+                    .await?
+                    .iter()
+                    .map(|c| {
+                        let nodes: Vec<String> = c.fragments.iter().map(|f| f.node.to_string()).collect();
+                        json!({"id": c.id.to_string(), "len": c.len, "policy": c.policy.to_string(), "fragment_len": c.fragment_len, "nodes": nodes})
+                    })
+                    .collect();
+                let v = json!({
+                    "bucket": bucket, "key": info.key, "size": info.size, "etag": info.etag,
+                    "content_type": info.content_type, "mtime_ms": info.mtime_ms, "user_meta": info.user_meta,
+                    "storage": storage, "chunks": chunks, "placement": placement,
+                });
+                println!("{v}");
+            } else {
+                println!("key:          {bucket}/{}", info.key);
+                println!("size:         {} ({})", info.size, human_bytes(info.size));
+                println!("etag:         {}", info.etag);
+                println!(
+                    "content-type: {}",
+                    info.content_type.as_deref().unwrap_or("-")
+                );
+                println!("modified:     {} UTC", fmt_time(info.mtime_ms));
+                println!(
+                    "storage:      {storage}{}",
+                    if chunks > 0 {
+                        format!(", {chunks} chunks")
+                    } else {
+                        String::new()
+                    }
+                );
+                for (k, v) in &info.user_meta {
+                    println!("meta:         {k}={v}");
+                }
+            }
+            Ok(())
+        }
+        Command::Status { json, cluster } => status(&cluster, json).await,
+        other => bail!("not a client command: {other:?}"),
+    }
+}
+
+/// Writes to a temp file beside the target and renames it into place only
+/// when every byte has been read and verified: a failed read leaves no
+/// partial file that looks complete.
+async fn get_to_file(
+    client: &Client,
+    info: &tessera_proto::ObjectInfo,
+    range: Option<std::ops::Range<u64>>,
+    file: &Path,
+) -> Result<()> {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = file
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a file name", file.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tessera-{:08x}",
+        name.to_string_lossy(),
+        rand::random::<u32>()
+    ));
+    let len = range.as_ref().map(|r| r.end - r.start).unwrap_or(info.size);
+    let result = async {
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let bar = progress(Some(len), "get");
+        let r = client
+            .read_object(info, range, &mut bar.wrap_async_write(&mut f))
+            .await;
+        bar.finish_and_clear();
+        r?;
+        f.sync_all().await?;
+        tokio::fs::rename(&tmp, file)
+            .await
+            .with_context(|| format!("renaming into {}", file.display()))?;
+        Ok(())
+    };
+    let r: Result<()> = result.await;
+    if r.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    r
+}
+
+async fn bucket(command: BucketCommand) -> Result<()> {
+    match command {
+        BucketCommand::Create {
+            name,
+            policy,
+            cluster,
+        } => {
+            let client = connect(&cluster).await?;
+            let b = client.create_bucket(&name, policy).await?;
+            println!("created bucket {} ({})", b.name, b.policy);
+        }
+        BucketCommand::Ls { cluster } => {
+            let client = connect(&cluster).await?;
+            for b in client.list_buckets().await? {
+                println!(
+                    "{}  {:<8} {}",
+                    fmt_time(b.created_ms),
+                    b.policy.to_string(),
+                    b.name
+                );
+            }
+        }
+        BucketCommand::Rm { name, cluster } => {
+            connect(&cluster).await?.delete_bucket(&name).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
+    let client = connect(cluster).await?;
+    let s = client.status().await?;
+    if as_json {
+        let nodes: Vec<_> = s
+            .map
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "id": n.id.to_string(), "addr": n.addr, "state": n.state.as_str(),
+                    "capacity": n.capacity, "used": n.used, "zone": n.zone,
+                    "last_seen_ms": (n.last_seen_ms != u64::MAX).then_some(n.last_seen_ms),
+                })
+            })
+            .collect();
+        let corrupt: Vec<_> = s
+            .recent_corrupt
+            .iter()
+            .map(|r| json!({"chunk": r.chunk.to_string(), "index": r.index, "node": r.node.to_string(), "reason": r.reason, "at_ms": r.at_ms}))
+            .collect();
+        let v = json!({
+            "epoch": s.map.epoch,
+            "default_policy": s.map.default_policy.to_string(),
+            "nodes": nodes,
+            "buckets": s.buckets,
+            "objects": s.objects,
+            "chunks": s.chunks,
+            "corrupt_reports": s.corrupt_reports,
+            "recent_corrupt": corrupt,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    let up = s
+        .map
+        .nodes
+        .iter()
+        .filter(|n| n.state == tessera_proto::NodeState::Up)
+        .count();
+    println!(
+        "nodes: {up} up, {} down    default policy: {}",
+        s.map.nodes.len() - up,
+        s.map.default_policy
+    );
+    println!(
+        "{:<16}  {:<21}  {:<5}  {:<8}  {:>10}  {:>10}",
+        "ID", "ADDRESS", "STATE", "ZONE", "CAPACITY", "USED"
+    );
+    for n in &s.map.nodes {
+        println!(
+            "{:<16}  {:<21}  {:<5}  {:<8}  {:>10}  {:>10}",
+            n.id.to_string(),
+            n.addr,
+            n.state.as_str(),
+            n.zone.as_deref().unwrap_or("-"),
+            human_bytes(n.capacity),
+            human_bytes(n.used)
+        );
+    }
+    println!(
+        "buckets: {}  objects: {}  chunks: {}  corrupt fragment reports: {}",
+        s.buckets, s.objects, s.chunks, s.corrupt_reports
+    );
+    Ok(())
+}

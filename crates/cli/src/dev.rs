@@ -1,0 +1,131 @@
+//! `tessera dev`: meta and several storage nodes in one process, for trying
+//! Tessera on one machine. The same code runs as separate processes in
+//! production; only the wiring differs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tessera_types::Policy;
+
+use crate::servers::{self, NodeOpts};
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Directory for the cluster file, metadata and every node's fragments.
+    #[arg(long, default_value = "tessera-dev")]
+    pub data: PathBuf,
+    /// Number of storage nodes.
+    #[arg(long, default_value_t = 6)]
+    pub nodes: usize,
+    /// Default policy for new buckets.
+    #[arg(long, default_value = "ec:4+2")]
+    pub policy: Policy,
+    /// Meta's QUIC address; nodes take the ports after it.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub meta_listen: SocketAddr,
+    /// Bytes each node offers (default: its file system's size).
+    #[arg(long, value_parser = crate::units::parse_size)]
+    pub node_capacity: Option<u64>,
+}
+
+pub async fn run(args: DevArgs) -> Result<()> {
+    if args.nodes < args.policy.fragments() {
+        bail!(
+            "{} needs at least {} nodes, --nodes is {}",
+            args.policy,
+            args.policy.fragments(),
+            args.nodes
+        );
+    }
+    let file = args.data.join("cluster.toml");
+    let cfg = if file.exists() {
+        let cfg = servers::load_cluster(&file)?;
+        if cfg.meta_addr()? != args.meta_listen {
+            bail!(
+                "{} names meta {} but --meta-listen is {}",
+                file.display(),
+                cfg.meta,
+                args.meta_listen
+            );
+        }
+        cfg
+    } else {
+        servers::create_cluster(&args.data, args.meta_listen, args.policy, false)?
+    };
+
+    let meta_dir = args.data.join("meta");
+    let identity = servers::server_identity(&cfg, &meta_dir, "meta")?;
+    let mut meta_cfg = servers::meta_config(&cfg, &meta_dir, None, Duration::from_secs(30))?;
+    meta_cfg.default_policy = args.policy;
+    let meta = tessera_meta::start(meta_cfg, &identity)
+        .await
+        .context("starting meta")?;
+
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes {
+        let data = args.data.join(format!("node-{i}"));
+        let listen = SocketAddr::new(
+            args.meta_listen.ip(),
+            args.meta_listen.port() + 1 + i as u16,
+        );
+        let identity = servers::server_identity(&cfg, &data, "node")?;
+        let opts = NodeOpts {
+            data,
+            listen,
+            advertise: None,
+            zone: None,
+            capacity: args.node_capacity,
+            heartbeat: Duration::from_secs(2),
+        };
+        let node = tessera_node::start(servers::node_config(&cfg, opts)?, &identity)
+            .await
+            .with_context(|| format!("starting node {i} on {listen}"))?;
+        nodes.push(node);
+    }
+
+    // Ready when every node has reported in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let map = meta.meta.cluster_map()?;
+        let up = map
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.state == tessera_proto::NodeState::Up && nodes.iter().any(|r| r.id == n.id)
+            })
+            .count();
+        if up == nodes.len() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("only {up} of {} nodes registered with meta", nodes.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let cluster = std::fs::canonicalize(&file).unwrap_or(file);
+    println!(
+        "Tessera dev cluster is up: meta on {}, {} nodes, default policy {}",
+        args.meta_listen,
+        nodes.len(),
+        args.policy
+    );
+    println!();
+    println!("  export TESSERA_CLUSTER={}", cluster.display());
+    println!("  tessera bucket create demo");
+    println!("  tessera put ./some-file demo/some-file");
+    println!("  tessera get demo/some-file ./copy");
+    println!("  tessera status");
+    println!();
+    println!("Press Ctrl-C to stop.");
+
+    servers::wait_for_signal().await?;
+    for n in nodes {
+        n.shutdown().await;
+    }
+    meta.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! `init`, `meta` and `node`: the server roles as separate processes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tessera_meta::MetaConfig;
+use tessera_net::{ClusterCa, Identity};
+use tessera_node::NodeConfig;
+use tessera_sdk::ClusterConfig;
+use tessera_types::Policy;
+use tracing::info;
+
+/// Writes a file readable only by its owner (keys), durably.
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Creates DIR/cluster.toml with a new CA and client credentials.
+pub fn create_cluster(
+    dir: &Path,
+    meta: SocketAddr,
+    policy: Policy,
+    force: bool,
+) -> Result<ClusterConfig> {
+    let file = dir.join("cluster.toml");
+    if file.exists() && !force {
+        bail!(
+            "{} already exists (use --force to replace the cluster's CA and credentials)",
+            file.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = hex::encode(rand::random::<[u8; 4]>());
+    let ca = ClusterCa::generate(&name)?;
+    let (cert, key) = ca.issue("client")?;
+    write_private(&dir.join("ca.pem"), ca.cert_pem())?;
+    write_private(&dir.join("ca.key"), &ca.key_pem())?;
+    write_private(&dir.join("client.pem"), &cert)?;
+    write_private(&dir.join("client.key"), &key)?;
+    let cfg = ClusterConfig {
+        meta: meta.to_string(),
+        ca_cert: "ca.pem".into(),
+        ca_key: Some("ca.key".into()),
+        cert: "client.pem".into(),
+        key: "client.key".into(),
+        default_policy: Some(policy.to_string()),
+        dir: dir.to_path_buf(),
+    };
+    let text = format!(
+        "# Tessera cluster file. Clients need meta, ca_cert, cert and key;\n\
+         # only servers and admins need ca_key.\n{}",
+        cfg.to_toml()
+    );
+    write_private(&file, &text)?;
+    Ok(cfg)
+}
+
+pub fn init(dir: &Path, meta: SocketAddr, policy: Policy, force: bool) -> Result<()> {
+    create_cluster(dir, meta, policy, force)?;
+    println!(
+        "created cluster file {}",
+        dir.join("cluster.toml").display()
+    );
+    println!(
+        "next: tessera meta --cluster {0}/cluster.toml --data META_DIR",
+        dir.display()
+    );
+    println!(
+        "      tessera node --cluster {0}/cluster.toml --data NODE_DIR --listen ADDR",
+        dir.display()
+    );
+    Ok(())
+}
+
+pub fn load_cluster(path: &Path) -> Result<ClusterConfig> {
+    ClusterConfig::load(path).with_context(|| {
+        format!(
+            "cannot use cluster file {} (create one with `tessera init` or `tessera dev`)",
+            path.display()
+        )
+    })
+}
+
+/// A server's identity: its own certificate, issued by the cluster CA at
+/// first start and kept in `data/tls/`, or put there by the operator.
+pub fn server_identity(cfg: &ClusterConfig, data: &Path, role: &str) -> Result<Identity> {
+    let tls = data.join("tls");
+    let (cert_path, key_path) = (
+        tls.join(format!("{role}.pem")),
+        tls.join(format!("{role}.key")),
+    );
+    let ca_pem = cfg.ca_cert_pem()?;
+    if !cert_path.exists() {
+        let ca = cfg.ca()?.with_context(|| {
+            format!(
+                "no certificate at {} and the cluster file has no ca_key to issue one",
+                cert_path.display()
+            )
+        })?;
+        std::fs::create_dir_all(&tls).with_context(|| format!("creating {}", tls.display()))?;
+        let (cert, key) = ca.issue(role)?;
+        write_private(&key_path, &key)?;
+        write_private(&cert_path, &cert)?;
+    }
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    Ok(Identity::from_pem(
+        &ca_pem,
+        &read(&cert_path)?,
+        &read(&key_path)?,
+    )?)
+}
+
+pub fn meta_config(
+    cfg: &ClusterConfig,
+    data: &Path,
+    listen: Option<SocketAddr>,
+    down_after: Duration,
+) -> Result<MetaConfig> {
+    let listen = match listen {
+        Some(l) => l,
+        None => cfg.meta_addr()?,
+    };
+    let mut mc = MetaConfig::new(listen, data.to_path_buf());
+    mc.down_after = down_after;
+    if let Some(p) = cfg.default_policy()? {
+        mc.default_policy = p;
+    }
+    Ok(mc)
+}
+
+pub async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+pub async fn run_meta(
+    cluster: &Path,
+    data: &Path,
+    listen: Option<SocketAddr>,
+    down_after: Duration,
+) -> Result<()> {
+    let cfg = load_cluster(cluster)?;
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let identity = server_identity(&cfg, data, "meta")?;
+    let running =
+        tessera_meta::start(meta_config(&cfg, data, listen, down_after)?, &identity).await?;
+    wait_for_signal().await?;
+    info!("meta shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+pub struct NodeOpts {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub zone: Option<String>,
+    pub capacity: Option<u64>,
+    pub heartbeat: Duration,
+}
+
+pub fn node_config(cfg: &ClusterConfig, opts: NodeOpts) -> Result<NodeConfig> {
+    Ok(NodeConfig {
+        listen: opts.listen,
+        advertise: opts.advertise,
+        data_dir: opts.data,
+        zone: opts.zone,
+        capacity: opts.capacity,
+        meta: cfg.meta_addr()?,
+        heartbeat_every: opts.heartbeat,
+    })
+}
+
+pub async fn run_node(cluster: &Path, opts: NodeOpts) -> Result<()> {
+    let cfg = load_cluster(cluster)?;
+    std::fs::create_dir_all(&opts.data)
+        .with_context(|| format!("creating {}", opts.data.display()))?;
+    let identity = server_identity(&cfg, &opts.data, "node")?;
+    let running = tessera_node::start(node_config(&cfg, opts)?, &identity).await?;
+    wait_for_signal().await?;
+    info!("node shutting down");
+    running.shutdown().await;
+    Ok(())
+}

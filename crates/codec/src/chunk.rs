@@ -1,0 +1,238 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tessera_types::{Hash, Policy};
+
+use crate::{CodecError, ErasureBackend};
+
+/// BLAKE3 of a byte string.
+pub fn hash(bytes: &[u8]) -> Hash {
+    *blake3::hash(bytes).as_bytes()
+}
+
+/// Fragment shards are padded to a multiple of this: both RS backends want an
+/// even length, and SIMD kernels run best on aligned multiples of 64.
+const SHARD_ALIGN: usize = 64;
+
+/// Length of every fragment of a chunk of `chunk_len` bytes under `policy`.
+pub fn fragment_len(policy: Policy, chunk_len: usize) -> usize {
+    match policy {
+        Policy::Erasure { data, .. } => {
+            let per = chunk_len.div_ceil(data as usize);
+            per.div_ceil(SHARD_ALIGN).max(1) * SHARD_ALIGN
+        }
+        Policy::Replicated { .. } => chunk_len,
+    }
+}
+
+/// A chunk as written to nodes: fragment `i` goes to the `i`-th placed node.
+#[derive(Debug, Clone)]
+pub struct EncodedChunk {
+    pub len: usize,
+    pub fragment_len: usize,
+    pub chunk_hash: Hash,
+    pub fragments: Vec<Bytes>,
+    pub hashes: Vec<Hash>,
+}
+
+/// Encodes and decodes chunks under any policy with one erasure backend.
+#[derive(Clone)]
+pub struct ChunkCodec {
+    backend: Arc<dyn ErasureBackend>,
+}
+
+impl Default for ChunkCodec {
+    fn default() -> Self {
+        ChunkCodec::new(crate::default_backend())
+    }
+}
+
+impl ChunkCodec {
+    pub fn new(backend: Arc<dyn ErasureBackend>) -> Self {
+        ChunkCodec { backend }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    pub fn encode(&self, policy: Policy, chunk: &[u8]) -> Result<EncodedChunk, CodecError> {
+        let flen = fragment_len(policy, chunk.len());
+        let chunk_hash = hash(chunk);
+        let (fragments, hashes) = match policy {
+            Policy::Replicated { copies } => {
+                let copy = Bytes::copy_from_slice(chunk);
+                (
+                    vec![copy; copies as usize],
+                    vec![chunk_hash; copies as usize],
+                )
+            }
+            Policy::Erasure { data, parity } => {
+                let data_shards: Vec<Vec<u8>> = (0..data as usize)
+                    .map(|i| {
+                        let start = (i * flen).min(chunk.len());
+                        let end = ((i + 1) * flen).min(chunk.len());
+                        let mut shard = Vec::with_capacity(flen);
+                        shard.extend_from_slice(&chunk[start..end]);
+                        shard.resize(flen, 0);
+                        shard
+                    })
+                    .collect();
+                let mut parity_shards = vec![vec![0u8; flen]; parity as usize];
+                if parity > 0 {
+                    let refs: Vec<&[u8]> = data_shards.iter().map(Vec::as_slice).collect();
+                    self.backend.encode(&refs, &mut parity_shards)?;
+                }
+                let all: Vec<Bytes> = data_shards
+                    .into_iter()
+                    .chain(parity_shards)
+                    .map(Bytes::from)
+                    .collect();
+                let hashes = all.iter().map(|f| hash(f)).collect();
+                (all, hashes)
+            }
+        };
+        Ok(EncodedChunk {
+            len: chunk.len(),
+            fragment_len: flen,
+            chunk_hash,
+            fragments,
+            hashes,
+        })
+    }
+
+    /// Rebuilds a chunk of `len` bytes from the fragments present (already
+    /// verified by the caller against their own hashes) and checks the result
+    /// against the chunk hash, so a decoding fault can never return wrong bytes.
+    pub fn decode(
+        &self,
+        policy: Policy,
+        len: usize,
+        chunk_hash: &Hash,
+        mut fragments: Vec<Option<Vec<u8>>>,
+    ) -> Result<Vec<u8>, CodecError> {
+        if fragments.len() != policy.fragments() {
+            return Err(CodecError::FragmentCount {
+                expected: policy.fragments(),
+                got: fragments.len(),
+            });
+        }
+        let have = fragments.iter().filter(|f| f.is_some()).count();
+        if have < policy.required() {
+            return Err(CodecError::NotEnoughFragments {
+                needed: policy.required(),
+                have,
+            });
+        }
+        let flen = fragment_len(policy, len);
+        for (index, f) in fragments.iter().enumerate() {
+            if let Some(f) = f
+                && f.len() != flen
+            {
+                return Err(CodecError::FragmentLength {
+                    index,
+                    got: f.len(),
+                    expected: flen,
+                });
+            }
+        }
+        let chunk = match policy {
+            Policy::Replicated { .. } => fragments.into_iter().flatten().next().unwrap_or_default(),
+            Policy::Erasure { data, parity } => {
+                let data = data as usize;
+                if fragments[..data].iter().any(Option::is_none) {
+                    self.backend
+                        .reconstruct_data(data, parity as usize, &mut fragments)?;
+                }
+                let mut chunk = Vec::with_capacity(data * flen);
+                for f in fragments.into_iter().take(data) {
+                    let f = f.ok_or(CodecError::NotEnoughFragments { needed: data, have })?;
+                    chunk.extend_from_slice(&f);
+                }
+                chunk.truncate(len);
+                chunk
+            }
+        };
+        if chunk.len() != len || &hash(&chunk) != chunk_hash {
+            return Err(CodecError::ChunkHashMismatch);
+        }
+        Ok(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ReedSolomonErasure, ReedSolomonSimd};
+    use rand::{Rng, SeedableRng, seq::SliceRandom};
+
+    fn backends() -> Vec<ChunkCodec> {
+        vec![
+            ChunkCodec::new(Arc::new(ReedSolomonErasure::default())),
+            ChunkCodec::new(Arc::new(ReedSolomonSimd)),
+        ]
+    }
+
+    #[test]
+    fn round_trips_losing_any_tolerated_set() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let policies = [
+            "ec:4+2", "ec:1+0", "ec:1+1", "ec:3+0", "ec:8+3", "ec:10+4", "ec:32+16", "rep:1",
+            "rep:3",
+        ];
+        for codec in backends() {
+            for p in policies {
+                let policy: Policy = p.parse().unwrap();
+                for len in [1usize, 63, 64, 1000, 4096 + 1, 100_003] {
+                    let data: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+                    let enc = codec.encode(policy, &data).unwrap();
+                    assert_eq!(enc.fragments.len(), policy.fragments());
+                    for (f, h) in enc.fragments.iter().zip(&enc.hashes) {
+                        assert_eq!(f.len(), enc.fragment_len);
+                        assert_eq!(&hash(f), h);
+                    }
+                    // Drop as many fragments as the policy tolerates, at random.
+                    let mut idx: Vec<usize> = (0..policy.fragments()).collect();
+                    idx.shuffle(&mut rng);
+                    let mut frags: Vec<Option<Vec<u8>>> =
+                        enc.fragments.iter().map(|f| Some(f.to_vec())).collect();
+                    for &i in &idx[..policy.tolerated_losses()] {
+                        frags[i] = None;
+                    }
+                    let out = codec
+                        .decode(policy, len, &enc.chunk_hash, frags.clone())
+                        .unwrap();
+                    assert_eq!(out, data, "{} {p} len {len}", codec.backend_name());
+                    // One more loss is too many.
+                    if let Some(&i) = idx.get(policy.tolerated_losses()) {
+                        frags[i] = None;
+                        assert!(matches!(
+                            codec.decode(policy, len, &enc.chunk_hash, frags),
+                            Err(CodecError::NotEnoughFragments { .. })
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_bytes_are_refused() {
+        let codec = ChunkCodec::default();
+        let policy: Policy = "ec:4+2".parse().unwrap();
+        let data = vec![7u8; 10_000];
+        let enc = codec.encode(policy, &data).unwrap();
+        let mut frags: Vec<Option<Vec<u8>>> =
+            enc.fragments.iter().map(|f| Some(f.to_vec())).collect();
+        frags[1].as_mut().unwrap()[5] ^= 1;
+        assert!(matches!(
+            codec.decode(policy, data.len(), &enc.chunk_hash, frags.clone()),
+            Err(CodecError::ChunkHashMismatch)
+        ));
+        frags[1].as_mut().unwrap().pop();
+        assert!(matches!(
+            codec.decode(policy, data.len(), &enc.chunk_hash, frags),
+            Err(CodecError::FragmentLength { index: 1, .. })
+        ));
+    }
+}

@@ -1,0 +1,42 @@
+//! Turns chunks of bytes into protected fragments and back.
+//!
+//! Owns the chunk layout (how a chunk is cut into fragments and padded), the
+//! Reed-Solomon backends behind one small trait, replication, BLAKE3 hashing
+//! of fragments and chunks, and cutting a byte stream into chunks. It must not
+//! know where fragments live: no network, no disk, no metadata.
+
+mod backend;
+mod chunk;
+mod reader;
+
+pub use backend::{ErasureBackend, ReedSolomonErasure, ReedSolomonSimd, default_backend};
+pub use chunk::{ChunkCodec, EncodedChunk, fragment_len, hash};
+pub use reader::ChunkReader;
+
+/// Default chunk size: large enough that per-chunk overhead (one metadata
+/// record, K+M fragment writes) is small next to the data, small enough that a
+/// random read touches little more than it needs.
+pub const DEFAULT_CHUNK_SIZE: usize = 4 * 1024 * 1024;
+/// Largest chunk a writer may use; fragments never exceed this, which bounds
+/// what a node accepts in one put.
+pub const MAX_CHUNK_SIZE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("need {needed} fragments to decode, have {have}")]
+    NotEnoughFragments { needed: usize, have: usize },
+    #[error("fragment {index} has length {got}, expected {expected}")]
+    FragmentLength {
+        index: usize,
+        got: usize,
+        expected: usize,
+    },
+    #[error("expected {expected} fragment slots, got {got}")]
+    FragmentCount { expected: usize, got: usize },
+    #[error("decoded chunk does not match its BLAKE3 hash")]
+    ChunkHashMismatch,
+    #[error("erasure coding failed: {0}")]
+    Backend(String),
+    #[error("reading the input failed: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,248 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::NetError;
+
+/// Every certificate names this, and every client expects it: peers are found
+/// by address, and trust comes from the cluster CA, not from DNS.
+pub const SERVER_NAME: &str = "tessera";
+
+fn cert_err(e: impl std::fmt::Display) -> NetError {
+    NetError::Certificate(e.to_string())
+}
+
+/// The cluster's certificate authority. Whoever holds its key may join the
+/// cluster as a node or client, so it stays on servers and admin machines.
+pub struct ClusterCa {
+    cert_pem: String,
+    key: KeyPair,
+    params: CertificateParams,
+}
+
+impl ClusterCa {
+    pub fn generate(cluster_name: &str) -> Result<Self, NetError> {
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Tessera");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("Tessera cluster CA {cluster_name}"),
+        );
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().map_err(cert_err)?;
+        let cert = params.clone().self_signed(&key).map_err(cert_err)?;
+        Ok(ClusterCa {
+            cert_pem: cert.pem(),
+            key,
+            params,
+        })
+    }
+
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, NetError> {
+        let key = KeyPair::from_pem(key_pem).map_err(cert_err)?;
+        let params = CertificateParams::from_ca_cert_pem(cert_pem).map_err(cert_err)?;
+        Ok(ClusterCa {
+            cert_pem: cert_pem.to_string(),
+            key,
+            params,
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// Issues a certificate good for both ends of a connection (nodes are
+    /// servers to clients and clients of meta). Returns (cert PEM, key PEM).
+    pub fn issue(&self, common_name: &str) -> Result<(String, String), NetError> {
+        let issuer = self
+            .params
+            .clone()
+            .self_signed(&self.key)
+            .map_err(cert_err)?;
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()]).map_err(cert_err)?;
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Tessera");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().map_err(cert_err)?;
+        let cert = params
+            .signed_by(&key, &issuer, &self.key)
+            .map_err(cert_err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// What a process presents and trusts: its own certificate and key, and the
+/// cluster CA that every peer must be signed by.
+#[derive(Debug)]
+pub struct Identity {
+    ca: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            ca: self.ca.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Identity {
+    pub fn from_pem(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Self, NetError> {
+        let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+            .map_err(|e| cert_err(format!("CA certificate: {e}")))?;
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| cert_err(format!("certificate: {e}")))?;
+        if chain.is_empty() {
+            return Err(cert_err("certificate file holds no certificate"));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| cert_err(format!("private key: {e}")))?;
+        Ok(Identity { ca, chain, key })
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, NetError> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(self.ca.clone())
+            .map_err(|e| cert_err(format!("CA certificate: {e}")))?;
+        Ok(Arc::new(roots))
+    }
+
+    fn server_config(&self) -> Result<quinn::ServerConfig, NetError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+            .build()
+            .map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| NetError::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| NetError::Tls(e.to_string()))?;
+        tls.alpn_protocols = vec![tessera_proto::ALPN.to_vec()];
+        let crypto = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(transport());
+        Ok(config)
+    }
+
+    fn client_config(&self) -> Result<quinn::ClientConfig, NetError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| NetError::Tls(e.to_string()))?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| NetError::Tls(e.to_string()))?;
+        tls.alpn_protocols = vec![tessera_proto::ALPN.to_vec()];
+        let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport());
+        Ok(config)
+    }
+}
+
+/// Windows sized for fragment streams of several MiB on fast links; idle
+/// timeout and keep-alives so a dead peer is noticed in seconds.
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        10_000,
+    ))));
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    t.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
+    t.receive_window(quinn::VarInt::from_u32(256 << 20));
+    t.send_window(256 << 20);
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(256));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    Arc::new(t)
+}
+
+/// A QUIC endpoint: always a client, a server too when built with `server`.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: quinn::Endpoint,
+}
+
+/// How long a connection attempt may take before the peer counts as down.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Endpoint {
+    pub fn server(addr: SocketAddr, identity: &Identity) -> Result<Self, NetError> {
+        let mut inner = quinn::Endpoint::server(identity.server_config()?, addr)
+            .map_err(|source| NetError::Bind { addr, source })?;
+        inner.set_default_client_config(identity.client_config()?);
+        Ok(Endpoint { inner })
+    }
+
+    pub fn client(identity: &Identity) -> Result<Self, NetError> {
+        let addr: SocketAddr = ([0, 0, 0, 0], 0).into();
+        let mut inner =
+            quinn::Endpoint::client(addr).map_err(|source| NetError::Bind { addr, source })?;
+        inner.set_default_client_config(identity.client_config()?);
+        Ok(Endpoint { inner })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.inner
+            .local_addr()
+            .map_err(|e| NetError::Tls(e.to_string()))
+    }
+
+    pub async fn connect(&self, addr: SocketAddr) -> Result<quinn::Connection, NetError> {
+        let connect_err = |reason: String| NetError::Connect { addr, reason };
+        let connecting = self
+            .inner
+            .connect(addr, SERVER_NAME)
+            .map_err(|e| connect_err(e.to_string()))?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(connect_err(e.to_string())),
+            Err(_) => Err(connect_err(format!("no answer within {CONNECT_TIMEOUT:?}"))),
+        }
+    }
+
+    pub(crate) fn quinn(&self) -> &quinn::Endpoint {
+        &self.inner
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn close(&self) {
+        self.inner.close(quinn::VarInt::from_u32(0), b"shutdown");
+    }
+}

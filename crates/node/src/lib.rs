@@ -1,0 +1,66 @@
+//! A storage node: fragments on local disk, served over QUIC.
+//!
+//! Owns the fragment file format and directory layout (`FragmentStore`), the
+//! fragment server (put, get, delete, list, verify), and heartbeats to meta
+//! with capacity and usage. It must not know about objects, buckets or how
+//! fragments combine into chunks: to a node a fragment is an opaque, hashed
+//! byte string named by (chunk id, index).
+
+mod server;
+mod store;
+
+pub use server::{NodeConfig, RunningNode, load_or_create_node_id, start};
+pub use store::{FRAGMENT_HEADER_LEN, FragmentHeader, FragmentStore, MAX_FRAGMENT_LEN};
+
+use tessera_proto::{ErrorCode, RemoteError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("fragment {0} not found")]
+    NotFound(String),
+    #[error("fragment {what} is corrupt: {why}")]
+    Corrupt { what: String, why: String },
+    #[error("fragment of {0} bytes exceeds the limit")]
+    TooLarge(u64),
+    #[error("body ended after {got} of {expected} bytes")]
+    Truncated { got: u64, expected: u64 },
+    #[error("body is longer than the {0} bytes announced")]
+    Overlong(u64),
+    #[error("body does not match the announced BLAKE3 hash")]
+    HashMismatch,
+    #[error("disk full")]
+    NoSpace,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Net(#[from] tessera_net::NetError),
+}
+
+impl NodeError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(28) {
+            return NodeError::NoSpace;
+        }
+        NodeError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn to_remote(&self) -> RemoteError {
+        let code = match self {
+            NodeError::NotFound(_) => ErrorCode::NotFound,
+            NodeError::Corrupt { .. } => ErrorCode::Corrupt,
+            NodeError::TooLarge(_) => ErrorCode::TooLarge,
+            NodeError::Truncated { .. } | NodeError::Overlong(_) | NodeError::HashMismatch => {
+                ErrorCode::BadRequest
+            }
+            NodeError::NoSpace => ErrorCode::NoSpace,
+            NodeError::Io { .. } | NodeError::Net(_) => ErrorCode::Internal,
+        };
+        RemoteError::new(code, self.to_string())
+    }
+}

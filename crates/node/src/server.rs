@@ -1,0 +1,282 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_net::{
+    ConnectionPool, Endpoint, Identity, RecvStream, SendStream, call, read_frame, serve,
+    write_frame,
+};
+use tessera_proto::{
+    ErrorCode, FrameKind, Heartbeat, MetaRequest, MetaResponse, NodeRequest, NodeResponse,
+    RemoteError,
+};
+use tessera_types::NodeId;
+use tokio::io::AsyncReadExt;
+use tracing::{debug, info, warn};
+
+use crate::{FragmentStore, NodeError};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    /// Address others use to reach this node; defaults to `listen`.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub zone: Option<String>,
+    /// Bytes offered to the cluster; defaults to the size of the file system.
+    pub capacity: Option<u64>,
+    pub meta: SocketAddr,
+    pub heartbeat_every: Duration,
+}
+
+/// A request frame must arrive within this time; bodies are covered by the
+/// QUIC idle timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const LIST_LIMIT: u32 = 10_000;
+const IO_BUF: usize = 256 * 1024;
+
+/// The node's identity, created on first start and kept with its data.
+pub fn load_or_create_node_id(dir: &Path) -> Result<NodeId, NodeError> {
+    let path = dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse().map_err(|_| NodeError::Corrupt {
+            what: path.display().to_string(),
+            why: "not a node id".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| NodeError::io(format!("creating {}", dir.display()), e))?;
+            let id = NodeId::random();
+            let tmp = dir.join("node_id.tmp");
+            std::fs::write(&tmp, format!("{id}\n"))
+                .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| NodeError::io(format!("writing {}", path.display()), e))?;
+            Ok(id)
+        }
+        Err(e) => Err(NodeError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+struct Node {
+    id: NodeId,
+    store: FragmentStore,
+}
+
+async fn handle_stream(node: Arc<Node>, mut send: SendStream, mut recv: RecvStream) {
+    let req = match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_frame::<NodeRequest>(&mut recv, FrameKind::Request),
+    )
+    .await
+    {
+        Err(_) => Err(RemoteError::new(
+            ErrorCode::BadRequest,
+            "request not received in time",
+        )),
+        Ok(Err(e)) => {
+            debug!(error = %e, "bad request frame");
+            Err(RemoteError::new(
+                ErrorCode::BadRequest,
+                format!("bad request: {e}"),
+            ))
+        }
+        Ok(Ok(req)) => Ok(req),
+    };
+    let resp = match req {
+        Err(e) => NodeResponse::Error(e),
+        Ok(NodeRequest::GetFragment { chunk, index }) => {
+            match node.store.open_fragment(chunk, index).await {
+                Ok((header, mut file)) => {
+                    let head = NodeResponse::Fragment {
+                        len: header.len,
+                        hash: header.hash,
+                    };
+                    if write_frame(&mut send, FrameKind::Response, &head)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let mut buf = vec![0u8; IO_BUF];
+                    loop {
+                        match file.read(&mut buf).await {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                if send.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                // The header promised more bytes: reset so the
+                                // reader sees a failed stream, not a short one.
+                                warn!(%chunk, index, error = %e, "read failed mid-fragment");
+                                let _ = send.reset(tessera_net::VarInt::from_u32(1));
+                                return;
+                            }
+                        }
+                    }
+                    let _ = send.finish();
+                    return;
+                }
+                Err(e) => NodeResponse::Error(e.to_remote()),
+            }
+        }
+        Ok(req) => match serve_request(&node, req, &mut recv).await {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "request failed");
+                NodeResponse::Error(e.to_remote())
+            }
+        },
+    };
+    if write_frame(&mut send, FrameKind::Response, &resp)
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+    }
+}
+
+async fn serve_request(
+    node: &Node,
+    req: NodeRequest,
+    recv: &mut RecvStream,
+) -> Result<NodeResponse, NodeError> {
+    Ok(match req {
+        NodeRequest::Ping => NodeResponse::Pong { node: node.id },
+        NodeRequest::PutFragment {
+            chunk,
+            index,
+            len,
+            hash,
+        } => {
+            node.store.put(chunk, index, len, hash, recv).await?;
+            NodeResponse::Stored
+        }
+        NodeRequest::DeleteFragment { chunk, index } => NodeResponse::Deleted {
+            existed: node.store.delete(chunk, index).await?,
+        },
+        NodeRequest::ListFragments { after, limit } => {
+            let (items, more) = node
+                .store
+                .list(after, limit.clamp(1, LIST_LIMIT) as usize)
+                .await?;
+            NodeResponse::Fragments { items, more }
+        }
+        NodeRequest::VerifyFragment { chunk, index } => match node.store.verify(chunk, index).await
+        {
+            Ok(()) => NodeResponse::Verified {
+                ok: true,
+                detail: String::new(),
+            },
+            Err(e @ NodeError::Corrupt { .. }) => NodeResponse::Verified {
+                ok: false,
+                detail: e.to_string(),
+            },
+            Err(e) => return Err(e),
+        },
+        NodeRequest::GetFragment { .. } => unreachable!("served with its body in handle_stream"),
+    })
+}
+
+fn capacity_of(dir: &Path) -> u64 {
+    rustix::fs::statvfs(dir)
+        .map(|s| s.f_blocks * s.f_frsize)
+        .unwrap_or(0)
+}
+
+pub struct RunningNode {
+    pub id: NodeId,
+    endpoint: Endpoint,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    pub async fn shutdown(self) {
+        self.endpoint.close();
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+
+    pub async fn wait(mut self) {
+        if let Some(t) = self.tasks.drain(..).next() {
+            let _ = t.await;
+        }
+    }
+}
+
+pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNode, NodeError> {
+    let id = load_or_create_node_id(&config.data_dir)?;
+    let store = FragmentStore::open(&config.data_dir)?;
+    let endpoint = Endpoint::server(config.listen, identity)?;
+    let local = endpoint.local_addr()?;
+    let advertise = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| local.to_string());
+    info!(node = %id, addr = %local, fragments = store.count(), used = store.used(), "node listening");
+    let node = Arc::new(Node { id, store });
+
+    let n = node.clone();
+    let ep = endpoint.clone();
+    let server = tokio::spawn(async move {
+        serve(ep, move |_peer, send, recv| {
+            handle_stream(n.clone(), send, recv)
+        })
+        .await;
+    });
+
+    let capacity = config
+        .capacity
+        .unwrap_or_else(|| capacity_of(&config.data_dir));
+    let pool = ConnectionPool::new(Endpoint::client(identity)?);
+    let n = node.clone();
+    let heartbeats = tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            let hb = Heartbeat {
+                node: n.id,
+                addr: advertise.clone(),
+                zone: config.zone.clone(),
+                capacity,
+                used: n.store.used(),
+                fragments: n.store.count(),
+            };
+            let result = match pool.get(config.meta).await {
+                Ok(conn) => call::<_, MetaResponse>(&conn, &MetaRequest::Heartbeat(hb))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(MetaResponse::Ok) => {
+                    if failing {
+                        info!("heartbeats reach meta again");
+                    }
+                    failing = false;
+                }
+                Ok(other) => warn!(?other, "meta refused heartbeat"),
+                Err(e) => {
+                    if !failing {
+                        warn!(meta = %config.meta, error = %e, "heartbeat failed");
+                    }
+                    failing = true;
+                    pool.mark_failed(config.meta);
+                }
+            }
+            tokio::time::sleep(config.heartbeat_every).await;
+        }
+    });
+    Ok(RunningNode {
+        id,
+        endpoint,
+        tasks: vec![server, heartbeats],
+    })
+}

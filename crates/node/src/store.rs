@@ -1,0 +1,479 @@
+//! Fragment files. Each fragment is one file
+//! `fragments/<c0c1>/<c2c3>/<chunk id hex>.<index>` holding a fixed header
+//! (magic, version, index, chunk id, length, BLAKE3) and then the bytes. A
+//! write goes to `tmp/`, is fsynced, renamed into place, and the directory is
+//! fsynced: after `put` returns, the fragment survives a crash, and a crash
+//! before that leaves at most a temp file, removed at the next start.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tessera_proto::FragmentInfo;
+use tessera_types::{ChunkId, Hash};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::NodeError;
+
+const MAGIC: [u8; 4] = *b"TSFR";
+const FORMAT: u8 = 1;
+pub const FRAGMENT_HEADER_LEN: usize = 64;
+/// Largest fragment a node stores: a whole chunk of the largest size (rep:N).
+pub const MAX_FRAGMENT_LEN: u64 = 64 * 1024 * 1024;
+const IO_BUF: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentHeader {
+    pub chunk: ChunkId,
+    pub index: u8,
+    pub len: u64,
+    pub hash: Hash,
+}
+
+impl FragmentHeader {
+    pub fn encode(&self) -> [u8; FRAGMENT_HEADER_LEN] {
+        let mut b = [0u8; FRAGMENT_HEADER_LEN];
+        b[..4].copy_from_slice(&MAGIC);
+        b[4] = FORMAT;
+        b[5] = self.index;
+        b[8..24].copy_from_slice(&self.chunk.0);
+        b[24..32].copy_from_slice(&self.len.to_be_bytes());
+        b[32..64].copy_from_slice(&self.hash);
+        b
+    }
+
+    pub fn decode(b: &[u8; FRAGMENT_HEADER_LEN]) -> Result<Self, String> {
+        if b[..4] != MAGIC {
+            return Err("bad magic".into());
+        }
+        if b[4] != FORMAT {
+            return Err(format!("unknown format {}", b[4]));
+        }
+        let mut chunk = [0u8; 16];
+        chunk.copy_from_slice(&b[8..24]);
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&b[24..32]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&b[32..64]);
+        Ok(FragmentHeader {
+            chunk: ChunkId(chunk),
+            index: b[5],
+            len: u64::from_be_bytes(len),
+            hash,
+        })
+    }
+}
+
+pub struct FragmentStore {
+    root: PathBuf,
+    tmp: PathBuf,
+    used: AtomicU64,
+    count: AtomicU64,
+}
+
+fn name(chunk: ChunkId, index: u8) -> String {
+    format!("{chunk}.{index}")
+}
+
+fn parse_name(file: &str) -> Option<(ChunkId, u8)> {
+    let (c, i) = file.split_once('.')?;
+    Some((c.parse().ok()?, i.parse().ok()?))
+}
+
+impl FragmentStore {
+    /// Opens (creating if needed) the store under `dir`, removes temp files
+    /// left by a crash, and counts what is stored.
+    pub fn open(dir: &Path) -> Result<Self, NodeError> {
+        let root = dir.join("fragments");
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&root)
+            .map_err(|e| NodeError::io(format!("creating {}", root.display()), e))?;
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| NodeError::io(format!("creating {}", tmp.display()), e))?;
+        let store = FragmentStore {
+            root,
+            tmp,
+            used: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        };
+        let (mut used, mut count) = (0, 0);
+        for (path, _, _) in store.walk()? {
+            used += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            count += 1;
+        }
+        store.used.store(used, Ordering::Relaxed);
+        store.count.store(count, Ordering::Relaxed);
+        Ok(store)
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn path(&self, chunk: ChunkId, index: u8) -> PathBuf {
+        let hex = chunk.to_string();
+        self.root
+            .join(&hex[..2])
+            .join(&hex[2..4])
+            .join(name(chunk, index))
+    }
+
+    /// Every fragment file: (path, chunk, index), unsorted.
+    fn walk(&self) -> Result<Vec<(PathBuf, ChunkId, u8)>, NodeError> {
+        let mut out = Vec::new();
+        let read = |p: &Path| {
+            std::fs::read_dir(p).map_err(|e| NodeError::io(format!("listing {}", p.display()), e))
+        };
+        for a in read(&self.root)? {
+            let a = a.map_err(|e| NodeError::io("listing fragments", e))?.path();
+            if !a.is_dir() {
+                continue;
+            }
+            for b in read(&a)? {
+                let b = b.map_err(|e| NodeError::io("listing fragments", e))?.path();
+                if !b.is_dir() {
+                    continue;
+                }
+                for f in read(&b)? {
+                    let f = f.map_err(|e| NodeError::io("listing fragments", e))?.path();
+                    if let Some((c, i)) =
+                        f.file_name().and_then(|n| n.to_str()).and_then(parse_name)
+                    {
+                        out.push((f, c, i));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a fragment from `body`, which must hold exactly `len` bytes
+    /// hashing to `hash`; anything else is refused and nothing is kept.
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        chunk: ChunkId,
+        index: u8,
+        len: u64,
+        hash: Hash,
+        body: &mut R,
+    ) -> Result<(), NodeError> {
+        if len > MAX_FRAGMENT_LEN {
+            return Err(NodeError::TooLarge(len));
+        }
+        let tmp = self.tmp.join(format!(
+            "{}.{:016x}",
+            name(chunk, index),
+            rand::random::<u64>()
+        ));
+        let result = self
+            .write_tmp(
+                &tmp,
+                FragmentHeader {
+                    chunk,
+                    index,
+                    len,
+                    hash,
+                },
+                body,
+            )
+            .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        let dst = self.path(chunk, index);
+        let dir = dst
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        let replaced = tokio::fs::metadata(&dst).await.map(|m| m.len()).ok();
+        tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| NodeError::io(format!("creating {}", dir.display()), e))?;
+            std::fs::rename(&tmp, &dst)
+                .map_err(|e| NodeError::io(format!("renaming into {}", dst.display()), e))?;
+            // The rename is durable only once the directory entry is.
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| NodeError::io(format!("syncing {}", dir.display()), e))
+        })
+        .await
+        .map_err(|e| NodeError::io("rename task", std::io::Error::other(e)))??;
+        let size = FRAGMENT_HEADER_LEN as u64 + len;
+        match replaced {
+            Some(old) => {
+                self.used.fetch_sub(old.min(self.used()), Ordering::Relaxed);
+            }
+            None => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.used.fetch_add(size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn write_tmp<R: AsyncRead + Unpin>(
+        &self,
+        tmp: &Path,
+        header: FragmentHeader,
+        body: &mut R,
+    ) -> Result<(), NodeError> {
+        let ctx = || format!("writing {}", tmp.display());
+        let mut file = tokio::fs::File::create(tmp)
+            .await
+            .map_err(|e| NodeError::io(ctx(), e))?;
+        file.write_all(&header.encode())
+            .await
+            .map_err(|e| NodeError::io(ctx(), e))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; IO_BUF];
+        let mut got = 0u64;
+        loop {
+            let want = (header.len - got).min(IO_BUF as u64) as usize;
+            if want == 0 {
+                break;
+            }
+            let n = body
+                .read(&mut buf[..want])
+                .await
+                .map_err(|e| NodeError::io("reading body", e))?;
+            if n == 0 {
+                return Err(NodeError::Truncated {
+                    got,
+                    expected: header.len,
+                });
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])
+                .await
+                .map_err(|e| NodeError::io(ctx(), e))?;
+            got += n as u64;
+        }
+        // The stream must end where the header said it would.
+        if body
+            .read(&mut buf[..1])
+            .await
+            .map_err(|e| NodeError::io("reading body", e))?
+            != 0
+        {
+            return Err(NodeError::Overlong(header.len));
+        }
+        if *hasher.finalize().as_bytes() != header.hash {
+            return Err(NodeError::HashMismatch);
+        }
+        file.sync_all().await.map_err(|e| NodeError::io(ctx(), e))?;
+        Ok(())
+    }
+
+    /// Opens a fragment for reading: its header (checked against the name it
+    /// was asked for) and the file positioned at the first body byte.
+    pub async fn open_fragment(
+        &self,
+        chunk: ChunkId,
+        index: u8,
+    ) -> Result<(FragmentHeader, tokio::fs::File), NodeError> {
+        let path = self.path(chunk, index);
+        let what = || name(chunk, index);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(NodeError::NotFound(what()));
+            }
+            Err(e) => return Err(NodeError::io(format!("opening {}", path.display()), e)),
+        };
+        let mut raw = [0u8; FRAGMENT_HEADER_LEN];
+        file.read_exact(&mut raw)
+            .await
+            .map_err(|_| NodeError::Corrupt {
+                what: what(),
+                why: "header is truncated".into(),
+            })?;
+        let header =
+            FragmentHeader::decode(&raw).map_err(|why| NodeError::Corrupt { what: what(), why })?;
+        if header.chunk != chunk || header.index != index {
+            return Err(NodeError::Corrupt {
+                what: what(),
+                why: "header names another fragment".into(),
+            });
+        }
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| NodeError::io("stat", e))?
+            .len();
+        if size != FRAGMENT_HEADER_LEN as u64 + header.len {
+            return Err(NodeError::Corrupt {
+                what: what(),
+                why: format!("file is {size} bytes, header says {}", header.len),
+            });
+        }
+        file.seek(SeekFrom::Start(FRAGMENT_HEADER_LEN as u64))
+            .await
+            .map_err(|e| NodeError::io("seek", e))?;
+        Ok((header, file))
+    }
+
+    /// Re-reads a fragment and checks it against its own header.
+    pub async fn verify(&self, chunk: ChunkId, index: u8) -> Result<(), NodeError> {
+        let (header, mut file) = self.open_fragment(chunk, index).await?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; IO_BUF];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| NodeError::io("reading fragment", e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if *hasher.finalize().as_bytes() != header.hash {
+            return Err(NodeError::Corrupt {
+                what: name(chunk, index),
+                why: "BLAKE3 mismatch".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&self, chunk: ChunkId, index: u8) -> Result<bool, NodeError> {
+        let path = self.path(chunk, index);
+        let size = match tokio::fs::metadata(&path).await {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(NodeError::io(format!("stat {}", path.display()), e)),
+        };
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(|e| NodeError::io(format!("removing {}", path.display()), e))?;
+        self.used
+            .fetch_sub(size.min(self.used()), Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Fragments in (chunk, index) order after `after`, at most `limit`;
+    /// the flag says whether more follow.
+    pub async fn list(
+        &self,
+        after: Option<(ChunkId, u8)>,
+        limit: usize,
+    ) -> Result<(Vec<FragmentInfo>, bool), NodeError> {
+        let mut all: Vec<(ChunkId, u8, PathBuf)> = self
+            .walk()?
+            .into_iter()
+            .filter(|(_, c, i)| after.is_none_or(|a| (*c, *i) > a))
+            .map(|(p, c, i)| (c, i, p))
+            .collect();
+        all.sort_by_key(|(c, i, _)| (*c, *i));
+        let more = all.len() > limit;
+        let items = all
+            .into_iter()
+            .take(limit)
+            .map(|(chunk, index, p)| FragmentInfo {
+                chunk,
+                index,
+                len: std::fs::metadata(p)
+                    .map(|m| m.len().saturating_sub(FRAGMENT_HEADER_LEN as u64))
+                    .unwrap_or(0),
+            })
+            .collect();
+        Ok((items, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(b: &[u8]) -> Hash {
+        *blake3::hash(b).as_bytes()
+    }
+
+    #[tokio::test]
+    async fn put_get_verify_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FragmentStore::open(dir.path()).unwrap();
+        let c = ChunkId([1; 16]);
+        let body = vec![5u8; 300_000];
+        store
+            .put(c, 2, body.len() as u64, h(&body), &mut &body[..])
+            .await
+            .unwrap();
+        assert_eq!(store.count(), 1);
+        assert_eq!(store.used(), body.len() as u64 + 64);
+        let (hdr, mut f) = store.open_fragment(c, 2).await.unwrap();
+        assert_eq!(hdr.len, body.len() as u64);
+        let mut back = vec![];
+        f.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, body);
+        store.verify(c, 2).await.unwrap();
+        let (items, more) = store.list(None, 10).await.unwrap();
+        assert_eq!((items.len(), more), (1, false));
+        // Reopening counts what is there.
+        drop(store);
+        let store = FragmentStore::open(dir.path()).unwrap();
+        assert_eq!(store.count(), 1);
+        assert!(store.delete(c, 2).await.unwrap());
+        assert!(!store.delete(c, 2).await.unwrap());
+        assert!(matches!(
+            store.open_fragment(c, 2).await,
+            Err(NodeError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_bodies_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FragmentStore::open(dir.path()).unwrap();
+        let c = ChunkId([2; 16]);
+        let body = vec![9u8; 1000];
+        let r = store.put(c, 0, 2000, h(&body), &mut &body[..]).await;
+        assert!(matches!(
+            r,
+            Err(NodeError::Truncated {
+                got: 1000,
+                expected: 2000
+            })
+        ));
+        let r = store.put(c, 0, 500, h(&body[..500]), &mut &body[..]).await;
+        assert!(matches!(r, Err(NodeError::Overlong(500))));
+        let r = store.put(c, 0, 1000, h(b"other"), &mut &body[..]).await;
+        assert!(matches!(r, Err(NodeError::HashMismatch)));
+        let r = store
+            .put(c, 0, MAX_FRAGMENT_LEN + 1, h(&body), &mut &body[..])
+            .await;
+        assert!(matches!(r, Err(NodeError::TooLarge(_))));
+        assert_eq!(store.count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn detects_flipped_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FragmentStore::open(dir.path()).unwrap();
+        let c = ChunkId([3; 16]);
+        let body = vec![1u8; 4096];
+        store
+            .put(c, 1, 4096, h(&body), &mut &body[..])
+            .await
+            .unwrap();
+        let path = store.path(c, 1);
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[100] ^= 0xff;
+        std::fs::write(&path, raw).unwrap();
+        assert!(matches!(
+            store.verify(c, 1).await,
+            Err(NodeError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,275 @@
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tessera_codec::ChunkCodec;
+use tessera_net::{ConnectionPool, Endpoint, Identity, call};
+use tessera_proto::{
+    BucketInfo, ClusterMap, ClusterStatus, ErrorCode, Listing, MetaRequest, MetaResponse, NodeInfo,
+    ObjectInfo, RemoteError,
+};
+use tessera_types::{NodeId, Policy};
+
+use crate::{ClusterConfig, SdkError};
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Bytes per chunk for new objects.
+    pub chunk_size: usize,
+    /// Chunks written or read at the same time by one put or get.
+    pub parallel_chunks: usize,
+    /// A fragment transfer slower than this counts as failed, and another
+    /// fragment is fetched instead.
+    pub fragment_timeout: Duration,
+    /// How long a fetched cluster map is used before asking meta again.
+    pub map_ttl: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            chunk_size: tessera_codec::DEFAULT_CHUNK_SIZE,
+            parallel_chunks: 4,
+            fragment_timeout: Duration::from_secs(10),
+            map_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub user_meta: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub start_after: Option<String>,
+    /// 0 means the server's default page (1000).
+    pub max_keys: u32,
+}
+
+/// A connection to a Tessera cluster. Cheap to clone; clones share
+/// connections and the cached cluster map.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) meta: SocketAddr,
+    pub(crate) pool: ConnectionPool,
+    pub(crate) codec: ChunkCodec,
+    pub(crate) options: ClientOptions,
+    map: Mutex<Option<(Instant, Arc<ClusterMap>)>>,
+}
+
+impl Client {
+    pub async fn connect(config: &ClusterConfig) -> Result<Self, SdkError> {
+        Self::connect_with(
+            config.meta_addr()?,
+            &config.identity()?,
+            ClientOptions::default(),
+        )
+        .await
+    }
+
+    pub async fn connect_with(
+        meta: SocketAddr,
+        identity: &Identity,
+        options: ClientOptions,
+    ) -> Result<Self, SdkError> {
+        if options.chunk_size == 0 || options.chunk_size > tessera_codec::MAX_CHUNK_SIZE {
+            return Err(SdkError::Invalid(format!(
+                "chunk size must be between 1 and {} bytes",
+                tessera_codec::MAX_CHUNK_SIZE
+            )));
+        }
+        let pool = ConnectionPool::new(Endpoint::client(identity)?);
+        let client = Client {
+            inner: Arc::new(Inner {
+                meta,
+                pool,
+                codec: ChunkCodec::default(),
+                options,
+                map: Mutex::new(None),
+            }),
+        };
+        // Fail here, with a clear reason, if meta cannot be reached or refuses us.
+        client.cluster_map_fresh().await?;
+        Ok(client)
+    }
+
+    pub(crate) async fn meta(&self, req: MetaRequest) -> Result<MetaResponse, SdkError> {
+        let addr = self.inner.meta;
+        // One retry: a cached connection may have died since the last call.
+        for attempt in 0..2 {
+            let conn = self.inner.pool.get(addr).await?;
+            match call::<_, MetaResponse>(&conn, &req).await {
+                Ok(MetaResponse::Error(e)) => return Err(SdkError::Remote(e)),
+                Ok(resp) => return Ok(resp),
+                Err(e) if attempt == 0 && e.is_peer_failure() => {
+                    conn.close(tessera_net::VarInt::from_u32(1), b"retry");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    fn unexpected(&self, resp: MetaResponse) -> SdkError {
+        SdkError::Protocol {
+            peer: "meta".into(),
+            what: format!("{resp:?}"),
+        }
+    }
+
+    /// The cluster map, fetched again when older than the TTL.
+    pub async fn cluster_map(&self) -> Result<Arc<ClusterMap>, SdkError> {
+        if let Some((at, map)) = self
+            .inner
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && at.elapsed() < self.inner.options.map_ttl
+        {
+            return Ok(map.clone());
+        }
+        self.cluster_map_fresh().await
+    }
+
+    pub async fn cluster_map_fresh(&self) -> Result<Arc<ClusterMap>, SdkError> {
+        match self.meta(MetaRequest::ClusterMap).await? {
+            MetaResponse::ClusterMap(m) => {
+                let m = Arc::new(m);
+                *self.inner.map.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), m.clone()));
+                Ok(m)
+            }
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn node_addrs(
+        &self,
+        ids: &[NodeId],
+    ) -> Result<HashMap<NodeId, NodeInfo>, SdkError> {
+        let mut map = self.cluster_map().await?;
+        if ids.iter().any(|id| !map.nodes.iter().any(|n| n.id == *id)) {
+            map = self.cluster_map_fresh().await?;
+        }
+        Ok(map
+            .nodes
+            .iter()
+            .filter(|n| ids.contains(&n.id))
+            .map(|n| (n.id, n.clone()))
+            .collect())
+    }
+
+    pub async fn status(&self) -> Result<ClusterStatus, SdkError> {
+        match self.meta(MetaRequest::Status).await? {
+            MetaResponse::Status(s) => Ok(s),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub async fn create_bucket(
+        &self,
+        name: &str,
+        policy: Option<Policy>,
+    ) -> Result<BucketInfo, SdkError> {
+        match self
+            .meta(MetaRequest::CreateBucket {
+                name: name.to_string(),
+                policy,
+            })
+            .await?
+        {
+            MetaResponse::Bucket(b) => Ok(b),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Deletes an empty bucket.
+    pub async fn delete_bucket(&self, name: &str) -> Result<(), SdkError> {
+        self.meta(MetaRequest::DeleteBucket {
+            name: name.to_string(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn bucket(&self, name: &str) -> Result<BucketInfo, SdkError> {
+        match self
+            .meta(MetaRequest::GetBucket {
+                name: name.to_string(),
+            })
+            .await?
+        {
+            MetaResponse::Bucket(b) => Ok(b),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>, SdkError> {
+        match self.meta(MetaRequest::ListBuckets).await? {
+            MetaResponse::Buckets(b) => Ok(b),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, SdkError> {
+        match self
+            .meta(MetaRequest::HeadObject {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })
+            .await?
+        {
+            MetaResponse::Object(o) => Ok(o),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Deletes an object; `false` when there was none.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SdkError> {
+        match self
+            .meta(MetaRequest::DeleteObject {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })
+            .await?
+        {
+            MetaResponse::Deleted { existed } => Ok(existed),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// One page of a bucket listing; pass `next` back as `start_after`.
+    pub async fn list(&self, bucket: &str, opts: &ListOptions) -> Result<Listing, SdkError> {
+        let req = MetaRequest::ListObjects {
+            bucket: bucket.to_string(),
+            prefix: opts.prefix.clone(),
+            delimiter: opts.delimiter.clone(),
+            start_after: opts.start_after.clone(),
+            max_keys: if opts.max_keys == 0 {
+                1000
+            } else {
+                opts.max_keys
+            },
+        };
+        match self.meta(req).await? {
+            MetaResponse::Listing(l) => Ok(l),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub(crate) fn remote(code: ErrorCode, msg: impl Into<String>) -> SdkError {
+        SdkError::Remote(RemoteError::new(code, msg))
+    }
+}

@@ -1,0 +1,99 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tessera_net::{ClusterCa, Identity};
+use tessera_types::Policy;
+
+use crate::SdkError;
+
+/// The cluster file: where meta is and which certificates to use. Relative
+/// paths are relative to the file's own directory, so a cluster directory can
+/// be moved or copied whole.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// QUIC address of the meta service.
+    pub meta: String,
+    pub ca_cert: PathBuf,
+    /// Only on servers and admin machines: lets meta and nodes issue their own
+    /// certificates at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<PathBuf>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Policy for buckets created without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_policy: Option<String>,
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+fn read(path: &Path) -> Result<String, SdkError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| SdkError::Config(format!("reading {}: {e}", path.display())))
+}
+
+impl ClusterConfig {
+    pub fn load(path: &Path) -> Result<Self, SdkError> {
+        let text = read(path)?;
+        let mut cfg: ClusterConfig = toml::from_str(&text)
+            .map_err(|e| SdkError::Config(format!("{}: {e}", path.display())))?;
+        cfg.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    pub fn meta_addr(&self) -> Result<SocketAddr, SdkError> {
+        self.meta.parse().map_err(|_| {
+            SdkError::Config(format!("meta = {:?} is not an IP:port address", self.meta))
+        })
+    }
+
+    pub fn default_policy(&self) -> Result<Option<Policy>, SdkError> {
+        self.default_policy
+            .as_deref()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e: tessera_types::TypesError| SdkError::Config(e.to_string()))
+            })
+            .transpose()
+    }
+
+    /// The client identity the file names.
+    pub fn identity(&self) -> Result<Identity, SdkError> {
+        Identity::from_pem(
+            &read(&self.resolve(&self.ca_cert))?,
+            &read(&self.resolve(&self.cert))?,
+            &read(&self.resolve(&self.key))?,
+        )
+        .map_err(|e| SdkError::Config(e.to_string()))
+    }
+
+    /// The CA, when this file carries its key.
+    pub fn ca(&self) -> Result<Option<ClusterCa>, SdkError> {
+        let Some(key) = &self.ca_key else {
+            return Ok(None);
+        };
+        let ca = ClusterCa::from_pem(
+            &read(&self.resolve(&self.ca_cert))?,
+            &read(&self.resolve(key))?,
+        )
+        .map_err(|e| SdkError::Config(e.to_string()))?;
+        Ok(Some(ca))
+    }
+
+    pub fn ca_cert_pem(&self) -> Result<String, SdkError> {
+        read(&self.resolve(&self.ca_cert))
+    }
+}

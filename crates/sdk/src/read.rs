@@ -1,0 +1,308 @@
+//! The read path: fetch K fragments, verify each against the chunk record,
+//! decode from parity only when a data fragment is missing, slow or corrupt.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tessera_net::{NetError, read_exact_body, read_frame, write_frame};
+use tessera_proto::{
+    ChunkRecord, ChunkRef, FrameKind, MetaRequest, MetaResponse, NodeInfo, NodeRequest,
+    NodeResponse, NodeState, ObjectData, ObjectInfo,
+};
+use tessera_types::{ChunkId, NodeId};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tracing::{debug, warn};
+
+use crate::{Client, SdkError};
+
+/// Chunk records fetched from meta per request.
+const RECORD_BATCH: usize = 256;
+
+enum FetchError {
+    /// The bytes came back wrong: reported to meta as corruption.
+    Corrupt(String),
+    /// The node or the path to it failed: other requests skip it for a while.
+    Unreachable(String),
+    /// The node answered but could not serve the fragment.
+    Failed(String),
+}
+
+impl Client {
+    /// Writes the object (or `range` of it) to `out`. Every byte written has
+    /// been checked against its BLAKE3; if a chunk cannot be read correctly
+    /// the call fails rather than write wrong bytes.
+    pub async fn get<W: AsyncWrite + Unpin + Send>(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<Range<u64>>,
+        out: &mut W,
+    ) -> Result<ObjectInfo, SdkError> {
+        let info = self.head(bucket, key).await?;
+        self.read_object(&info, range, out).await?;
+        Ok(info)
+    }
+
+    /// Reads an object whose metadata the caller already has.
+    pub async fn read_object<W: AsyncWrite + Unpin + Send>(
+        &self,
+        info: &ObjectInfo,
+        range: Option<Range<u64>>,
+        out: &mut W,
+    ) -> Result<(), SdkError> {
+        let range = range.unwrap_or(0..info.size);
+        if range.start > range.end || range.end > info.size {
+            return Err(SdkError::InvalidRange {
+                start: range.start,
+                end: range.end,
+                size: info.size,
+            });
+        }
+        match &info.data {
+            ObjectData::Inline(bytes) => {
+                out.write_all(&bytes[range.start as usize..range.end as usize])
+                    .await?;
+            }
+            ObjectData::Chunks(refs) => {
+                // (chunk, slice of it that the range covers)
+                let mut wanted: Vec<(ChunkRef, Range<usize>)> = Vec::new();
+                let mut offset = 0u64;
+                for r in refs {
+                    let (start, end) = (offset, offset + r.len);
+                    offset = end;
+                    if end <= range.start || start >= range.end {
+                        continue;
+                    }
+                    let from = range.start.max(start) - start;
+                    let to = range.end.min(end) - start;
+                    wanted.push((*r, from as usize..to as usize));
+                }
+                for batch in wanted.chunks(RECORD_BATCH) {
+                    let ids: Vec<ChunkId> = batch.iter().map(|(r, _)| r.id).collect();
+                    let records = match self.meta(MetaRequest::GetChunks { ids }).await? {
+                        MetaResponse::Chunks(c) if c.len() == batch.len() => c,
+                        other => {
+                            return Err(SdkError::Protocol {
+                                peer: "meta".into(),
+                                what: format!("{other:?}"),
+                            });
+                        }
+                    };
+                    let mut chunks = futures::stream::iter(
+                        records
+                            .into_iter()
+                            .zip(batch.iter().map(|(_, s)| s.clone())),
+                    )
+                    .map(|(record, slice)| async move {
+                        self.read_chunk(&record).await.map(|c| (c, slice))
+                    })
+                    .buffered(self.inner.options.parallel_chunks);
+                    while let Some(chunk) = chunks.next().await {
+                        let (chunk, slice) = chunk?;
+                        out.write_all(&chunk[slice]).await?;
+                    }
+                }
+            }
+        }
+        out.flush().await?;
+        Ok(())
+    }
+
+    /// The chunk records of an object, in order: where every fragment lives.
+    pub async fn chunk_records(&self, info: &ObjectInfo) -> Result<Vec<ChunkRecord>, SdkError> {
+        let ObjectData::Chunks(refs) = &info.data else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(refs.len());
+        for batch in refs.chunks(RECORD_BATCH) {
+            let ids: Vec<ChunkId> = batch.iter().map(|r| r.id).collect();
+            match self.meta(MetaRequest::GetChunks { ids }).await? {
+                MetaResponse::Chunks(c) if c.len() == batch.len() => out.extend(c),
+                other => {
+                    return Err(SdkError::Protocol {
+                        peer: "meta".into(),
+                        what: format!("{other:?}"),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads one whole chunk: the data fragments first (no decoding needed),
+    /// and for each one that fails, the next fragment in line.
+    pub async fn read_chunk(&self, record: &ChunkRecord) -> Result<Vec<u8>, SdkError> {
+        let n = record.fragments.len();
+        let needed = record.policy.required();
+        let node_ids: Vec<NodeId> = record.fragments.iter().map(|f| f.node).collect();
+        let nodes: HashMap<NodeId, NodeInfo> = self.node_addrs(&node_ids).await?;
+        // Data fragments first, then parity; nodes meta reports down go last.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| {
+            let down = nodes
+                .get(&record.fragments[i].node)
+                .is_none_or(|n| n.state != NodeState::Up);
+            (down, i >= needed, i)
+        });
+        let mut order = order.into_iter();
+        let mut fragments: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut failures = Vec::new();
+        let mut fetches = FuturesUnordered::new();
+        for i in order.by_ref().take(needed) {
+            fetches.push(self.fetch(record, i, &nodes));
+        }
+        let mut got = 0;
+        while let Some((i, result)) = fetches.next().await {
+            match result {
+                Ok(bytes) => {
+                    fragments[i] = Some(bytes);
+                    got += 1;
+                    if got == needed {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let node = record.fragments[i].node;
+                    let why = match e {
+                        FetchError::Corrupt(why) => {
+                            warn!(chunk = %record.id, index = i, %node, %why, "corrupt fragment; reading another and reporting it");
+                            self.report_corrupt(record.id, i as u8, node, why.clone());
+                            why
+                        }
+                        FetchError::Unreachable(why) | FetchError::Failed(why) => {
+                            debug!(chunk = %record.id, index = i, %node, %why, "fragment unavailable; reading another");
+                            why
+                        }
+                    };
+                    failures.push(format!("fragment {i} on node {node}: {why}"));
+                    if let Some(next) = order.next() {
+                        fetches.push(self.fetch(record, next, &nodes));
+                    }
+                }
+            }
+        }
+        drop(fetches);
+        if got < needed {
+            return Err(SdkError::Unavailable {
+                chunk: record.id.to_string(),
+                needed,
+                got,
+                failures: failures.join("; "),
+            });
+        }
+        let codec = self.inner.codec.clone();
+        let (policy, len, hash) = (record.policy, record.len as usize, record.hash);
+        let chunk =
+            tokio::task::spawn_blocking(move || codec.decode(policy, len, &hash, fragments))
+                .await
+                .map_err(|e| SdkError::Invalid(format!("decoder task: {e}")))??;
+        Ok(chunk)
+    }
+
+    fn report_corrupt(&self, chunk: ChunkId, index: u8, node: NodeId, reason: String) {
+        let client = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client
+                .meta(MetaRequest::ReportCorrupt {
+                    chunk,
+                    index,
+                    node,
+                    reason,
+                })
+                .await
+            {
+                warn!(%chunk, index, error = %e, "could not report corrupt fragment to meta");
+            }
+        });
+    }
+
+    async fn fetch(
+        &self,
+        record: &ChunkRecord,
+        index: usize,
+        nodes: &HashMap<NodeId, NodeInfo>,
+    ) -> (usize, Result<Vec<u8>, FetchError>) {
+        let node = record.fragments[index].node;
+        let Some(addr) = nodes
+            .get(&node)
+            .and_then(|n| n.addr.parse::<SocketAddr>().ok())
+        else {
+            return (
+                index,
+                Err(FetchError::Unreachable(format!(
+                    "node {node} is not in the cluster map"
+                ))),
+            );
+        };
+        let result = match tokio::time::timeout(
+            self.inner.options.fragment_timeout,
+            self.get_fragment(addr, record, index),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Unreachable(format!(
+                "no answer within {:?}",
+                self.inner.options.fragment_timeout
+            ))),
+        };
+        if let Err(FetchError::Unreachable(_)) = &result {
+            self.inner.pool.mark_failed(addr);
+        }
+        (index, result)
+    }
+
+    async fn get_fragment(
+        &self,
+        addr: SocketAddr,
+        record: &ChunkRecord,
+        index: usize,
+    ) -> Result<Vec<u8>, FetchError> {
+        let net = |e: NetError| FetchError::Unreachable(e.to_string());
+        let conn = self.inner.pool.get(addr).await.map_err(net)?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        let req = NodeRequest::GetFragment {
+            chunk: record.id,
+            index: index as u8,
+        };
+        write_frame(&mut send, FrameKind::Request, &req)
+            .await
+            .map_err(net)?;
+        let _ = send.finish();
+        let len = match read_frame::<NodeResponse>(&mut recv, FrameKind::Response)
+            .await
+            .map_err(net)?
+        {
+            NodeResponse::Fragment { len, .. } => len,
+            NodeResponse::Error(e) if e.code == tessera_proto::ErrorCode::NotFound => {
+                return Err(FetchError::Corrupt(format!(
+                    "missing on its node: {}",
+                    e.message
+                )));
+            }
+            NodeResponse::Error(e) if e.code == tessera_proto::ErrorCode::Corrupt => {
+                return Err(FetchError::Corrupt(e.message));
+            }
+            other => return Err(FetchError::Failed(format!("node answered {other:?}"))),
+        };
+        if len != record.fragment_len {
+            return Err(FetchError::Corrupt(format!(
+                "{len} bytes on disk, {} expected",
+                record.fragment_len
+            )));
+        }
+        let mut body = vec![0u8; len as usize];
+        read_exact_body(&mut recv, &mut body).await.map_err(net)?;
+        // Checked against the hash meta recorded at write time, not the one
+        // the node keeps: a fragment rewritten wrongly on disk is still caught.
+        if blake3::hash(&body).as_bytes() != &record.fragments[index].hash {
+            return Err(FetchError::Corrupt("BLAKE3 mismatch".into()));
+        }
+        Ok(body)
+    }
+}

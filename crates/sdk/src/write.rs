@@ -1,0 +1,259 @@
+//! The write path: chunk, encode, place, write fragments in parallel, commit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
+use md5::{Digest, Md5};
+use tessera_codec::{ChunkReader, EncodedChunk};
+use tessera_net::{read_frame, write_frame};
+use tessera_proto::{
+    ChunkRecord, ChunkRef, ClusterMap, ErrorCode, FragmentRecord, FrameKind, MetaRequest,
+    MetaResponse, NewObject, NodeRequest, NodeResponse, NodeState, ObjectData, ObjectInfo,
+};
+use tessera_types::{
+    ChunkId, Hash, NodeId, PlacementCandidate, PlacementMap, Policy, validate_key,
+};
+use tokio::io::AsyncRead;
+use tracing::debug;
+
+use crate::{Client, PutOptions, SdkError};
+
+impl Client {
+    /// Stores `body` as `bucket/key`, replacing any object there. The object
+    /// becomes visible, whole, only when meta commits it; if anything fails
+    /// before, the previous version stays and the fragments written are
+    /// garbage for the collector.
+    pub async fn put<R: AsyncRead + Unpin + Send>(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: R,
+        opts: PutOptions,
+    ) -> Result<ObjectInfo, SdkError> {
+        validate_key(key).map_err(|e| Client::remote(ErrorCode::InvalidKey, e.to_string()))?;
+        let policy = self.bucket(bucket).await?.policy;
+        let map = self.cluster_map().await?;
+        let mut reader = ChunkReader::new(body, self.inner.options.chunk_size);
+        let mut md5 = Md5::new();
+        let mut size = 0u64;
+        let mut refs = Vec::new();
+        let mut records = Vec::new();
+
+        let first = reader.next_chunk().await?;
+        let small = first.as_ref().is_none_or(|c| {
+            c.len() <= map.inline_limit as usize && c.len() < self.inner.options.chunk_size
+        });
+        let data = if small {
+            let bytes = first.unwrap_or_default();
+            md5.update(&bytes);
+            size = bytes.len() as u64;
+            ObjectData::Inline(bytes)
+        } else {
+            let mut pending = first;
+            let mut in_flight = FuturesOrdered::new();
+            loop {
+                while in_flight.len() < self.inner.options.parallel_chunks {
+                    let chunk = match pending.take() {
+                        Some(c) => c,
+                        None => match reader.next_chunk().await? {
+                            Some(c) => c,
+                            None => break,
+                        },
+                    };
+                    md5.update(&chunk);
+                    size += chunk.len() as u64;
+                    in_flight.push_back(self.write_chunk(chunk, policy, &map));
+                }
+                match in_flight.next().await {
+                    Some(record) => {
+                        let record: ChunkRecord = record?;
+                        refs.push(ChunkRef {
+                            id: record.id,
+                            len: record.len,
+                        });
+                        records.push(record);
+                    }
+                    None => break,
+                }
+            }
+            ObjectData::Chunks(refs)
+        };
+        let object = NewObject {
+            size,
+            etag: hex::encode(md5.finalize()),
+            content_type: opts.content_type,
+            user_meta: opts.user_meta,
+            data,
+            chunks: records,
+        };
+        match self
+            .meta(MetaRequest::CommitObject {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                object,
+            })
+            .await?
+        {
+            MetaResponse::Object(o) => Ok(o),
+            other => Err(SdkError::Protocol {
+                peer: "meta".into(),
+                what: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// Encodes one chunk and writes its fragments to distinct nodes. A node
+    /// that fails is replaced by the next one in the chunk's placement order,
+    /// so a write succeeds while enough nodes remain; it never stores fewer
+    /// fragments than the policy asks for.
+    async fn write_chunk(
+        &self,
+        chunk: Vec<u8>,
+        policy: Policy,
+        map: &ClusterMap,
+    ) -> Result<ChunkRecord, SdkError> {
+        let id = ChunkId::random();
+        let codec = self.inner.codec.clone();
+        let enc: EncodedChunk = tokio::task::spawn_blocking(move || codec.encode(policy, &chunk))
+            .await
+            .map_err(|e| SdkError::Invalid(format!("encoder task: {e}")))??;
+        let enc = Arc::new(enc);
+
+        let up = map.nodes.iter().filter(|n| n.state == NodeState::Up);
+        let placement = PlacementMap::new(up.map(|n| PlacementCandidate {
+            id: n.id,
+            zone: n.zone.clone(),
+            weight: n.capacity,
+        }));
+        let mut ranked = placement.rank(id).into_iter();
+        let addr_of = |node: NodeId| -> Option<SocketAddr> {
+            map.nodes
+                .iter()
+                .find(|n| n.id == node)
+                .and_then(|n| n.addr.parse().ok())
+        };
+        let n = policy.fragments();
+        let mut holders: Vec<Option<NodeId>> = vec![None; n];
+        let mut failures = Vec::new();
+        let mut writes = FuturesUnordered::new();
+        for index in 0..n {
+            let Some(node) = ranked.next() else { break };
+            writes.push(self.write_to(node, addr_of(node), id, index, enc.clone()));
+        }
+        while let Some((index, node, result)) = writes.next().await {
+            match result {
+                Ok(()) => holders[index] = Some(node),
+                Err(e) => {
+                    debug!(%id, index, %node, error = %e, "fragment write failed; trying the next node");
+                    failures.push(format!("node {node}: {e}"));
+                    if let Some(next) = ranked.next() {
+                        writes.push(self.write_to(next, addr_of(next), id, index, enc.clone()));
+                    }
+                }
+            }
+        }
+        let stored = holders.iter().flatten().count();
+        if stored < n {
+            return Err(SdkError::Placement(format!(
+                "{policy} needs {n} nodes, only {stored} accepted fragments of chunk {id} ({} nodes up){}",
+                placement.len(),
+                if failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", failures.join("; "))
+                }
+            )));
+        }
+        let fragments = holders
+            .into_iter()
+            .zip(&enc.hashes)
+            .map(|(node, hash)| FragmentRecord {
+                node: node.unwrap_or(NodeId(0)),
+                hash: *hash,
+            })
+            .collect();
+        Ok(ChunkRecord {
+            id,
+            policy,
+            len: enc.len as u64,
+            fragment_len: enc.fragment_len as u64,
+            hash: enc.chunk_hash,
+            fragments,
+        })
+    }
+
+    async fn write_to(
+        &self,
+        node: NodeId,
+        addr: Option<SocketAddr>,
+        chunk: ChunkId,
+        index: usize,
+        enc: Arc<EncodedChunk>,
+    ) -> (usize, NodeId, Result<(), SdkError>) {
+        let result = match addr {
+            Some(addr) => {
+                let body = enc.fragments[index].clone();
+                let fut = self.put_fragment(addr, chunk, index as u8, body, enc.hashes[index]);
+                match tokio::time::timeout(self.inner.options.fragment_timeout * 3, fut).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.inner.pool.mark_failed(addr);
+                        Err(SdkError::Invalid(format!(
+                            "fragment write to {addr} timed out"
+                        )))
+                    }
+                }
+            }
+            None => Err(SdkError::Invalid(format!(
+                "node {node} has no valid address"
+            ))),
+        };
+        (index, node, result)
+    }
+
+    async fn put_fragment(
+        &self,
+        addr: SocketAddr,
+        chunk: ChunkId,
+        index: u8,
+        body: Bytes,
+        hash: Hash,
+    ) -> Result<(), SdkError> {
+        let result = async {
+            let conn = self.inner.pool.get(addr).await?;
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| tessera_net::NetError::ConnectionLost(e.to_string()))?;
+            let req = NodeRequest::PutFragment {
+                chunk,
+                index,
+                len: body.len() as u64,
+                hash,
+            };
+            write_frame(&mut send, FrameKind::Request, &req).await?;
+            send.write_all(&body)
+                .await
+                .map_err(|e| tessera_net::NetError::ConnectionLost(e.to_string()))?;
+            let _ = send.finish();
+            read_frame::<NodeResponse>(&mut recv, FrameKind::Response).await
+        }
+        .await;
+        match result {
+            Ok(NodeResponse::Stored) => Ok(()),
+            Ok(NodeResponse::Error(e)) => Err(SdkError::Remote(e)),
+            Ok(other) => Err(SdkError::Protocol {
+                peer: addr.to_string(),
+                what: format!("{other:?}"),
+            }),
+            Err(e) => {
+                if e.is_peer_failure() {
+                    self.inner.pool.mark_failed(addr);
+                }
+                Err(e.into())
+            }
+        }
+    }
+}

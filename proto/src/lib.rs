@@ -1,0 +1,37 @@
+//! The Tessera wire protocol: message types, framing, limits and version.
+//!
+//! Owns what goes over a QUIC stream between clients, meta and nodes, and the
+//! record types they exchange (buckets, objects, chunk records, node status).
+//! Pure data and byte conversion: no sockets, no async, no storage. See
+//! `proto/PROTOCOL.md` for the byte-level description.
+
+mod frame;
+mod messages;
+mod model;
+
+pub use frame::{
+    ALPN, FRAME_HEADER_LEN, FrameHeader, FrameKind, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    decode_payload, encode_frame,
+};
+pub use messages::{
+    ErrorCode, FragmentInfo, Heartbeat, MetaRequest, MetaResponse, NodeRequest, NodeResponse,
+    RemoteError,
+};
+pub use model::{
+    BucketInfo, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus, CorruptReport, FragmentRecord,
+    ListEntry, Listing, NewObject, NodeInfo, NodeState, ObjectData, ObjectInfo,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("bad frame magic {0:02x?}: not a Tessera peer")]
+    BadMagic([u8; 2]),
+    #[error("unsupported protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_LEN}")]
+    FrameTooLarge(usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}

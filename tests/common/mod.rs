@@ -1,0 +1,287 @@
+//! The multi-process test harness: a real cluster of `tessera meta` and
+//! `tessera node` processes on a loopback address of its own, driven through
+//! the `tessera` CLI, with helpers to kill nodes (SIGKILL), restart them and
+//! reach into their fragment files. Every test of the workspace that needs a
+//! cluster uses this one.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(1);
+
+/// A loopback address no other cluster in this test run uses: clusters of
+/// parallel tests (and of parallel test runs) never share ports.
+fn cluster_ip() -> String {
+    let n = NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id();
+    format!("127.{}.{}.{}", 10 + pid % 240, (pid / 240) % 250 + 1, n)
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub ip: String,
+    pub cluster_file: PathBuf,
+    meta: Option<Child>,
+    nodes: Vec<Option<Child>>,
+    pub node_count: usize,
+    meta_args: Vec<String>,
+}
+
+impl Cluster {
+    pub fn start(nodes: usize) -> Cluster {
+        Self::start_with(nodes, &[])
+    }
+
+    /// Starts meta (with extra `meta_args`) and `nodes` nodes, and waits
+    /// until every node has registered.
+    pub fn start_with(nodes: usize, meta_args: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("tessera-test-")
+            .tempdir()
+            .expect("temp dir");
+        let ip = cluster_ip();
+        let cluster_dir = dir.path().join("cluster");
+        let out = Command::new(BIN)
+            .args(["init", "--dir"])
+            .arg(&cluster_dir)
+            .args(["--meta", &format!("{ip}:7700")])
+            .output()
+            .expect("run tessera init");
+        assert!(
+            out.status.success(),
+            "tessera init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut c = Cluster {
+            cluster_file: cluster_dir.join("cluster.toml"),
+            dir,
+            ip,
+            meta: None,
+            nodes: (0..nodes).map(|_| None).collect(),
+            node_count: nodes,
+            meta_args: meta_args.iter().map(|s| s.to_string()).collect(),
+        };
+        c.start_meta();
+        for i in 0..nodes {
+            c.start_node(i);
+        }
+        c.wait_nodes_up(nodes);
+        c
+    }
+
+    fn log(&self, name: &str) -> Stdio {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .expect("log file");
+        Stdio::from(f)
+    }
+
+    pub fn meta_addr(&self) -> SocketAddr {
+        format!("{}:7700", self.ip).parse().unwrap()
+    }
+
+    pub fn node_addr(&self, i: usize) -> SocketAddr {
+        format!("{}:{}", self.ip, 7701 + i).parse().unwrap()
+    }
+
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{i}"))
+    }
+
+    pub fn start_meta(&mut self) {
+        let child = Command::new(BIN)
+            .arg("meta")
+            .arg("--cluster")
+            .arg(&self.cluster_file)
+            .arg("--data")
+            .arg(self.dir.path().join("meta"))
+            .args(&self.meta_args)
+            .env("TESSERA_LOG", "info,quinn=warn")
+            .stdout(self.log("meta"))
+            .stderr(self.log("meta"))
+            .spawn()
+            .expect("spawn tessera meta");
+        self.meta = Some(child);
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let child = Command::new(BIN)
+            .arg("node")
+            .arg("--cluster")
+            .arg(&self.cluster_file)
+            .arg("--data")
+            .arg(self.node_dir(i))
+            .arg("--listen")
+            .arg(self.node_addr(i).to_string())
+            .args(["--heartbeat", "500ms"])
+            .env("TESSERA_LOG", "info,quinn=warn")
+            .stdout(self.log(&format!("node-{i}")))
+            .stderr(self.log(&format!("node-{i}")))
+            .spawn()
+            .expect("spawn tessera node");
+        self.nodes[i] = Some(child);
+    }
+
+    /// SIGKILL: the process gets no chance to flush or say goodbye.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            c.kill().expect("kill node");
+            c.wait().expect("reap node");
+        }
+    }
+
+    pub fn kill_meta(&mut self) {
+        if let Some(mut c) = self.meta.take() {
+            c.kill().expect("kill meta");
+            c.wait().expect("reap meta");
+        }
+    }
+
+    /// The id a node chose at first start.
+    pub fn node_id(&self, i: usize) -> String {
+        std::fs::read_to_string(self.node_dir(i).join("node_id"))
+            .expect("node_id file")
+            .trim()
+            .to_string()
+    }
+
+    pub fn node_index(&self, id: &str) -> usize {
+        (0..self.node_count)
+            .find(|&i| self.node_id(i) == id)
+            .unwrap_or_else(|| panic!("no node with id {id}"))
+    }
+
+    /// Path of a fragment file on the node that holds it.
+    pub fn fragment_path(&self, node: usize, chunk: &str, index: usize) -> PathBuf {
+        self.node_dir(node)
+            .join("fragments")
+            .join(&chunk[..2])
+            .join(&chunk[2..4])
+            .join(format!("{chunk}.{index}"))
+    }
+
+    pub fn wait_nodes_up(&self, want: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.tessera(&["status", "--json"]);
+            if out.status.success() {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).expect("status JSON");
+                let up = v["nodes"]
+                    .as_array()
+                    .map(|n| n.iter().filter(|n| n["state"] == "up").count())
+                    .unwrap_or(0);
+                if up >= want {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster did not come up: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs the CLI against this cluster.
+    pub fn tessera(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("TESSERA_CLUSTER", &self.cluster_file)
+            .env("TESSERA_LOG", "error")
+            .output()
+            .expect("run tessera")
+    }
+
+    /// Runs the CLI and insists that it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.tessera(args);
+        assert!(
+            out.status.success(),
+            "tessera {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the CLI and insists that it fails; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.tessera(args);
+        assert!(
+            !out.status.success(),
+            "tessera {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).expect("JSON output")
+    }
+
+    /// Node indices holding chunk `n` of an object, fragment order.
+    pub fn placement(&self, target: &str, n: usize) -> (String, Vec<usize>) {
+        let stat = self.json(&["stat", "--json", target]);
+        let chunk = &stat["placement"][n];
+        let nodes = chunk["nodes"].as_array().expect("placement nodes");
+        let ids = nodes
+            .iter()
+            .map(|id| self.node_index(id.as_str().unwrap()))
+            .collect();
+        (chunk["id"].as_str().unwrap().to_string(), ids)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.nodes.iter_mut().flatten().chain(self.meta.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            // Leave the evidence for whoever reads the failure.
+            for entry in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let p = entry.path();
+                if p.extension().is_some_and(|e| e == "log") {
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    eprintln!("---- {} (last lines) ----", p.display());
+                    for l in tail.into_iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A file of `len` pseudo-random bytes (seeded, so a failure replays).
+pub fn random_file(path: &Path, len: usize, seed: u64) {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut data = vec![0u8; len];
+    rng.fill_bytes(&mut data);
+    std::fs::write(path, data).expect("write test file");
+}
+
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).expect("read a") == std::fs::read(b).expect("read b")
+}
