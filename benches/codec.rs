@@ -1,1 +1,109 @@
-fn main() {}
+//! Erasure coding and hashing speed: both Reed-Solomon crates at ec:4+2,
+//! 8+3 and 10+4 with 1 MiB fragments, and BLAKE3. Throughput counts the data
+//! bytes of a chunk (K MiB), so the numbers compare directly to disk and
+//! network speeds. Results: BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rand::{RngCore, SeedableRng};
+use tessera_codec::{ErasureBackend, ReedSolomonErasure, ReedSolomonSimd};
+
+const FRAGMENT: usize = 1 << 20;
+const LAYOUTS: [(usize, usize); 3] = [(4, 2), (8, 3), (10, 4)];
+
+fn backends() -> Vec<Arc<dyn ErasureBackend>> {
+    vec![
+        Arc::new(ReedSolomonErasure::default()),
+        Arc::new(ReedSolomonSimd),
+    ]
+}
+
+fn shards(k: usize) -> Vec<Vec<u8>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    (0..k)
+        .map(|_| {
+            let mut s = vec![0u8; FRAGMENT];
+            rng.fill_bytes(&mut s);
+            s
+        })
+        .collect()
+}
+
+fn encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode");
+    for (k, m) in LAYOUTS {
+        let data = shards(k);
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        g.throughput(Throughput::Bytes((k * FRAGMENT) as u64));
+        for b in backends() {
+            let mut parity = vec![vec![0u8; FRAGMENT]; m];
+            g.bench_with_input(
+                BenchmarkId::new(b.name(), format!("ec:{k}+{m}")),
+                &refs,
+                |bench, refs| bench.iter(|| b.encode(refs, &mut parity).unwrap()),
+            );
+        }
+    }
+    g.finish();
+}
+
+/// The worst case a reader meets: M data fragments lost, rebuilt from parity.
+fn decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    for (k, m) in LAYOUTS {
+        let data = shards(k);
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        g.throughput(Throughput::Bytes((k * FRAGMENT) as u64));
+        for b in backends() {
+            let mut parity = vec![vec![0u8; FRAGMENT]; m];
+            b.encode(&refs, &mut parity).unwrap();
+            let full: Vec<Option<Vec<u8>>> = data
+                .iter()
+                .chain(parity.iter())
+                .cloned()
+                .map(Some)
+                .collect();
+            g.bench_with_input(
+                BenchmarkId::new(b.name(), format!("ec:{k}+{m}")),
+                &full,
+                |bench, full| {
+                    bench.iter_batched(
+                        || {
+                            let mut s = full.clone();
+                            for lost in s.iter_mut().take(m) {
+                                *lost = None;
+                            }
+                            s
+                        },
+                        |mut s| b.reconstruct_data(k, m, &mut s).unwrap(),
+                        criterion::BatchSize::LargeInput,
+                    )
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+fn hashing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("blake3");
+    for size in [FRAGMENT, 4 * FRAGMENT] {
+        let data = shards(1).remove(0).repeat(size / FRAGMENT);
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{}MiB", size >> 20)),
+            &data,
+            |bench, d| bench.iter(|| blake3::hash(d)),
+        );
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = encode, decode, hashing
+}
+criterion_main!(benches);

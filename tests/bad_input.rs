@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Cluster;
+use common::{Cluster, http_get, metric};
 use tessera_net::{Connection, Endpoint, read_frame, write_frame};
 use tessera_proto::{
     ChunkRecord, ChunkRef, ErrorCode, FRAME_HEADER_LEN, FragmentRecord, FrameKind, MAGIC,
@@ -136,6 +136,17 @@ async fn nodes_refuse_bad_frames_and_keep_serving() {
         put_fragment(&conn, chunk, 1000, hash, &body).await,
         NodeResponse::Stored
     ));
+    let (_, text) = http_get(c.metrics_addr(Some(0)), "/metrics");
+    let sample = format!(
+        "tessera_node_bad_requests_total{{node=\"{}\"}}",
+        c.node_id(0)
+    );
+    // Every bad frame, and the stream dropped without a word, is counted.
+    assert_eq!(
+        metric(&text, &sample),
+        Some(bad_frames().len() as f64 + 1.0),
+        "{text}"
+    );
     let conn2 = connect(&c, c.node_addr(0)).await;
     assert!(matches!(
         tessera_net::call::<_, NodeResponse>(&conn2, &NodeRequest::Ping)

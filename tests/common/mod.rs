@@ -92,6 +92,12 @@ impl Cluster {
         format!("{}:{}", self.ip, 7701 + i).parse().unwrap()
     }
 
+    /// Where meta (`None`) or node `i` serves Prometheus metrics.
+    pub fn metrics_addr(&self, node: Option<usize>) -> SocketAddr {
+        let port = node.map(|i| 9101 + i).unwrap_or(9100);
+        format!("{}:{port}", self.ip).parse().unwrap()
+    }
+
     pub fn node_dir(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("node-{i}"))
     }
@@ -103,6 +109,7 @@ impl Cluster {
             .arg(&self.cluster_file)
             .arg("--data")
             .arg(self.dir.path().join("meta"))
+            .args(["--metrics-listen", &self.metrics_addr(None).to_string()])
             .args(&self.meta_args)
             .env("TESSERA_LOG", "info,quinn=warn")
             .stdout(self.log("meta"))
@@ -122,6 +129,7 @@ impl Cluster {
             .arg("--listen")
             .arg(self.node_addr(i).to_string())
             .args(["--heartbeat", "500ms"])
+            .args(["--metrics-listen", &self.metrics_addr(Some(i)).to_string()])
             .env("TESSERA_LOG", "info,quinn=warn")
             .stdout(self.log(&format!("node-{i}")))
             .stderr(self.log(&format!("node-{i}")))
@@ -284,4 +292,30 @@ pub fn random_file(path: &Path, len: usize, seed: u64) {
 
 pub fn same_file(a: &Path, b: &Path) -> bool {
     std::fs::read(a).expect("read a") == std::fs::read(b).expect("read b")
+}
+
+/// A plain HTTP GET; returns (status line, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of an unlabelled or labelled sample in a Prometheus exposition.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }

@@ -58,6 +58,9 @@ pub enum Command {
         /// A node silent for this long is down.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         down_after: Duration,
+        /// Serve Prometheus metrics on http://ADDR/metrics.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Run a storage node.
     Node {
@@ -81,6 +84,9 @@ pub enum Command {
         /// Interval between heartbeats to meta.
         #[arg(long, value_parser = parse_duration, default_value = "2s")]
         heartbeat: Duration,
+        /// Serve Prometheus metrics on http://ADDR/metrics.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Run a whole cluster in one process: meta and storage nodes on 127.0.0.1.
     Dev(dev::DevArgs),
@@ -196,9 +202,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             data,
             listen,
             down_after,
+            metrics_listen,
         } => {
             init_logging("info");
-            servers::run_meta(&cluster.cluster, &data, listen, down_after).await
+            servers::run_meta(&cluster.cluster, &data, listen, down_after, metrics_listen).await
         }
         Command::Node {
             cluster,
@@ -208,6 +215,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             zone,
             capacity,
             heartbeat,
+            metrics_listen,
         } => {
             init_logging("info");
             let opts = servers::NodeOpts {
@@ -217,6 +225,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 zone,
                 capacity,
                 heartbeat,
+                metrics: metrics_listen,
             };
             servers::run_node(&cluster.cluster, opts).await
         }

@@ -29,6 +29,9 @@ pub struct DevArgs {
     /// Bytes each node offers (default: its file system's size).
     #[arg(long, value_parser = crate::units::parse_size)]
     pub node_capacity: Option<u64>,
+    /// Serve meta's Prometheus metrics on http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
@@ -79,6 +82,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             zone: None,
             capacity: args.node_capacity,
             heartbeat: Duration::from_secs(2),
+            metrics: None,
         };
         let node = tessera_node::start(servers::node_config(&cfg, opts)?, &identity)
             .await

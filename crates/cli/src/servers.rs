@@ -152,17 +152,63 @@ pub async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
+/// Serves `/metrics` (Prometheus text format) and `/health` over plain HTTP.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let render = render.clone();
+                async move {
+                    let content_type = [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )];
+                    (content_type, render())
+                }
+            }),
+        )
+        .route("/health", get(|| async { "ok\n" }));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics on {addr}"))?;
+    info!(%addr, "metrics on http://{addr}/metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
+pub fn meta_renderer(
+    meta: std::sync::Arc<tessera_meta::Meta>,
+) -> impl Fn() -> String + Clone + Send + Sync + 'static {
+    move || {
+        meta.metrics_text()
+            .unwrap_or_else(|e| format!("# error: {e}\n"))
+    }
+}
+
 pub async fn run_meta(
     cluster: &Path,
     data: &Path,
     listen: Option<SocketAddr>,
     down_after: Duration,
+    metrics: Option<SocketAddr>,
 ) -> Result<()> {
     let cfg = load_cluster(cluster)?;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let identity = server_identity(&cfg, data, "meta")?;
     let running =
         tessera_meta::start(meta_config(&cfg, data, listen, down_after)?, &identity).await?;
+    if let Some(addr) = metrics {
+        serve_metrics(addr, meta_renderer(running.meta.clone())).await?;
+    }
     wait_for_signal().await?;
     info!("meta shutting down");
     running.shutdown().await;
@@ -176,6 +222,7 @@ pub struct NodeOpts {
     pub zone: Option<String>,
     pub capacity: Option<u64>,
     pub heartbeat: Duration,
+    pub metrics: Option<SocketAddr>,
 }
 
 pub fn node_config(cfg: &ClusterConfig, opts: NodeOpts) -> Result<NodeConfig> {
@@ -195,7 +242,12 @@ pub async fn run_node(cluster: &Path, opts: NodeOpts) -> Result<()> {
     std::fs::create_dir_all(&opts.data)
         .with_context(|| format!("creating {}", opts.data.display()))?;
     let identity = server_identity(&cfg, &opts.data, "node")?;
+    let metrics = opts.metrics;
     let running = tessera_node::start(node_config(&cfg, opts)?, &identity).await?;
+    if let Some(addr) = metrics {
+        let render = std::sync::Arc::new(running.metrics_renderer());
+        serve_metrics(addr, move || render()).await?;
+    }
     wait_for_signal().await?;
     info!("node shutting down");
     running.shutdown().await;

@@ -1,6 +1,8 @@
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -52,6 +54,9 @@ pub struct Meta {
     sm: StateMachine,
     config: MetaConfig,
     live: Mutex<HashMap<tessera_types::NodeId, Liveness>>,
+    requests: AtomicU64,
+    refused: AtomicU64,
+    bad_requests: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -83,7 +88,120 @@ impl Meta {
             sm,
             config,
             live: Mutex::new(live),
+            requests: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            bad_requests: AtomicU64::new(0),
         }))
+    }
+
+    /// Prometheus text exposition: cluster gauges and request counters.
+    pub fn metrics_text(&self) -> Result<String, MetaError> {
+        let map = self.cluster_map()?;
+        let up = map
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Up)
+            .count();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, labels: &str, value: u64| {
+            if !help.is_empty() {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            }
+            let _ = writeln!(out, "{name}{labels} {value}");
+        };
+        metric(
+            "tessera_meta_nodes",
+            "gauge",
+            "Storage nodes by state.",
+            "{state=\"up\"}",
+            up as u64,
+        );
+        metric(
+            "tessera_meta_nodes",
+            "gauge",
+            "",
+            "{state=\"down\"}",
+            (map.nodes.len() - up) as u64,
+        );
+        metric(
+            "tessera_meta_cluster_epoch",
+            "gauge",
+            "Cluster map epoch.",
+            "",
+            map.epoch,
+        );
+        metric(
+            "tessera_meta_capacity_bytes",
+            "gauge",
+            "Capacity of all nodes.",
+            "",
+            map.nodes.iter().map(|n| n.capacity).sum(),
+        );
+        metric(
+            "tessera_meta_used_bytes",
+            "gauge",
+            "Bytes used on all nodes.",
+            "",
+            map.nodes.iter().map(|n| n.used).sum(),
+        );
+        metric(
+            "tessera_meta_buckets",
+            "gauge",
+            "Buckets.",
+            "",
+            self.sm.counter(counter::BUCKETS)?,
+        );
+        metric(
+            "tessera_meta_objects",
+            "gauge",
+            "Objects.",
+            "",
+            self.sm.counter(counter::OBJECTS)?,
+        );
+        metric(
+            "tessera_meta_chunks",
+            "gauge",
+            "Chunk records.",
+            "",
+            self.sm.counter(counter::CHUNKS)?,
+        );
+        metric(
+            "tessera_meta_corrupt_reports_total",
+            "counter",
+            "Corrupt fragments reported by readers.",
+            "",
+            self.sm.counter(counter::CORRUPT)?,
+        );
+        metric(
+            "tessera_meta_commands_applied_total",
+            "counter",
+            "State machine commands applied.",
+            "",
+            self.sm.counter(counter::APPLIED)?,
+        );
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        metric(
+            "tessera_meta_requests_total",
+            "counter",
+            "Requests answered.",
+            "",
+            get(&self.requests),
+        );
+        metric(
+            "tessera_meta_requests_refused_total",
+            "counter",
+            "Requests answered with an error.",
+            "",
+            get(&self.refused),
+        );
+        metric(
+            "tessera_meta_bad_requests_total",
+            "counter",
+            "Malformed or truncated requests.",
+            "",
+            get(&self.bad_requests),
+        );
+        Ok(out)
     }
 
     pub fn state(&self) -> &StateMachine {
@@ -262,6 +380,7 @@ async fn handle_stream(meta: Arc<Meta>, mut send: SendStream, mut recv: RecvStre
         )),
         Ok(Err(e)) => {
             debug!(error = %e, "bad request frame");
+            meta.bad_requests.fetch_add(1, Ordering::Relaxed);
             MetaResponse::Error(RemoteError::new(
                 ErrorCode::BadRequest,
                 format!("bad request: {e}"),
@@ -276,6 +395,10 @@ async fn handle_stream(meta: Arc<Meta>, mut send: SendStream, mut recv: RecvStre
             }
         }
     };
+    meta.requests.fetch_add(1, Ordering::Relaxed);
+    if matches!(response, MetaResponse::Error(_)) {
+        meta.refused.fetch_add(1, Ordering::Relaxed);
+    }
     if write_frame(&mut send, FrameKind::Response, &response)
         .await
         .is_ok()

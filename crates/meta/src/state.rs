@@ -496,3 +496,224 @@ impl Counted<'_> {
         self.add(counter::OBJECTS, -1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_proto::{ChunkRef, FragmentRecord};
+
+    fn sm() -> (tempfile::TempDir, StateMachine) {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachine::open(dir.path()).unwrap();
+        (dir, sm)
+    }
+
+    fn inline(bytes: &[u8]) -> NewObject {
+        NewObject {
+            size: bytes.len() as u64,
+            etag: String::new(),
+            content_type: None,
+            user_meta: Default::default(),
+            data: ObjectData::Inline(bytes.to_vec()),
+            chunks: vec![],
+        }
+    }
+
+    fn put(
+        sm: &StateMachine,
+        bucket: &str,
+        key: &str,
+        object: NewObject,
+    ) -> Result<Outcome, MetaError> {
+        sm.apply(&Command::CommitObject {
+            bucket: bucket.into(),
+            key: key.into(),
+            object,
+            at_ms: 1,
+        })
+    }
+
+    fn keys(l: &Listing) -> Vec<String> {
+        l.entries
+            .iter()
+            .map(|e| match e {
+                ListEntry::Object { key, .. } => key.clone(),
+                ListEntry::CommonPrefix(p) => format!("{p}*"),
+            })
+            .collect()
+    }
+
+    fn with_bucket() -> (tempfile::TempDir, StateMachine) {
+        let (d, sm) = sm();
+        sm.apply(&Command::CreateBucket {
+            name: "bkt".into(),
+            policy: Policy::default(),
+            at_ms: 1,
+        })
+        .unwrap();
+        (d, sm)
+    }
+
+    #[test]
+    fn lists_like_s3() {
+        let (_d, sm) = with_bucket();
+        // A neighbour bucket whose name extends ours must not leak in.
+        sm.apply(&Command::CreateBucket {
+            name: "bkt2".into(),
+            policy: Policy::default(),
+            at_ms: 1,
+        })
+        .unwrap();
+        put(&sm, "bkt2", "a", inline(b"x")).unwrap();
+        for k in ["a/1", "a/2", "a/b/3", "b", "c/1", "c/2", "d"] {
+            put(&sm, "bkt", k, inline(b"x")).unwrap();
+        }
+        let all = sm.list("bkt", "", None, None, 100).unwrap();
+        assert_eq!(keys(&all), ["a/1", "a/2", "a/b/3", "b", "c/1", "c/2", "d"]);
+        assert_eq!(all.next, None);
+        let top = sm.list("bkt", "", Some("/"), None, 100).unwrap();
+        assert_eq!(keys(&top), ["a/*", "b", "c/*", "d"]);
+        let under_a = sm.list("bkt", "a/", Some("/"), None, 100).unwrap();
+        assert_eq!(keys(&under_a), ["a/1", "a/2", "a/b/*"]);
+        // Pages of two, resumed with `next`, give the same listing.
+        let mut pages = vec![];
+        let mut after = None;
+        loop {
+            let page = sm.list("bkt", "", Some("/"), after.as_deref(), 2).unwrap();
+            pages.extend(keys(&page));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(pages, ["a/*", "b", "c/*", "d"]);
+        assert_eq!(
+            keys(&sm.list("bkt", "", None, Some("b"), 100).unwrap()),
+            ["c/1", "c/2", "d"]
+        );
+        assert!(sm.list("nope", "", None, None, 10).is_err());
+    }
+
+    #[test]
+    fn counters_follow_commands() {
+        let (_d, sm) = with_bucket();
+        put(&sm, "bkt", "k", inline(b"1")).unwrap();
+        put(&sm, "bkt", "k", inline(b"2")).unwrap(); // overwrite: still one object
+        put(&sm, "bkt", "j", inline(b"3")).unwrap();
+        assert_eq!(sm.counter(counter::OBJECTS).unwrap(), 2);
+        assert_eq!(
+            sm.apply(&Command::DeleteObject {
+                bucket: "bkt".into(),
+                key: "k".into(),
+                at_ms: 2
+            })
+            .unwrap(),
+            Outcome::Deleted { existed: true }
+        );
+        assert_eq!(
+            sm.apply(&Command::DeleteObject {
+                bucket: "bkt".into(),
+                key: "k".into(),
+                at_ms: 2
+            })
+            .unwrap(),
+            Outcome::Deleted { existed: false }
+        );
+        assert_eq!(sm.counter(counter::OBJECTS).unwrap(), 1);
+        assert_eq!(sm.counter(counter::BUCKETS).unwrap(), 1);
+        assert_eq!(sm.counter(counter::APPLIED).unwrap(), 6);
+        assert_eq!(
+            sm.object("bkt", "j").unwrap().data,
+            ObjectData::Inline(b"3".to_vec())
+        );
+    }
+
+    #[test]
+    fn buckets_delete_only_when_empty() {
+        let (_d, sm) = with_bucket();
+        put(&sm, "bkt", "k", inline(b"1")).unwrap();
+        let err = sm
+            .apply(&Command::DeleteBucket { name: "bkt".into() })
+            .unwrap_err();
+        assert_eq!(err.to_remote().code, ErrorCode::BucketNotEmpty);
+        sm.apply(&Command::DeleteObject {
+            bucket: "bkt".into(),
+            key: "k".into(),
+            at_ms: 2,
+        })
+        .unwrap();
+        sm.apply(&Command::DeleteBucket { name: "bkt".into() })
+            .unwrap();
+        assert_eq!(
+            sm.bucket("bkt").unwrap_err().to_remote().code,
+            ErrorCode::NoSuchBucket
+        );
+    }
+
+    #[test]
+    fn overwritten_chunks_become_garbage_and_bad_commits_change_nothing() {
+        let (_d, sm) = with_bucket();
+        let nodes: Vec<NodeId> = (1..=6).map(NodeId).collect();
+        for id in &nodes {
+            let node = NodeRecord {
+                id: *id,
+                addr: "127.0.0.1:1".into(),
+                zone: None,
+                capacity: 1,
+                joined_ms: 0,
+            };
+            sm.apply(&Command::RegisterNode { node }).unwrap();
+        }
+        let chunked = |id: u8| {
+            let rec = ChunkRecord {
+                id: ChunkId([id; 16]),
+                policy: Policy::default(),
+                len: 10,
+                fragment_len: 64,
+                hash: [0; 32],
+                fragments: nodes
+                    .iter()
+                    .map(|n| FragmentRecord {
+                        node: *n,
+                        hash: [0; 32],
+                    })
+                    .collect(),
+            };
+            NewObject {
+                size: 10,
+                etag: String::new(),
+                content_type: None,
+                user_meta: Default::default(),
+                data: ObjectData::Chunks(vec![ChunkRef {
+                    id: rec.id,
+                    len: 10,
+                }]),
+                chunks: vec![rec],
+            }
+        };
+        put(&sm, "bkt", "k", chunked(1)).unwrap();
+        let applied = sm.counter(counter::APPLIED).unwrap();
+        // Reusing a chunk id is refused, and leaves no trace.
+        assert!(put(&sm, "bkt", "other", chunked(1)).is_err());
+        assert_eq!(sm.counter(counter::APPLIED).unwrap(), applied);
+        assert!(sm.object("bkt", "other").is_err());
+        put(&sm, "bkt", "k", chunked(2)).unwrap();
+        assert!(sm.store.get(GARBAGE, &ChunkId([1; 16])).unwrap().is_some());
+        assert!(sm.store.get(GARBAGE, &ChunkId([2; 16])).unwrap().is_none());
+        let mut held = 0;
+        sm.store
+            .scan(
+                NODE_FRAGMENTS,
+                &NodeId(3).encode(),
+                |_, k: NodeFragmentKey, _| {
+                    if k.node != NodeId(3) {
+                        return Ok(Step::Stop);
+                    }
+                    held += 1;
+                    Ok(Step::Continue)
+                },
+            )
+            .unwrap();
+        assert_eq!(held, 2, "node 3 holds one fragment of each chunk until GC");
+    }
+}

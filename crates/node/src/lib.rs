@@ -6,6 +6,7 @@
 //! fragments combine into chunks: to a node a fragment is an opaque, hashed
 //! byte string named by (chunk id, index).
 
+mod metrics;
 mod server;
 mod store;
 

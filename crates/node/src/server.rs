@@ -15,6 +15,7 @@ use tessera_types::NodeId;
 use tokio::io::AsyncReadExt;
 use tracing::{debug, info, warn};
 
+use crate::metrics::NodeMetrics;
 use crate::{FragmentStore, NodeError};
 
 #[derive(Debug, Clone)]
@@ -62,6 +63,8 @@ pub fn load_or_create_node_id(dir: &Path) -> Result<NodeId, NodeError> {
 struct Node {
     id: NodeId,
     store: FragmentStore,
+    metrics: NodeMetrics,
+    capacity: u64,
 }
 
 async fn handle_stream(node: Arc<Node>, mut send: SendStream, mut recv: RecvStream) {
@@ -76,6 +79,7 @@ async fn handle_stream(node: Arc<Node>, mut send: SendStream, mut recv: RecvStre
             "request not received in time",
         )),
         Ok(Err(e)) => {
+            NodeMetrics::add(&node.metrics.bad_requests, 1);
             debug!(error = %e, "bad request frame");
             Err(RemoteError::new(
                 ErrorCode::BadRequest,
@@ -118,9 +122,14 @@ async fn handle_stream(node: Arc<Node>, mut send: SendStream, mut recv: RecvStre
                         }
                     }
                     let _ = send.finish();
+                    NodeMetrics::add(&node.metrics.gets, 1);
+                    NodeMetrics::add(&node.metrics.get_bytes, header.len);
                     return;
                 }
-                Err(e) => NodeResponse::Error(e.to_remote()),
+                Err(e) => {
+                    NodeMetrics::add(&node.metrics.get_errors, 1);
+                    NodeResponse::Error(e.to_remote())
+                }
             }
         }
         Ok(req) => match serve_request(&node, req, &mut recv).await {
@@ -152,12 +161,19 @@ async fn serve_request(
             len,
             hash,
         } => {
-            node.store.put(chunk, index, len, hash, recv).await?;
+            if let Err(e) = node.store.put(chunk, index, len, hash, recv).await {
+                NodeMetrics::add(&node.metrics.put_errors, 1);
+                return Err(e);
+            }
+            NodeMetrics::add(&node.metrics.puts, 1);
+            NodeMetrics::add(&node.metrics.put_bytes, len);
             NodeResponse::Stored
         }
-        NodeRequest::DeleteFragment { chunk, index } => NodeResponse::Deleted {
-            existed: node.store.delete(chunk, index).await?,
-        },
+        NodeRequest::DeleteFragment { chunk, index } => {
+            let existed = node.store.delete(chunk, index).await?;
+            NodeMetrics::add(&node.metrics.deletes, u64::from(existed));
+            NodeResponse::Deleted { existed }
+        }
         NodeRequest::ListFragments { after, limit } => {
             let (items, more) = node
                 .store
@@ -171,10 +187,13 @@ async fn serve_request(
                 ok: true,
                 detail: String::new(),
             },
-            Err(e @ NodeError::Corrupt { .. }) => NodeResponse::Verified {
-                ok: false,
-                detail: e.to_string(),
-            },
+            Err(e @ NodeError::Corrupt { .. }) => {
+                NodeMetrics::add(&node.metrics.verify_failures, 1);
+                NodeResponse::Verified {
+                    ok: false,
+                    detail: e.to_string(),
+                }
+            }
             Err(e) => return Err(e),
         },
         NodeRequest::GetFragment { .. } => unreachable!("served with its body in handle_stream"),
@@ -189,11 +208,25 @@ fn capacity_of(dir: &Path) -> u64 {
 
 pub struct RunningNode {
     pub id: NodeId,
+    node: Arc<Node>,
     endpoint: Endpoint,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
+    /// Renders this node's gauges and counters in the Prometheus format.
+    pub fn metrics_renderer(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let n = self.node.clone();
+        move || {
+            n.metrics.render(
+                &n.id.to_string(),
+                n.capacity,
+                n.store.used(),
+                n.store.count(),
+            )
+        }
+    }
+
     pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
         Ok(self.endpoint.local_addr()?)
     }
@@ -222,7 +255,15 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
         .clone()
         .unwrap_or_else(|| local.to_string());
     info!(node = %id, addr = %local, fragments = store.count(), used = store.used(), "node listening");
-    let node = Arc::new(Node { id, store });
+    let capacity = config
+        .capacity
+        .unwrap_or_else(|| capacity_of(&config.data_dir));
+    let node = Arc::new(Node {
+        id,
+        store,
+        metrics: NodeMetrics::default(),
+        capacity,
+    });
 
     let n = node.clone();
     let ep = endpoint.clone();
@@ -233,9 +274,6 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
         .await;
     });
 
-    let capacity = config
-        .capacity
-        .unwrap_or_else(|| capacity_of(&config.data_dir));
     let pool = ConnectionPool::new(Endpoint::client(identity)?);
     let n = node.clone();
     let heartbeats = tokio::spawn(async move {
@@ -245,7 +283,7 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
                 node: n.id,
                 addr: advertise.clone(),
                 zone: config.zone.clone(),
-                capacity,
+                capacity: n.capacity,
                 used: n.store.used(),
                 fragments: n.store.count(),
             };
@@ -276,6 +314,7 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
     });
     Ok(RunningNode {
         id,
+        node,
         endpoint,
         tasks: vec![server, heartbeats],
     })

@@ -1,0 +1,109 @@
+//! Counters a node keeps about its own work, rendered in the Prometheus text
+//! format. Serving them over HTTP is the binary's job.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct NodeMetrics {
+    pub puts: AtomicU64,
+    pub put_bytes: AtomicU64,
+    pub put_errors: AtomicU64,
+    pub gets: AtomicU64,
+    pub get_bytes: AtomicU64,
+    pub get_errors: AtomicU64,
+    pub deletes: AtomicU64,
+    pub verify_failures: AtomicU64,
+    pub bad_requests: AtomicU64,
+}
+
+impl NodeMetrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The Prometheus exposition, with the gauges the caller passes.
+    pub fn render(&self, node: &str, capacity: u64, used: u64, fragments: u64) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {value}"
+            );
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        metric(
+            "tessera_node_capacity_bytes",
+            "gauge",
+            "Bytes this node offers.",
+            capacity,
+        );
+        metric(
+            "tessera_node_used_bytes",
+            "gauge",
+            "Bytes of fragment files stored.",
+            used,
+        );
+        metric(
+            "tessera_node_fragments",
+            "gauge",
+            "Fragment files stored.",
+            fragments,
+        );
+        metric(
+            "tessera_node_fragment_puts_total",
+            "counter",
+            "Fragments stored.",
+            get(&self.puts),
+        );
+        metric(
+            "tessera_node_fragment_put_bytes_total",
+            "counter",
+            "Body bytes of fragments stored.",
+            get(&self.put_bytes),
+        );
+        metric(
+            "tessera_node_fragment_put_errors_total",
+            "counter",
+            "Fragment puts refused or failed.",
+            get(&self.put_errors),
+        );
+        metric(
+            "tessera_node_fragment_gets_total",
+            "counter",
+            "Fragments served.",
+            get(&self.gets),
+        );
+        metric(
+            "tessera_node_fragment_get_bytes_total",
+            "counter",
+            "Body bytes of fragments served.",
+            get(&self.get_bytes),
+        );
+        metric(
+            "tessera_node_fragment_get_errors_total",
+            "counter",
+            "Fragment reads that failed (missing, corrupt, I/O).",
+            get(&self.get_errors),
+        );
+        metric(
+            "tessera_node_fragment_deletes_total",
+            "counter",
+            "Fragments deleted.",
+            get(&self.deletes),
+        );
+        metric(
+            "tessera_node_verify_failures_total",
+            "counter",
+            "Fragments that failed verification.",
+            get(&self.verify_failures),
+        );
+        metric(
+            "tessera_node_bad_requests_total",
+            "counter",
+            "Malformed or truncated requests.",
+            get(&self.bad_requests),
+        );
+        out
+    }
+}

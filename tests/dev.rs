@@ -1,0 +1,82 @@
+//! `tessera dev`, the README's first command: one process, a whole cluster.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{BIN, random_file, same_file};
+
+#[test]
+fn dev_cluster_serves_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let ip = format!("127.{}.250.1", 10 + std::process::id() % 240);
+    let mut dev = Command::new(BIN)
+        .args([
+            "dev",
+            "--data",
+            data.to_str().unwrap(),
+            "--meta-listen",
+            &format!("{ip}:7700"),
+        ])
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("Press Ctrl-C") {
+                let _ = tx.send(seen.clone());
+            }
+        }
+    });
+    let banner = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("tessera dev did not come up");
+    assert!(
+        banner.contains("6 nodes") && banner.contains("ec:4+2"),
+        "{banner}"
+    );
+
+    let cluster = data.join("cluster.toml");
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("TESSERA_CLUSTER", &cluster)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&["bucket", "create", "demo"]);
+    let src = dir.path().join("src");
+    random_file(&src, 9 << 20, 5);
+    cli(&["put", src.to_str().unwrap(), "demo/file"]);
+    let out = dir.path().join("out");
+    cli(&["get", "demo/file", out.to_str().unwrap()]);
+    assert!(same_file(&src, &out));
+    let status: serde_json::Value = serde_json::from_str(&cli(&["status", "--json"])).unwrap();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 6);
+    assert_eq!(status["default_policy"], "ec:4+2");
+
+    // SIGTERM stops it cleanly.
+    let ok = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = dev.wait().unwrap();
+    assert!(status.success(), "tessera dev exited with {status}");
+}

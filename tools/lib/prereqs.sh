@@ -1,0 +1,49 @@
+# Shared by tools/dev and tools/test: make sure what the build and the tests
+# need is installed, installing Debian packages when we can, and failing with
+# a message that names what is missing when we cannot. Never skips silently.
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+apt_updated=""
+# ensure_deb PACKAGE CHECK-COMMAND...: installs PACKAGE unless CHECK succeeds.
+ensure_deb() {
+    local pkg=$1
+    shift
+    if "$@" >/dev/null 2>&1; then
+        return 0
+    fi
+    have apt-get || die "$pkg is required and this machine has no apt-get: install $pkg by hand"
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        have sudo || die "$pkg is required: run 'apt-get install $pkg' as root"
+        sudo="sudo"
+    fi
+    echo "installing $pkg (apt-get)..." >&2
+    if [ -z "$apt_updated" ]; then
+        $sudo apt-get update -qq || die "apt-get update failed: cannot install $pkg"
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$pkg" >/dev/null ||
+        die "apt-get install $pkg failed"
+    "$@" >/dev/null 2>&1 || die "$pkg was installed but the check '$*' still fails"
+}
+
+libclang_present() {
+    # bindgen (for RocksDB) loads libclang at build time.
+    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* 2>/dev/null | grep -q .
+}
+
+ensure_build_prereqs() {
+    have cargo || die "cargo is required: install the Rust toolchain (https://rustup.rs), 1.95 or newer"
+    have cc || ensure_deb gcc have cc
+    have c++ || ensure_deb g++ have c++
+    ensure_deb libclang-dev libclang_present
+    # Keep the (slow to build) target directory outside the checkout so that
+    # fresh clones and CI runs reuse it.
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
+}
