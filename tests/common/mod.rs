@@ -31,11 +31,25 @@ pub struct Cluster {
     nodes: Vec<Option<Child>>,
     pub node_count: usize,
     meta_args: Vec<String>,
+    zones: Vec<Option<String>>,
 }
 
 impl Cluster {
     pub fn start(nodes: usize) -> Cluster {
         Self::start_with(nodes, &[])
+    }
+
+    /// One node per entry, in the zone the entry names.
+    pub fn start_zoned(zones: &[&str]) -> Cluster {
+        let mut c = Self::start_with(0, &[]);
+        c.zones = zones.iter().map(|z| Some(z.to_string())).collect();
+        c.nodes = zones.iter().map(|_| None).collect();
+        c.node_count = zones.len();
+        for i in 0..zones.len() {
+            c.start_node(i);
+        }
+        c.wait_nodes_up(zones.len());
+        c
     }
 
     /// Starts meta (with extra `meta_args`) and `nodes` nodes, and waits
@@ -66,6 +80,7 @@ impl Cluster {
             nodes: (0..nodes).map(|_| None).collect(),
             node_count: nodes,
             meta_args: meta_args.iter().map(|s| s.to_string()).collect(),
+            zones: Vec::new(),
         };
         c.start_meta();
         for i in 0..nodes {
@@ -130,6 +145,14 @@ impl Cluster {
             .arg(self.node_addr(i).to_string())
             .args(["--heartbeat", "500ms"])
             .args(["--metrics-listen", &self.metrics_addr(Some(i)).to_string()])
+            .args(
+                self.zones
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .map(|z| vec!["--zone".to_string(), z])
+                    .unwrap_or_default(),
+            )
             .env("TESSERA_LOG", "info,quinn=warn")
             .stdout(self.log(&format!("node-{i}")))
             .stderr(self.log(&format!("node-{i}")))

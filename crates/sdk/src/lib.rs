@@ -70,3 +70,17 @@ impl SdkError {
         }
     }
 }
+
+/// SDK futures must be spawnable on a multi-threaded runtime: this fails to
+/// compile if one of them stops being `Send`.
+#[allow(dead_code)]
+fn sdk_futures_are_send(client: Client) {
+    fn spawnable<T: Send + 'static>(_: T) {}
+    let c = client.clone();
+    spawnable(async move { c.put("b", "k", &b"data"[..], PutOptions::default()).await });
+    let c = client.clone();
+    spawnable(async move {
+        let mut out = Vec::new();
+        c.get("b", "k", None, &mut out).await
+    });
+}

@@ -90,15 +90,15 @@ impl Client {
                             });
                         }
                     };
-                    let mut chunks = futures::stream::iter(
-                        records
-                            .into_iter()
-                            .zip(batch.iter().map(|(_, s)| s.clone())),
-                    )
-                    .map(|(record, slice)| async move {
-                        self.read_chunk(&record).await.map(|c| (c, slice))
-                    })
-                    .buffered(self.inner.options.parallel_chunks);
+                    // Owned jobs and a named async fn keep this future Send for
+                    // callers that spawn it (closures over borrows do not).
+                    let jobs: Vec<(ChunkRecord, Range<usize>)> = records
+                        .into_iter()
+                        .zip(batch.iter().map(|(_, slice)| slice.clone()))
+                        .collect();
+                    let mut chunks = futures::stream::iter(jobs)
+                        .map(|(record, slice)| self.read_slice(record, slice))
+                        .buffered(self.inner.options.parallel_chunks);
                     while let Some(chunk) = chunks.next().await {
                         let (chunk, slice) = chunk?;
                         out.write_all(&chunk[slice]).await?;
@@ -108,6 +108,14 @@ impl Client {
         }
         out.flush().await?;
         Ok(())
+    }
+
+    async fn read_slice(
+        &self,
+        record: ChunkRecord,
+        slice: Range<usize>,
+    ) -> Result<(Vec<u8>, Range<usize>), SdkError> {
+        Ok((self.read_chunk(&record).await?, slice))
     }
 
     /// The chunk records of an object, in order: where every fragment lives.
