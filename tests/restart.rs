@@ -68,3 +68,26 @@ fn data_survives_killing_and_restarting_everything() {
         "{buckets}"
     );
 }
+
+#[test]
+fn nodes_and_clients_recover_from_a_meta_crash() {
+    let mut c = Cluster::start(6);
+    c.ok(&["bucket", "create", "data"]);
+    let src = c.path("src");
+    random_file(&src, 6 << 20, 1);
+    c.ok(&["put", src.to_str().unwrap(), "data/before"]);
+
+    c.kill_meta();
+    let err = c.fails(&["ls", "data"]);
+    assert!(err.contains("cannot reach the cluster's meta"), "{err}");
+
+    c.start_meta();
+    // Nodes keep heartbeating and are back in the map without a restart.
+    c.wait_nodes_up(6);
+    c.ok(&["put", src.to_str().unwrap(), "data/after"]);
+    for key in ["data/before", "data/after"] {
+        let out = c.path("out");
+        c.ok(&["get", key, out.to_str().unwrap()]);
+        assert!(same_file(&src, &out), "{key}");
+    }
+}

@@ -304,41 +304,44 @@ impl Drop for Cluster {
     }
 }
 
-/// A file of `len` pseudo-random bytes (seeded, so a failure replays).
+/// A file of `len` pseudo-random bytes (seeded, so a failure replays),
+/// written in blocks so that the test process stays small however large the
+/// file: the memory tests measure the CLI, not us.
 pub fn random_file(path: &Path, len: usize, seed: u64) {
     use rand::{RngCore, SeedableRng};
+    use std::io::Write;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut data = vec![0u8; len];
-    rng.fill_bytes(&mut data);
-    std::fs::write(path, data).expect("write test file");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create test file"));
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len());
+        rng.fill_bytes(&mut block[..n]);
+        f.write_all(&block[..n]).expect("write test file");
+        left -= n;
+    }
+    f.flush().expect("flush test file");
 }
 
+/// Byte-for-byte comparison, in blocks.
 pub fn same_file(a: &Path, b: &Path) -> bool {
-    std::fs::read(a).expect("read a") == std::fs::read(b).expect("read b")
-}
-
-/// A plain HTTP GET; returns (status line, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
-}
-
-/// The value of an unlabelled or labelled sample in a Prometheus exposition.
-pub fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    use std::io::Read;
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).expect("open a"),
+        std::fs::File::open(b).expect("open b"),
+    );
+    if fa.metadata().unwrap().len() != fb.metadata().unwrap().len() {
+        return false;
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba).expect("read a");
+        if n == 0 {
+            return true;
+        }
+        fb.read_exact(&mut bb[..n]).expect("read b");
+        if ba[..n] != bb[..n] {
+            return false;
+        }
+    }
 }
