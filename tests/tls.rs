@@ -98,3 +98,27 @@ fn clients_and_nodes_of_another_ca_are_refused() {
         .to_string();
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+#[test]
+fn clusters_can_name_meta_by_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = |meta: &str| {
+        Command::new(BIN)
+            .args([
+                "init",
+                "--force",
+                "--dir",
+                dir.path().to_str().unwrap(),
+                "--meta",
+                meta,
+            ])
+            .output()
+            .unwrap()
+    };
+    assert!(init("localhost:7700").status.success());
+    let file = std::fs::read_to_string(dir.path().join("cluster.toml")).unwrap();
+    assert!(file.contains("meta = \"localhost:7700\""), "{file}");
+    let out = init("no-port-here");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not HOST:PORT"));
+}

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use tessera_types::Policy;
 
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_host_port, parse_size};
 use crate::{client_cmds, dev, servers};
 
 /// Tessera: erasure-coded distributed object and block storage.
@@ -36,8 +36,8 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
         /// Address the meta service will listen on, as clients reach it.
-        #[arg(long)]
-        meta: SocketAddr,
+        #[arg(long, value_parser = parse_host_port)]
+        meta: String,
         /// Default policy for buckets created without one.
         #[arg(long, default_value = "ec:4+2")]
         policy: Policy,
@@ -195,7 +195,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             force,
         } => {
             init_logging("warn");
-            servers::init(&dir, meta, policy, force)
+            servers::init(&dir, &meta, policy, force)
         }
         Command::Meta {
             cluster,

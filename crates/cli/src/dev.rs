@@ -56,7 +56,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
         }
         cfg
     } else {
-        servers::create_cluster(&args.data, args.meta_listen, args.policy, false)?
+        servers::create_cluster(
+            &args.data,
+            &args.meta_listen.to_string(),
+            args.policy,
+            false,
+        )?
     };
 
     let meta_dir = args.data.join("meta");

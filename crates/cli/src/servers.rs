@@ -31,7 +31,7 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
 /// Creates DIR/cluster.toml with a new CA and client credentials.
 pub fn create_cluster(
     dir: &Path,
-    meta: SocketAddr,
+    meta: &str,
     policy: Policy,
     force: bool,
 ) -> Result<ClusterConfig> {
@@ -68,7 +68,7 @@ pub fn create_cluster(
     Ok(cfg)
 }
 
-pub fn init(dir: &Path, meta: SocketAddr, policy: Policy, force: bool) -> Result<()> {
+pub fn init(dir: &Path, meta: &str, policy: Policy, force: bool) -> Result<()> {
     create_cluster(dir, meta, policy, force)?;
     println!(
         "created cluster file {}",

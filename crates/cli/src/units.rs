@@ -40,6 +40,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// `HOST:PORT` or `IP:PORT` (IPv6 in brackets): checked for form here,
+/// resolved when used.
+pub fn parse_host_port(s: &str) -> Result<String, String> {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    match s.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok() =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!("{s:?} is not HOST:PORT")),
+    }
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
@@ -70,5 +86,10 @@ mod tests {
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
         assert!(parse_size("1Q").is_err());
         assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert!(parse_host_port("meta.example.com:7700").is_ok());
+        assert!(parse_host_port("10.0.0.1:7700").is_ok());
+        assert!(parse_host_port("[::1]:7700").is_ok());
+        assert!(parse_host_port("meta.example.com").is_err());
+        assert!(parse_host_port("host:99999").is_err());
     }
 }

@@ -54,10 +54,33 @@ impl ClusterConfig {
         }
     }
 
+    /// Meta's address: `IP:PORT`, or `HOST:PORT` resolved now (an IPv4
+    /// answer first).
     pub fn meta_addr(&self) -> Result<SocketAddr, SdkError> {
-        self.meta.parse().map_err(|_| {
-            SdkError::Config(format!("meta = {:?} is not an IP:port address", self.meta))
-        })
+        use std::net::ToSocketAddrs;
+        if let Ok(addr) = self.meta.parse() {
+            return Ok(addr);
+        }
+        let bad = |why: String| SdkError::Config(format!("meta = {:?}: {why}", self.meta));
+        if self
+            .meta
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            return Err(bad("expected HOST:PORT".into()));
+        }
+        let addrs: Vec<SocketAddr> = self
+            .meta
+            .to_socket_addrs()
+            .map_err(|e| bad(format!("cannot resolve: {e}")))?
+            .collect();
+        // Client endpoints are IPv4 sockets: prefer an IPv4 answer.
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| bad("resolves to no address".into()))
     }
 
     pub fn default_policy(&self) -> Result<Option<Policy>, SdkError> {
