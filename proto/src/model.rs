@@ -11,8 +11,11 @@ use tessera_types::{ChunkId, Hash, NodeId, Policy};
 pub enum NodeState {
     /// Heartbeats arrive.
     Up,
-    /// No heartbeat for longer than the grace period.
+    /// No heartbeat for longer than the grace period: its fragments are
+    /// read around, but nothing is rebuilt yet (it may come back).
     Down,
+    /// Silent for longer than the out period: treated as gone for good.
+    Out,
 }
 
 impl NodeState {
@@ -20,6 +23,7 @@ impl NodeState {
         match self {
             NodeState::Up => "up",
             NodeState::Down => "down",
+            NodeState::Out => "out",
         }
     }
 }

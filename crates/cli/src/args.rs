@@ -55,9 +55,12 @@ pub enum Command {
         /// Listen here instead of the cluster file's address.
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// A node silent for this long is down.
-        #[arg(long, value_parser = parse_duration, default_value = "30s")]
-        down_after: Duration,
+        /// A node silent this long is down (default 30s, or the cluster file's down_after).
+        #[arg(long, value_parser = parse_duration)]
+        down_after: Option<Duration>,
+        /// A node silent this long is out (default 10m, or the cluster file's out_after).
+        #[arg(long, value_parser = parse_duration)]
+        out_after: Option<Duration>,
         /// Serve Prometheus metrics on http://ADDR/metrics.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
@@ -202,10 +205,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             data,
             listen,
             down_after,
+            out_after,
             metrics_listen,
         } => {
             init_logging("info");
-            servers::run_meta(&cluster.cluster, &data, listen, down_after, metrics_listen).await
+            let liveness = (down_after, out_after);
+            servers::run_meta(&cluster.cluster, &data, listen, liveness, metrics_listen).await
         }
         Command::Node {
             cluster,

@@ -345,15 +345,13 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
-    let up = s
-        .map
-        .nodes
-        .iter()
-        .filter(|n| n.state == tessera_proto::NodeState::Up)
-        .count();
+    let count = |state| s.map.nodes.iter().filter(|n| n.state == state).count();
+    use tessera_proto::NodeState;
     println!(
-        "nodes: {up} up, {} down    default policy: {}",
-        s.map.nodes.len() - up,
+        "nodes: {} up, {} down, {} out    default policy: {}",
+        count(NodeState::Up),
+        count(NodeState::Down),
+        count(NodeState::Out),
         s.map.default_policy
     );
     println!(

@@ -66,7 +66,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
     let meta_dir = args.data.join("meta");
     let identity = servers::server_identity(&cfg, &meta_dir, "meta")?;
-    let mut meta_cfg = servers::meta_config(&cfg, &meta_dir, None, Duration::from_secs(30))?;
+    let mut meta_cfg = servers::meta_config(&cfg, &meta_dir, None, None, None)?;
     meta_cfg.default_policy = args.policy;
     let meta = tessera_meta::start(meta_cfg, &identity)
         .await

@@ -57,6 +57,8 @@ pub fn create_cluster(
         cert: "client.pem".into(),
         key: "client.key".into(),
         default_policy: Some(policy.to_string()),
+        down_after: None,
+        out_after: None,
         dir: dir.to_path_buf(),
     };
     let text = format!(
@@ -129,14 +131,36 @@ pub fn meta_config(
     cfg: &ClusterConfig,
     data: &Path,
     listen: Option<SocketAddr>,
-    down_after: Duration,
+    down_after: Option<Duration>,
+    out_after: Option<Duration>,
 ) -> Result<MetaConfig> {
     let listen = match listen {
         Some(l) => l,
         None => cfg.meta_addr()?,
     };
     let mut mc = MetaConfig::new(listen, data.to_path_buf());
-    mc.down_after = down_after;
+    // The command line wins over the cluster file, which wins over defaults.
+    let from_file = |v: &Option<String>, name: &str| -> Result<Option<Duration>> {
+        v.as_deref()
+            .map(|s| {
+                crate::units::parse_duration(s)
+                    .map_err(|e| anyhow::anyhow!("cluster file {name}: {e}"))
+            })
+            .transpose()
+    };
+    if let Some(d) = down_after.or(from_file(&cfg.down_after, "down_after")?) {
+        mc.down_after = d;
+    }
+    if let Some(d) = out_after.or(from_file(&cfg.out_after, "out_after")?) {
+        mc.out_after = d;
+    }
+    if mc.out_after <= mc.down_after {
+        bail!(
+            "out-after ({:?}) must be longer than down-after ({:?})",
+            mc.out_after,
+            mc.down_after
+        );
+    }
     if let Some(p) = cfg.default_policy()? {
         mc.default_policy = p;
     }
@@ -198,14 +222,17 @@ pub async fn run_meta(
     cluster: &Path,
     data: &Path,
     listen: Option<SocketAddr>,
-    down_after: Duration,
+    liveness: (Option<Duration>, Option<Duration>),
     metrics: Option<SocketAddr>,
 ) -> Result<()> {
     let cfg = load_cluster(cluster)?;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let identity = server_identity(&cfg, data, "meta")?;
-    let running =
-        tessera_meta::start(meta_config(&cfg, data, listen, down_after)?, &identity).await?;
+    let running = tessera_meta::start(
+        meta_config(&cfg, data, listen, liveness.0, liveness.1)?,
+        &identity,
+    )
+    .await?;
     if let Some(addr) = metrics {
         serve_metrics(addr, meta_renderer(running.meta.clone())).await?;
     }

@@ -23,6 +23,8 @@ pub struct MetaConfig {
     pub data_dir: PathBuf,
     /// A node with no heartbeat for this long is `down`.
     pub down_after: Duration,
+    /// ... and for this long, `out`.
+    pub out_after: Duration,
     pub default_policy: Policy,
     /// Objects up to this many bytes are stored inline in meta.
     pub inline_limit: u32,
@@ -34,9 +36,21 @@ impl MetaConfig {
             listen,
             data_dir,
             down_after: Duration::from_secs(30),
+            out_after: Duration::from_secs(600),
             default_policy: Policy::default(),
             inline_limit: 4096,
         }
+    }
+}
+
+/// A node's state from the time since its last heartbeat.
+pub fn liveness(silent_for: Duration, down_after: Duration, out_after: Duration) -> NodeState {
+    if silent_for > out_after {
+        NodeState::Out
+    } else if silent_for > down_after {
+        NodeState::Down
+    } else {
+        NodeState::Up
     }
 }
 
@@ -97,11 +111,7 @@ impl Meta {
     /// Prometheus text exposition: cluster gauges and request counters.
     pub fn metrics_text(&self) -> Result<String, MetaError> {
         let map = self.cluster_map()?;
-        let up = map
-            .nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Up)
-            .count();
+        let count = |state: NodeState| map.nodes.iter().filter(|n| n.state == state).count() as u64;
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, labels: &str, value: u64| {
             if !help.is_empty() {
@@ -109,19 +119,27 @@ impl Meta {
             }
             let _ = writeln!(out, "{name}{labels} {value}");
         };
+        let help = "Storage nodes by state.";
         metric(
             "tessera_meta_nodes",
             "gauge",
-            "Storage nodes by state.",
+            help,
             "{state=\"up\"}",
-            up as u64,
+            count(NodeState::Up),
         );
         metric(
             "tessera_meta_nodes",
             "gauge",
             "",
             "{state=\"down\"}",
-            (map.nodes.len() - up) as u64,
+            count(NodeState::Down),
+        );
+        metric(
+            "tessera_meta_nodes",
+            "gauge",
+            "",
+            "{state=\"out\"}",
+            count(NodeState::Out),
         );
         metric(
             "tessera_meta_cluster_epoch",
@@ -218,11 +236,7 @@ impl Meta {
                 let (state, used, last_seen_ms) = match live.get(&n.id) {
                     Some(l) => {
                         let age = l.last_seen.elapsed();
-                        let state = if age > self.config.down_after {
-                            NodeState::Down
-                        } else {
-                            NodeState::Up
-                        };
+                        let state = liveness(age, self.config.down_after, self.config.out_after);
                         (state, l.used, age.as_millis() as u64)
                     }
                     None => (NodeState::Down, 0, u64::MAX),
@@ -450,4 +464,22 @@ pub async fn start(config: MetaConfig, identity: &Identity) -> Result<RunningMet
         endpoint,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_go_down_then_out() {
+        let (down, out) = (Duration::from_secs(5), Duration::from_secs(20));
+        assert_eq!(liveness(Duration::from_secs(0), down, out), NodeState::Up);
+        assert_eq!(liveness(Duration::from_secs(5), down, out), NodeState::Up);
+        assert_eq!(liveness(Duration::from_secs(6), down, out), NodeState::Down);
+        assert_eq!(
+            liveness(Duration::from_secs(20), down, out),
+            NodeState::Down
+        );
+        assert_eq!(liveness(Duration::from_secs(21), down, out), NodeState::Out);
+    }
 }

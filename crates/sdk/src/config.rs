@@ -24,6 +24,12 @@ pub struct ClusterConfig {
     /// Policy for buckets created without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_policy: Option<String>,
+    /// Meta: a node silent this long is down (for example "30s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_after: Option<String>,
+    /// Meta: a node silent this long is out (for example "10m").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_after: Option<String>,
     #[serde(skip)]
     pub dir: PathBuf,
 }

@@ -1,0 +1,107 @@
+//! Failure detection: a silent node goes down, then out; back, it is up.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+
+fn wait_for_state(c: &Cluster, node: usize, want: &str) {
+    let id = c.node_id(node);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = c.json(&["status", "--json"]);
+        let state = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id.as_str())
+            .map(|n| n["state"].as_str().unwrap().to_string());
+        if state.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} never became {want}: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn silent_nodes_go_down_then_out_and_come_back_up() {
+    let mut c = Cluster::start_with(6, &["--down-after", "1s", "--out-after", "3s"]);
+    c.kill_node(2);
+    wait_for_state(&c, 2, "down");
+    wait_for_state(&c, 2, "out");
+    let human = c.ok(&["status"]);
+    assert!(human.contains("5 up, 0 down, 1 out"), "{human}");
+    // Out nodes receive no new fragments.
+    c.ok(&["bucket", "create", "data", "--policy", "ec:3+2"]);
+    let src = c.path("src");
+    common::random_file(&src, 5 << 20, 1);
+    c.ok(&["put", src.to_str().unwrap(), "data/obj"]);
+    let stat = c.json(&["stat", "--json", "data/obj"]);
+    let dead = c.node_id(2);
+    for chunk in stat["placement"].as_array().unwrap() {
+        assert!(
+            !chunk["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n == dead.as_str())
+        );
+    }
+    c.start_node(2);
+    wait_for_state(&c, 2, "up");
+}
+
+#[test]
+fn liveness_periods_come_from_the_cluster_file_and_are_checked() {
+    let c = Cluster::start(1);
+    // out-after must exceed down-after: meta refuses to start otherwise.
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "meta",
+            "--cluster",
+            c.cluster_file.to_str().unwrap(),
+            "--data",
+        ])
+        .arg(c.path("meta2"))
+        .args([
+            "--listen",
+            &format!("{}:7799", c.ip),
+            "--down-after",
+            "10s",
+            "--out-after",
+            "5s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must be longer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut file = std::fs::read_to_string(&c.cluster_file).unwrap();
+    file.push_str("down_after = \"nonsense\"\n");
+    std::fs::write(&c.cluster_file, file).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "meta",
+            "--cluster",
+            c.cluster_file.to_str().unwrap(),
+            "--data",
+        ])
+        .arg(c.path("meta3"))
+        .args(["--listen", &format!("{}:7798", c.ip)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("down_after"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
