@@ -56,52 +56,32 @@ fn silent_nodes_go_down_then_out_and_come_back_up() {
     wait_for_state(&c, 2, "up");
 }
 
+/// Starts a second meta on `port` with `args`, which must fail; its stderr.
+fn meta_refuses(c: &Cluster, port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "meta",
+            "--cluster",
+            c.cluster_file.to_str().unwrap(),
+            "--data",
+        ])
+        .arg(c.path(&format!("meta-{port}")))
+        .args(["--listen", &format!("{}:{port}", c.ip)])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "meta started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn liveness_periods_come_from_the_cluster_file_and_are_checked() {
     let c = Cluster::start(1);
-    // out-after must exceed down-after: meta refuses to start otherwise.
-    let out = std::process::Command::new(common::BIN)
-        .args([
-            "meta",
-            "--cluster",
-            c.cluster_file.to_str().unwrap(),
-            "--data",
-        ])
-        .arg(c.path("meta2"))
-        .args([
-            "--listen",
-            &format!("{}:7799", c.ip),
-            "--down-after",
-            "10s",
-            "--out-after",
-            "5s",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("must be longer"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = meta_refuses(&c, 7799, &["--down-after", "10s", "--out-after", "5s"]);
+    assert!(err.contains("must be longer"), "{err}");
     let mut file = std::fs::read_to_string(&c.cluster_file).unwrap();
     file.push_str("down_after = \"nonsense\"\n");
     std::fs::write(&c.cluster_file, file).unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args([
-            "meta",
-            "--cluster",
-            c.cluster_file.to_str().unwrap(),
-            "--data",
-        ])
-        .arg(c.path("meta3"))
-        .args(["--listen", &format!("{}:7798", c.ip)])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("down_after"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = meta_refuses(&c, 7798, &[]);
+    assert!(err.contains("down_after"), "{err}");
 }
