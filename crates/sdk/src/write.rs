@@ -20,6 +20,27 @@ use tracing::debug;
 
 use crate::{Client, PutOptions, SdkError};
 
+/// A spawned task that is cancelled when its handle is dropped: a put that
+/// fails or is abandoned stops its remaining chunk writes.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Client {
     /// Stores `body` as `bucket/key`, replacing any object there. The object
     /// becomes visible, whole, only when meta commits it; if anything fails
@@ -64,11 +85,17 @@ impl Client {
                     };
                     md5.update(&chunk);
                     size += chunk.len() as u64;
-                    in_flight.push_back(self.write_chunk(chunk, policy, &map));
+                    // A task per chunk: writes go on while the next chunk is
+                    // read from a slow source.
+                    let (client, map) = (self.clone(), map.clone());
+                    in_flight.push_back(AbortOnDrop(tokio::spawn(async move {
+                        client.write_chunk(chunk, policy, &map).await
+                    })));
                 }
                 match in_flight.next().await {
                     Some(record) => {
-                        let record: ChunkRecord = record?;
+                        let record: ChunkRecord = record
+                            .map_err(|e| SdkError::Invalid(format!("chunk writer task: {e}")))??;
                         refs.push(ChunkRef {
                             id: record.id,
                             len: record.len,
