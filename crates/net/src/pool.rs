@@ -20,7 +20,13 @@ pub struct ConnectionPool {
     endpoint: Endpoint,
     slots: Arc<Mutex<HashMap<SocketAddr, Slot>>>,
     failed: Arc<Mutex<HashMap<SocketAddr, Instant>>>,
+    /// Connection attempts under way, and since when.
+    connecting: Arc<Mutex<HashMap<SocketAddr, Instant>>>,
 }
+
+/// A connection attempt that has not answered in this long is suspect: a
+/// live peer on a working network answers far sooner.
+const SUSPECT_AFTER: Duration = Duration::from_millis(250);
 
 impl ConnectionPool {
     pub fn new(endpoint: Endpoint) -> Self {
@@ -28,6 +34,7 @@ impl ConnectionPool {
             endpoint,
             slots: Default::default(),
             failed: Default::default(),
+            connecting: Default::default(),
         }
     }
 
@@ -35,7 +42,21 @@ impl ConnectionPool {
         &self.endpoint
     }
 
+    /// A connection to `addr`, reusing the open one. The attempt runs in its
+    /// own task: a caller that gives up (a read that went to parity instead)
+    /// does not cancel it, so a dead peer's failure is always recorded and
+    /// later callers skip it at once.
     pub async fn get(&self, addr: SocketAddr) -> Result<Connection, NetError> {
+        let pool = self.clone();
+        tokio::spawn(async move { pool.get_or_connect(addr).await })
+            .await
+            .map_err(|e| NetError::Connect {
+                addr,
+                reason: format!("connection task: {e}"),
+            })?
+    }
+
+    async fn get_or_connect(&self, addr: SocketAddr) -> Result<Connection, NetError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(addr).or_default().clone()
@@ -49,7 +70,11 @@ impl ConnectionPool {
         if self.recently_failed(addr) {
             return Err(NetError::Unreachable { addr });
         }
-        match self.endpoint.connect(addr).await {
+        let attempt = {
+            let _connecting = Connecting::start(&self.connecting, addr);
+            self.endpoint.connect(addr).await
+        };
+        match attempt {
             Ok(c) => {
                 *conn = Some(c.clone());
                 Ok(c)
@@ -84,6 +109,18 @@ impl ConnectionPool {
             .insert(addr, Instant::now());
     }
 
+    /// True when `addr` failed recently or has been connecting for a while:
+    /// callers with a choice should ask other peers first.
+    pub fn is_suspect(&self, addr: SocketAddr) -> bool {
+        let slow = self
+            .connecting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .is_some_and(|since| since.elapsed() > SUSPECT_AFTER);
+        slow || self.recently_failed(addr)
+    }
+
     fn recently_failed(&self, addr: SocketAddr) -> bool {
         let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
         match failed.get(&addr) {
@@ -94,5 +131,30 @@ impl ConnectionPool {
             }
             None => false,
         }
+    }
+}
+
+/// Records a connection attempt for as long as it runs, however it ends
+/// (a caller may drop the future mid-attempt).
+struct Connecting<'a> {
+    map: &'a Mutex<HashMap<SocketAddr, Instant>>,
+    addr: SocketAddr,
+}
+
+impl<'a> Connecting<'a> {
+    fn start(map: &'a Mutex<HashMap<SocketAddr, Instant>>, addr: SocketAddr) -> Self {
+        map.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr, Instant::now());
+        Connecting { map, addr }
+    }
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.addr);
     }
 }

@@ -17,6 +17,10 @@ use tracing::{debug, warn};
 
 use crate::{Client, SdkError};
 
+/// How long the fragments of a chunk may all stay silent before one more is
+/// asked for.
+const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Chunk records fetched from meta per request.
 const RECORD_BATCH: usize = 256;
 
@@ -146,48 +150,56 @@ impl Client {
         let needed = record.policy.required();
         let node_ids: Vec<NodeId> = record.fragments.iter().map(|f| f.node).collect();
         let nodes: HashMap<NodeId, NodeInfo> = self.node_addrs(&node_ids).await?;
-        // Data fragments first, then parity; nodes meta reports down go last.
         let mut order: Vec<usize> = (0..n).collect();
+        // Data fragments first, parity after; nodes meta reports down, and
+        // nodes this client just failed to reach or is still waiting on, last.
         order.sort_by_key(|&i| {
-            let down = nodes
-                .get(&record.fragments[i].node)
-                .is_none_or(|n| n.state != NodeState::Up);
-            (down, i >= needed, i)
+            let avoid = nodes.get(&record.fragments[i].node).is_none_or(|n| {
+                n.state != NodeState::Up
+                    || n.addr
+                        .parse()
+                        .is_ok_and(|addr| self.inner.pool.is_suspect(addr))
+            });
+            (avoid, i >= needed, i)
         });
-        let mut order = order.into_iter();
+        let mut order = order.into_iter().peekable();
         let mut fragments: Vec<Option<Vec<u8>>> = vec![None; n];
         let mut failures = Vec::new();
         let mut fetches = FuturesUnordered::new();
         for i in order.by_ref().take(needed) {
             fetches.push(self.fetch(record, i, &nodes));
         }
+        // A fragment that is slow (a dead node costs a whole connect timeout)
+        // should not hold the chunk up while parity is at hand: after each
+        // quiet spell, one more fragment is asked for; the first K win.
+        let hedge = tokio::time::sleep(HEDGE_AFTER);
+        tokio::pin!(hedge);
         let mut got = 0;
-        while let Some((i, result)) = fetches.next().await {
-            match result {
-                Ok(bytes) => {
-                    fragments[i] = Some(bytes);
-                    got += 1;
-                    if got == needed {
-                        break;
+        while got < needed {
+            tokio::select! {
+                next = fetches.next() => {
+                    let Some((i, result)) = next else { break };
+                    // Progress: the quiet spell starts again.
+                    hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
+                    match result {
+                        Ok(bytes) => {
+                            fragments[i] = Some(bytes);
+                            got += 1;
+                        }
+                        Err(e) => {
+                            failures.push(self.fetch_failed(record, i, e));
+                            if let Some(next) = order.next() {
+                                fetches.push(self.fetch(record, next, &nodes));
+                            }
+                        }
                     }
                 }
-                Err(e) => {
-                    let node = record.fragments[i].node;
-                    let why = match e {
-                        FetchError::Corrupt(why) => {
-                            warn!(chunk = %record.id, index = i, %node, %why, "corrupt fragment; reading another and reporting it");
-                            self.report_corrupt(record.id, i as u8, node, why.clone());
-                            why
-                        }
-                        FetchError::Unreachable(why) | FetchError::Failed(why) => {
-                            debug!(chunk = %record.id, index = i, %node, %why, "fragment unavailable; reading another");
-                            why
-                        }
-                    };
-                    failures.push(format!("fragment {i} on node {node}: {why}"));
-                    if let Some(next) = order.next() {
+                () = &mut hedge, if order.peek().is_some() => {
+                    // Every fetch still out may be stuck: back each one up.
+                    for next in order.by_ref().take(fetches.len()) {
                         fetches.push(self.fetch(record, next, &nodes));
                     }
+                    hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
                 }
             }
         }
@@ -207,6 +219,23 @@ impl Client {
                 .await
                 .map_err(|e| SdkError::Invalid(format!("decoder task: {e}")))??;
         Ok(chunk)
+    }
+
+    /// Logs a failed fragment read (reporting corruption to meta) and says why.
+    fn fetch_failed(&self, record: &ChunkRecord, i: usize, e: FetchError) -> String {
+        let node = record.fragments[i].node;
+        let why = match e {
+            FetchError::Corrupt(why) => {
+                warn!(chunk = %record.id, index = i, %node, %why, "corrupt fragment; reading another and reporting it");
+                self.report_corrupt(record.id, i as u8, node, why.clone());
+                why
+            }
+            FetchError::Unreachable(why) | FetchError::Failed(why) => {
+                debug!(chunk = %record.id, index = i, %node, %why, "fragment unavailable; reading another");
+                why
+            }
+        };
+        format!("fragment {i} on node {node}: {why}")
     }
 
     fn report_corrupt(&self, chunk: ChunkId, index: u8, node: NodeId, reason: String) {
