@@ -31,6 +31,7 @@ pub struct Cluster {
     nodes: Vec<Option<Child>>,
     pub node_count: usize,
     meta_args: Vec<String>,
+    node_args: Vec<String>,
     zones: Vec<Option<String>>,
 }
 
@@ -49,6 +50,26 @@ impl Cluster {
             c.start_node(i);
         }
         c.wait_nodes_up(zones.len());
+        c
+    }
+
+    /// Like `start`, but runs `prepare(i, dir)` on each node's data directory
+    /// before that node starts (to mount a small file system there, say).
+    pub fn start_prepared(
+        nodes: usize,
+        node_args: &[&str],
+        prepare: impl Fn(usize, &Path),
+    ) -> Cluster {
+        let mut c = Self::start_with(0, &[]);
+        c.node_args = node_args.iter().map(|s| s.to_string()).collect();
+        c.nodes = (0..nodes).map(|_| None).collect();
+        c.node_count = nodes;
+        for i in 0..nodes {
+            std::fs::create_dir_all(c.node_dir(i)).expect("node dir");
+            prepare(i, &c.node_dir(i));
+            c.start_node(i);
+        }
+        c.wait_nodes_up(nodes);
         c
     }
 
@@ -80,6 +101,7 @@ impl Cluster {
             nodes: (0..nodes).map(|_| None).collect(),
             node_count: nodes,
             meta_args: meta_args.iter().map(|s| s.to_string()).collect(),
+            node_args: Vec::new(),
             zones: Vec::new(),
         };
         c.start_meta();
@@ -145,6 +167,7 @@ impl Cluster {
             .arg(self.node_addr(i).to_string())
             .args(["--heartbeat", "500ms"])
             .args(["--metrics-listen", &self.metrics_addr(Some(i)).to_string()])
+            .args(&self.node_args)
             .args(
                 self.zones
                     .get(i)

@@ -1,0 +1,83 @@
+//! A node whose disk fills up refuses fragments with a clear error, keeps
+//! nothing partial, and writes go to another node: nothing is lost.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Cluster, http_get, metric, random_file, same_file};
+
+/// A small tmpfs mounted for the test's lifetime (needs root, as in CI).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: the node process may still hold files open.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_node_is_routed_around() {
+    let disks = std::sync::Mutex::new(Vec::new());
+    // Seven nodes so that ec:4+2 has a spare; node 0 gets a 2 MiB disk but,
+    // like every node, claims 1 TiB (as when its disk fills from outside), so
+    // placement keeps choosing it.
+    let c = Cluster::start_prepared(7, &["--capacity", "1T"], |i, dir| {
+        if i == 0 {
+            disks.lock().unwrap().push(SmallDisk::mount(dir, "2m"));
+        }
+    });
+    c.ok(&["bucket", "create", "data", "--policy", "ec:4+2"]);
+    let src = c.path("src");
+    random_file(&src, 40 << 20, 4);
+    c.ok(&["put", src.to_str().unwrap(), "data/obj"]);
+    let out = c.path("out");
+    c.ok(&["get", "data/obj", out.to_str().unwrap()]);
+    assert!(same_file(&src, &out));
+
+    let (_, text) = http_get(c.metrics_addr(Some(0)), "/metrics");
+    let id = c.node_id(0);
+    let refused = metric(
+        &text,
+        &format!("tessera_node_fragment_put_errors_total{{node=\"{id}\"}}"),
+    )
+    .unwrap();
+    assert!(refused >= 1.0, "node 0 never ran out of space: {text}");
+    // What the full node refused left no partial file behind.
+    let tmp = std::fs::read_dir(c.node_dir(0).join("tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp, 0, "partial fragment files left in tmp/");
+    // Every chunk still has six fragments on six distinct nodes.
+    let stat = c.json(&["stat", "--json", "data/obj"]);
+    for chunk in stat["placement"].as_array().unwrap() {
+        let mut nodes: Vec<&str> = chunk["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        assert_eq!(nodes.len(), 6);
+    }
+    drop(c);
+}
