@@ -2,10 +2,24 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::{BIN, Cluster};
+
+/// A `tessera node` command using another cluster's credentials.
+fn intruder_node(cluster_file: &Path, data: &Path, listen: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("node")
+        .arg("--cluster")
+        .arg(cluster_file)
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", listen])
+        .args(extra);
+    cmd
+}
 
 #[test]
 fn clients_and_nodes_of_another_ca_are_refused() {
@@ -39,23 +53,15 @@ fn clients_and_nodes_of_another_ca_are_refused() {
 
     // A node with a foreign certificate cannot register.
     let node_dir = c.path("intruder");
-    let mut intruder = Command::new(BIN)
-        .args([
-            "node",
-            "--cluster",
-            foreign_file.to_str().unwrap(),
-            "--data",
-            node_dir.to_str().unwrap(),
-        ])
-        .args([
-            "--listen",
-            &format!("{}:7790", c.ip),
-            "--heartbeat",
-            "200ms",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut intruder = intruder_node(
+        &foreign_file,
+        &node_dir,
+        &format!("{}:7790", c.ip),
+        &["--heartbeat", "200ms"],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let status = c.json(&["status", "--json"]);
     assert_eq!(
@@ -70,15 +76,7 @@ fn clients_and_nodes_of_another_ca_are_refused() {
 
     // And our own client does not trust the intruder as a server: the
     // intruder's node port speaks TLS with a certificate our CA did not sign.
-    let mut intruder = Command::new(BIN)
-        .args([
-            "node",
-            "--cluster",
-            foreign_file.to_str().unwrap(),
-            "--data",
-            node_dir.to_str().unwrap(),
-        ])
-        .args(["--listen", &format!("{}:7791", c.ip)])
+    let mut intruder = intruder_node(&foreign_file, &node_dir, &format!("{}:7791", c.ip), &[])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
