@@ -144,7 +144,7 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArg,
     },
-    /// Show nodes (up/down, capacity, usage) and cluster totals.
+    /// Show nodes (up, down or out; capacity, usage) and cluster totals.
     Status {
         /// Print one JSON object, for scripts.
         #[arg(long)]
