@@ -47,6 +47,10 @@ impl ConnectionPool {
     /// does not cancel it, so a dead peer's failure is always recorded and
     /// later callers skip it at once.
     pub async fn get(&self, addr: SocketAddr) -> Result<Connection, NetError> {
+        // Fast path, once per fragment request: an open connection, no task.
+        if let Some(c) = self.open_connection(addr) {
+            return Ok(c);
+        }
         let pool = self.clone();
         tokio::spawn(async move { pool.get_or_connect(addr).await })
             .await
@@ -56,16 +60,24 @@ impl ConnectionPool {
             })?
     }
 
+    fn slot(&self, addr: SocketAddr) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(addr).or_default().clone()
+    }
+
+    /// The open connection to `addr`, if there is one and nobody is
+    /// connecting right now (then the slow path waits for that attempt).
+    fn open_connection(&self, addr: SocketAddr) -> Option<Connection> {
+        let slot = self.slot(addr);
+        let conn = slot.try_lock().ok()?;
+        still_open(&conn)
+    }
+
     async fn get_or_connect(&self, addr: SocketAddr) -> Result<Connection, NetError> {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.entry(addr).or_default().clone()
-        };
+        let slot = self.slot(addr);
         let mut conn = slot.lock().await;
-        if let Some(c) = conn.as_ref()
-            && c.close_reason().is_none()
-        {
-            return Ok(c.clone());
+        if let Some(c) = still_open(&conn) {
+            return Ok(c);
         }
         if self.recently_failed(addr) {
             return Err(NetError::Unreachable { addr });
@@ -132,6 +144,12 @@ impl ConnectionPool {
             None => false,
         }
     }
+}
+
+fn still_open(conn: &Option<Connection>) -> Option<Connection> {
+    conn.as_ref()
+        .filter(|c| c.close_reason().is_none())
+        .cloned()
 }
 
 /// Records a connection attempt for as long as it runs, however it ends

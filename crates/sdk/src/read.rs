@@ -153,7 +153,7 @@ impl Client {
         let mut order: Vec<usize> = (0..n).collect();
         // Data fragments first, parity after; nodes meta reports down, and
         // nodes this client just failed to reach or is still waiting on, last.
-        order.sort_by_key(|&i| {
+        order.sort_by_cached_key(|&i| {
             let avoid = nodes.get(&record.fragments[i].node).is_none_or(|n| {
                 n.state != NodeState::Up
                     || n.addr
