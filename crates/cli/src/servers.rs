@@ -272,8 +272,7 @@ pub async fn run_node(cluster: &Path, opts: NodeOpts) -> Result<()> {
     let metrics = opts.metrics;
     let running = tessera_node::start(node_config(&cfg, opts)?, &identity).await?;
     if let Some(addr) = metrics {
-        let render = std::sync::Arc::new(running.metrics_renderer());
-        serve_metrics(addr, move || render()).await?;
+        serve_metrics(addr, running.metrics_renderer()).await?;
     }
     wait_for_signal().await?;
     info!("node shutting down");

@@ -40,20 +40,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// `HOST:PORT` or `IP:PORT` (IPv6 in brackets): checked for form here,
-/// resolved when used.
+/// `HOST:PORT` or `IP:PORT`: checked for form here, resolved when used.
 pub fn parse_host_port(s: &str) -> Result<String, String> {
-    if s.parse::<std::net::SocketAddr>().is_ok() {
-        return Ok(s.to_string());
-    }
-    match s.rsplit_once(':') {
-        Some((host, port))
-            if !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok() =>
-        {
-            Ok(s.to_string())
-        }
-        _ => Err(format!("{s:?} is not HOST:PORT")),
-    }
+    tessera_sdk::check_host_port(s).map(|()| s.to_string())
 }
 
 pub fn human_bytes(n: u64) -> String {

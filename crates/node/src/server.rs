@@ -215,7 +215,7 @@ pub struct RunningNode {
 
 impl RunningNode {
     /// Renders this node's gauges and counters in the Prometheus format.
-    pub fn metrics_renderer(&self) -> impl Fn() -> String + Send + Sync + 'static {
+    pub fn metrics_renderer(&self) -> impl Fn() -> String + Clone + Send + Sync + 'static {
         let n = self.node.clone();
         move || {
             n.metrics.render(

@@ -34,6 +34,22 @@ pub struct ClusterConfig {
     pub dir: PathBuf,
 }
 
+/// Checks that `s` has the form `HOST:PORT` or `IP:PORT` (IPv6 in
+/// brackets), without resolving it.
+pub fn check_host_port(s: &str) -> Result<(), String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match s.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok() =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{s:?} is not HOST:PORT")),
+    }
+}
+
 fn read(path: &Path) -> Result<String, SdkError> {
     std::fs::read_to_string(path)
         .map_err(|e| SdkError::Config(format!("reading {}: {e}", path.display())))
@@ -68,13 +84,7 @@ impl ClusterConfig {
             return Ok(addr);
         }
         let bad = |why: String| SdkError::Config(format!("meta = {:?}: {why}", self.meta));
-        if self
-            .meta
-            .rsplit_once(':')
-            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-        {
-            return Err(bad("expected HOST:PORT".into()));
-        }
+        check_host_port(&self.meta).map_err(bad)?;
         let addrs: Vec<SocketAddr> = self
             .meta
             .to_socket_addrs()

@@ -23,7 +23,7 @@ mod read;
 mod write;
 
 pub use client::{Client, ClientOptions, ListOptions, PutOptions};
-pub use config::ClusterConfig;
+pub use config::{ClusterConfig, check_host_port};
 pub use tessera_proto::{
     BucketInfo, ClusterMap, ClusterStatus, ErrorCode, ListEntry, Listing, NodeInfo, NodeState,
     ObjectInfo, RemoteError,
