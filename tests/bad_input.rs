@@ -204,6 +204,7 @@ async fn meta_refuses_bad_frames_and_bad_commits() {
     let commit = |rec: ChunkRecord, size: u64| MetaRequest::CommitObject {
         bucket: "data".into(),
         key: "k".into(),
+        write: None,
         object: NewObject {
             size,
             etag: String::new(),

@@ -14,12 +14,14 @@ pub use frame::{
     decode_payload, encode_frame,
 };
 pub use messages::{
-    ErrorCode, FragmentInfo, Heartbeat, MetaRequest, MetaResponse, NodeRequest, NodeResponse,
-    RemoteError,
+    ErrorCode, FragmentInfo, Heartbeat, HeartbeatReply, MetaRequest, MetaResponse, NodeRequest,
+    NodeResponse, RemoteError,
 };
 pub use model::{
-    BucketInfo, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus, CorruptReport, FragmentRecord,
-    ListEntry, Listing, NewObject, NodeInfo, NodeState, ObjectData, ObjectInfo,
+    BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus, CorruptReport,
+    ExpectedFragment, FragmentMove, FragmentRecord, FragmentState, ListEntry, Listing, LoadBalance,
+    NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectInfo, RepairItem, RepairProgress,
+    ScrubProgress,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,8 @@ use serde::{Deserialize, Serialize};
 use tessera_types::{ChunkId, Hash, NodeId, Policy};
 
 use crate::model::{
-    BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, Listing, NewObject, ObjectInfo,
+    BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, ExpectedFragment, FragmentMove, Listing,
+    NewObject, ObjectInfo, RepairItem, ScrubProgress,
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
@@ -74,6 +75,17 @@ pub struct Heartbeat {
     pub capacity: u64,
     pub used: u64,
     pub fragments: u64,
+    pub scrub: ScrubProgress,
+}
+
+/// Meta's answer to a heartbeat: what the node should be doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// Deep scrubs requested so far (`tessera scrub now`); a node whose
+    /// `scrub.seq_done` is lower starts one.
+    pub scrub_seq: u64,
+    /// Fragments no record refers to are deleted once older than this.
+    pub gc_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +108,10 @@ pub enum MetaRequest {
         bucket: String,
         key: String,
         object: NewObject,
+        /// The reservation the chunks were written under (`ReserveChunks`):
+        /// the commit is refused if it lapsed, since the collector may
+        /// then have taken the fragments.
+        write: Option<u64>,
     },
     HeadObject {
         bucket: String,
@@ -121,6 +137,49 @@ pub enum MetaRequest {
         node: NodeId,
         reason: String,
     },
+    /// The fragments meta's records place on `node`, in (chunk, index)
+    /// order, after `after`: what a deep scrub checks.
+    NodeFragments {
+        node: NodeId,
+        after: Option<(ChunkId, u8)>,
+        limit: u32,
+    },
+    /// Which of these fragments, found on `node`'s disk, no record places
+    /// there: the garbage collector's question.
+    UnknownFragments {
+        node: NodeId,
+        items: Vec<(ChunkId, u8)>,
+    },
+    /// Chunks that lost fragments or sit on draining nodes, the fewest
+    /// spare fragments first.
+    RepairWork {
+        limit: u32,
+    },
+    /// Live chunk records in id order after `after` (rebalancing walks them).
+    ScanChunks {
+        after: Option<ChunkId>,
+        limit: u32,
+    },
+    /// Moves fragments of a chunk to new nodes, after the new copies are
+    /// stored: refused unless every `from` still holds its fragment.
+    CommitRepair {
+        chunk: ChunkId,
+        moves: Vec<FragmentMove>,
+    },
+    StartScrub,
+    /// Protects the fragments of chunks being written from the garbage
+    /// collector until the commit, as long as the writer renews it (an
+    /// empty list renews) within the grace period.
+    ReserveChunks {
+        write: u64,
+        chunks: Vec<ChunkId>,
+    },
+    DrainNode {
+        node: NodeId,
+    },
+    RemoveNode {
+        node: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,8 +192,20 @@ pub enum MetaResponse {
     Object(ObjectInfo),
     Chunks(Vec<ChunkRecord>),
     Listing(Listing),
-    Deleted { existed: bool },
+    Deleted {
+        existed: bool,
+    },
     Error(RemoteError),
+    HeartbeatReply(HeartbeatReply),
+    NodeFragments {
+        items: Vec<ExpectedFragment>,
+        more: bool,
+    },
+    UnknownFragments(Vec<(ChunkId, u8)>),
+    RepairWork(Vec<RepairItem>),
+    ScrubStarted {
+        seq: u64,
+    },
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,
@@ -155,6 +226,11 @@ pub enum ErrorCode {
     NotEnoughNodes,
     NoSpace,
     Internal,
+    /// The state a request was based on changed meanwhile (a repair whose
+    /// chunk moved or vanished): look again.
+    Conflict,
+    /// The node was removed from the cluster.
+    NodeRemoved,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

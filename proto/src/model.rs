@@ -28,6 +28,40 @@ impl NodeState {
     }
 }
 
+/// What an operator asked of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum NodeAdmin {
+    /// Takes new fragments and keeps what it has.
+    #[default]
+    Active,
+    /// Takes nothing new; the repairer moves everything off it.
+    Draining,
+    /// Gone from the map; its heartbeats are refused.
+    Removed,
+}
+
+impl NodeAdmin {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeAdmin::Active => "active",
+            NodeAdmin::Draining => "draining",
+            NodeAdmin::Removed => "removed",
+        }
+    }
+}
+
+/// A node's deep scrub, as it reports it in heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ScrubProgress {
+    /// The highest scrub request finished (0: none yet).
+    pub seq_done: u64,
+    pub running: bool,
+    /// Fragments checked and problems found by the current (or last) scrub.
+    pub checked: u64,
+    pub found: u64,
+    pub last_done_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub id: NodeId,
@@ -39,6 +73,18 @@ pub struct NodeInfo {
     pub state: NodeState,
     /// Milliseconds since the last heartbeat meta received.
     pub last_seen_ms: u64,
+    pub admin: NodeAdmin,
+    /// Fragments and bytes meta's records place on this node.
+    pub fragments: u64,
+    pub stored: u64,
+    pub scrub: ScrubProgress,
+}
+
+impl NodeInfo {
+    /// Whether new fragments may go here.
+    pub fn writable(&self) -> bool {
+        self.state == NodeState::Up && self.admin == NodeAdmin::Active
+    }
 }
 
 /// What a client needs to place and find fragments.
@@ -50,6 +96,9 @@ pub struct ClusterMap {
     pub default_policy: Policy,
     /// Objects up to this size are stored inline in meta.
     pub inline_limit: u32,
+    /// Unreferenced fragments younger than this are kept: a writer must
+    /// commit within half of it.
+    pub gc_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +119,85 @@ pub struct ClusterStatus {
     pub corrupt_reports: u64,
     /// The most recent corruption reports, newest first (bounded).
     pub recent_corrupt: Vec<CorruptReport>,
+    pub health: ChunkHealth,
+    pub repair: RepairProgress,
+    pub balance: LoadBalance,
+    pub scrub_seq: u64,
+}
+
+/// Live chunks by redundancy. `healthy + degraded + at_risk + lost ==
+/// total`; `misplaced` chunks are healthy but have fragments to move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ChunkHealth {
+    pub total: u64,
+    pub healthy: u64,
+    pub degraded: u64,
+    pub at_risk: u64,
+    pub lost: u64,
+    pub misplaced: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct RepairProgress {
+    /// Lost fragments (on out nodes, or reported corrupt or missing) still
+    /// to rebuild, and their bytes.
+    pub pending_fragments: u64,
+    pub pending_bytes: u64,
+    /// Fragments on draining nodes still to move.
+    pub moving_fragments: u64,
+    pub rebuilt_fragments: u64,
+    pub rebuilt_bytes: u64,
+    pub moved_fragments: u64,
+    pub moved_bytes: u64,
+    /// Bytes rebuilt or moved per second over the last half minute.
+    pub rate_bytes_per_s: u64,
+    pub eta_s: Option<u64>,
+    pub active: bool,
+}
+
+/// How evenly stored bytes follow capacity over active nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct LoadBalance {
+    /// Bytes on the fullest node over its capacity-weighted fair share.
+    pub fullest_over_fair: f64,
+    /// Largest |share / fair share - 1| over the nodes.
+    pub max_deviation: f64,
+}
+
+/// A fragment meta expects on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedFragment {
+    pub chunk: ChunkId,
+    pub index: u8,
+    pub len: u64,
+    pub hash: Hash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FragmentState {
+    Ok,
+    /// On a node that is down: expected back, not rebuilt.
+    Down,
+    /// On an out node, or reported corrupt or missing: to rebuild.
+    Lost,
+    /// Readable, on a draining node: to copy elsewhere.
+    Move,
+}
+
+/// A chunk the repairer should look at, with the state of each fragment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairItem {
+    pub record: ChunkRecord,
+    pub states: Vec<FragmentState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragmentMove {
+    pub index: u8,
+    pub from: NodeId,
+    pub to: NodeId,
+    /// Rebuilt from other fragments (true) or copied (false).
+    pub rebuilt: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use tessera_types::Policy;
 
 use crate::units::{parse_duration, parse_host_port, parse_size};
-use crate::{client_cmds, dev, servers};
+use crate::{client_cmds, dev, heal_cmds, servers};
 
 /// Tessera: erasure-coded distributed object and block storage.
 #[derive(Debug, Parser)]
@@ -27,6 +27,31 @@ pub struct ClusterArg {
         default_value = "cluster.toml"
     )]
     pub cluster: PathBuf,
+}
+
+/// How the repairer runs, wherever it runs (inside meta, or on its own).
+#[derive(Debug, Args, Clone)]
+pub struct RepairArgs {
+    /// Bytes per second repair and rebalancing may read and write (for example 100MiB; 0: unlimited).
+    #[arg(long, value_parser = parse_size, default_value = "256MiB")]
+    pub repair_rate: u64,
+    /// Chunks repaired at once.
+    #[arg(long, default_value_t = 4)]
+    pub repair_parallel: usize,
+}
+
+/// A node's own upkeep: deep scrub and garbage collection.
+#[derive(Debug, Args, Clone)]
+pub struct UpkeepArgs {
+    /// Deep-scrub everything this node holds this long after the last scrub (`tessera scrub now` starts one at once).
+    #[arg(long, value_parser = parse_duration, default_value = "7d")]
+    pub scrub_interval: Duration,
+    /// Bytes per second a deep scrub reads (0: unlimited).
+    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    pub scrub_rate: u64,
+    /// How often to look for fragment files no record refers to (deleted once older than meta's --gc-grace).
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub gc_interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,20 +86,43 @@ pub enum Command {
         /// A node silent this long is out (default 10m, or the cluster file's out_after).
         #[arg(long, value_parser = parse_duration)]
         out_after: Option<Duration>,
+        /// Data no record refers to (deleted or overwritten objects, failed writes, replaced fragments) is deleted once older than this (default 6h, or the cluster file's gc_grace).
+        #[arg(long, value_parser = parse_duration)]
+        gc_grace: Option<Duration>,
+        /// Do not run the repairer in this process (run `tessera repairer` instead).
+        #[arg(long)]
+        no_repair: bool,
+        #[command(flatten)]
+        repair: RepairArgs,
         /// Serve Prometheus metrics on http://ADDR/metrics.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
     },
-    /// Run a storage node.
+    /// Run the repairer on its own: rebuilds lost fragments, drains nodes, rebalances (meta runs one unless --no-repair).
+    Repairer {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        #[command(flatten)]
+        repair: RepairArgs,
+    },
+    /// Deep scrub: every node re-reads and re-hashes what it holds.
+    Scrub {
+        #[command(subcommand)]
+        command: ScrubCommand,
+    },
+    /// Run a storage node, or manage one (`tessera node drain ID`, `tessera node rm ID`).
+    #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
     Node {
+        #[command(subcommand)]
+        admin: Option<NodeCommand>,
         #[command(flatten)]
         cluster: ClusterArg,
         /// Directory for fragment files.
-        #[arg(long)]
-        data: PathBuf,
+        #[arg(long, required = true)]
+        data: Option<PathBuf>,
         /// QUIC address to serve fragments on.
-        #[arg(long)]
-        listen: SocketAddr,
+        #[arg(long, required = true)]
+        listen: Option<SocketAddr>,
         /// Address clients use to reach this node, if not --listen.
         #[arg(long)]
         advertise: Option<String>,
@@ -87,6 +135,8 @@ pub enum Command {
         /// Interval between heartbeats to meta.
         #[arg(long, value_parser = parse_duration, default_value = "2s")]
         heartbeat: Duration,
+        #[command(flatten)]
+        upkeep: UpkeepArgs,
         /// Serve Prometheus metrics on http://ADDR/metrics.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
@@ -107,6 +157,9 @@ pub enum Command {
         /// User metadata as NAME=VALUE; repeatable.
         #[arg(long = "meta", value_name = "NAME=VALUE")]
         user_meta: Vec<String>,
+        /// Cut the object into chunks of this size (at most 64MiB).
+        #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+        chunk_size: u64,
         #[command(flatten)]
         cluster: ClusterArg,
     },
@@ -149,6 +202,31 @@ pub enum Command {
         /// Print one JSON object, for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Move every fragment off node ID (it takes nothing new meanwhile, and stays readable).
+    Drain {
+        id: String,
+        /// Return only when the node holds nothing.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove node ID from the cluster; refused while it still holds fragments.
+    Rm { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScrubCommand {
+    /// Start a deep scrub of every node now.
+    Now {
+        /// Return only when every up node has finished it, with a summary.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         cluster: ClusterArg,
     },
@@ -206,13 +284,40 @@ pub async fn run(cli: Cli) -> Result<()> {
             listen,
             down_after,
             out_after,
+            gc_grace,
+            no_repair,
+            repair,
             metrics_listen,
         } => {
             init_logging("info");
-            let liveness = (down_after, out_after);
-            servers::run_meta(&cluster.cluster, &data, listen, liveness, metrics_listen).await
+            let opts = servers::MetaOpts {
+                listen,
+                down_after,
+                out_after,
+                gc_grace,
+                repair: (!no_repair).then_some(repair),
+                metrics: metrics_listen,
+            };
+            servers::run_meta(&cluster.cluster, &data, opts).await
+        }
+        Command::Repairer { cluster, repair } => {
+            init_logging("info");
+            heal_cmds::run_repairer(&cluster, &repair).await
+        }
+        Command::Scrub { command } => {
+            init_logging("warn");
+            heal_cmds::scrub(command).await
         }
         Command::Node {
+            admin: Some(command),
+            cluster,
+            ..
+        } => {
+            init_logging("warn");
+            heal_cmds::node(command, &cluster).await
+        }
+        Command::Node {
+            admin: None,
             cluster,
             data,
             listen,
@@ -220,9 +325,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             zone,
             capacity,
             heartbeat,
+            upkeep,
             metrics_listen,
         } => {
             init_logging("info");
+            let (Some(data), Some(listen)) = (data, listen) else {
+                anyhow::bail!("tessera node needs --data and --listen");
+            };
             let opts = servers::NodeOpts {
                 data,
                 listen,
@@ -230,6 +339,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 zone,
                 capacity,
                 heartbeat,
+                upkeep: tessera_node::UpkeepConfig {
+                    scrub_interval: upkeep.scrub_interval,
+                    scrub_rate: upkeep.scrub_rate,
+                    gc_interval: upkeep.gc_interval,
+                },
                 metrics: metrics_listen,
             };
             servers::run_node(&cluster.cluster, opts).await

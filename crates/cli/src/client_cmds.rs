@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tessera_proto::{ListEntry, ObjectData};
-use tessera_sdk::{Client, ListOptions, PutOptions};
+use tessera_sdk::{Client, ClientOptions, ListOptions, PutOptions};
 
 use crate::args::{BucketCommand, ClusterArg, Command};
 use crate::servers::load_cluster;
@@ -78,6 +78,7 @@ pub async fn run(command: Command) -> Result<()> {
             target,
             content_type,
             user_meta,
+            chunk_size,
             cluster,
         } => {
             let (bucket, key) = split_target(&target, true)?;
@@ -88,7 +89,14 @@ pub async fn run(command: Command) -> Result<()> {
                     .ok_or_else(|| anyhow!("--meta {kv:?}: expected NAME=VALUE"))?;
                 meta.insert(k.to_string(), v.to_string());
             }
-            let client = connect(&cluster).await?;
+            let cfg = load_cluster(&cluster.cluster)?;
+            let options = ClientOptions {
+                chunk_size: usize::try_from(chunk_size).unwrap_or(usize::MAX),
+                ..ClientOptions::default()
+            };
+            let client = Client::connect_with(cfg.meta_addr()?, &cfg.identity()?, options)
+                .await
+                .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))?;
             let opts = PutOptions {
                 content_type,
                 user_meta: meta,
@@ -200,7 +208,8 @@ pub async fn run(command: Command) -> Result<()> {
                     .iter()
                     .map(|c| {
                         let nodes: Vec<String> = c.fragments.iter().map(|f| f.node.to_string()).collect();
-                        json!({"id": c.id.to_string(), "len": c.len, "policy": c.policy.to_string(), "fragment_len": c.fragment_len, "nodes": nodes})
+                        let hashes: Vec<String> = c.fragments.iter().map(|f| hex::encode(f.hash)).collect();
+                        json!({"id": c.id.to_string(), "len": c.len, "policy": c.policy.to_string(), "fragment_len": c.fragment_len, "nodes": nodes, "hashes": hashes})
                     })
                     .collect();
                 let v = json!({
@@ -314,6 +323,7 @@ async fn bucket(command: BucketCommand) -> Result<()> {
 async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
     let client = connect(cluster).await?;
     let s = client.status().await?;
+    let (h, r) = (&s.health, &s.repair);
     if as_json {
         let nodes: Vec<_> = s
             .map
@@ -322,8 +332,13 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
             .map(|n| {
                 json!({
                     "id": n.id.to_string(), "addr": n.addr, "state": n.state.as_str(),
+                    "admin": n.admin.as_str(),
                     "capacity": n.capacity, "used": n.used, "zone": n.zone,
                     "last_seen_ms": (n.last_seen_ms != u64::MAX).then_some(n.last_seen_ms),
+                    "fragments": n.fragments, "stored": n.stored,
+                    "scrub": {"seq_done": n.scrub.seq_done, "running": n.scrub.running,
+                              "checked": n.scrub.checked, "found": n.scrub.found,
+                              "last_done_ms": n.scrub.last_done_ms},
                 })
             })
             .collect();
@@ -338,7 +353,22 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
             "nodes": nodes,
             "buckets": s.buckets,
             "objects": s.objects,
-            "chunks": s.chunks,
+            "chunks": {
+                "total": h.total, "healthy": h.healthy, "degraded": h.degraded,
+                "at_risk": h.at_risk, "lost": h.lost, "misplaced": h.misplaced,
+            },
+            "repair": {
+                "pending_fragments": r.pending_fragments, "pending_bytes": r.pending_bytes,
+                "moving_fragments": r.moving_fragments,
+                "rebuilt_fragments": r.rebuilt_fragments, "rebuilt_bytes": r.rebuilt_bytes,
+                "moved_fragments": r.moved_fragments, "moved_bytes": r.moved_bytes,
+                "rate_bytes_per_s": r.rate_bytes_per_s, "eta_s": r.eta_s, "active": r.active,
+            },
+            "balance": {
+                "fullest_over_fair": s.balance.fullest_over_fair,
+                "max_deviation": s.balance.max_deviation,
+            },
+            "scrub_seq": s.scrub_seq,
             "corrupt_reports": s.corrupt_reports,
             "recent_corrupt": corrupt,
         });
@@ -355,23 +385,64 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
         s.map.default_policy
     );
     println!(
-        "{:<16}  {:<21}  {:<5}  {:<8}  {:>10}  {:>10}",
-        "ID", "ADDRESS", "STATE", "ZONE", "CAPACITY", "USED"
+        "{:<16}  {:<21}  {:<5}  {:<8}  {:<8}  {:>10}  {:>10}  {:>9}",
+        "ID", "ADDRESS", "STATE", "ADMIN", "ZONE", "CAPACITY", "USED", "FRAGMENTS"
     );
     for n in &s.map.nodes {
         println!(
-            "{:<16}  {:<21}  {:<5}  {:<8}  {:>10}  {:>10}",
+            "{:<16}  {:<21}  {:<5}  {:<8}  {:<8}  {:>10}  {:>10}  {:>9}",
             n.id.to_string(),
             n.addr,
             n.state.as_str(),
+            n.admin.as_str(),
             n.zone.as_deref().unwrap_or("-"),
             human_bytes(n.capacity),
-            human_bytes(n.used)
+            human_bytes(n.used),
+            n.fragments
         );
     }
     println!(
-        "buckets: {}  objects: {}  chunks: {}  corrupt fragment reports: {}",
-        s.buckets, s.objects, s.chunks, s.corrupt_reports
+        "buckets: {}  objects: {}  corrupt fragment reports: {}",
+        s.buckets, s.objects, s.corrupt_reports
     );
+    println!(
+        "chunks: {} total, {} at full redundancy, {} degraded, {} at risk, {} lost{}",
+        h.total,
+        h.healthy,
+        h.degraded,
+        h.at_risk,
+        h.lost,
+        if h.misplaced > 0 {
+            format!(" ({} to move off draining nodes)", h.misplaced)
+        } else {
+            String::new()
+        }
+    );
+    let todo = r.pending_fragments + r.moving_fragments;
+    if todo > 0 {
+        println!(
+            "repair: {} fragments to rebuild ({}), {} to move; {}/s{}",
+            r.pending_fragments,
+            human_bytes(r.pending_bytes),
+            r.moving_fragments,
+            human_bytes(r.rate_bytes_per_s),
+            match r.eta_s {
+                Some(eta) => format!(", done in about {eta} s"),
+                None => String::new(),
+            }
+        );
+    } else {
+        println!(
+            "repair: idle ({} fragments rebuilt, {} moved so far)",
+            r.rebuilt_fragments, r.moved_fragments
+        );
+    }
+    if s.balance.fullest_over_fair > 0.0 {
+        println!(
+            "load balance: fullest node at {:.2}x its fair share (max deviation {:.1}%)",
+            s.balance.fullest_over_fair,
+            s.balance.max_deviation * 100.0
+        );
+    }
     Ok(())
 }

@@ -66,7 +66,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
     let meta_dir = args.data.join("meta");
     let identity = servers::server_identity(&cfg, &meta_dir, "meta")?;
-    let mut meta_cfg = servers::meta_config(&cfg, &meta_dir, None, None, None)?;
+    let mut meta_cfg = servers::meta_config(&cfg, &meta_dir, &servers::MetaOpts::default())?;
     meta_cfg.default_policy = args.policy;
     let meta = tessera_meta::start(meta_cfg, &identity)
         .await
@@ -87,6 +87,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             zone: None,
             capacity: args.node_capacity,
             heartbeat: Duration::from_secs(2),
+            upkeep: tessera_node::UpkeepConfig::default(),
             metrics: None,
         };
         let node = tessera_node::start(servers::node_config(&cfg, opts)?, &identity)
@@ -115,6 +116,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    let repairer = crate::heal_cmds::spawn_repairer(
+        cfg.clone(),
+        crate::args::RepairArgs {
+            repair_rate: 256 << 20,
+            repair_parallel: 4,
+        },
+    );
+
     let cluster = std::fs::canonicalize(&file).unwrap_or(file);
     println!(
         "Tessera dev cluster is up: meta on {}, {} nodes, default policy {}",
@@ -132,6 +141,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("Press Ctrl-C to stop.");
 
     servers::wait_for_signal().await?;
+    repairer.abort();
     for n in nodes {
         n.shutdown().await;
     }

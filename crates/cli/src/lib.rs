@@ -8,6 +8,7 @@
 mod args;
 mod client_cmds;
 mod dev;
+mod heal_cmds;
 mod servers;
 mod units;
 

@@ -59,6 +59,7 @@ pub fn create_cluster(
         default_policy: Some(policy.to_string()),
         down_after: None,
         out_after: None,
+        gc_grace: None,
         dir: dir.to_path_buf(),
     };
     let text = format!(
@@ -127,13 +128,20 @@ pub fn server_identity(cfg: &ClusterConfig, data: &Path, role: &str) -> Result<I
     )?)
 }
 
-pub fn meta_config(
-    cfg: &ClusterConfig,
-    data: &Path,
-    listen: Option<SocketAddr>,
-    down_after: Option<Duration>,
-    out_after: Option<Duration>,
-) -> Result<MetaConfig> {
+/// How `tessera meta` runs, from its flags.
+#[derive(Default)]
+pub struct MetaOpts {
+    pub listen: Option<SocketAddr>,
+    pub down_after: Option<Duration>,
+    pub out_after: Option<Duration>,
+    pub gc_grace: Option<Duration>,
+    /// Run the repairer in the meta process, like this.
+    pub repair: Option<crate::args::RepairArgs>,
+    pub metrics: Option<SocketAddr>,
+}
+
+pub fn meta_config(cfg: &ClusterConfig, data: &Path, opts: &MetaOpts) -> Result<MetaConfig> {
+    let (listen, down_after, out_after) = (opts.listen, opts.down_after, opts.out_after);
     let listen = match listen {
         Some(l) => l,
         None => cfg.meta_addr()?,
@@ -153,6 +161,9 @@ pub fn meta_config(
     }
     if let Some(d) = out_after.or(from_file(&cfg.out_after, "out_after")?) {
         mc.out_after = d;
+    }
+    if let Some(d) = opts.gc_grace.or(from_file(&cfg.gc_grace, "gc_grace")?) {
+        mc.gc_grace = d;
     }
     if mc.out_after <= mc.down_after {
         bail!(
@@ -218,26 +229,23 @@ pub fn meta_renderer(
     }
 }
 
-pub async fn run_meta(
-    cluster: &Path,
-    data: &Path,
-    listen: Option<SocketAddr>,
-    liveness: (Option<Duration>, Option<Duration>),
-    metrics: Option<SocketAddr>,
-) -> Result<()> {
+pub async fn run_meta(cluster: &Path, data: &Path, opts: MetaOpts) -> Result<()> {
     let cfg = load_cluster(cluster)?;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let identity = server_identity(&cfg, data, "meta")?;
-    let running = tessera_meta::start(
-        meta_config(&cfg, data, listen, liveness.0, liveness.1)?,
-        &identity,
-    )
-    .await?;
-    if let Some(addr) = metrics {
+    let running = tessera_meta::start(meta_config(&cfg, data, &opts)?, &identity).await?;
+    if let Some(addr) = opts.metrics {
         serve_metrics(addr, meta_renderer(running.meta.clone())).await?;
     }
+    let repairer = opts
+        .repair
+        .as_ref()
+        .map(|r| crate::heal_cmds::spawn_repairer(cfg.clone(), r.clone()));
     wait_for_signal().await?;
     info!("meta shutting down");
+    if let Some(r) = repairer {
+        r.abort();
+    }
     running.shutdown().await;
     Ok(())
 }
@@ -249,6 +257,7 @@ pub struct NodeOpts {
     pub zone: Option<String>,
     pub capacity: Option<u64>,
     pub heartbeat: Duration,
+    pub upkeep: tessera_node::UpkeepConfig,
     pub metrics: Option<SocketAddr>,
 }
 
@@ -261,6 +270,7 @@ pub fn node_config(cfg: &ClusterConfig, opts: NodeOpts) -> Result<NodeConfig> {
         capacity: opts.capacity,
         meta: cfg.meta_addr()?,
         heartbeat_every: opts.heartbeat,
+        upkeep: opts.upkeep,
     })
 }
 

@@ -120,6 +120,29 @@ impl KeyCodec for NodeFragmentKey {
     }
 }
 
+/// (chunk, fragment index): one fragment wherever it lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FragmentKey {
+    pub chunk: ChunkId,
+    pub index: u8,
+}
+
+impl KeyCodec for FragmentKey {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(17);
+        out.extend_from_slice(&self.chunk.0);
+        out.push(self.index);
+        out
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, MetaError> {
+        let b: [u8; 17] = fixed(bytes, "fragment")?;
+        Ok(FragmentKey {
+            chunk: ChunkId(fixed(&b[..16], "chunk")?),
+            index: b[16],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,14 +8,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tessera_net::{Endpoint, Identity, RecvStream, SendStream, read_frame, serve, write_frame};
 use tessera_proto::{
-    ClusterMap, ClusterStatus, CorruptReport, ErrorCode, FrameKind, Heartbeat, MetaRequest,
-    MetaResponse, NodeInfo, NodeState, RemoteError,
+    ClusterMap, ClusterStatus, CorruptReport, ErrorCode, FragmentState, FrameKind, Heartbeat,
+    HeartbeatReply, LoadBalance, MetaRequest, MetaResponse, NodeAdmin, NodeInfo, NodeState,
+    RemoteError, RepairProgress, ScrubProgress,
 };
-use tessera_types::Policy;
+use tessera_types::{NodeId, Policy};
 use tracing::{debug, info, warn};
 
 use crate::MetaError;
-use crate::state::{Command, NodeRecord, Outcome, StateMachine, counter};
+use crate::state::{Assessment, Command, NodeClasses, NodeRecord, Outcome, StateMachine, counter};
 
 #[derive(Debug, Clone)]
 pub struct MetaConfig {
@@ -28,6 +29,8 @@ pub struct MetaConfig {
     pub default_policy: Policy,
     /// Objects up to this many bytes are stored inline in meta.
     pub inline_limit: u32,
+    /// Data no record refers to is deleted once older than this.
+    pub gc_grace: Duration,
 }
 
 impl MetaConfig {
@@ -39,6 +42,7 @@ impl MetaConfig {
             out_after: Duration::from_secs(600),
             default_policy: Policy::default(),
             inline_limit: 4096,
+            gc_grace: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -62,12 +66,32 @@ const RECENT_CORRUPT: usize = 20;
 struct Liveness {
     last_seen: Instant,
     used: u64,
+    scrub: ScrubProgress,
 }
+
+/// Chunks a writer is storing, protected from the collector.
+struct Reservation {
+    renewed: Instant,
+    chunks: std::collections::HashSet<tessera_types::ChunkId>,
+}
+
+/// Repair traffic over this window gives the rate in status.
+const RATE_WINDOW: Duration = Duration::from_secs(30);
+/// Chunk assessments are this fresh at most: status and the repairer poll.
+const ASSESS_TTL: Duration = Duration::from_millis(500);
+/// Most garbage chunks purged per command.
+const PURGE_BATCH: usize = 1000;
 
 pub struct Meta {
     sm: StateMachine,
     config: MetaConfig,
-    live: Mutex<HashMap<tessera_types::NodeId, Liveness>>,
+    live: Mutex<HashMap<NodeId, Liveness>>,
+    /// (when, bytes) of recent repair commits.
+    repaired: Mutex<VecDeque<(Instant, u64)>>,
+    assessed: Mutex<Option<(Instant, Arc<Assessment>)>>,
+    /// Writes in progress (soft state: a meta restart drops them, and their
+    /// commits are refused).
+    writes: Mutex<HashMap<u64, Reservation>>,
     requests: AtomicU64,
     refused: AtomicU64,
     bad_requests: AtomicU64,
@@ -94,6 +118,7 @@ impl Meta {
                     Liveness {
                         last_seen: start,
                         used: 0,
+                        scrub: ScrubProgress::default(),
                     },
                 )
             })
@@ -102,6 +127,9 @@ impl Meta {
             sm,
             config,
             live: Mutex::new(live),
+            repaired: Mutex::new(VecDeque::new()),
+            assessed: Mutex::new(None),
+            writes: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
@@ -110,7 +138,8 @@ impl Meta {
 
     /// Prometheus text exposition: cluster gauges and request counters.
     pub fn metrics_text(&self) -> Result<String, MetaError> {
-        let map = self.cluster_map()?;
+        let status = self.status()?;
+        let map = &status.map;
         let count = |state: NodeState| map.nodes.iter().filter(|n| n.state == state).count() as u64;
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, labels: &str, value: u64| {
@@ -183,6 +212,86 @@ impl Meta {
             "",
             self.sm.counter(counter::CHUNKS)?,
         );
+        let h = &status.health;
+        for (i, (label, value)) in [
+            ("healthy", h.healthy),
+            ("degraded", h.degraded),
+            ("at_risk", h.at_risk),
+            ("lost", h.lost),
+            ("misplaced", h.misplaced),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            metric(
+                "tessera_meta_chunks_by_health",
+                "gauge",
+                if i == 0 {
+                    "Live chunks by redundancy (misplaced: healthy, on a draining node)."
+                } else {
+                    ""
+                },
+                &format!("{{health=\"{label}\"}}"),
+                value,
+            );
+        }
+        let r = &status.repair;
+        metric(
+            "tessera_meta_repair_pending_fragments",
+            "gauge",
+            "Lost fragments still to rebuild.",
+            "",
+            r.pending_fragments,
+        );
+        metric(
+            "tessera_meta_repair_pending_bytes",
+            "gauge",
+            "Bytes of lost fragments still to rebuild.",
+            "",
+            r.pending_bytes,
+        );
+        metric(
+            "tessera_meta_repair_moving_fragments",
+            "gauge",
+            "Fragments on draining nodes still to move.",
+            "",
+            r.moving_fragments,
+        );
+        metric(
+            "tessera_meta_repair_rebuilt_fragments_total",
+            "counter",
+            "Fragments rebuilt from other fragments.",
+            "",
+            r.rebuilt_fragments,
+        );
+        metric(
+            "tessera_meta_repair_rebuilt_bytes_total",
+            "counter",
+            "Bytes of fragments rebuilt.",
+            "",
+            r.rebuilt_bytes,
+        );
+        metric(
+            "tessera_meta_repair_moved_fragments_total",
+            "counter",
+            "Fragments copied off draining or misplaced nodes.",
+            "",
+            r.moved_fragments,
+        );
+        metric(
+            "tessera_meta_repair_rate_bytes",
+            "gauge",
+            "Bytes rebuilt or moved per second over the last 30 s.",
+            "",
+            r.rate_bytes_per_s,
+        );
+        metric(
+            "tessera_meta_scrub_requests_total",
+            "counter",
+            "Deep scrubs requested (tessera scrub now).",
+            "",
+            status.scrub_seq,
+        );
         metric(
             "tessera_meta_corrupt_reports_total",
             "counter",
@@ -219,6 +328,12 @@ impl Meta {
             "",
             get(&self.bad_requests),
         );
+        let b = &status.balance;
+        let _ = writeln!(
+            out,
+            "# HELP tessera_meta_load_fullest_over_fair Stored bytes of the fullest node over its capacity-weighted fair share.\n# TYPE tessera_meta_load_fullest_over_fair gauge\ntessera_meta_load_fullest_over_fair {}\n# HELP tessera_meta_load_max_deviation Largest deviation of a node's load from its fair share.\n# TYPE tessera_meta_load_max_deviation gauge\ntessera_meta_load_max_deviation {}",
+            b.fullest_over_fair, b.max_deviation
+        );
         Ok(out)
     }
 
@@ -233,15 +348,15 @@ impl Meta {
             .nodes()?
             .into_iter()
             .map(|n| {
-                let (state, used, last_seen_ms) = match live.get(&n.id) {
+                let (state, used, last_seen_ms, scrub) = match live.get(&n.id) {
                     Some(l) => {
                         let age = l.last_seen.elapsed();
                         let state = liveness(age, self.config.down_after, self.config.out_after);
-                        (state, l.used, age.as_millis() as u64)
+                        (state, l.used, age.as_millis() as u64, l.scrub)
                     }
-                    None => (NodeState::Down, 0, u64::MAX),
+                    None => (NodeState::Down, 0, u64::MAX, ScrubProgress::default()),
                 };
-                NodeInfo {
+                Ok(NodeInfo {
                     id: n.id,
                     addr: n.addr,
                     zone: n.zone,
@@ -249,18 +364,132 @@ impl Meta {
                     used,
                     state,
                     last_seen_ms,
-                }
+                    admin: self.sm.node_admin(n.id)?,
+                    fragments: self.sm.counter(&counter::node_fragments(n.id))?,
+                    stored: self.sm.counter(&counter::node_bytes(n.id))?,
+                    scrub,
+                })
             })
-            .collect();
+            .collect::<Result<_, MetaError>>()?;
         Ok(ClusterMap {
             epoch: self.sm.counter(counter::EPOCH)?,
             nodes,
             default_policy: self.config.default_policy,
             inline_limit: self.config.inline_limit,
+            gc_grace_ms: self.config.gc_grace.as_millis() as u64,
         })
     }
 
-    fn heartbeat(&self, hb: Heartbeat) -> Result<(), MetaError> {
+    /// What a fragment on each node that is not plainly up and active is.
+    fn node_classes(map: &ClusterMap) -> NodeClasses {
+        map.nodes
+            .iter()
+            .filter_map(|n| {
+                let class = match (n.state, n.admin) {
+                    (NodeState::Out, _) => FragmentState::Lost,
+                    (NodeState::Down, _) => FragmentState::Down,
+                    (NodeState::Up, NodeAdmin::Active) => return None,
+                    (NodeState::Up, _) => FragmentState::Move,
+                };
+                Some((n.id, class))
+            })
+            .collect()
+    }
+
+    /// The health of every chunk and the repair work, at most
+    /// `ASSESS_TTL` old.
+    pub fn assess(&self, map: &ClusterMap) -> Result<Arc<Assessment>, MetaError> {
+        let mut cached = self.assessed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, a)) = cached.as_ref()
+            && at.elapsed() < ASSESS_TTL
+        {
+            return Ok(a.clone());
+        }
+        let a = Arc::new(self.sm.assess(&Self::node_classes(map), 10_000)?);
+        *cached = Some((Instant::now(), a.clone()));
+        Ok(a)
+    }
+
+    fn repair_progress(&self, a: &Assessment) -> Result<RepairProgress, MetaError> {
+        let mut window = self.repaired.lock().unwrap_or_else(|p| p.into_inner());
+        while window
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > RATE_WINDOW)
+        {
+            window.pop_front();
+        }
+        let bytes: u64 = window.iter().map(|(_, b)| b).sum();
+        // Over the window, or since the first commit in it if repair just began.
+        let span = window
+            .front()
+            .map(|(at, _)| at.elapsed().max(Duration::from_secs(1)))
+            .unwrap_or(RATE_WINDOW)
+            .min(RATE_WINDOW);
+        let rate = (bytes as f64 / span.as_secs_f64()) as u64;
+        let todo = a.pending_bytes + a.moving_bytes;
+        let recent = window
+            .back()
+            .is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(5));
+        Ok(RepairProgress {
+            pending_fragments: a.pending_fragments,
+            pending_bytes: a.pending_bytes,
+            moving_fragments: a.moving_fragments,
+            rebuilt_fragments: self.sm.counter(counter::REBUILT_FRAGMENTS)?,
+            rebuilt_bytes: self.sm.counter(counter::REBUILT_BYTES)?,
+            moved_fragments: self.sm.counter(counter::MOVED_FRAGMENTS)?,
+            moved_bytes: self.sm.counter(counter::MOVED_BYTES)?,
+            rate_bytes_per_s: rate,
+            eta_s: (todo > 0 && rate > 0).then(|| todo.div_ceil(rate)),
+            active: todo > 0 && recent,
+        })
+    }
+
+    pub fn status(&self) -> Result<ClusterStatus, MetaError> {
+        let map = self.cluster_map()?;
+        let a = self.assess(&map)?;
+        Ok(ClusterStatus {
+            balance: load_balance(&map),
+            buckets: self.sm.counter(counter::BUCKETS)?,
+            objects: self.sm.counter(counter::OBJECTS)?,
+            chunks: a.health.total,
+            corrupt_reports: self.sm.counter(counter::CORRUPT)?,
+            recent_corrupt: self.sm.recent_corrupt(RECENT_CORRUPT)?,
+            health: a.health,
+            repair: self.repair_progress(&a)?,
+            scrub_seq: self.sm.counter(counter::SCRUB_SEQ)?,
+            map,
+        })
+    }
+
+    /// Deletes the records of chunks that have been garbage for longer than
+    /// the grace period; nodes then find their fragments unreferenced.
+    pub fn collect_garbage(&self) -> Result<usize, MetaError> {
+        let cutoff = now_ms().saturating_sub(self.config.gc_grace.as_millis() as u64);
+        let mut purged = 0;
+        loop {
+            let ids = self.sm.garbage_before(cutoff, PURGE_BATCH)?;
+            if ids.is_empty() {
+                return Ok(purged);
+            }
+            purged += ids.len();
+            let full = ids.len() == PURGE_BATCH;
+            self.sm.apply(&Command::PurgeChunks { ids })?;
+            if !full {
+                return Ok(purged);
+            }
+        }
+    }
+
+    fn heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatReply, MetaError> {
+        if self.sm.node_admin(hb.node)? == NodeAdmin::Removed {
+            return Err(MetaError::Refused(RemoteError::new(
+                ErrorCode::NodeRemoved,
+                format!(
+                    "node {} was removed from the cluster; to join again, start it on an empty data directory",
+                    hb.node
+                ),
+            )));
+        }
         let known = self.sm.node(hb.node)?;
         let changed = match &known {
             Some(n) => n.addr != hb.addr || n.zone != hb.zone || n.capacity != hb.capacity,
@@ -283,28 +512,22 @@ impl Meta {
             Liveness {
                 last_seen: Instant::now(),
                 used: hb.used,
+                scrub: hb.scrub,
             },
         );
-        Ok(())
+        Ok(HeartbeatReply {
+            scrub_seq: self.sm.counter(counter::SCRUB_SEQ)?,
+            gc_grace_ms: self.config.gc_grace.as_millis() as u64,
+        })
     }
 
     /// Answers one request. Blocking: it reads and writes RocksDB.
     pub fn handle(&self, req: MetaRequest) -> Result<MetaResponse, MetaError> {
         use MetaRequest as R;
         Ok(match req {
-            R::Heartbeat(hb) => {
-                self.heartbeat(hb)?;
-                MetaResponse::Ok
-            }
+            R::Heartbeat(hb) => MetaResponse::HeartbeatReply(self.heartbeat(hb)?),
             R::ClusterMap => MetaResponse::ClusterMap(self.cluster_map()?),
-            R::Status => MetaResponse::Status(ClusterStatus {
-                map: self.cluster_map()?,
-                buckets: self.sm.counter(counter::BUCKETS)?,
-                objects: self.sm.counter(counter::OBJECTS)?,
-                chunks: self.sm.counter(counter::CHUNKS)?,
-                corrupt_reports: self.sm.counter(counter::CORRUPT)?,
-                recent_corrupt: self.sm.recent_corrupt(RECENT_CORRUPT)?,
-            }),
+            R::Status => MetaResponse::Status(self.status()?),
             R::CreateBucket { name, policy } => {
                 let policy = policy.unwrap_or(self.config.default_policy);
                 self.sm.apply(&Command::CreateBucket {
@@ -321,14 +544,45 @@ impl Meta {
                 bucket,
                 key,
                 object,
+                write,
             } => {
+                // Held across the commit: the collector's question about
+                // these chunks is answered wholly before or after it.
+                let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(w) = write {
+                    let fresh = writes
+                        .get(&w)
+                        .is_some_and(|r| r.renewed.elapsed() < self.config.gc_grace);
+                    if !fresh {
+                        return Err(MetaError::Refused(RemoteError::new(
+                            ErrorCode::Conflict,
+                            "the write's reservation lapsed (idle longer than the garbage grace period, or meta restarted): its fragments may be collected, so it was not committed; write it again",
+                        )));
+                    }
+                }
                 self.sm.apply(&Command::CommitObject {
                     bucket: bucket.clone(),
                     key: key.clone(),
                     object,
                     at_ms: now_ms(),
                 })?;
+                if let Some(w) = write {
+                    writes.remove(&w);
+                }
+                drop(writes);
                 MetaResponse::Object(self.sm.object(&bucket, &key)?)
+            }
+            R::ReserveChunks { write, chunks } => {
+                let grace = self.config.gc_grace;
+                let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+                writes.retain(|_, r| r.renewed.elapsed() < grace);
+                let r = writes.entry(write).or_insert_with(|| Reservation {
+                    renewed: Instant::now(),
+                    chunks: Default::default(),
+                });
+                r.renewed = Instant::now();
+                r.chunks.extend(chunks);
+                MetaResponse::Ok
             }
             R::HeadObject { bucket, key } => MetaResponse::Object(self.sm.object(&bucket, &key)?),
             R::GetChunks { ids } => MetaResponse::Chunks(self.sm.chunks(&ids)?),
@@ -368,10 +622,110 @@ impl Meta {
                     at_ms: now_ms(),
                 };
                 self.sm.apply(&Command::ReportCorrupt { report })?;
+                self.invalidate();
+                MetaResponse::Ok
+            }
+            R::NodeFragments { node, after, limit } => {
+                let limit = (limit as usize).clamp(1, 10_000);
+                let (items, more) = self.sm.node_fragments(node, after, limit)?;
+                MetaResponse::NodeFragments { items, more }
+            }
+            R::UnknownFragments { node, items } => {
+                let writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+                let reserved = |c: &tessera_types::ChunkId| {
+                    writes
+                        .values()
+                        .any(|r| r.renewed.elapsed() < self.config.gc_grace && r.chunks.contains(c))
+                };
+                let unknown = self.sm.unknown_fragments(node, &items)?;
+                MetaResponse::UnknownFragments(
+                    unknown.into_iter().filter(|(c, _)| !reserved(c)).collect(),
+                )
+            }
+            R::RepairWork { limit } => {
+                let map = self.cluster_map()?;
+                let a = self.assess(&map)?;
+                let limit = (limit as usize).min(a.work.len());
+                MetaResponse::RepairWork(a.work[..limit].to_vec())
+            }
+            R::ScanChunks { after, limit } => {
+                let limit = (limit as usize).clamp(1, 10_000);
+                MetaResponse::Chunks(self.sm.scan_chunks(after, limit)?)
+            }
+            R::CommitRepair { chunk, moves } => {
+                let bytes = self
+                    .sm
+                    .chunks(&[chunk])
+                    .map(|c| c[0].fragment_len * moves.len() as u64)
+                    .unwrap_or(0);
+                self.sm.apply(&Command::CommitRepair {
+                    chunk,
+                    moves: moves.clone(),
+                })?;
+                debug!(%chunk, ?moves, "repair committed");
+                self.repaired
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back((Instant::now(), bytes));
+                self.invalidate();
+                MetaResponse::Ok
+            }
+            R::StartScrub => {
+                self.sm.apply(&Command::RequestScrub)?;
+                let seq = self.sm.counter(counter::SCRUB_SEQ)?;
+                info!(seq, "deep scrub requested");
+                MetaResponse::ScrubStarted { seq }
+            }
+            R::DrainNode { node } => {
+                self.sm.apply(&Command::SetNodeAdmin {
+                    node,
+                    admin: NodeAdmin::Draining,
+                })?;
+                info!(%node, "node draining");
+                self.invalidate();
+                MetaResponse::Ok
+            }
+            R::RemoveNode { node } => {
+                self.sm.apply(&Command::RemoveNode { node })?;
+                self.live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&node);
+                info!(%node, "node removed");
+                self.invalidate();
                 MetaResponse::Ok
             }
         })
     }
+}
+
+impl Meta {
+    /// The next status or repair request looks afresh.
+    fn invalidate(&self) {
+        *self.assessed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// How evenly stored bytes follow capacity over the nodes that should hold
+/// data (active, not out).
+pub fn load_balance(map: &ClusterMap) -> LoadBalance {
+    let nodes: Vec<&NodeInfo> = map
+        .nodes
+        .iter()
+        .filter(|n| n.admin == NodeAdmin::Active && n.state != NodeState::Out && n.capacity > 0)
+        .collect();
+    let stored: f64 = nodes.iter().map(|n| n.stored as f64).sum();
+    let capacity: f64 = nodes.iter().map(|n| n.capacity as f64).sum();
+    if stored == 0.0 || capacity == 0.0 {
+        return LoadBalance::default();
+    }
+    let mut b = LoadBalance::default();
+    for n in nodes {
+        let ratio = n.stored as f64 / (stored * n.capacity as f64 / capacity);
+        b.fullest_over_fair = b.fullest_over_fair.max(ratio);
+        b.max_deviation = b.max_deviation.max((ratio - 1.0).abs());
+    }
+    b
 }
 
 fn deleted(outcome: Outcome) -> MetaResponse {
@@ -444,6 +798,25 @@ impl RunningMeta {
     }
 }
 
+/// Purges expired garbage records a few times per grace period.
+async fn collect_garbage_forever(meta: Arc<Meta>) {
+    let every =
+        (meta.config.gc_grace / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
+    loop {
+        tokio::time::sleep(every).await;
+        let m = meta.clone();
+        match tokio::task::spawn_blocking(move || m.collect_garbage()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                info!(chunks = n, "garbage chunk records purged");
+                meta.invalidate();
+            }
+            Ok(Err(e)) => warn!(error = %e, "garbage collection failed"),
+            Err(e) => warn!(error = %e, "garbage collection task failed"),
+        }
+    }
+}
+
 pub async fn start(config: MetaConfig, identity: &Identity) -> Result<RunningMeta, MetaError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| MetaError::Corrupt(format!("creating {}: {e}", config.data_dir.display())))?;
@@ -453,11 +826,13 @@ pub async fn start(config: MetaConfig, identity: &Identity) -> Result<RunningMet
     info!(addr = %endpoint.local_addr()?, "meta listening");
     let m = meta.clone();
     let ep = endpoint.clone();
+    let gc = tokio::spawn(collect_garbage_forever(meta.clone()));
     let task = tokio::spawn(async move {
         serve(ep, move |_peer, send, recv| {
             handle_stream(m.clone(), send, recv)
         })
         .await;
+        gc.abort();
     });
     Ok(RunningMeta {
         meta,

@@ -4,19 +4,20 @@
 //! the same state on any replica. Commands carry their own timestamps; apply
 //! never reads the clock.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    BucketInfo, ChunkRecord, CorruptReport, ErrorCode, ListEntry, Listing, NewObject, ObjectData,
-    ObjectInfo, RemoteError,
+    BucketInfo, ChunkHealth, ChunkRecord, CorruptReport, ErrorCode, ExpectedFragment, FragmentMove,
+    FragmentState, ListEntry, Listing, NewObject, NodeAdmin, ObjectData, ObjectInfo, RemoteError,
+    RepairItem,
 };
 use tessera_types::{ChunkId, NodeId, Policy, validate_bucket_name, validate_key};
 
 use crate::MetaError;
-use crate::keys::{NodeFragmentKey, ObjectKey};
+use crate::keys::{FragmentKey, NodeFragmentKey, ObjectKey};
 use crate::store::{Batch, KeyCodec, Step, Store, Table};
 
 /// A storage node as the cluster map records it; liveness is not here (it is
@@ -47,7 +48,13 @@ pub mod tables {
     pub const GARBAGE: Table<ChunkId, GarbageRecord> = Table::new("garbage");
     pub const CORRUPT: Table<u64, CorruptReport> = Table::new("corrupt");
     pub const COUNTERS: Table<String, u64> = Table::new("counters");
+    /// Operator state of nodes that are not plainly active (absent = active).
+    pub const NODE_ADMIN: Table<NodeId, NodeAdmin> = Table::new("node_admin");
+    /// Fragments reported corrupt or missing and not yet rebuilt.
+    pub const DAMAGED: Table<FragmentKey, CorruptReport> = Table::new("damaged");
     pub const ALL: &[&str] = &[
+        NODE_ADMIN.name,
+        DAMAGED.name,
         NODES.name,
         BUCKETS.name,
         OBJECTS.name,
@@ -68,6 +75,23 @@ pub mod counter {
     pub const OBJECTS: &str = "objects";
     pub const CHUNKS: &str = "chunks";
     pub const CORRUPT: &str = "corrupt";
+    /// Chunk records waiting in the garbage table.
+    pub const GARBAGE: &str = "garbage";
+    pub const SCRUB_SEQ: &str = "scrub_seq";
+    pub const REBUILT_FRAGMENTS: &str = "repair_rebuilt_fragments";
+    pub const REBUILT_BYTES: &str = "repair_rebuilt_bytes";
+    pub const MOVED_FRAGMENTS: &str = "repair_moved_fragments";
+    pub const MOVED_BYTES: &str = "repair_moved_bytes";
+
+    /// Fragments meta's records place on a node.
+    pub fn node_fragments(node: tessera_types::NodeId) -> String {
+        format!("node_fragments/{node}")
+    }
+
+    /// Bytes of those fragments.
+    pub fn node_bytes(node: tessera_types::NodeId) -> String {
+        format!("node_bytes/{node}")
+    }
 }
 
 /// Most chunks one object may have: bounds the commit frame and the record.
@@ -102,6 +126,40 @@ pub enum Command {
     ReportCorrupt {
         report: CorruptReport,
     },
+    /// Points fragments of a chunk at their new nodes (repair, drain,
+    /// rebalance); the copies are already stored.
+    CommitRepair {
+        chunk: ChunkId,
+        moves: Vec<FragmentMove>,
+    },
+    SetNodeAdmin {
+        node: NodeId,
+        admin: NodeAdmin,
+    },
+    /// Forgets a node that holds nothing any more.
+    RemoveNode {
+        node: NodeId,
+    },
+    /// Drops garbage chunks' records; the nodes then delete the fragments.
+    PurgeChunks {
+        ids: Vec<ChunkId>,
+    },
+    RequestScrub,
+}
+
+/// What a fragment on a node is, for `StateMachine::assess`.
+pub type NodeClasses = HashMap<NodeId, FragmentState>;
+
+/// The redundancy of every live chunk, and the work that restores it.
+#[derive(Debug, Clone, Default)]
+pub struct Assessment {
+    pub health: ChunkHealth,
+    pub pending_fragments: u64,
+    pub pending_bytes: u64,
+    pub moving_fragments: u64,
+    pub moving_bytes: u64,
+    /// Repairable chunks, the fewest spare fragments first.
+    pub work: Vec<RepairItem>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +271,7 @@ impl StateMachine {
                             },
                             &(),
                         )?;
+                        batch.add_node(f.node, 1, chunk.fragment_len as i64)?;
                     }
                 }
                 batch.add(counter::CHUNKS, object.chunks.len() as i64)?;
@@ -245,12 +304,173 @@ impl StateMachine {
                 let seq = self.counter(counter::CORRUPT)? + 1;
                 batch.put(CORRUPT, &seq, report)?;
                 batch.add(counter::CORRUPT, 1)?;
+                // Only a report about where the fragment still is becomes
+                // repair work; a late one about a replaced copy does not.
+                let current = self.store.get(CHUNKS, &report.chunk)?.and_then(|c| {
+                    c.fragments
+                        .get(report.index as usize)
+                        .map(|f| f.node == report.node)
+                });
+                if current == Some(true) {
+                    let key = FragmentKey {
+                        chunk: report.chunk,
+                        index: report.index,
+                    };
+                    batch.put(DAMAGED, &key, report)?;
+                }
+                Outcome::Done
+            }
+            Command::CommitRepair { chunk, moves } => {
+                self.commit_repair(&mut batch, *chunk, moves)?;
+                Outcome::Done
+            }
+            Command::SetNodeAdmin { node, admin } => {
+                if self.store.get(NODES, node)?.is_none() {
+                    return Err(refuse(ErrorCode::NotFound, format!("no node {node}")));
+                }
+                if *admin == NodeAdmin::Removed {
+                    return Err(refuse(
+                        ErrorCode::BadRequest,
+                        "nodes are removed with RemoveNode",
+                    ));
+                }
+                batch.put(NODE_ADMIN, node, admin)?;
+                batch.add(counter::EPOCH, 1)?;
+                Outcome::Done
+            }
+            Command::RemoveNode { node } => {
+                if self.store.get(NODES, node)?.is_none() {
+                    return Err(refuse(ErrorCode::NotFound, format!("no node {node}")));
+                }
+                let held = self.node_fragments(*node, None, 1)?.0.len();
+                if held > 0 {
+                    let n = self.counter(&counter::node_fragments(*node))?.max(1);
+                    return Err(refuse(
+                        ErrorCode::Conflict,
+                        format!(
+                            "node {node} still holds {n} fragments: drain it first (tessera node drain {node})"
+                        ),
+                    ));
+                }
+                batch.delete(NODES, node)?;
+                batch.put(NODE_ADMIN, node, &NodeAdmin::Removed)?;
+                batch.add(counter::EPOCH, 1)?;
+                Outcome::Done
+            }
+            Command::PurgeChunks { ids } => {
+                for id in ids {
+                    if self.store.get(GARBAGE, id)?.is_none() {
+                        continue;
+                    }
+                    batch.delete(GARBAGE, id)?;
+                    batch.add(counter::GARBAGE, -1)?;
+                    let Some(rec) = self.store.get(CHUNKS, id)? else {
+                        continue;
+                    };
+                    batch.delete(CHUNKS, id)?;
+                    batch.add(counter::CHUNKS, -1)?;
+                    for (i, f) in rec.fragments.iter().enumerate() {
+                        let index = i as u8;
+                        batch.delete(
+                            NODE_FRAGMENTS,
+                            &NodeFragmentKey {
+                                node: f.node,
+                                chunk: *id,
+                                index,
+                            },
+                        )?;
+                        batch.delete(DAMAGED, &FragmentKey { chunk: *id, index })?;
+                        batch.add_node(f.node, -1, -(rec.fragment_len as i64))?;
+                    }
+                }
+                Outcome::Done
+            }
+            Command::RequestScrub => {
+                batch.add(counter::SCRUB_SEQ, 1)?;
                 Outcome::Done
             }
         };
         batch.add(counter::APPLIED, 1)?;
         batch.commit()?;
         Ok(outcome)
+    }
+
+    fn commit_repair(
+        &self,
+        batch: &mut Counted<'_>,
+        chunk: ChunkId,
+        moves: &[FragmentMove],
+    ) -> Result<(), MetaError> {
+        let conflict = |m: String| refuse(ErrorCode::Conflict, m);
+        let Some(mut rec) = self.store.get(CHUNKS, &chunk)? else {
+            return Err(conflict(format!("chunk {chunk} no longer exists")));
+        };
+        if self.store.get(GARBAGE, &chunk)?.is_some() {
+            return Err(conflict(format!("chunk {chunk} was deleted")));
+        }
+        if moves.is_empty() {
+            return Err(refuse(ErrorCode::BadRequest, "a repair without moves"));
+        }
+        let mut holders: HashSet<NodeId> = rec.fragments.iter().map(|f| f.node).collect();
+        let len = rec.fragment_len as i64;
+        for m in moves {
+            let Some(f) = rec.fragments.get_mut(m.index as usize) else {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("chunk {chunk} has no fragment {}", m.index),
+                ));
+            };
+            if f.node != m.from {
+                return Err(conflict(format!(
+                    "fragment {} of chunk {chunk} is on node {}, not {}",
+                    m.index, f.node, m.from
+                )));
+            }
+            if self.store.get(NODES, &m.to)?.is_none() {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("unknown node {}", m.to),
+                ));
+            }
+            if self.node_admin(m.to)? != NodeAdmin::Active {
+                return Err(conflict(format!("node {} takes no new fragments", m.to)));
+            }
+            // A rotten copy on a healthy node may be rewritten in place.
+            if m.to != m.from {
+                if !holders.insert(m.to) {
+                    return Err(refuse(
+                        ErrorCode::BadRequest,
+                        format!("node {} already holds a fragment of chunk {chunk}", m.to),
+                    ));
+                }
+                holders.remove(&m.from);
+                f.node = m.to;
+                let key = |node| NodeFragmentKey {
+                    node,
+                    chunk,
+                    index: m.index,
+                };
+                batch.delete(NODE_FRAGMENTS, &key(m.from))?;
+                batch.put(NODE_FRAGMENTS, &key(m.to), &())?;
+                batch.add_node(m.from, -1, -len)?;
+                batch.add_node(m.to, 1, len)?;
+            }
+            batch.delete(
+                DAMAGED,
+                &FragmentKey {
+                    chunk,
+                    index: m.index,
+                },
+            )?;
+            if m.rebuilt {
+                batch.add(counter::REBUILT_FRAGMENTS, 1)?;
+                batch.add(counter::REBUILT_BYTES, len)?;
+            } else {
+                batch.add(counter::MOVED_FRAGMENTS, 1)?;
+                batch.add(counter::MOVED_BYTES, len)?;
+            }
+        }
+        batch.put(CHUNKS, &chunk, &rec)
     }
 
     /// A commit must describe exactly the bytes it claims, on distinct known
@@ -378,6 +598,216 @@ impl StateMachine {
             .collect()
     }
 
+    pub fn node_admin(&self, id: NodeId) -> Result<NodeAdmin, MetaError> {
+        Ok(self.store.get(NODE_ADMIN, &id)?.unwrap_or_default())
+    }
+
+    /// The fragments the records place on `node`, after `after`, with
+    /// whether more follow.
+    pub fn node_fragments(
+        &self,
+        node: NodeId,
+        after: Option<(ChunkId, u8)>,
+        limit: usize,
+    ) -> Result<(Vec<ExpectedFragment>, bool), MetaError> {
+        let mut start = node.encode();
+        if let Some((chunk, index)) = after {
+            start = NodeFragmentKey { node, chunk, index }.encode();
+            start.push(0); // strictly after
+        }
+        let mut keys = Vec::new();
+        let mut more = false;
+        self.store
+            .scan(NODE_FRAGMENTS, &start, |_, k: NodeFragmentKey, ()| {
+                if k.node != node {
+                    return Ok(Step::Stop);
+                }
+                if keys.len() == limit {
+                    more = true;
+                    return Ok(Step::Stop);
+                }
+                keys.push(k);
+                Ok(Step::Continue)
+            })?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            // An index entry without its record would be a bug; skip it
+            // rather than fail a whole scrub.
+            if let Some(rec) = self.store.get(CHUNKS, &k.chunk)?
+                && let Some(f) = rec.fragments.get(k.index as usize)
+            {
+                out.push(ExpectedFragment {
+                    chunk: k.chunk,
+                    index: k.index,
+                    len: rec.fragment_len,
+                    hash: f.hash,
+                });
+            }
+        }
+        Ok((out, more))
+    }
+
+    /// Of `items` found on `node`, those no record places there.
+    pub fn unknown_fragments(
+        &self,
+        node: NodeId,
+        items: &[(ChunkId, u8)],
+    ) -> Result<Vec<(ChunkId, u8)>, MetaError> {
+        let mut out = Vec::new();
+        for &(chunk, index) in items {
+            let key = NodeFragmentKey { node, chunk, index };
+            if self.store.get(NODE_FRAGMENTS, &key)?.is_none() {
+                out.push((chunk, index));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live (not garbage) chunk records in id order after `after`.
+    pub fn scan_chunks(
+        &self,
+        after: Option<ChunkId>,
+        limit: usize,
+    ) -> Result<Vec<ChunkRecord>, MetaError> {
+        let mut start = Vec::new();
+        if let Some(a) = after {
+            start = a.encode();
+            start.push(0);
+        }
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        self.store.scan(CHUNKS, &start, |_, id: ChunkId, rec| {
+            if out.len() == limit {
+                return Ok(Step::Stop);
+            }
+            ids.push(id);
+            out.push(rec);
+            Ok(Step::Continue)
+        })?;
+        let mut live = Vec::with_capacity(out.len());
+        for rec in out {
+            if self.store.get(GARBAGE, &rec.id)?.is_none() {
+                live.push(rec);
+            }
+        }
+        // A page of only garbage still moves the caller on: it resumes
+        // after the last id seen, so hand back that id's record if needed.
+        if live.is_empty()
+            && let Some(last) = ids.last()
+            && let Some(rec) = self.store.get(CHUNKS, last)?
+        {
+            live.push(rec);
+        }
+        Ok(live)
+    }
+
+    /// Garbage chunks that became garbage before `cutoff_ms`.
+    pub fn garbage_before(&self, cutoff_ms: u64, limit: usize) -> Result<Vec<ChunkId>, MetaError> {
+        let mut out = Vec::new();
+        self.store
+            .scan(GARBAGE, &[], |_, id: ChunkId, g: GarbageRecord| {
+                if out.len() == limit {
+                    return Ok(Step::Stop);
+                }
+                if g.since_ms < cutoff_ms {
+                    out.push(id);
+                }
+                Ok(Step::Continue)
+            })?;
+        Ok(out)
+    }
+
+    /// Looks at every chunk with a fragment on a node that is not plainly
+    /// up and active (`classes`), or reported damaged: counts the live
+    /// chunks by redundancy and lists what repair can do, the chunks with
+    /// the fewest spare fragments first. Costs time in proportion to the
+    /// affected fragments, not to all chunks.
+    pub fn assess(&self, classes: &NodeClasses, limit: usize) -> Result<Assessment, MetaError> {
+        let mut damaged: HashMap<ChunkId, Vec<u8>> = HashMap::new();
+        self.store
+            .scan(DAMAGED, &[], |_, k: FragmentKey, _r: CorruptReport| {
+                damaged.entry(k.chunk).or_default().push(k.index);
+                Ok(Step::Continue)
+            })?;
+        let mut affected: HashSet<ChunkId> = damaged.keys().copied().collect();
+        for (node, class) in classes {
+            if *class == FragmentState::Ok {
+                continue;
+            }
+            self.store.scan(
+                NODE_FRAGMENTS,
+                &node.encode(),
+                |_, k: NodeFragmentKey, ()| {
+                    if k.node != *node {
+                        return Ok(Step::Stop);
+                    }
+                    affected.insert(k.chunk);
+                    Ok(Step::Continue)
+                },
+            )?;
+        }
+        let mut a = Assessment::default();
+        let mut work: Vec<((i64, bool, ChunkId), RepairItem)> = Vec::new();
+        let mut unhealthy = 0u64;
+        for id in affected {
+            if self.store.get(GARBAGE, &id)?.is_some() {
+                continue;
+            }
+            let Some(record) = self.store.get(CHUNKS, &id)? else {
+                continue;
+            };
+            let bad = damaged.get(&id);
+            let states: Vec<FragmentState> = record
+                .fragments
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    if bad.is_some_and(|b| b.contains(&(i as u8))) {
+                        FragmentState::Lost
+                    } else {
+                        classes.get(&f.node).copied().unwrap_or(FragmentState::Ok)
+                    }
+                })
+                .collect();
+            let count = |s| states.iter().filter(|&&x| x == s).count() as u64;
+            let (lost, down, moving) = (
+                count(FragmentState::Lost),
+                count(FragmentState::Down),
+                count(FragmentState::Move),
+            );
+            let available = states.len() as i64 - (lost + down) as i64;
+            let spare = available - record.policy.required() as i64;
+            if lost + down == 0 {
+                if moving > 0 {
+                    a.health.misplaced += 1;
+                }
+            } else {
+                unhealthy += 1;
+                match spare {
+                    s if s < 0 => a.health.lost += 1,
+                    0 => a.health.at_risk += 1,
+                    _ => a.health.degraded += 1,
+                }
+            }
+            if spare < 0 || lost + moving == 0 {
+                continue;
+            }
+            a.pending_fragments += lost;
+            a.pending_bytes += lost * record.fragment_len;
+            a.moving_fragments += moving;
+            a.moving_bytes += moving * record.fragment_len;
+            work.push(((spare, lost == 0, id), RepairItem { record, states }));
+        }
+        let total = self
+            .counter(counter::CHUNKS)?
+            .saturating_sub(self.counter(counter::GARBAGE)?);
+        a.health.total = total;
+        a.health.healthy = total.saturating_sub(unhealthy);
+        work.sort_by_key(|x| x.0);
+        a.work = work.into_iter().take(limit).map(|(_, w)| w).collect();
+        Ok(a)
+    }
+
     pub fn recent_corrupt(&self, limit: usize) -> Result<Vec<CorruptReport>, MetaError> {
         Ok(self
             .store
@@ -452,7 +882,7 @@ impl StateMachine {
 struct Counted<'a> {
     store: &'a Store,
     batch: Batch<'a>,
-    deltas: std::collections::BTreeMap<&'static str, i64>,
+    deltas: BTreeMap<String, i64>,
 }
 
 impl Counted<'_> {
@@ -469,14 +899,19 @@ impl Counted<'_> {
         self.batch.delete(t, k)
     }
 
-    fn add(&mut self, name: &'static str, delta: i64) -> Result<(), MetaError> {
-        *self.deltas.entry(name).or_default() += delta;
+    fn add(&mut self, name: &str, delta: i64) -> Result<(), MetaError> {
+        *self.deltas.entry(name.to_string()).or_default() += delta;
         Ok(())
+    }
+
+    /// Keeps a node's fragment and byte counts in step.
+    fn add_node(&mut self, node: NodeId, fragments: i64, bytes: i64) -> Result<(), MetaError> {
+        self.add(&counter::node_fragments(node), fragments)?;
+        self.add(&counter::node_bytes(node), bytes)
     }
 
     fn commit(mut self) -> Result<(), MetaError> {
         for (name, delta) in std::mem::take(&mut self.deltas) {
-            let name = name.to_string();
             let now = self.store.get(COUNTERS, &name)?.unwrap_or(0);
             self.batch
                 .put(COUNTERS, &name, &now.saturating_add_signed(delta))?;
@@ -491,6 +926,7 @@ impl Counted<'_> {
             for r in refs {
                 self.batch
                     .put(GARBAGE, &r.id, &GarbageRecord { since_ms: at_ms })?;
+                self.add(counter::GARBAGE, 1)?;
             }
         }
         self.add(counter::OBJECTS, -1)
@@ -653,44 +1089,8 @@ mod tests {
     #[test]
     fn overwritten_chunks_become_garbage_and_bad_commits_change_nothing() {
         let (_d, sm) = with_bucket();
-        let nodes: Vec<NodeId> = (1..=6).map(NodeId).collect();
-        for id in &nodes {
-            let node = NodeRecord {
-                id: *id,
-                addr: "127.0.0.1:1".into(),
-                zone: None,
-                capacity: 1,
-                joined_ms: 0,
-            };
-            sm.apply(&Command::RegisterNode { node }).unwrap();
-        }
-        let chunked = |id: u8| {
-            let rec = ChunkRecord {
-                id: ChunkId([id; 16]),
-                policy: Policy::default(),
-                len: 10,
-                fragment_len: 64,
-                hash: [0; 32],
-                fragments: nodes
-                    .iter()
-                    .map(|n| FragmentRecord {
-                        node: *n,
-                        hash: [0; 32],
-                    })
-                    .collect(),
-            };
-            NewObject {
-                size: 10,
-                etag: String::new(),
-                content_type: None,
-                user_meta: Default::default(),
-                data: ObjectData::Chunks(vec![ChunkRef {
-                    id: rec.id,
-                    len: 10,
-                }]),
-                chunks: vec![rec],
-            }
-        };
+        let nodes = register_nodes(&sm, 6);
+        let chunked = |id: u8| one_chunk(id, &nodes);
         put(&sm, "bkt", "k", chunked(1)).unwrap();
         let applied = sm.counter(counter::APPLIED).unwrap();
         // Reusing a chunk id is refused, and leaves no trace.
@@ -715,5 +1115,156 @@ mod tests {
             )
             .unwrap();
         assert_eq!(held, 2, "node 3 holds one fragment of each chunk until GC");
+    }
+
+    fn register_nodes(sm: &StateMachine, n: u64) -> Vec<NodeId> {
+        let nodes: Vec<NodeId> = (1..=n).map(NodeId).collect();
+        for id in &nodes {
+            let node = NodeRecord {
+                id: *id,
+                addr: "127.0.0.1:1".into(),
+                zone: None,
+                capacity: 1,
+                joined_ms: 0,
+            };
+            sm.apply(&Command::RegisterNode { node }).unwrap();
+        }
+        nodes
+    }
+
+    fn one_chunk(id: u8, nodes: &[NodeId]) -> NewObject {
+        let rec = ChunkRecord {
+            id: ChunkId([id; 16]),
+            policy: Policy::default(),
+            len: 10,
+            fragment_len: 64,
+            hash: [0; 32],
+            fragments: nodes[..6]
+                .iter()
+                .map(|n| FragmentRecord {
+                    node: *n,
+                    hash: [0; 32],
+                })
+                .collect(),
+        };
+        NewObject {
+            size: 10,
+            etag: String::new(),
+            content_type: None,
+            user_meta: Default::default(),
+            data: ObjectData::Chunks(vec![ChunkRef {
+                id: rec.id,
+                len: 10,
+            }]),
+            chunks: vec![rec],
+        }
+    }
+
+    #[test]
+    fn repairs_move_fragments_only_from_where_they_are() {
+        let (_d, sm) = with_bucket();
+        let nodes = register_nodes(&sm, 7);
+        put(&sm, "bkt", "k", one_chunk(1, &nodes)).unwrap();
+        let chunk = ChunkId([1; 16]);
+        assert_eq!(sm.counter(&counter::node_fragments(nodes[0])).unwrap(), 1);
+        // Node 1 is out: its fragment is lost, the chunk degraded.
+        let classes: NodeClasses = [(nodes[0], FragmentState::Lost)].into();
+        let a = sm.assess(&classes, 10).unwrap();
+        assert_eq!(
+            (a.health.total, a.health.degraded, a.pending_fragments),
+            (1, 1, 1)
+        );
+        assert_eq!(a.work[0].states[0], FragmentState::Lost);
+        let mv = |from: NodeId, to: NodeId| FragmentMove {
+            index: 0,
+            from,
+            to,
+            rebuilt: true,
+        };
+        // From the wrong node, or onto a node holding another fragment: refused.
+        let stale = sm.apply(&Command::CommitRepair {
+            chunk,
+            moves: vec![mv(nodes[1], nodes[6])],
+        });
+        assert_eq!(stale.unwrap_err().to_remote().code, ErrorCode::Conflict);
+        let doubled = sm.apply(&Command::CommitRepair {
+            chunk,
+            moves: vec![mv(nodes[0], nodes[1])],
+        });
+        assert_eq!(doubled.unwrap_err().to_remote().code, ErrorCode::BadRequest);
+        sm.apply(&Command::CommitRepair {
+            chunk,
+            moves: vec![mv(nodes[0], nodes[6])],
+        })
+        .unwrap();
+        assert_eq!(sm.chunks(&[chunk]).unwrap()[0].fragments[0].node, nodes[6]);
+        assert_eq!(sm.counter(&counter::node_fragments(nodes[0])).unwrap(), 0);
+        assert_eq!(sm.counter(&counter::node_fragments(nodes[6])).unwrap(), 1);
+        assert_eq!(sm.counter(counter::REBUILT_FRAGMENTS).unwrap(), 1);
+        let a = sm.assess(&classes, 10).unwrap();
+        assert_eq!((a.health.healthy, a.pending_fragments), (1, 0));
+        // The same move again finds the fragment gone: a repairer that
+        // crashed after its commit and retries changes nothing.
+        assert!(
+            sm.apply(&Command::CommitRepair {
+                chunk,
+                moves: vec![mv(nodes[0], nodes[6])],
+            })
+            .is_err()
+        );
+        // Now node 1 holds nothing and may go; node 2 may not.
+        sm.apply(&Command::RemoveNode { node: nodes[0] }).unwrap();
+        let busy = sm.apply(&Command::RemoveNode { node: nodes[1] });
+        assert_eq!(busy.unwrap_err().to_remote().code, ErrorCode::Conflict);
+        assert_eq!(sm.node_admin(nodes[0]).unwrap(), NodeAdmin::Removed);
+    }
+
+    #[test]
+    fn damage_reports_rank_work_and_garbage_is_purged() {
+        let (_d, sm) = with_bucket();
+        let nodes = register_nodes(&sm, 7);
+        put(&sm, "bkt", "a", one_chunk(1, &nodes)).unwrap();
+        put(&sm, "bkt", "b", one_chunk(2, &nodes)).unwrap();
+        let report = |chunk: u8, index: u8, node: NodeId| Command::ReportCorrupt {
+            report: CorruptReport {
+                chunk: ChunkId([chunk; 16]),
+                index,
+                node,
+                reason: "BLAKE3 mismatch".into(),
+                at_ms: 1,
+            },
+        };
+        sm.apply(&report(1, 0, nodes[0])).unwrap();
+        sm.apply(&report(2, 0, nodes[0])).unwrap();
+        sm.apply(&report(2, 1, nodes[1])).unwrap();
+        // A report about a node that no longer holds the fragment is history only.
+        sm.apply(&report(1, 2, nodes[6])).unwrap();
+        let a = sm.assess(&NodeClasses::new(), 10).unwrap();
+        assert_eq!((a.health.degraded, a.health.at_risk), (1, 1));
+        assert_eq!(a.pending_fragments, 3);
+        // Chunk 2 has no spare fragment left: it goes first.
+        assert_eq!(a.work[0].record.id, ChunkId([2; 16]));
+        // Deleting `b` makes its chunk garbage: no longer counted or repaired.
+        sm.apply(&Command::DeleteObject {
+            bucket: "bkt".into(),
+            key: "b".into(),
+            at_ms: 5,
+        })
+        .unwrap();
+        let a = sm.assess(&NodeClasses::new(), 10).unwrap();
+        assert_eq!((a.health.total, a.work.len()), (1, 1));
+        assert!(sm.garbage_before(5, 10).unwrap().is_empty());
+        let old = sm.garbage_before(6, 10).unwrap();
+        assert_eq!(old, vec![ChunkId([2; 16])]);
+        sm.apply(&Command::PurgeChunks { ids: old }).unwrap();
+        assert!(sm.chunks(&[ChunkId([2; 16])]).is_err());
+        assert_eq!(sm.counter(counter::CHUNKS).unwrap(), 1);
+        assert_eq!(sm.counter(&counter::node_fragments(nodes[0])).unwrap(), 1);
+        let unknown = sm
+            .unknown_fragments(nodes[0], &[(ChunkId([1; 16]), 0), (ChunkId([2; 16]), 0)])
+            .unwrap();
+        assert_eq!(unknown, vec![(ChunkId([2; 16]), 0)]);
+        let (held, more) = sm.node_fragments(nodes[0], None, 10).unwrap();
+        assert_eq!((held.len(), more), (1, false));
     }
 }

@@ -5,11 +5,13 @@
 //! on streams. It must not know what the messages mean: meta, node and SDK
 //! decide that.
 
+mod pace;
 mod pool;
 mod server;
 mod tls;
 mod wire;
 
+pub use pace::Pacer;
 pub use pool::ConnectionPool;
 pub use quinn::{Connection, RecvStream, SendStream, VarInt};
 pub use server::serve;

@@ -2,16 +2,19 @@
 //!
 //! Owns the fragment file format and directory layout (`FragmentStore`), the
 //! fragment server (put, get, delete, list, verify), and heartbeats to meta
-//! with capacity and usage. It must not know about objects, buckets or how
+//! with capacity and usage, the deep scrub of its own disk and the deletion
+//! of fragments no record refers to. It must not know about objects, buckets or how
 //! fragments combine into chunks: to a node a fragment is an opaque, hashed
 //! byte string named by (chunk id, index).
 
 mod metrics;
 mod server;
 mod store;
+mod upkeep;
 
 pub use server::{NodeConfig, RunningNode, load_or_create_node_id, start};
 pub use store::{FRAGMENT_HEADER_LEN, FragmentHeader, FragmentStore, MAX_FRAGMENT_LEN};
+pub use upkeep::UpkeepConfig;
 
 use tessera_proto::{ErrorCode, RemoteError};
 

@@ -15,6 +15,10 @@ pub struct NodeMetrics {
     pub deletes: AtomicU64,
     pub verify_failures: AtomicU64,
     pub bad_requests: AtomicU64,
+    pub scrub_checked: AtomicU64,
+    pub scrub_bytes: AtomicU64,
+    pub scrub_problems: AtomicU64,
+    pub gc_deleted: AtomicU64,
 }
 
 impl NodeMetrics {
@@ -49,6 +53,30 @@ impl NodeMetrics {
             "gauge",
             "Fragment files stored.",
             fragments,
+        );
+        metric(
+            "tessera_node_scrub_checked_total",
+            "counter",
+            "Fragments re-read and re-hashed by deep scrubs.",
+            get(&self.scrub_checked),
+        );
+        metric(
+            "tessera_node_scrub_bytes_total",
+            "counter",
+            "Bytes re-read by deep scrubs.",
+            get(&self.scrub_bytes),
+        );
+        metric(
+            "tessera_node_scrub_problems_total",
+            "counter",
+            "Missing or corrupt fragments deep scrubs reported.",
+            get(&self.scrub_problems),
+        );
+        metric(
+            "tessera_node_gc_deleted_total",
+            "counter",
+            "Unreferenced fragments deleted by garbage collection.",
+            get(&self.gc_deleted),
         );
         metric(
             "tessera_node_fragment_puts_total",

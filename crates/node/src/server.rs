@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tessera_net::{
@@ -16,6 +17,7 @@ use tokio::io::AsyncReadExt;
 use tracing::{debug, info, warn};
 
 use crate::metrics::NodeMetrics;
+use crate::upkeep::{MetaLink, Upkeep, UpkeepConfig, collect_forever, scrub_forever};
 use crate::{FragmentStore, NodeError};
 
 #[derive(Debug, Clone)]
@@ -29,6 +31,7 @@ pub struct NodeConfig {
     pub capacity: Option<u64>,
     pub meta: SocketAddr,
     pub heartbeat_every: Duration,
+    pub upkeep: UpkeepConfig,
 }
 
 /// A request frame must arrive within this time; bodies are covered by the
@@ -60,11 +63,12 @@ pub fn load_or_create_node_id(dir: &Path) -> Result<NodeId, NodeError> {
     }
 }
 
-struct Node {
-    id: NodeId,
-    store: FragmentStore,
-    metrics: NodeMetrics,
-    capacity: u64,
+pub(crate) struct Node {
+    pub id: NodeId,
+    pub store: FragmentStore,
+    pub metrics: NodeMetrics,
+    pub capacity: u64,
+    pub upkeep: Upkeep,
 }
 
 async fn handle_stream(node: Arc<Node>, mut send: SendStream, mut recv: RecvStream) {
@@ -263,6 +267,7 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
         store,
         metrics: NodeMetrics::default(),
         capacity,
+        upkeep: Upkeep::default(),
     });
 
     let n = node.clone();
@@ -275,6 +280,21 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
     });
 
     let pool = ConnectionPool::new(Endpoint::client(identity)?);
+    let link = MetaLink {
+        pool: pool.clone(),
+        addr: config.meta,
+    };
+    let scrub = tokio::spawn(scrub_forever(
+        node.clone(),
+        link.clone(),
+        config.data_dir.clone(),
+        config.upkeep.clone(),
+    ));
+    let gc = tokio::spawn(collect_forever(
+        node.clone(),
+        link,
+        config.upkeep.gc_interval,
+    ));
     let n = node.clone();
     let heartbeats = tokio::spawn(async move {
         let mut failing = false;
@@ -286,6 +306,7 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
                 capacity: n.capacity,
                 used: n.store.used(),
                 fragments: n.store.count(),
+                scrub: n.upkeep.progress(),
             };
             let result = match pool.get(config.meta).await {
                 Ok(conn) => call::<_, MetaResponse>(&conn, &MetaRequest::Heartbeat(hb))
@@ -294,11 +315,24 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
                 Err(e) => Err(e.to_string()),
             };
             match result {
-                Ok(MetaResponse::Ok) => {
+                Ok(MetaResponse::HeartbeatReply(reply)) => {
                     if failing {
                         info!("heartbeats reach meta again");
                     }
                     failing = false;
+                    n.upkeep
+                        .scrub_wanted
+                        .store(reply.scrub_seq, Ordering::Relaxed);
+                    n.upkeep
+                        .gc_grace_ms
+                        .store(reply.gc_grace_ms, Ordering::Relaxed);
+                }
+                Ok(MetaResponse::Error(e)) if e.code == ErrorCode::NodeRemoved => {
+                    // Keep serving reads, but say loudly why nothing else comes.
+                    if !failing {
+                        warn!(error = %e.message, "meta refuses this node");
+                    }
+                    failing = true;
                 }
                 Ok(other) => warn!(?other, "meta refused heartbeat"),
                 Err(e) => {
@@ -316,6 +350,6 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
         id,
         node,
         endpoint,
-        tasks: vec![server, heartbeats],
+        tasks: vec![server, heartbeats, scrub, gc],
     })
 }

@@ -69,7 +69,13 @@ pub struct FragmentStore {
     tmp: PathBuf,
     used: AtomicU64,
     count: AtomicU64,
+    /// Renames into place and garbage deletions of the same fragment name
+    /// take its stripe, so the collector never removes a copy written
+    /// after it judged the old one unreferenced.
+    stripes: Vec<tokio::sync::Mutex<()>>,
 }
+
+const STRIPES: usize = 64;
 
 fn name(chunk: ChunkId, index: u8) -> String {
     format!("{chunk}.{index}")
@@ -78,6 +84,34 @@ fn name(chunk: ChunkId, index: u8) -> String {
 fn parse_name(file: &str) -> Option<(ChunkId, u8)> {
     let (c, i) = file.split_once('.')?;
     Some((c.parse().ok()?, i.parse().ok()?))
+}
+
+/// Every fragment file under `root`: (path, chunk, index), unsorted.
+fn walk_dir(root: &Path) -> Result<Vec<(PathBuf, ChunkId, u8)>, NodeError> {
+    let mut out = Vec::new();
+
+    let read = |p: &Path| {
+        std::fs::read_dir(p).map_err(|e| NodeError::io(format!("listing {}", p.display()), e))
+    };
+    for a in read(root)? {
+        let a = a.map_err(|e| NodeError::io("listing fragments", e))?.path();
+        if !a.is_dir() {
+            continue;
+        }
+        for b in read(&a)? {
+            let b = b.map_err(|e| NodeError::io("listing fragments", e))?.path();
+            if !b.is_dir() {
+                continue;
+            }
+            for f in read(&b)? {
+                let f = f.map_err(|e| NodeError::io("listing fragments", e))?.path();
+                if let Some((c, i)) = f.file_name().and_then(|n| n.to_str()).and_then(parse_name) {
+                    out.push((f, c, i));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl FragmentStore {
@@ -96,6 +130,7 @@ impl FragmentStore {
             tmp,
             used: AtomicU64::new(0),
             count: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         };
         let (mut used, mut count) = (0, 0);
         for (path, _, _) in store.walk()? {
@@ -123,33 +158,8 @@ impl FragmentStore {
             .join(name(chunk, index))
     }
 
-    /// Every fragment file: (path, chunk, index), unsorted.
     fn walk(&self) -> Result<Vec<(PathBuf, ChunkId, u8)>, NodeError> {
-        let mut out = Vec::new();
-        let read = |p: &Path| {
-            std::fs::read_dir(p).map_err(|e| NodeError::io(format!("listing {}", p.display()), e))
-        };
-        for a in read(&self.root)? {
-            let a = a.map_err(|e| NodeError::io("listing fragments", e))?.path();
-            if !a.is_dir() {
-                continue;
-            }
-            for b in read(&a)? {
-                let b = b.map_err(|e| NodeError::io("listing fragments", e))?.path();
-                if !b.is_dir() {
-                    continue;
-                }
-                for f in read(&b)? {
-                    let f = f.map_err(|e| NodeError::io("listing fragments", e))?.path();
-                    if let Some((c, i)) =
-                        f.file_name().and_then(|n| n.to_str()).and_then(parse_name)
-                    {
-                        out.push((f, c, i));
-                    }
-                }
-            }
-        }
-        Ok(out)
+        walk_dir(&self.root)
     }
 
     /// Stores a fragment from `body`, which must hold exactly `len` bytes
@@ -191,6 +201,7 @@ impl FragmentStore {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
+        let _stripe = self.stripe(chunk, index).lock().await;
         let replaced = tokio::fs::metadata(&dst).await.map(|m| m.len()).ok();
         tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
             std::fs::create_dir_all(&dir)
@@ -354,6 +365,53 @@ impl FragmentStore {
             .map_err(|e| NodeError::io(format!("removing {}", path.display()), e))?;
         self.used
             .fetch_sub(size.min(self.used()), Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn stripe(&self, chunk: ChunkId, index: u8) -> &tokio::sync::Mutex<()> {
+        &self.stripes[(chunk.0[15] as usize ^ index as usize) % STRIPES]
+    }
+
+    /// Every fragment on disk, (chunk, index), unsorted: one walk.
+    pub async fn inventory(&self) -> Result<Vec<(ChunkId, u8)>, NodeError> {
+        let store_root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            Ok(walk_dir(&store_root)?
+                .into_iter()
+                .map(|(_, c, i)| (c, i))
+                .collect())
+        })
+        .await
+        .map_err(|e| NodeError::io("walk task", std::io::Error::other(e)))?
+    }
+
+    /// Deletes a fragment if its file was last written before `cutoff`: the
+    /// garbage collector's delete, safe against a fresh copy written since.
+    pub async fn delete_if_older(
+        &self,
+        chunk: ChunkId,
+        index: u8,
+        cutoff: std::time::SystemTime,
+    ) -> Result<bool, NodeError> {
+        let _stripe = self.stripe(chunk, index).lock().await;
+        let path = self.path(chunk, index);
+        let meta = match tokio::fs::metadata(&path).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(NodeError::io(format!("stat {}", path.display()), e)),
+        };
+        let written = meta
+            .modified()
+            .map_err(|e| NodeError::io(format!("mtime of {}", path.display()), e))?;
+        if written >= cutoff {
+            return Ok(false);
+        }
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(|e| NodeError::io(format!("removing {}", path.display()), e))?;
+        self.used
+            .fetch_sub(meta.len().min(self.used()), Ordering::Relaxed);
         self.count.fetch_sub(1, Ordering::Relaxed);
         Ok(true)
     }

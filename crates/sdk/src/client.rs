@@ -121,7 +121,7 @@ impl Client {
         unreachable!("the second attempt returns")
     }
 
-    fn unexpected(&self, resp: MetaResponse) -> SdkError {
+    pub(crate) fn unexpected(&self, resp: MetaResponse) -> SdkError {
         SdkError::Protocol {
             peer: "meta".into(),
             what: format!("{resp:?}"),

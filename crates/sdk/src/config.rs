@@ -30,6 +30,9 @@ pub struct ClusterConfig {
     /// Meta: a node silent this long is out (for example "10m").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_after: Option<String>,
+    /// Meta: unreferenced data is deleted once older than this (for example "6h").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_grace: Option<String>,
     #[serde(skip)]
     pub dir: PathBuf,
 }

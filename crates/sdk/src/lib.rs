@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod client;
 mod config;
 mod read;

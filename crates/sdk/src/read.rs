@@ -24,7 +24,7 @@ const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 /// Chunk records fetched from meta per request.
 const RECORD_BATCH: usize = 256;
 
-enum FetchError {
+pub(crate) enum FetchError {
     /// The bytes came back wrong: reported to meta as corruption.
     Corrupt(String),
     /// The node or the path to it failed: other requests skip it for a while.
@@ -146,11 +146,21 @@ impl Client {
     /// Reads one whole chunk: the data fragments first (no decoding needed),
     /// and for each one that fails, the next fragment in line.
     pub async fn read_chunk(&self, record: &ChunkRecord) -> Result<Vec<u8>, SdkError> {
+        self.read_chunk_avoiding(record, &[]).await
+    }
+
+    /// Reads a chunk without asking for the fragments in `avoid` (known lost
+    /// or rotten): what repair decodes from.
+    pub async fn read_chunk_avoiding(
+        &self,
+        record: &ChunkRecord,
+        avoid: &[usize],
+    ) -> Result<Vec<u8>, SdkError> {
         let n = record.fragments.len();
         let needed = record.policy.required();
         let node_ids: Vec<NodeId> = record.fragments.iter().map(|f| f.node).collect();
         let nodes: HashMap<NodeId, NodeInfo> = self.node_addrs(&node_ids).await?;
-        let mut order: Vec<usize> = (0..n).collect();
+        let mut order: Vec<usize> = (0..n).filter(|i| !avoid.contains(i)).collect();
         // Data fragments first, parity after; nodes meta reports down, and
         // nodes this client just failed to reach or is still waiting on, last.
         order.sort_by_cached_key(|&i| {
@@ -222,7 +232,7 @@ impl Client {
     }
 
     /// Logs a failed fragment read (reporting corruption to meta) and says why.
-    fn fetch_failed(&self, record: &ChunkRecord, i: usize, e: FetchError) -> String {
+    pub(crate) fn fetch_failed(&self, record: &ChunkRecord, i: usize, e: FetchError) -> String {
         let node = record.fragments[i].node;
         let why = match e {
             FetchError::Corrupt(why) => {
@@ -255,7 +265,7 @@ impl Client {
         });
     }
 
-    async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         record: &ChunkRecord,
         index: usize,

@@ -10,7 +10,7 @@ use tessera_codec::{ChunkReader, EncodedChunk};
 use tessera_net::{read_frame, write_frame};
 use tessera_proto::{
     ChunkRecord, ChunkRef, ClusterMap, ErrorCode, FragmentRecord, FrameKind, MetaRequest,
-    MetaResponse, NewObject, NodeRequest, NodeResponse, NodeState, ObjectData, ObjectInfo,
+    MetaResponse, NewObject, NodeRequest, NodeResponse, ObjectData, ObjectInfo,
 };
 use tessera_types::{
     ChunkId, Hash, NodeId, PlacementCandidate, PlacementMap, Policy, validate_key,
@@ -56,6 +56,27 @@ impl Client {
         validate_key(key).map_err(|e| Client::remote(ErrorCode::InvalidKey, e.to_string()))?;
         let policy = self.bucket(bucket).await?.policy;
         let map = self.cluster_map().await?;
+        // Chunks are reserved in meta before their fragments are written, so
+        // the garbage collector leaves them alone until the commit; the
+        // renewer keeps the reservation alive however slow the source.
+        let write: u64 = rand::random();
+        let renew_every =
+            std::time::Duration::from_millis((map.gc_grace_ms / 4).clamp(100, 60_000));
+        let _renewer = {
+            let client = self.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(renew_every).await;
+                    let req = MetaRequest::ReserveChunks {
+                        write,
+                        chunks: vec![],
+                    };
+                    if let Err(e) = client.meta(req).await {
+                        debug!(error = %e, "renewing the write's reservation failed");
+                    }
+                }
+            }))
+        };
         let mut reader = ChunkReader::new(body, self.inner.options.chunk_size);
         let mut md5 = Md5::new();
         let mut size = 0u64;
@@ -89,7 +110,7 @@ impl Client {
                     // read from a slow source.
                     let (client, map) = (self.clone(), map.clone());
                     in_flight.push_back(AbortOnDrop(tokio::spawn(async move {
-                        client.write_chunk(chunk, policy, &map).await
+                        client.write_chunk(chunk, policy, &map, write).await
                     })));
                 }
                 match in_flight.next().await {
@@ -107,6 +128,7 @@ impl Client {
             }
             ObjectData::Chunks(refs)
         };
+        let chunked = !object_is_inline(&data);
         let object = NewObject {
             size,
             etag: hex::encode(md5.finalize()),
@@ -120,6 +142,7 @@ impl Client {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
                 object,
+                write: chunked.then_some(write),
             })
             .await?
         {
@@ -140,15 +163,21 @@ impl Client {
         chunk: Vec<u8>,
         policy: Policy,
         map: &ClusterMap,
+        write: u64,
     ) -> Result<ChunkRecord, SdkError> {
         let id = ChunkId::random();
+        self.meta(MetaRequest::ReserveChunks {
+            write,
+            chunks: vec![id],
+        })
+        .await?;
         let codec = self.inner.codec.clone();
         let enc: EncodedChunk = tokio::task::spawn_blocking(move || codec.encode(policy, &chunk))
             .await
             .map_err(|e| SdkError::Invalid(format!("encoder task: {e}")))??;
         let enc = Arc::new(enc);
 
-        let up = map.nodes.iter().filter(|n| n.state == NodeState::Up);
+        let up = map.nodes.iter().filter(|n| n.writable());
         let placement = PlacementMap::new(up.map(|n| PlacementCandidate {
             id: n.id,
             zone: n.zone.clone(),
@@ -222,16 +251,8 @@ impl Client {
         let result = match addr {
             Some(addr) => {
                 let body = enc.fragments[index].clone();
-                let fut = self.put_fragment(addr, chunk, index as u8, body, enc.hashes[index]);
-                match tokio::time::timeout(self.inner.options.fragment_timeout * 3, fut).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        self.inner.pool.mark_failed(addr);
-                        Err(SdkError::Invalid(format!(
-                            "fragment write to {addr} timed out"
-                        )))
-                    }
-                }
+                self.store_fragment(addr, chunk, index as u8, body, enc.hashes[index])
+                    .await
             }
             None => Err(SdkError::Invalid(format!(
                 "node {node} has no valid address"
@@ -240,7 +261,7 @@ impl Client {
         (index, node, result)
     }
 
-    async fn put_fragment(
+    pub(crate) async fn put_fragment(
         &self,
         addr: SocketAddr,
         chunk: ChunkId,
@@ -283,4 +304,8 @@ impl Client {
             }
         }
     }
+}
+
+fn object_is_inline(data: &ObjectData) -> bool {
+    matches!(data, ObjectData::Inline(_))
 }

@@ -1,0 +1,119 @@
+//! Calls for operators and for the repairer: node drain and removal, deep
+//! scrub requests, and the fragment-level reads and writes that repair and
+//! rebalancing are built from. Applications do not need these.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use tessera_codec::ChunkCodec;
+use tessera_proto::{ChunkRecord, FragmentMove, MetaRequest, MetaResponse, RepairItem};
+use tessera_types::{ChunkId, Hash, NodeId};
+
+use crate::{Client, SdkError};
+
+impl Client {
+    /// The codec this client encodes and decodes with.
+    pub fn codec(&self) -> &ChunkCodec {
+        &self.inner.codec
+    }
+
+    /// Chunks that lost fragments or sit on draining nodes, the fewest
+    /// spare fragments first.
+    pub async fn repair_work(&self, limit: u32) -> Result<Vec<RepairItem>, SdkError> {
+        match self.meta(MetaRequest::RepairWork { limit }).await? {
+            MetaResponse::RepairWork(w) => Ok(w),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Live chunk records in id order after `after`.
+    pub async fn scan_chunks(
+        &self,
+        after: Option<ChunkId>,
+        limit: u32,
+    ) -> Result<Vec<ChunkRecord>, SdkError> {
+        match self.meta(MetaRequest::ScanChunks { after, limit }).await? {
+            MetaResponse::Chunks(c) => Ok(c),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Points fragments at the nodes that now hold verified copies.
+    pub async fn commit_repair(
+        &self,
+        chunk: ChunkId,
+        moves: Vec<FragmentMove>,
+    ) -> Result<(), SdkError> {
+        match self
+            .meta(MetaRequest::CommitRepair { chunk, moves })
+            .await?
+        {
+            MetaResponse::Ok => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Asks every node for a deep scrub; returns the request's number.
+    pub async fn start_scrub(&self) -> Result<u64, SdkError> {
+        match self.meta(MetaRequest::StartScrub).await? {
+            MetaResponse::ScrubStarted { seq } => Ok(seq),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub async fn drain_node(&self, node: NodeId) -> Result<(), SdkError> {
+        match self.meta(MetaRequest::DrainNode { node }).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub async fn remove_node(&self, node: NodeId) -> Result<(), SdkError> {
+        match self.meta(MetaRequest::RemoveNode { node }).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Reads fragment `index` of a chunk from the node the record names,
+    /// checked against the record's hash.
+    pub async fn read_fragment(
+        &self,
+        record: &ChunkRecord,
+        index: usize,
+    ) -> Result<Vec<u8>, SdkError> {
+        let node = record
+            .fragments
+            .get(index)
+            .ok_or_else(|| {
+                SdkError::Invalid(format!("chunk {} has no fragment {index}", record.id))
+            })?
+            .node;
+        let nodes = self.node_addrs(&[node]).await?;
+        match self.fetch(record, index, &nodes).await.1 {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => Err(SdkError::Invalid(self.fetch_failed(record, index, e))),
+        }
+    }
+
+    /// Stores one fragment on the node at `addr`; the node checks `hash`.
+    pub async fn store_fragment(
+        &self,
+        addr: SocketAddr,
+        chunk: ChunkId,
+        index: u8,
+        body: Bytes,
+        hash: Hash,
+    ) -> Result<(), SdkError> {
+        let put = self.put_fragment(addr, chunk, index, body, hash);
+        match tokio::time::timeout(self.inner.options.fragment_timeout * 3, put).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.inner.pool.mark_failed(addr);
+                Err(SdkError::Invalid(format!(
+                    "fragment write to {addr} timed out"
+                )))
+            }
+        }
+    }
+}
