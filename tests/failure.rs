@@ -2,38 +2,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::Cluster;
-
-fn wait_for_state(c: &Cluster, node: usize, want: &str) {
-    let id = c.node_id(node);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = c.json(&["status", "--json"]);
-        let state = status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == id.as_str())
-            .map(|n| n["state"].as_str().unwrap().to_string());
-        if state.as_deref() == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {node} never became {want}: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn silent_nodes_go_down_then_out_and_come_back_up() {
     let mut c = Cluster::start_with(6, &["--down-after", "1s", "--out-after", "3s"]);
     c.kill_node(2);
-    wait_for_state(&c, 2, "down");
-    wait_for_state(&c, 2, "out");
+    c.wait_for_state(2, "down");
+    c.wait_for_state(2, "out");
     let human = c.ok(&["status"]);
     assert!(human.contains("5 up, 0 down, 1 out"), "{human}");
     // Out nodes receive no new fragments.
@@ -53,7 +29,7 @@ fn silent_nodes_go_down_then_out_and_come_back_up() {
         );
     }
     c.start_node(2);
-    wait_for_state(&c, 2, "up");
+    c.wait_for_state(2, "up");
 }
 
 /// Starts a second meta on `port` with `args`, which must fail; its stderr.

@@ -5,11 +5,14 @@
 //! cluster uses this one.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -29,6 +32,7 @@ pub struct Cluster {
     pub cluster_file: PathBuf,
     meta: Option<Child>,
     nodes: Vec<Option<Child>>,
+    repairer: Option<Child>,
     pub node_count: usize,
     meta_args: Vec<String>,
     node_args: Vec<String>,
@@ -60,7 +64,23 @@ impl Cluster {
         node_args: &[&str],
         prepare: impl Fn(usize, &Path),
     ) -> Cluster {
-        let mut c = Self::start_with(0, &[]);
+        Self::start_prepared_with(nodes, &[], node_args, prepare)
+    }
+
+    /// Starts meta with `meta_args` and `nodes` nodes with `node_args`, and
+    /// waits until every node has registered.
+    pub fn start_full(nodes: usize, meta_args: &[&str], node_args: &[&str]) -> Cluster {
+        Self::start_prepared_with(nodes, meta_args, node_args, |_, _| {})
+    }
+
+    /// `start_prepared` with extra meta arguments too.
+    pub fn start_prepared_with(
+        nodes: usize,
+        meta_args: &[&str],
+        node_args: &[&str],
+        prepare: impl Fn(usize, &Path),
+    ) -> Cluster {
+        let mut c = Self::start_with(0, meta_args);
         c.node_args = node_args.iter().map(|s| s.to_string()).collect();
         c.nodes = (0..nodes).map(|_| None).collect();
         c.node_count = nodes;
@@ -99,6 +119,7 @@ impl Cluster {
             ip,
             meta: None,
             nodes: (0..nodes).map(|_| None).collect(),
+            repairer: None,
             node_count: nodes,
             meta_args: meta_args.iter().map(|s| s.to_string()).collect(),
             node_args: Vec::new(),
@@ -298,11 +319,462 @@ impl Cluster {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Starts one more node with the next index (its own port, directory
+    /// and log; the cluster's node arguments) and waits until meta has it up.
+    /// Returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.node_count;
+        self.nodes.push(None);
+        if !self.zones.is_empty() {
+            self.zones.push(None);
+        }
+        self.node_count += 1;
+        self.start_node(i);
+        wait_until(&format!("new node {i} up"), Duration::from_secs(60), || {
+            self.node_dir(i).join("node_id").exists() && self.node_state(i).as_deref() == Some("up")
+        });
+        i
+    }
+
+    /// Starts a standalone `tessera repairer` (for metas run with
+    /// `--no-repair`), with extra `args` such as `--repair-rate 10MiB`.
+    pub fn start_repairer(&mut self, args: &[&str]) {
+        assert!(self.repairer.is_none(), "a repairer is already running");
+        let child = Command::new(BIN)
+            .arg("repairer")
+            .arg("--cluster")
+            .arg(&self.cluster_file)
+            .args(args)
+            .env("TESSERA_LOG", "info,quinn=warn")
+            .stdout(self.log("repairer"))
+            .stderr(self.log("repairer"))
+            .spawn()
+            .expect("spawn tessera repairer");
+        self.repairer = Some(child);
+    }
+
+    /// SIGKILL the standalone repairer.
+    pub fn kill_repairer(&mut self) {
+        if let Some(mut c) = self.repairer.take() {
+            c.kill().expect("kill repairer");
+            c.wait().expect("reap repairer");
+        }
+    }
+
+    /// Whether node `i`'s process is running (as far as this harness knows).
+    pub fn node_running(&self, i: usize) -> bool {
+        self.nodes.get(i).is_some_and(|n| n.is_some())
+    }
+
+    /// Every fragment file (not temp file) node `i` holds on disk.
+    pub fn fragment_files(&self, i: usize) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            // Files and directories may vanish under us (GC, repair): skip them.
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&p, out),
+                    Ok(t) if t.is_file() => out.push(p),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.node_dir(i).join("fragments"), &mut out);
+        out.sort();
+        out
+    }
+
+    /// Bytes in node `i`'s fragment files (headers included).
+    pub fn fragment_bytes(&self, i: usize) -> u64 {
+        self.fragment_files(i)
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Bytes in node `i`'s temp directory (fragments being written).
+    pub fn tmp_bytes(&self, i: usize) -> u64 {
+        std::fs::read_dir(self.node_dir(i).join("tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// `tessera status --json`; panics if meta does not answer.
+    pub fn status(&self) -> Value {
+        self.json(&["status", "--json"])
+    }
+
+    /// A status that reflects everything done before this call: meta
+    /// caches chunk health for up to half a second.
+    pub fn status_fresh(&self) -> Value {
+        std::thread::sleep(STATUS_CACHE);
+        self.status()
+    }
+
+    /// `tessera status --json`, or None while meta is unreachable.
+    pub fn try_status(&self) -> Option<Value> {
+        let out = self.tessera(&["status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Node `i`'s entry in a status, if meta lists it.
+    pub fn node_entry(&self, status: &Value, i: usize) -> Option<Value> {
+        let id = self.node_id(i);
+        status["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == id.as_str())
+            .cloned()
+    }
+
+    /// Node `i`'s state as meta sees it now ("up", "down", "out").
+    pub fn node_state(&self, i: usize) -> Option<String> {
+        let status = self.try_status()?;
+        self.node_entry(&status, i)
+            .and_then(|n| n["state"].as_str().map(str::to_string))
+    }
+
+    pub fn wait_for_state(&self, i: usize, want: &str) {
+        self.wait_for_state_within(i, want, Duration::from_secs(60));
+    }
+
+    pub fn wait_for_state_within(&self, i: usize, want: &str, timeout: Duration) {
+        wait_until(&format!("node {i} {want}"), timeout, || {
+            self.node_state(i).as_deref() == Some(want)
+        });
+    }
+
+    /// Node id -> index, for every node this cluster has started.
+    pub fn node_ids(&self) -> HashMap<String, usize> {
+        (0..self.node_count)
+            .filter(|&i| self.node_dir(i).join("node_id").exists())
+            .map(|i| (self.node_id(i), i))
+            .collect()
+    }
+
+    /// A handle for running the CLI from another thread while the test
+    /// keeps `&mut Cluster` for killing and starting processes.
+    pub fn cli(&self) -> Cli {
+        Cli {
+            cluster_file: self.cluster_file.clone(),
+        }
+    }
+
+    /// Waits until every chunk is at full redundancy and no repair work is
+    /// pending, printing progress; returns the last status. Only meaningful
+    /// once meta has noticed the damage (a node out, a scrub report).
+    pub fn wait_healed(&self, timeout: Duration) -> Value {
+        let start = Instant::now();
+        // Chunk health is cached for up to half a second: a status from
+        // before the damage was known must not count as healed.
+        std::thread::sleep(STATUS_CACHE);
+        let mut last_print = Instant::now();
+        loop {
+            if let Some(s) = self.try_status() {
+                let (healthy, total) = (&s["chunks"]["healthy"], &s["chunks"]["total"]);
+                let pending = s["repair"]["pending_fragments"].as_u64();
+                if healthy.is_u64() && healthy == total && pending == Some(0) {
+                    eprintln!(
+                        "healed after {:.1}s: {}",
+                        start.elapsed().as_secs_f64(),
+                        progress_line(&s)
+                    );
+                    return s;
+                }
+                if last_print.elapsed() >= Duration::from_secs(5) {
+                    eprintln!(
+                        "[{:>5.1}s] waiting for full redundancy: {}",
+                        start.elapsed().as_secs_f64(),
+                        progress_line(&s)
+                    );
+                    last_print = Instant::now();
+                }
+                assert!(
+                    start.elapsed() < timeout,
+                    "no full redundancy after {timeout:?}: {s}"
+                );
+            } else {
+                assert!(
+                    start.elapsed() < timeout,
+                    "no full redundancy after {timeout:?}: meta unreachable"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Puts each (size, key) as `bucket/key` from a seeded random file kept
+    /// for comparison; `put_args` go to every put (`--chunk-size 64KiB`).
+    pub fn put_objects(
+        &self,
+        bucket: &str,
+        objects: &[(String, usize)],
+        seed: u64,
+        put_args: &[&str],
+    ) -> Vec<TestObject> {
+        let dir = self.path("src");
+        std::fs::create_dir_all(&dir).unwrap();
+        objects
+            .iter()
+            .enumerate()
+            .map(|(n, (key, len))| {
+                let src = dir.join(format!("{bucket}-{n}-{seed}"));
+                random_file(
+                    &src,
+                    *len,
+                    seed.wrapping_mul(1_000_003).wrapping_add(n as u64),
+                );
+                let target = format!("{bucket}/{key}");
+                let mut args = vec!["put", src.to_str().unwrap(), &target];
+                args.extend_from_slice(put_args);
+                self.ok(&args);
+                TestObject {
+                    target,
+                    src,
+                    len: *len,
+                }
+            })
+            .collect()
+    }
+
+    /// Every object reads back byte-identical (`get` into a scratch file).
+    pub fn verify_objects(&self, objects: &[TestObject]) {
+        let out = self.path("verify.out");
+        for o in objects {
+            self.ok(&["get", &o.target, out.to_str().unwrap()]);
+            assert!(
+                same_file(&o.src, &out),
+                "{} ({} bytes) reads back different bytes",
+                o.target,
+                o.len
+            );
+            let _ = std::fs::remove_file(&out);
+        }
+    }
+
+    /// Checks every chunk of `target` against meta's placement: as many
+    /// fragments as the policy has, on distinct nodes, none on `avoid`, and
+    /// every fragment file present on its node with the length and BLAKE3
+    /// meta recorded. Returns the number of fragments checked.
+    pub fn check_fragments(&self, target: &str, avoid: &[usize]) -> usize {
+        self.check_fragments_with(target, avoid, true)
+    }
+
+    /// `check_fragments` without reading the files: each one exists with
+    /// the right length (a cheap check before anything fails).
+    pub fn check_fragment_files(&self, target: &str) -> usize {
+        self.check_fragments_with(target, &[], false)
+    }
+
+    fn check_fragments_with(&self, target: &str, avoid: &[usize], hash: bool) -> usize {
+        let ids = self.node_ids();
+        let stat = self.json(&["stat", "--json", target]);
+        let mut checked = 0;
+        for (n, chunk) in stat["placement"].as_array().unwrap().iter().enumerate() {
+            let id = chunk["id"].as_str().unwrap();
+            let want = policy_fragments(chunk["policy"].as_str().unwrap());
+            let frag_len = chunk["fragment_len"].as_u64().unwrap();
+            let nodes: Vec<&str> = chunk["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let hashes: Vec<&str> = chunk["hashes"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{target} chunk {n}: no hashes in stat: {chunk}"))
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            assert_eq!(nodes.len(), want, "{target} chunk {n} ({id}): {chunk}");
+            assert_eq!(hashes.len(), want, "{target} chunk {n} ({id}): {chunk}");
+            let mut distinct = nodes.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(
+                distinct.len(),
+                want,
+                "{target} chunk {n} ({id}): two fragments on one node: {chunk}"
+            );
+            for (index, node) in nodes.iter().enumerate() {
+                let i = *ids
+                    .get(*node)
+                    .unwrap_or_else(|| panic!("{target} chunk {id}: unknown node {node}"));
+                assert!(
+                    !avoid.contains(&i),
+                    "{target} chunk {n} ({id}) fragment {index} is on node {i}, which it must not be on: {chunk}"
+                );
+                let path = self.fragment_path(i, id, index);
+                if !hash {
+                    let len = std::fs::metadata(&path)
+                        .unwrap_or_else(|e| {
+                            panic!(
+                                "{target} chunk {n} ({id}) fragment {index}: {} on node {i}: {e}",
+                                path.display()
+                            )
+                        })
+                        .len();
+                    assert_eq!(
+                        len,
+                        FRAGMENT_HEADER + frag_len,
+                        "{target} chunk {id} fragment {index} on node {i}: wrong file length"
+                    );
+                    checked += 1;
+                    continue;
+                }
+                let raw = std::fs::read(&path).unwrap_or_else(|e| {
+                    panic!(
+                        "{target} chunk {n} ({id}) fragment {index}: {} on node {i}: {e}",
+                        path.display()
+                    )
+                });
+                assert_eq!(
+                    raw.len() as u64,
+                    FRAGMENT_HEADER + frag_len,
+                    "{target} chunk {id} fragment {index} on node {i}: wrong file length"
+                );
+                let got = blake3::hash(&raw[FRAGMENT_HEADER as usize..]);
+                assert_eq!(
+                    hex::encode(got.as_bytes()),
+                    hashes[index],
+                    "{target} chunk {id} fragment {index} on node {i}: BLAKE3 differs from meta's"
+                );
+                checked += 1;
+            }
+        }
+        checked
+    }
+}
+
+/// Longer than meta caches its assessment of chunk health (500 ms).
+pub const STATUS_CACHE: Duration = Duration::from_secs(1);
+
+/// Bytes before the fragment body in every fragment file.
+pub const FRAGMENT_HEADER: u64 = 64;
+
+/// How many fragments a policy ("ec:4+2", "rep:3") stores per chunk.
+pub fn policy_fragments(policy: &str) -> usize {
+    if let Some(km) = policy.strip_prefix("ec:") {
+        let (k, m) = km.split_once('+').expect("ec:K+M");
+        k.parse::<usize>().unwrap() + m.parse::<usize>().unwrap()
+    } else if let Some(n) = policy.strip_prefix("rep:") {
+        n.parse().unwrap()
+    } else {
+        panic!("unknown policy {policy}")
+    }
+}
+
+/// An object a test stored, and the file holding the bytes it must read back as.
+#[derive(Clone, Debug)]
+pub struct TestObject {
+    pub target: String,
+    pub src: PathBuf,
+    pub len: usize,
+}
+
+/// The CLI against one cluster, usable from any thread.
+#[derive(Clone, Debug)]
+pub struct Cli {
+    pub cluster_file: PathBuf,
+}
+
+impl Cli {
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("TESSERA_CLUSTER", &self.cluster_file)
+            .env("TESSERA_LOG", "error");
+        cmd
+    }
+
+    pub fn tessera(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run tessera")
+    }
+}
+
+/// Polls `cond` every 200 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One line of a status's chunk health and repair progress.
+pub fn progress_line(s: &Value) -> String {
+    let ch = &s["chunks"];
+    let r = &s["repair"];
+    format!(
+        "chunks {}/{} healthy, {} degraded, {} at risk, {} lost, {} misplaced; repair: {} fragments ({} bytes) pending, {} moving, {} rebuilt ({} bytes), {} moved, {} B/s, eta {}, active {}",
+        ch["healthy"],
+        ch["total"],
+        ch["degraded"],
+        ch["at_risk"],
+        ch["lost"],
+        ch["misplaced"],
+        r["pending_fragments"],
+        r["pending_bytes"],
+        r["moving_fragments"],
+        r["rebuilt_fragments"],
+        r["rebuilt_bytes"],
+        r["moved_fragments"],
+        r["rate_bytes_per_s"],
+        r["eta_s"],
+        r["active"]
+    )
+}
+
+/// A size from the environment (`TESSERA_HEAL_BYTES=200MiB`), else `default`.
+pub fn env_size(var: &str, default: u64) -> u64 {
+    let Ok(v) = std::env::var(var) else {
+        return default;
+    };
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num
+        .parse()
+        .unwrap_or_else(|_| panic!("{var}={v:?}: not a size"));
+    let mult: u64 = match unit.trim().trim_end_matches(['i', 'B']) {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        _ => panic!("{var}={v:?}: unknown unit"),
+    };
+    n * mult
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for c in self.nodes.iter_mut().flatten().chain(self.meta.iter_mut()) {
+        for c in self
+            .nodes
+            .iter_mut()
+            .flatten()
+            .chain(self.repairer.iter_mut())
+            .chain(self.meta.iter_mut())
+        {
             let _ = c.kill();
             let _ = c.wait();
         }

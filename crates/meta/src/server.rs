@@ -67,7 +67,14 @@ struct Liveness {
     last_seen: Instant,
     used: u64,
     scrub: ScrubProgress,
+    /// False until the node's first heartbeat to this meta process.
+    heard: bool,
 }
+
+/// After a meta restart, nodes not yet heard from get this much longer
+/// before they count as out: reconnecting can take a connect timeout or
+/// two, and a false `out` would set off needless repairs.
+const RESTART_GRACE: Duration = Duration::from_secs(10);
 
 /// Chunks a writer is storing, protected from the collector.
 struct Reservation {
@@ -88,7 +95,8 @@ pub struct Meta {
     live: Mutex<HashMap<NodeId, Liveness>>,
     /// (when, bytes) of recent repair commits.
     repaired: Mutex<VecDeque<(Instant, u64)>>,
-    assessed: Mutex<Option<(Instant, Arc<Assessment>)>>,
+    /// The last assessment, when, and the node classes it was made with.
+    assessed: Mutex<Option<(Instant, NodeClasses, Arc<Assessment>)>>,
     /// Writes in progress (soft state: a meta restart drops them, and their
     /// commits are refused).
     writes: Mutex<HashMap<u64, Reservation>>,
@@ -119,6 +127,7 @@ impl Meta {
                         last_seen: start,
                         used: 0,
                         scrub: ScrubProgress::default(),
+                        heard: false,
                     },
                 )
             })
@@ -351,7 +360,12 @@ impl Meta {
                 let (state, used, last_seen_ms, scrub) = match live.get(&n.id) {
                     Some(l) => {
                         let age = l.last_seen.elapsed();
-                        let state = liveness(age, self.config.down_after, self.config.out_after);
+                        let out_after = if l.heard {
+                            self.config.out_after
+                        } else {
+                            self.config.out_after + RESTART_GRACE
+                        };
+                        let state = liveness(age, self.config.down_after, out_after);
                         (state, l.used, age.as_millis() as u64, l.scrub)
                     }
                     None => (NodeState::Down, 0, u64::MAX, ScrubProgress::default()),
@@ -399,14 +413,18 @@ impl Meta {
     /// The health of every chunk and the repair work, at most
     /// `ASSESS_TTL` old.
     pub fn assess(&self, map: &ClusterMap) -> Result<Arc<Assessment>, MetaError> {
+        let classes = Self::node_classes(map);
         let mut cached = self.assessed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, a)) = cached.as_ref()
+        // Fresh enough, and made with the same node states as `map`: a
+        // status must never show a map and health that disagree.
+        if let Some((at, seen, a)) = cached.as_ref()
             && at.elapsed() < ASSESS_TTL
+            && *seen == classes
         {
             return Ok(a.clone());
         }
-        let a = Arc::new(self.sm.assess(&Self::node_classes(map), 10_000)?);
-        *cached = Some((Instant::now(), a.clone()));
+        let a = Arc::new(self.sm.assess(&classes, 10_000)?);
+        *cached = Some((Instant::now(), classes, a.clone()));
         Ok(a)
     }
 
@@ -513,6 +531,7 @@ impl Meta {
                 last_seen: Instant::now(),
                 used: hb.used,
                 scrub: hb.scrub,
+                heard: true,
             },
         );
         Ok(HeartbeatReply {

@@ -56,7 +56,10 @@ impl NetError {
     pub fn is_peer_failure(&self) -> bool {
         !matches!(
             self,
-            NetError::Certificate(_) | NetError::Tls(_) | NetError::Bind { .. }
+            NetError::Certificate(_)
+                | NetError::Tls(_)
+                | NetError::Bind { .. }
+                | NetError::Unreachable { .. }
         )
     }
 }

@@ -22,6 +22,7 @@ pub struct ConnectionPool {
     failed: Arc<Mutex<HashMap<SocketAddr, Instant>>>,
     /// Connection attempts under way, and since when.
     connecting: Arc<Mutex<HashMap<SocketAddr, Instant>>>,
+    hold_off: Duration,
 }
 
 /// A connection attempt that has not answered in this long is suspect: a
@@ -30,11 +31,19 @@ const SUSPECT_AFTER: Duration = Duration::from_millis(250);
 
 impl ConnectionPool {
     pub fn new(endpoint: Endpoint) -> Self {
+        Self::with_hold_off(endpoint, RETRY_AFTER)
+    }
+
+    /// A pool that waits `hold_off` after a failure before it tries a peer
+    /// again: short for the one peer a process cannot do without (a node's
+    /// meta), so that it is back as soon as that peer is.
+    pub fn with_hold_off(endpoint: Endpoint, hold_off: Duration) -> Self {
         ConnectionPool {
             endpoint,
             slots: Default::default(),
             failed: Default::default(),
             connecting: Default::default(),
+            hold_off,
         }
     }
 
@@ -115,10 +124,15 @@ impl ConnectionPool {
         {
             c.close(quinn::VarInt::from_u32(1), b"peer failed");
         }
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(addr, Instant::now());
+        // A failure seen while already holding off (callers reporting the
+        // pool's own refusal) must not push the next attempt further out.
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed
+            .get(&addr)
+            .is_none_or(|at| at.elapsed() >= self.hold_off)
+        {
+            failed.insert(addr, Instant::now());
+        }
     }
 
     /// True when `addr` failed recently or has been connecting for a while:
@@ -136,7 +150,7 @@ impl ConnectionPool {
     fn recently_failed(&self, addr: SocketAddr) -> bool {
         let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
         match failed.get(&addr) {
-            Some(at) if at.elapsed() < RETRY_AFTER => true,
+            Some(at) if at.elapsed() < self.hold_off => true,
             Some(_) => {
                 failed.remove(&addr);
                 false

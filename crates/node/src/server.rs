@@ -279,7 +279,9 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
         .await;
     });
 
-    let pool = ConnectionPool::new(Endpoint::client(identity)?);
+    // Meta is retried at every heartbeat: a node must be back in the map as
+    // soon as meta is, before meta's down and out periods run out.
+    let pool = ConnectionPool::with_hold_off(Endpoint::client(identity)?, config.heartbeat_every);
     let link = MetaLink {
         pool: pool.clone(),
         addr: config.meta,

@@ -168,15 +168,16 @@ impl Repairer {
             .collect();
         let candidates = targets(map, rec.id, &holders, &kept);
         // Lost fragments first: they are redundancy already gone. One whose
-        // node is still writable can always be rewritten there.
+        // node is still writable (rotten or missing on a healthy node) is
+        // rewritten there, where placement wants it.
         let writable = |node: NodeId| map.nodes.iter().any(|n| n.id == node && n.writable());
         let mut free = candidates.len();
         let mut wanted: Vec<(usize, bool)> = Vec::new();
         for &i in &lost {
-            if free > 0 {
-                free -= 1;
+            if writable(rec.fragments[i].node) {
                 wanted.push((i, true));
-            } else if writable(rec.fragments[i].node) {
+            } else if free > 0 {
+                free -= 1;
                 wanted.push((i, true));
             }
         }
@@ -288,12 +289,12 @@ impl Repairer {
         let mut moves = Vec::new();
         let mut failures = Vec::new();
         'bodies: for (index, rebuilt, body) in bodies {
-            // A rotten or missing fragment on a healthy node may be rewritten
-            // where it was, when no other node is free (a full cluster).
+            // A rotten or missing fragment on a healthy node is rewritten
+            // where it was; elsewhere only if that node refuses it.
             let own = rec.fragments[index].node;
             let in_place =
                 (rebuilt && map.nodes.iter().any(|n| n.id == own && n.writable())).then_some(own);
-            for to in candidates.by_ref().chain(in_place) {
+            for to in in_place.into_iter().chain(candidates.by_ref()) {
                 let Some(addr) = addr_of(to) else { continue };
                 self.pacer.take(body.len() as u64).await;
                 let hash = rec.fragments[index].hash;
