@@ -18,10 +18,10 @@ pub use messages::{
     NodeResponse, RemoteError,
 };
 pub use model::{
-    BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus, CorruptReport,
-    ExpectedFragment, FragmentMove, FragmentRecord, FragmentState, ListEntry, Listing, LoadBalance,
-    NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectInfo, RepairItem, RepairProgress,
-    ScrubProgress,
+    AccessKey, BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus,
+    CorruptReport, ExpectedFragment, FragmentMove, FragmentRecord, FragmentState, Grant, ListEntry,
+    Listing, LoadBalance, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectInfo,
+    Permission, RepairItem, RepairProgress, ScrubProgress,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,8 @@ use serde::{Deserialize, Serialize};
 use tessera_types::{ChunkId, Hash, NodeId, Policy};
 
 use crate::model::{
-    BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, ExpectedFragment, FragmentMove, Listing,
-    NewObject, ObjectInfo, RepairItem, ScrubProgress,
+    AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, ExpectedFragment, FragmentMove,
+    Grant, Listing, NewObject, ObjectInfo, Permission, RepairItem, ScrubProgress,
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
@@ -180,6 +180,32 @@ pub enum MetaRequest {
     RemoveNode {
         node: NodeId,
     },
+    /// A new S3 access key; meta draws the id and secret unless given.
+    CreateKey {
+        name: String,
+        id: Option<String>,
+        secret: Option<String>,
+    },
+    /// Keys with their secrets blanked.
+    ListKeys,
+    /// One key with its secret (the S3 gateway verifies signatures with it).
+    GetKey {
+        id: String,
+    },
+    DeleteKey {
+        id: String,
+    },
+    /// Grants `permission` on `bucket` to key `key`, or revokes with `None`.
+    SetGrant {
+        bucket: String,
+        key: String,
+        permission: Option<Permission>,
+    },
+    /// Grants, of one bucket or one key or all.
+    ListGrants {
+        bucket: Option<String>,
+        key: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +232,9 @@ pub enum MetaResponse {
     ScrubStarted {
         seq: u64,
     },
+    Key(AccessKey),
+    Keys(Vec<AccessKey>),
+    Grants(Vec<Grant>),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

@@ -164,6 +164,59 @@ pub struct LoadBalance {
     pub max_deviation: f64,
 }
 
+/// What an access key may do with a bucket; each level includes the ones
+/// before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Permission {
+    /// List and read objects.
+    Read,
+    /// ... and write and delete them.
+    Write,
+    /// ... and delete the bucket and change its grants.
+    Owner,
+}
+
+impl Permission {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Owner => "owner",
+        }
+    }
+}
+
+impl std::str::FromStr for Permission {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "read" => Ok(Permission::Read),
+            "write" => Ok(Permission::Write),
+            "owner" => Ok(Permission::Owner),
+            _ => Err(format!("{s:?}: expected read, write or owner")),
+        }
+    }
+}
+
+/// An S3 access key. The secret is kept in meta because SigV4 verification
+/// needs it; meta is reachable only with a cluster certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+    pub name: String,
+    pub created_ms: u64,
+    /// New keys may create buckets (and own what they create).
+    pub may_create_buckets: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub bucket: String,
+    pub key: String,
+    pub permission: Permission,
+}
+
 /// A fragment meta expects on a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectedFragment {

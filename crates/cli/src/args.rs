@@ -105,6 +105,11 @@ pub enum Command {
         #[command(flatten)]
         repair: RepairArgs,
     },
+    /// S3 access keys: create, list, remove.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Deep scrub: every node re-reads and re-hashes what it holds.
     Scrub {
         #[command(subcommand)]
@@ -221,6 +226,38 @@ pub enum NodeCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an access key (it may create buckets); prints its id and secret.
+    Create {
+        name: String,
+        /// Print {"access_key": ..., "secret_key": ...}.
+        #[arg(long)]
+        json: bool,
+        /// Use this key id instead of a random one (16-128 letters and digits).
+        #[arg(long)]
+        access_key: Option<String>,
+        /// Use this secret instead of a random one.
+        #[arg(long)]
+        secret_key: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// List access keys (without secrets) and their grants.
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Remove an access key and its grants.
+    Rm {
+        id: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ScrubCommand {
     /// Start a deep scrub of every node now.
     Now {
@@ -251,6 +288,22 @@ pub enum BucketCommand {
     /// Remove an empty bucket.
     Rm {
         name: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Grant access key KEY read, write or owner access to BUCKET.
+    Allow {
+        bucket: String,
+        key: String,
+        /// read (list, get), write (and put, delete) or owner (and delete the bucket, grant).
+        permission: tessera_proto::Permission,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Take away access key KEY's grant on BUCKET.
+    Deny {
+        bucket: String,
+        key: String,
         #[command(flatten)]
         cluster: ClusterArg,
     },
@@ -303,6 +356,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Repairer { cluster, repair } => {
             init_logging("info");
             heal_cmds::run_repairer(&cluster, &repair).await
+        }
+        Command::Key { command } => {
+            init_logging("warn");
+            client_cmds::key(command).await
         }
         Command::Scrub { command } => {
             init_logging("warn");

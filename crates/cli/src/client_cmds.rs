@@ -9,7 +9,7 @@ use serde_json::json;
 use tessera_proto::{ListEntry, ObjectData};
 use tessera_sdk::{Client, ClientOptions, ListOptions, PutOptions};
 
-use crate::args::{BucketCommand, ClusterArg, Command};
+use crate::args::{BucketCommand, ClusterArg, Command, KeyCommand};
 use crate::servers::load_cluster;
 use crate::units::human_bytes;
 
@@ -315,6 +315,96 @@ async fn bucket(command: BucketCommand) -> Result<()> {
         }
         BucketCommand::Rm { name, cluster } => {
             connect(&cluster).await?.delete_bucket(&name).await?;
+        }
+        BucketCommand::Allow {
+            bucket,
+            key,
+            permission,
+            cluster,
+        } => {
+            let client = connect(&cluster).await?;
+            client.set_grant(&bucket, &key, Some(permission)).await?;
+            println!(
+                "key {key} may {} bucket {bucket}",
+                match permission {
+                    tessera_proto::Permission::Read => "read",
+                    tessera_proto::Permission::Write => "read and write",
+                    tessera_proto::Permission::Owner => "own",
+                }
+            );
+        }
+        BucketCommand::Deny {
+            bucket,
+            key,
+            cluster,
+        } => {
+            connect(&cluster)
+                .await?
+                .set_grant(&bucket, &key, None)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn key(command: KeyCommand) -> Result<()> {
+    match command {
+        KeyCommand::Create {
+            name,
+            json,
+            access_key,
+            secret_key,
+            cluster,
+        } => {
+            let client = connect(&cluster).await?;
+            let k = client.create_key(&name, access_key, secret_key).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"access_key": k.id, "secret_key": k.secret, "name": k.name})
+                );
+            } else {
+                println!("access key: {}", k.id);
+                println!("secret key: {}", k.secret);
+            }
+        }
+        KeyCommand::Ls { json, cluster } => {
+            let client = connect(&cluster).await?;
+            let keys = client.list_keys().await?;
+            let grants = client.grants(None, None).await?;
+            let of = |id: &str| -> Vec<_> { grants.iter().filter(|g| g.key == id).collect() };
+            if json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        let g: Vec<_> = of(&k.id)
+                            .iter()
+                            .map(|g| json!({"bucket": g.bucket, "permission": g.permission.as_str()}))
+                            .collect();
+                        json!({"access_key": k.id, "name": k.name, "created_ms": k.created_ms, "grants": g})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for k in &keys {
+                    let g: Vec<String> = of(&k.id)
+                        .iter()
+                        .map(|g| format!("{}:{}", g.bucket, g.permission.as_str()))
+                        .collect();
+                    println!(
+                        "{}  {}  {:<20} {}",
+                        fmt_time(k.created_ms),
+                        k.id,
+                        k.name,
+                        g.join(" ")
+                    );
+                }
+            }
+        }
+        KeyCommand::Rm { id, cluster } => {
+            if !connect(&cluster).await?.delete_key(&id).await? {
+                bail!("no access key {id}");
+            }
         }
     }
     Ok(())

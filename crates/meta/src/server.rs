@@ -704,6 +704,36 @@ impl Meta {
                 self.invalidate();
                 MetaResponse::Ok
             }
+            R::CreateKey { name, id, secret } => {
+                let key = tessera_proto::AccessKey {
+                    id: id.unwrap_or_else(|| random_text(KEY_ID_CHARS, 20)),
+                    secret: secret.unwrap_or_else(|| random_text(SECRET_CHARS, 40)),
+                    name,
+                    created_ms: now_ms(),
+                    may_create_buckets: true,
+                };
+                self.sm.apply(&Command::CreateKey { key: key.clone() })?;
+                info!(id = %key.id, name = %key.name, "access key created");
+                MetaResponse::Key(key)
+            }
+            R::ListKeys => MetaResponse::Keys(self.sm.access_keys()?),
+            R::GetKey { id } => MetaResponse::Key(self.sm.access_key(&id)?),
+            R::DeleteKey { id } => deleted(self.sm.apply(&Command::DeleteKey { id })?),
+            R::SetGrant {
+                bucket,
+                key,
+                permission,
+            } => {
+                self.sm.apply(&Command::SetGrant {
+                    bucket,
+                    key,
+                    permission,
+                })?;
+                MetaResponse::Ok
+            }
+            R::ListGrants { bucket, key } => {
+                MetaResponse::Grants(self.sm.grants(bucket.as_deref(), key.as_deref())?)
+            }
             R::RemoveNode { node } => {
                 self.sm.apply(&Command::RemoveNode { node })?;
                 self.live
@@ -745,6 +775,18 @@ pub fn load_balance(map: &ClusterMap) -> LoadBalance {
         b.max_deviation = b.max_deviation.max((ratio - 1.0).abs());
     }
     b
+}
+
+const KEY_ID_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// `len` characters of `alphabet` from the OS random source.
+fn random_text(alphabet: &[u8], len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
 }
 
 fn deleted(outcome: Outcome) -> MetaResponse {

@@ -10,9 +10,9 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    BucketInfo, ChunkHealth, ChunkRecord, CorruptReport, ErrorCode, ExpectedFragment, FragmentMove,
-    FragmentState, ListEntry, Listing, NewObject, NodeAdmin, ObjectData, ObjectInfo, RemoteError,
-    RepairItem,
+    AccessKey, BucketInfo, ChunkHealth, ChunkRecord, CorruptReport, ErrorCode, ExpectedFragment,
+    FragmentMove, FragmentState, Grant, ListEntry, Listing, NewObject, NodeAdmin, ObjectData,
+    ObjectInfo, Permission, RemoteError, RepairItem,
 };
 use tessera_types::{ChunkId, NodeId, Policy, validate_bucket_name, validate_key};
 
@@ -52,7 +52,14 @@ pub mod tables {
     pub const NODE_ADMIN: Table<NodeId, NodeAdmin> = Table::new("node_admin");
     /// Fragments reported corrupt or missing and not yet rebuilt.
     pub const DAMAGED: Table<FragmentKey, CorruptReport> = Table::new("damaged");
+    /// S3 access keys by id.
+    pub const KEYS: Table<String, AccessKey> = Table::new("keys");
+    /// Grants by (bucket, key id): the object-key encoding keeps a bucket's
+    /// grants together.
+    pub const GRANTS: Table<ObjectKey, Permission> = Table::new("grants");
     pub const ALL: &[&str] = &[
+        KEYS.name,
+        GRANTS.name,
         NODE_ADMIN.name,
         DAMAGED.name,
         NODES.name,
@@ -145,6 +152,29 @@ pub enum Command {
         ids: Vec<ChunkId>,
     },
     RequestScrub,
+    CreateKey {
+        key: AccessKey,
+    },
+    /// Deletes a key and every grant to it.
+    DeleteKey {
+        id: String,
+    },
+    SetGrant {
+        bucket: String,
+        key: String,
+        permission: Option<Permission>,
+    },
+}
+
+/// Access key ids: what S3 clients put in the credential scope.
+pub fn validate_key_id(id: &str) -> Result<(), String> {
+    if (16..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "access key id {id:?} must be 16 to 128 letters and digits"
+        ))
+    }
 }
 
 /// What a fragment on a node is, for `StateMachine::assess`.
@@ -244,6 +274,9 @@ impl StateMachine {
                 }
                 batch.delete(BUCKETS, name)?;
                 batch.add(counter::BUCKETS, -1)?;
+                for g in self.grants(Some(name), None)? {
+                    batch.delete(GRANTS, &ObjectKey::new(&g.bucket, &g.key))?;
+                }
                 Outcome::Deleted { existed: true }
             }
             Command::CommitObject {
@@ -387,6 +420,50 @@ impl StateMachine {
             }
             Command::RequestScrub => {
                 batch.add(counter::SCRUB_SEQ, 1)?;
+                Outcome::Done
+            }
+            Command::CreateKey { key } => {
+                validate_key_id(&key.id).map_err(|e| refuse(ErrorCode::BadRequest, e))?;
+                if key.secret.len() < 16
+                    || key.secret.len() > 128
+                    || key.secret.contains(char::is_whitespace)
+                {
+                    return Err(refuse(
+                        ErrorCode::BadRequest,
+                        "a secret key must be 16 to 128 characters without spaces",
+                    ));
+                }
+                if self.store.get(KEYS, &key.id)?.is_some() {
+                    return Err(refuse(
+                        ErrorCode::Conflict,
+                        format!("access key {} already exists", key.id),
+                    ));
+                }
+                batch.put(KEYS, &key.id, key)?;
+                Outcome::Done
+            }
+            Command::DeleteKey { id } => {
+                let existed = self.store.get(KEYS, id)?.is_some();
+                batch.delete(KEYS, id)?;
+                for g in self.grants(None, Some(id))? {
+                    batch.delete(GRANTS, &ObjectKey::new(&g.bucket, &g.key))?;
+                }
+                Outcome::Deleted { existed }
+            }
+            Command::SetGrant {
+                bucket,
+                key,
+                permission,
+            } => {
+                self.bucket(bucket)?;
+                if self.store.get(KEYS, key)?.is_none() {
+                    return Err(refuse(ErrorCode::NotFound, format!("no access key {key}")));
+                }
+                let gkey = ObjectKey::new(bucket, key);
+                match permission {
+                    Some(p) => batch.put(GRANTS, &gkey, p)?,
+                    None => batch.delete(GRANTS, &gkey)?,
+                }
                 Outcome::Done
             }
         };
@@ -596,6 +673,44 @@ impl StateMachine {
                     .ok_or_else(|| refuse(ErrorCode::NotFound, format!("no chunk record {id}")))
             })
             .collect()
+    }
+
+    pub fn access_key(&self, id: &str) -> Result<AccessKey, MetaError> {
+        self.store
+            .get(KEYS, &id.to_string())?
+            .ok_or_else(|| refuse(ErrorCode::NotFound, format!("no access key {id}")))
+    }
+
+    /// Every key, secrets blanked.
+    pub fn access_keys(&self) -> Result<Vec<AccessKey>, MetaError> {
+        let mut out = Vec::new();
+        self.store.scan(KEYS, &[], |_, _, mut k: AccessKey| {
+            k.secret.clear();
+            out.push(k);
+            Ok(Step::Continue)
+        })?;
+        Ok(out)
+    }
+
+    /// Grants on `bucket` and/or to `key` (all when both are `None`).
+    pub fn grants(&self, bucket: Option<&str>, key: Option<&str>) -> Result<Vec<Grant>, MetaError> {
+        let start = bucket.map(ObjectKey::bucket_prefix).unwrap_or_default();
+        let mut out = Vec::new();
+        self.store
+            .scan(GRANTS, &start, |_, k: ObjectKey, permission| {
+                if bucket.is_some_and(|b| b != k.bucket) {
+                    return Ok(Step::Stop);
+                }
+                if key.is_none_or(|id| id == k.key) {
+                    out.push(Grant {
+                        bucket: k.bucket,
+                        key: k.key,
+                        permission,
+                    });
+                }
+                Ok(Step::Continue)
+            })?;
+        Ok(out)
     }
 
     pub fn node_admin(&self, id: NodeId) -> Result<NodeAdmin, MetaError> {

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use tessera_codec::ChunkCodec;
-use tessera_proto::{ChunkRecord, FragmentMove, MetaRequest, MetaResponse, RepairItem};
+use tessera_proto::{
+    AccessKey, ChunkRecord, FragmentMove, Grant, MetaRequest, MetaResponse, Permission, RepairItem,
+};
 use tessera_types::{ChunkId, Hash, NodeId};
 
 use crate::{Client, SdkError};
@@ -71,6 +73,87 @@ impl Client {
     pub async fn remove_node(&self, node: NodeId) -> Result<(), SdkError> {
         match self.meta(MetaRequest::RemoveNode { node }).await? {
             MetaResponse::Ok => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Creates an S3 access key; meta draws the id and secret unless given.
+    pub async fn create_key(
+        &self,
+        name: &str,
+        id: Option<String>,
+        secret: Option<String>,
+    ) -> Result<AccessKey, SdkError> {
+        let req = MetaRequest::CreateKey {
+            name: name.to_string(),
+            id,
+            secret,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Key(k) => Ok(k),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Every access key, secrets blanked.
+    pub async fn list_keys(&self) -> Result<Vec<AccessKey>, SdkError> {
+        match self.meta(MetaRequest::ListKeys).await? {
+            MetaResponse::Keys(k) => Ok(k),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// One access key with its secret.
+    pub async fn access_key(&self, id: &str) -> Result<AccessKey, SdkError> {
+        match self
+            .meta(MetaRequest::GetKey { id: id.to_string() })
+            .await?
+        {
+            MetaResponse::Key(k) => Ok(k),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Deletes a key and its grants; whether it existed.
+    pub async fn delete_key(&self, id: &str) -> Result<bool, SdkError> {
+        match self
+            .meta(MetaRequest::DeleteKey { id: id.to_string() })
+            .await?
+        {
+            MetaResponse::Deleted { existed } => Ok(existed),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Grants `permission` on `bucket` to `key`, or revokes with `None`.
+    pub async fn set_grant(
+        &self,
+        bucket: &str,
+        key: &str,
+        permission: Option<Permission>,
+    ) -> Result<(), SdkError> {
+        let req = MetaRequest::SetGrant {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            permission,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub async fn grants(
+        &self,
+        bucket: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Vec<Grant>, SdkError> {
+        let req = MetaRequest::ListGrants {
+            bucket: bucket.map(str::to_string),
+            key: key.map(str::to_string),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Grants(g) => Ok(g),
             other => Err(self.unexpected(other)),
         }
     }
