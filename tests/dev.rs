@@ -45,6 +45,12 @@ fn dev_cluster_serves_and_stops_cleanly() {
         banner.contains("6 nodes") && banner.contains("ec:4+2"),
         "{banner}"
     );
+    assert!(
+        banner.contains(&format!("S3 endpoint: http://{ip}:9000"))
+            && banner.contains("AWS_ACCESS_KEY_ID=")
+            && banner.contains("AWS_SECRET_ACCESS_KEY="),
+        "{banner}"
+    );
 
     let cluster = data.join("cluster.toml");
     let cli = |args: &[&str]| {

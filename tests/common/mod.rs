@@ -33,6 +33,7 @@ pub struct Cluster {
     meta: Option<Child>,
     nodes: Vec<Option<Child>>,
     repairer: Option<Child>,
+    s3: Option<Child>,
     pub node_count: usize,
     meta_args: Vec<String>,
     node_args: Vec<String>,
@@ -120,6 +121,7 @@ impl Cluster {
             meta: None,
             nodes: (0..nodes).map(|_| None).collect(),
             repairer: None,
+            s3: None,
             node_count: nodes,
             meta_args: meta_args.iter().map(|s| s.to_string()).collect(),
             node_args: Vec::new(),
@@ -352,6 +354,28 @@ impl Cluster {
             .spawn()
             .expect("spawn tessera repairer");
         self.repairer = Some(child);
+    }
+
+    /// Starts `tessera s3` on this cluster's address, port 9000; returns the
+    /// endpoint URL once it answers.
+    pub fn start_s3(&mut self) -> String {
+        let addr = format!("{}:9000", self.ip);
+        let child = Command::new(BIN)
+            .arg("s3")
+            .arg("--cluster")
+            .arg(&self.cluster_file)
+            .args(["--listen", &addr])
+            .env("TESSERA_LOG", "info,quinn=warn")
+            .stdout(self.log("s3"))
+            .stderr(self.log("s3"))
+            .spawn()
+            .expect("spawn tessera s3");
+        self.s3 = Some(child);
+        let sock: SocketAddr = addr.parse().expect("s3 address");
+        wait_until("the S3 endpoint", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(sock).is_ok()
+        });
+        format!("http://{addr}")
     }
 
     /// SIGKILL the standalone repairer.
@@ -773,6 +797,7 @@ impl Drop for Cluster {
             .iter_mut()
             .flatten()
             .chain(self.repairer.iter_mut())
+            .chain(self.s3.iter_mut())
             .chain(self.meta.iter_mut())
         {
             let _ = c.kill();

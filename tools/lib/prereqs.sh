@@ -38,6 +38,28 @@ libclang_present() {
     ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* 2>/dev/null | grep -q .
 }
 
+# ensure_pip TOOL PACKAGE: installs the Python PACKAGE (pip, user-wide when
+# not root) unless TOOL runs.
+ensure_pip() {
+    local tool=$1 pkg=$2
+    if have "$tool"; then
+        return 0
+    fi
+    have python3 || ensure_deb python3 have python3
+    python3 -m pip --version >/dev/null 2>&1 || ensure_deb python3-pip python3 -m pip --version
+    echo "installing $pkg (pip)..." >&2
+    python3 -m pip install -q "$pkg" 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages "$pkg" ||
+        die "pip install $pkg failed: the S3 tests need $tool"
+    hash -r
+    have "$tool" || die "$pkg was installed but $tool is not on PATH (add ~/.local/bin to PATH)"
+}
+
+# The real clients the S3 tests drive.
+ensure_test_clients() {
+    ensure_pip aws awscli
+}
+
 ensure_build_prereqs() {
     have cargo || die "cargo is required: install the Rust toolchain (https://rustup.rs), 1.95 or newer"
     have cc || ensure_deb gcc have cc

@@ -105,6 +105,14 @@ pub enum Command {
         #[command(flatten)]
         repair: RepairArgs,
     },
+    /// Run the S3-compatible HTTP gateway.
+    S3 {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// HTTP address to serve S3 on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+    },
     /// S3 access keys: create, list, remove.
     Key {
         #[command(subcommand)]
@@ -356,6 +364,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Repairer { cluster, repair } => {
             init_logging("info");
             heal_cmds::run_repairer(&cluster, &repair).await
+        }
+        Command::S3 { cluster, listen } => {
+            init_logging("info");
+            servers::run_s3(&cluster.cluster, listen).await
         }
         Command::Key { command } => {
             init_logging("warn");

@@ -32,6 +32,15 @@ pub struct DevArgs {
     /// Serve meta's Prometheus metrics on http://ADDR/metrics.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The S3 endpoint's HTTP address (default: meta's IP, port 9000).
+    #[arg(long)]
+    pub s3_listen: Option<SocketAddr>,
+    /// Access key id of the key dev creates (default: random).
+    #[arg(long)]
+    pub access_key: Option<String>,
+    /// Its secret (default: random).
+    #[arg(long)]
+    pub secret_key: Option<String>,
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
@@ -124,6 +133,28 @@ pub async fn run(args: DevArgs) -> Result<()> {
         },
     );
 
+    // One access key, as given or drawn, owning what it creates over S3.
+    let admin = tessera_sdk::Client::connect(&cfg).await?;
+    let key = match &args.access_key {
+        Some(id) => match admin.access_key(id).await {
+            Ok(k) => k,
+            Err(_) => {
+                admin
+                    .create_key("dev", Some(id.clone()), args.secret_key.clone())
+                    .await?
+            }
+        },
+        None => {
+            admin
+                .create_key("dev", None, args.secret_key.clone())
+                .await?
+        }
+    };
+    let s3_listen = args
+        .s3_listen
+        .unwrap_or_else(|| SocketAddr::new(args.meta_listen.ip(), 9000));
+    let s3 = servers::serve_s3(&cfg, s3_listen).await?;
+
     let cluster = std::fs::canonicalize(&file).unwrap_or(file);
     println!(
         "Tessera dev cluster is up: meta on {}, {} nodes, default policy {}",
@@ -131,6 +162,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
         nodes.len(),
         args.policy
     );
+    println!("S3 endpoint: http://{s3_listen}");
+    println!("  export AWS_ACCESS_KEY_ID={}", key.id);
+    println!("  export AWS_SECRET_ACCESS_KEY={}", key.secret);
+    println!("  aws --endpoint-url http://{s3_listen} s3 mb s3://demo");
     println!();
     println!("  export TESSERA_CLUSTER={}", cluster.display());
     println!("  tessera bucket create demo");
@@ -142,6 +177,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
     servers::wait_for_signal().await?;
     repairer.abort();
+    s3.abort();
     for n in nodes {
         n.shutdown().await;
     }

@@ -250,6 +250,34 @@ pub async fn run_meta(cluster: &Path, data: &Path, opts: MetaOpts) -> Result<()>
     Ok(())
 }
 
+/// Serves the S3 gateway on `listen` until the task is dropped.
+pub async fn serve_s3(
+    cfg: &ClusterConfig,
+    listen: SocketAddr,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let client = tessera_sdk::Client::connect(cfg)
+        .await
+        .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the S3 endpoint on {listen}"))?;
+    info!(addr = %listen, "S3 endpoint on http://{listen}");
+    let app = tessera_s3::router(client);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "S3 endpoint stopped");
+        }
+    }))
+}
+
+pub async fn run_s3(cluster: &Path, listen: SocketAddr) -> Result<()> {
+    let cfg = load_cluster(cluster)?;
+    let task = serve_s3(&cfg, listen).await?;
+    wait_for_signal().await?;
+    task.abort();
+    Ok(())
+}
+
 pub struct NodeOpts {
     pub data: PathBuf,
     pub listen: SocketAddr,
