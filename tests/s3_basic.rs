@@ -53,6 +53,31 @@ impl Aws {
     }
 }
 
+impl Aws {
+    /// `complete-multipart-upload` of `key` with parts 1 and 2 of these ETags.
+    fn complete(&self, bucket: &str, key: &str, id: &str, e1: &str, e2: &str) -> Output {
+        let parts = format!(
+            r#"{{"Parts":[{{"PartNumber":1,"ETag":{e1:?}}},{{"PartNumber":2,"ETag":{e2:?}}}]}}"#
+        );
+        self.run(&[
+            "s3api",
+            "complete-multipart-upload",
+            "--bucket",
+            bucket,
+            "--key",
+            key,
+            "--upload-id",
+            id,
+            "--multipart-upload",
+            &parts,
+        ])
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 fn key(c: &Cluster, name: &str) -> (String, String) {
     let k = c.json(&["key", "create", name, "--json"]);
     (
@@ -232,4 +257,235 @@ fn aws_cli_buckets_objects_listing_and_refusals() {
     aws.ok(&["s3", "rm", "--recursive", "s3://photos/"]);
     aws.ok(&["s3", "rb", "s3://photos"]);
     assert!(!aws.ok(&["s3", "ls"]).contains("photos"));
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(b))
+}
+
+#[test]
+fn aws_cli_multipart_uploads() {
+    let mut c = Cluster::start(6);
+    let endpoint = c.start_s3();
+    let (key, secret) = key(&c, "mp");
+    let aws = Aws {
+        endpoint,
+        key,
+        secret,
+    };
+    aws.ok(&["s3", "mb", "s3://big"]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&aws.ok(args)).expect("aws JSON")
+    };
+
+    // aws s3 cp switches to multipart above 8 MiB by itself.
+    let src = c.path("twenty");
+    random_file(&src, 20 << 20, 7);
+    aws.ok(&["s3", "cp", src.to_str().unwrap(), "s3://big/twenty"]);
+    let back = c.path("twenty.back");
+    aws.ok(&["s3", "cp", "s3://big/twenty", back.to_str().unwrap()]);
+    assert!(same_file(&src, &back));
+
+    // The explicit flow, with S3's ETag rule.
+    let p1 = c.path("p1");
+    let p2 = c.path("p2");
+    random_file(&p1, 5 << 20, 8);
+    random_file(&p2, 1 << 20, 9);
+    let up = json(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "big",
+        "--key",
+        "joined",
+    ]);
+    let id = up["UploadId"].as_str().unwrap().to_string();
+    let put_part = |n: &str, file: &std::path::Path| -> String {
+        json(&[
+            "s3api",
+            "upload-part",
+            "--bucket",
+            "big",
+            "--key",
+            "joined",
+            "--upload-id",
+            &id,
+            "--part-number",
+            n,
+            "--body",
+            file.to_str().unwrap(),
+        ])["ETag"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let e1 = put_part("1", &p1);
+    let e2 = put_part("2", &p2);
+    let b1 = std::fs::read(&p1).unwrap();
+    let b2 = std::fs::read(&p2).unwrap();
+    assert_eq!(e1, format!("\"{}\"", md5_hex(&b1)));
+    let parts = json(&[
+        "s3api",
+        "list-parts",
+        "--bucket",
+        "big",
+        "--key",
+        "joined",
+        "--upload-id",
+        &id,
+    ]);
+    assert_eq!(parts["Parts"].as_array().unwrap().len(), 2, "{parts}");
+    assert_eq!(parts["Parts"][0]["Size"], 5 << 20, "{parts}");
+    let uploads = aws.ok(&["s3api", "list-multipart-uploads", "--bucket", "big"]);
+    assert!(uploads.contains(&id), "{uploads}");
+    // Not visible before completion.
+    let listed = aws.ok(&["s3", "ls", "s3://big/"]);
+    assert!(!listed.contains("joined"), "{listed}");
+
+    let err = stderr(&aws.complete("big", "joined", &id, &e1, "\"0000\""));
+    assert!(err.contains("InvalidPart"), "{err}");
+    let out = aws.complete("big", "joined", &id, &e1, &e2);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut both = hex::decode(md5_hex(&b1)).unwrap();
+    both.extend(hex::decode(md5_hex(&b2)).unwrap());
+    assert_eq!(out["ETag"], format!("\"{}-2\"", md5_hex(&both)), "{out}");
+    let joined = c.path("joined");
+    aws.ok(&["s3", "cp", "s3://big/joined", joined.to_str().unwrap()]);
+    let mut want = b1.clone();
+    want.extend(&b2);
+    assert!(
+        std::fs::read(&joined).unwrap() == want,
+        "joined object differs"
+    );
+
+    // Parts below 5 MiB but the last are refused; aborting forgets the upload.
+    let up = json(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "big",
+        "--key",
+        "small",
+    ]);
+    let id2 = up["UploadId"].as_str().unwrap().to_string();
+    let small_part = |n: &str| -> String {
+        json(&[
+            "s3api",
+            "upload-part",
+            "--bucket",
+            "big",
+            "--key",
+            "small",
+            "--upload-id",
+            &id2,
+            "--part-number",
+            n,
+            "--body",
+            p2.to_str().unwrap(),
+        ])["ETag"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (s1, s2) = (small_part("1"), small_part("2"));
+    let err = stderr(&aws.complete("big", "small", &id2, &s1, &s2));
+    assert!(err.contains("EntityTooSmall"), "{err}");
+    aws.ok(&[
+        "s3api",
+        "abort-multipart-upload",
+        "--bucket",
+        "big",
+        "--key",
+        "small",
+        "--upload-id",
+        &id2,
+    ]);
+    let uploads = aws.ok(&["s3api", "list-multipart-uploads", "--bucket", "big"]);
+    assert!(!uploads.contains(&id2), "{uploads}");
+    let err = aws.fails(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "big",
+        "--key",
+        "small",
+        "--upload-id",
+        &id2,
+        "--part-number",
+        "3",
+        "--body",
+        p2.to_str().unwrap(),
+    ]);
+    assert!(err.contains("NoSuchUpload"), "{err}");
+    assert!(!aws.ok(&["s3", "ls", "s3://big/"]).contains("small"));
+}
+
+#[test]
+fn abandoned_multipart_uploads_are_aborted_after_the_expiry() {
+    let mut c = Cluster::start_with(6, &["--upload-expiry", "2s", "--gc-grace", "2s"]);
+    let endpoint = c.start_s3();
+    let (key, secret) = key(&c, "mp");
+    let aws = Aws {
+        endpoint,
+        key,
+        secret,
+    };
+    aws.ok(&["s3", "mb", "s3://bkt"]);
+    let up: serde_json::Value = serde_json::from_str(&aws.ok(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "bkt",
+        "--key",
+        "k",
+    ]))
+    .unwrap();
+    let id = up["UploadId"].as_str().unwrap().to_string();
+    let part = c.path("part");
+    random_file(&part, 1 << 20, 3);
+    aws.ok(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "bkt",
+        "--key",
+        "k",
+        "--upload-id",
+        &id,
+        "--part-number",
+        "1",
+        "--body",
+        part.to_str().unwrap(),
+    ]);
+    common::wait_until(
+        "the abandoned upload to be aborted",
+        std::time::Duration::from_secs(60),
+        || {
+            !aws.ok(&["s3api", "list-multipart-uploads", "--bucket", "bkt"])
+                .contains(&id)
+        },
+    );
+    let err = aws.fails(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "bkt",
+        "--key",
+        "k",
+        "--upload-id",
+        &id,
+        "--part-number",
+        "2",
+        "--body",
+        part.to_str().unwrap(),
+    ]);
+    assert!(err.contains("NoSuchUpload"), "{err}");
+    // Its part's chunks were garbage, and are gone after the grace period.
+    common::wait_until(
+        "the part's chunks to be purged",
+        std::time::Duration::from_secs(60),
+        || c.status()["chunks"]["total"] == 0,
+    );
 }

@@ -21,7 +21,7 @@ pub use model::{
     AccessKey, BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus,
     CorruptReport, ExpectedFragment, FragmentMove, FragmentRecord, FragmentState, Grant, ListEntry,
     Listing, LoadBalance, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectInfo,
-    Permission, RepairItem, RepairProgress, ScrubProgress,
+    PartInfo, Permission, RepairItem, RepairProgress, ScrubProgress, UploadInfo,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -1,9 +1,12 @@
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use tessera_types::{ChunkId, Hash, NodeId, Policy};
 
 use crate::model::{
     AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, ExpectedFragment, FragmentMove,
-    Grant, Listing, NewObject, ObjectInfo, Permission, RepairItem, ScrubProgress,
+    Grant, Listing, NewObject, ObjectInfo, PartInfo, Permission, RepairItem, ScrubProgress,
+    UploadInfo,
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
@@ -206,6 +209,39 @@ pub enum MetaRequest {
         bucket: Option<String>,
         key: Option<String>,
     },
+    /// Starts a multipart upload of `bucket/key`.
+    CreateUpload {
+        bucket: String,
+        key: String,
+        content_type: Option<String>,
+        user_meta: BTreeMap<String, String>,
+    },
+    /// Records part `number` of `upload`, written under reservation
+    /// `write`; replaces an earlier part with that number. `part.data` must
+    /// be chunks, not inline bytes.
+    CommitPart {
+        upload: String,
+        number: u32,
+        part: NewObject,
+        write: Option<u64>,
+    },
+    /// Makes the listed parts, in order, the object; ETags are checked.
+    CompleteUpload {
+        upload: String,
+        parts: Vec<(u32, String)>,
+    },
+    AbortUpload {
+        upload: String,
+    },
+    GetUpload {
+        upload: String,
+    },
+    ListParts {
+        upload: String,
+    },
+    ListUploads {
+        bucket: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +271,10 @@ pub enum MetaResponse {
     Key(AccessKey),
     Keys(Vec<AccessKey>),
     Grants(Vec<Grant>),
+    Upload(UploadInfo),
+    Uploads(Vec<UploadInfo>),
+    Part(PartInfo),
+    Parts(Vec<PartInfo>),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,
@@ -260,6 +300,11 @@ pub enum ErrorCode {
     Conflict,
     /// The node was removed from the cluster.
     NodeRemoved,
+    NoSuchUpload,
+    /// A part named in a completion is missing or its ETag differs.
+    InvalidPart,
+    /// A part other than the last is below the minimum part size.
+    EntityTooSmall,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -217,6 +217,28 @@ pub struct Grant {
     pub permission: Permission,
 }
 
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadInfo {
+    pub id: String,
+    pub bucket: String,
+    pub key: String,
+    pub initiated_ms: u64,
+    pub content_type: Option<String>,
+    pub user_meta: BTreeMap<String, String>,
+}
+
+/// One stored part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartInfo {
+    pub number: u32,
+    pub size: u64,
+    /// Hex MD5 of the part's bytes.
+    pub etag: String,
+    pub mtime_ms: u64,
+    pub chunks: Vec<ChunkRef>,
+}
+
 /// A fragment meta expects on a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectedFragment {

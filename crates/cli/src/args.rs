@@ -89,6 +89,9 @@ pub enum Command {
         /// Data no record refers to (deleted or overwritten objects, failed writes, replaced fragments) is deleted once older than this (default 6h, or the cluster file's gc_grace).
         #[arg(long, value_parser = parse_duration)]
         gc_grace: Option<Duration>,
+        /// Multipart uploads neither completed nor aborted this long after they began are aborted.
+        #[arg(long, value_parser = parse_duration, default_value = "7d")]
+        upload_expiry: Duration,
         /// Do not run the repairer in this process (run `tessera repairer` instead).
         #[arg(long)]
         no_repair: bool,
@@ -346,6 +349,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             down_after,
             out_after,
             gc_grace,
+            upload_expiry,
             no_repair,
             repair,
             metrics_listen,
@@ -356,6 +360,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 down_after,
                 out_after,
                 gc_grace,
+                upload_expiry: Some(upload_expiry),
                 repair: (!no_repair).then_some(repair),
                 metrics: metrics_listen,
             };

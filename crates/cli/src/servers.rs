@@ -135,6 +135,7 @@ pub struct MetaOpts {
     pub down_after: Option<Duration>,
     pub out_after: Option<Duration>,
     pub gc_grace: Option<Duration>,
+    pub upload_expiry: Option<Duration>,
     /// Run the repairer in the meta process, like this.
     pub repair: Option<crate::args::RepairArgs>,
     pub metrics: Option<SocketAddr>,
@@ -164,6 +165,9 @@ pub fn meta_config(cfg: &ClusterConfig, data: &Path, opts: &MetaOpts) -> Result<
     }
     if let Some(d) = opts.gc_grace.or(from_file(&cfg.gc_grace, "gc_grace")?) {
         mc.gc_grace = d;
+    }
+    if let Some(d) = opts.upload_expiry {
+        mc.upload_expiry = d;
     }
     if mc.out_after <= mc.down_after {
         bail!(

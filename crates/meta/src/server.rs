@@ -31,6 +31,9 @@ pub struct MetaConfig {
     pub inline_limit: u32,
     /// Data no record refers to is deleted once older than this.
     pub gc_grace: Duration,
+    /// Multipart uploads neither completed nor aborted this long after
+    /// they began are aborted.
+    pub upload_expiry: Duration,
 }
 
 impl MetaConfig {
@@ -43,6 +46,7 @@ impl MetaConfig {
             default_policy: Policy::default(),
             inline_limit: 4096,
             gc_grace: Duration::from_secs(6 * 3600),
+            upload_expiry: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -482,6 +486,16 @@ impl Meta {
     /// Deletes the records of chunks that have been garbage for longer than
     /// the grace period; nodes then find their fragments unreferenced.
     pub fn collect_garbage(&self) -> Result<usize, MetaError> {
+        let expired = now_ms().saturating_sub(self.config.upload_expiry.as_millis() as u64);
+        for u in self.sm.uploads(None)? {
+            if u.initiated_ms < expired {
+                info!(upload = %u.id, bucket = %u.bucket, key = %u.key, "abandoned multipart upload aborted");
+                self.sm.apply(&Command::AbortUpload {
+                    upload: u.id,
+                    at_ms: now_ms(),
+                })?;
+            }
+        }
         let cutoff = now_ms().saturating_sub(self.config.gc_grace.as_millis() as u64);
         let mut purged = 0;
         loop {
@@ -565,31 +579,78 @@ impl Meta {
                 object,
                 write,
             } => {
-                // Held across the commit: the collector's question about
-                // these chunks is answered wholly before or after it.
-                let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(w) = write {
-                    let fresh = writes
-                        .get(&w)
-                        .is_some_and(|r| r.renewed.elapsed() < self.config.gc_grace);
-                    if !fresh {
-                        return Err(MetaError::Refused(RemoteError::new(
-                            ErrorCode::Conflict,
-                            "the write's reservation lapsed (idle longer than the garbage grace period, or meta restarted): its fragments may be collected, so it was not committed; write it again",
-                        )));
-                    }
+                self.commit_reserved(
+                    write,
+                    &Command::CommitObject {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                        object,
+                        at_ms: now_ms(),
+                    },
+                )?;
+                MetaResponse::Object(self.sm.object(&bucket, &key)?)
+            }
+            R::CreateUpload {
+                bucket,
+                key,
+                content_type,
+                user_meta,
+            } => {
+                let upload = tessera_proto::UploadInfo {
+                    id: random_text(UPLOAD_ID_CHARS, 32),
+                    bucket,
+                    key,
+                    initiated_ms: now_ms(),
+                    content_type,
+                    user_meta,
+                };
+                self.sm.apply(&Command::CreateUpload {
+                    upload: upload.clone(),
+                })?;
+                MetaResponse::Upload(upload)
+            }
+            R::CommitPart {
+                upload,
+                number,
+                part,
+                write,
+            } => {
+                self.commit_reserved(
+                    write,
+                    &Command::CommitPart {
+                        upload: upload.clone(),
+                        number,
+                        part,
+                        at_ms: now_ms(),
+                    },
+                )?;
+                let parts = self.sm.parts(&upload)?;
+                match parts.into_iter().find(|p| p.number == number) {
+                    Some(p) => MetaResponse::Part(p),
+                    None => return Err(MetaError::Corrupt(format!("part {number} vanished"))),
                 }
-                self.sm.apply(&Command::CommitObject {
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                    object,
+            }
+            R::CompleteUpload { upload, parts } => {
+                let info = self.sm.upload(&upload)?;
+                self.sm.apply(&Command::CompleteUpload {
+                    upload,
+                    parts,
                     at_ms: now_ms(),
                 })?;
-                if let Some(w) = write {
-                    writes.remove(&w);
-                }
-                drop(writes);
-                MetaResponse::Object(self.sm.object(&bucket, &key)?)
+                MetaResponse::Object(self.sm.object(&info.bucket, &info.key)?)
+            }
+            R::AbortUpload { upload } => deleted(self.sm.apply(&Command::AbortUpload {
+                upload,
+                at_ms: now_ms(),
+            })?),
+            R::GetUpload { upload } => MetaResponse::Upload(self.sm.upload(&upload)?),
+            R::ListParts { upload } => {
+                self.sm.upload(&upload)?;
+                MetaResponse::Parts(self.sm.parts(&upload)?)
+            }
+            R::ListUploads { bucket } => {
+                self.sm.bucket(&bucket)?;
+                MetaResponse::Uploads(self.sm.uploads(Some(&bucket))?)
             }
             R::ReserveChunks { write, chunks } => {
                 let grace = self.config.gc_grace;
@@ -749,6 +810,30 @@ impl Meta {
 }
 
 impl Meta {
+    /// Applies a command that makes chunks written under reservation
+    /// `write` referenced, refusing it if the reservation lapsed. The lock
+    /// is held across the commit: the collector's question about these
+    /// chunks is answered wholly before or after it.
+    fn commit_reserved(&self, write: Option<u64>, cmd: &Command) -> Result<(), MetaError> {
+        let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = write {
+            let fresh = writes
+                .get(&w)
+                .is_some_and(|r| r.renewed.elapsed() < self.config.gc_grace);
+            if !fresh {
+                return Err(MetaError::Refused(RemoteError::new(
+                    ErrorCode::Conflict,
+                    "the write's reservation lapsed (idle longer than the garbage grace period, or meta restarted): its fragments may be collected, so it was not committed; write it again",
+                )));
+            }
+        }
+        self.sm.apply(cmd)?;
+        if let Some(w) = write {
+            writes.remove(&w);
+        }
+        Ok(())
+    }
+
     /// The next status or repair request looks afresh.
     fn invalidate(&self) {
         *self.assessed.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -778,6 +863,7 @@ pub fn load_balance(map: &ClusterMap) -> LoadBalance {
 }
 
 const KEY_ID_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+const UPLOAD_ID_CHARS: &[u8] = b"0123456789abcdef";
 const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// `len` characters of `alphabet` from the OS random source.

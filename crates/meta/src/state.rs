@@ -10,9 +10,9 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, BucketInfo, ChunkHealth, ChunkRecord, CorruptReport, ErrorCode, ExpectedFragment,
-    FragmentMove, FragmentState, Grant, ListEntry, Listing, NewObject, NodeAdmin, ObjectData,
-    ObjectInfo, Permission, RemoteError, RepairItem,
+    AccessKey, BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, CorruptReport, ErrorCode,
+    ExpectedFragment, FragmentMove, FragmentState, Grant, ListEntry, Listing, NewObject, NodeAdmin,
+    ObjectData, ObjectInfo, PartInfo, Permission, RemoteError, RepairItem, UploadInfo,
 };
 use tessera_types::{ChunkId, NodeId, Policy, validate_bucket_name, validate_key};
 
@@ -57,7 +57,13 @@ pub mod tables {
     /// Grants by (bucket, key id): the object-key encoding keeps a bucket's
     /// grants together.
     pub const GRANTS: Table<ObjectKey, Permission> = Table::new("grants");
+    /// Multipart uploads in progress, by id.
+    pub const UPLOADS: Table<String, UploadInfo> = Table::new("uploads");
+    /// Their parts by (upload id, zero-padded part number).
+    pub const PARTS: Table<ObjectKey, PartInfo> = Table::new("parts");
     pub const ALL: &[&str] = &[
+        UPLOADS.name,
+        PARTS.name,
         KEYS.name,
         GRANTS.name,
         NODE_ADMIN.name,
@@ -164,6 +170,34 @@ pub enum Command {
         key: String,
         permission: Option<Permission>,
     },
+    CreateUpload {
+        upload: UploadInfo,
+    },
+    CommitPart {
+        upload: String,
+        number: u32,
+        part: NewObject,
+        at_ms: u64,
+    },
+    /// Makes the listed parts the object; parts not listed become garbage.
+    CompleteUpload {
+        upload: String,
+        parts: Vec<(u32, String)>,
+        at_ms: u64,
+    },
+    AbortUpload {
+        upload: String,
+        at_ms: u64,
+    },
+}
+
+/// Smallest part S3 accepts, except for the last one.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// Part numbers run from 1 to this.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+fn part_key(upload: &str, number: u32) -> ObjectKey {
+    ObjectKey::new(upload, &format!("{number:05}"))
 }
 
 /// Access key ids: what S3 clients put in the credential scope.
@@ -292,22 +326,7 @@ impl StateMachine {
                 if let Some(old) = self.store.get(OBJECTS, &okey)? {
                     batch.retire(&old, *at_ms)?;
                 }
-                for chunk in &object.chunks {
-                    batch.put(CHUNKS, &chunk.id, chunk)?;
-                    for (i, f) in chunk.fragments.iter().enumerate() {
-                        batch.put(
-                            NODE_FRAGMENTS,
-                            &NodeFragmentKey {
-                                node: f.node,
-                                chunk: chunk.id,
-                                index: i as u8,
-                            },
-                            &(),
-                        )?;
-                        batch.add_node(f.node, 1, chunk.fragment_len as i64)?;
-                    }
-                }
-                batch.add(counter::CHUNKS, object.chunks.len() as i64)?;
+                batch.store_chunks(&object.chunks)?;
                 let info = ObjectInfo {
                     key: key.clone(),
                     size: object.size,
@@ -449,6 +468,126 @@ impl StateMachine {
                     batch.delete(GRANTS, &ObjectKey::new(&g.bucket, &g.key))?;
                 }
                 Outcome::Deleted { existed }
+            }
+            Command::CreateUpload { upload } => {
+                self.bucket(&upload.bucket)?;
+                validate_key(&upload.key)
+                    .map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()))?;
+                batch.put(UPLOADS, &upload.id, upload)?;
+                Outcome::Done
+            }
+            Command::CommitPart {
+                upload,
+                number,
+                part,
+                at_ms,
+            } => {
+                self.upload(upload)?;
+                if !(1..=MAX_PART_NUMBER).contains(number) {
+                    return Err(refuse(
+                        ErrorCode::BadRequest,
+                        format!("part numbers run from 1 to {MAX_PART_NUMBER}"),
+                    ));
+                }
+                let ObjectData::Chunks(refs) = &part.data else {
+                    return Err(refuse(ErrorCode::BadRequest, "parts are stored as chunks"));
+                };
+                self.check_new_object(part)?;
+                let pkey = part_key(upload, *number);
+                if let Some(old) = self.store.get(PARTS, &pkey)? {
+                    batch.retire_chunks(&old.chunks, *at_ms)?;
+                }
+                batch.store_chunks(&part.chunks)?;
+                let info = PartInfo {
+                    number: *number,
+                    size: part.size,
+                    etag: part.etag.clone(),
+                    mtime_ms: *at_ms,
+                    chunks: refs.clone(),
+                };
+                batch.put(PARTS, &pkey, &info)?;
+                Outcome::Done
+            }
+            Command::CompleteUpload {
+                upload,
+                parts,
+                at_ms,
+            } => {
+                let info = self.upload(upload)?;
+                let stored = self.parts(upload)?;
+                if parts.is_empty() {
+                    return Err(refuse(ErrorCode::InvalidPart, "a completion needs parts"));
+                }
+                let mut refs: Vec<ChunkRef> = Vec::new();
+                let mut md5s = Vec::new();
+                let mut size = 0u64;
+                let mut last = 0;
+                for (i, (number, etag)) in parts.iter().enumerate() {
+                    if *number <= last {
+                        return Err(refuse(
+                            ErrorCode::InvalidPart,
+                            "parts must be listed in ascending order",
+                        ));
+                    }
+                    last = *number;
+                    let etag = etag.trim_matches('"');
+                    let Some(p) = stored
+                        .iter()
+                        .find(|p| p.number == *number && p.etag == etag)
+                    else {
+                        return Err(refuse(
+                            ErrorCode::InvalidPart,
+                            format!("part {number} with ETag {etag} was not uploaded"),
+                        ));
+                    };
+                    if i + 1 < parts.len() && p.size < MIN_PART_SIZE {
+                        return Err(refuse(
+                            ErrorCode::EntityTooSmall,
+                            format!(
+                                "part {number} is {} bytes; all but the last must be at least 5 MiB",
+                                p.size
+                            ),
+                        ));
+                    }
+                    size += p.size;
+                    refs.extend(p.chunks.iter().copied());
+                    md5s.push(p.etag.clone());
+                }
+                if refs.len() > MAX_CHUNKS_PER_OBJECT {
+                    return Err(refuse(ErrorCode::TooLarge, "too many chunks in one object"));
+                }
+                for p in &stored {
+                    if !parts.iter().any(|(n, _)| *n == p.number) {
+                        batch.retire_chunks(&p.chunks, *at_ms)?;
+                    }
+                    batch.delete(PARTS, &part_key(upload, p.number))?;
+                }
+                batch.delete(UPLOADS, upload)?;
+                let okey = ObjectKey::new(&info.bucket, &info.key);
+                if let Some(old) = self.store.get(OBJECTS, &okey)? {
+                    batch.retire(&old, *at_ms)?;
+                }
+                let object = ObjectInfo {
+                    key: info.key.clone(),
+                    size,
+                    etag: multipart_etag(&md5s),
+                    content_type: info.content_type.clone(),
+                    user_meta: info.user_meta.clone(),
+                    mtime_ms: *at_ms,
+                    data: ObjectData::Chunks(refs),
+                };
+                batch.put(OBJECTS, &okey, &object)?;
+                batch.add(counter::OBJECTS, 1)?;
+                Outcome::Done
+            }
+            Command::AbortUpload { upload, at_ms } => {
+                self.upload(upload)?;
+                for p in self.parts(upload)? {
+                    batch.retire_chunks(&p.chunks, *at_ms)?;
+                    batch.delete(PARTS, &part_key(upload, p.number))?;
+                }
+                batch.delete(UPLOADS, upload)?;
+                Outcome::Deleted { existed: true }
             }
             Command::SetGrant {
                 bucket,
@@ -673,6 +812,41 @@ impl StateMachine {
                     .ok_or_else(|| refuse(ErrorCode::NotFound, format!("no chunk record {id}")))
             })
             .collect()
+    }
+
+    pub fn upload(&self, id: &str) -> Result<UploadInfo, MetaError> {
+        self.store
+            .get(UPLOADS, &id.to_string())?
+            .ok_or_else(|| refuse(ErrorCode::NoSuchUpload, format!("no such upload: {id}")))
+    }
+
+    /// An upload's parts in part-number order.
+    pub fn parts(&self, upload: &str) -> Result<Vec<PartInfo>, MetaError> {
+        let mut out = Vec::new();
+        self.store.scan(
+            PARTS,
+            &ObjectKey::bucket_prefix(upload),
+            |_, k: ObjectKey, p| {
+                if k.bucket != upload {
+                    return Ok(Step::Stop);
+                }
+                out.push(p);
+                Ok(Step::Continue)
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Uploads in progress, of one bucket or (with `None`) all.
+    pub fn uploads(&self, bucket: Option<&str>) -> Result<Vec<UploadInfo>, MetaError> {
+        let mut out = Vec::new();
+        self.store.scan(UPLOADS, &[], |_, _, u: UploadInfo| {
+            if bucket.is_none_or(|b| b == u.bucket) {
+                out.push(u);
+            }
+            Ok(Step::Continue)
+        })?;
+        Ok(out)
     }
 
     pub fn access_key(&self, id: &str) -> Result<AccessKey, MetaError> {
@@ -993,6 +1167,16 @@ impl StateMachine {
     }
 }
 
+/// S3's multipart ETag: the MD5 of the parts' binary MD5s, then "-N".
+pub fn multipart_etag(part_md5s: &[String]) -> String {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    for e in part_md5s {
+        h.update(hex::decode(e).unwrap_or_default());
+    }
+    format!("{}-{}", hex::encode(h.finalize()), part_md5s.len())
+}
+
 /// A write batch that also keeps the counters in step with it.
 struct Counted<'a> {
     store: &'a Store,
@@ -1038,20 +1222,45 @@ impl Counted<'_> {
     /// node index stay until their fragments are gone from the nodes.
     fn retire(&mut self, old: &ObjectInfo, at_ms: u64) -> Result<(), MetaError> {
         if let ObjectData::Chunks(refs) = &old.data {
-            for r in refs {
-                self.batch
-                    .put(GARBAGE, &r.id, &GarbageRecord { since_ms: at_ms })?;
-                self.add(counter::GARBAGE, 1)?;
-            }
+            self.retire_chunks(refs, at_ms)?;
         }
         self.add(counter::OBJECTS, -1)
+    }
+
+    fn retire_chunks(&mut self, refs: &[ChunkRef], at_ms: u64) -> Result<(), MetaError> {
+        for r in refs {
+            self.batch
+                .put(GARBAGE, &r.id, &GarbageRecord { since_ms: at_ms })?;
+            self.add(counter::GARBAGE, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Records new chunks and indexes their fragments by node.
+    fn store_chunks(&mut self, chunks: &[ChunkRecord]) -> Result<(), MetaError> {
+        for chunk in chunks {
+            self.batch.put(CHUNKS, &chunk.id, chunk)?;
+            for (i, f) in chunk.fragments.iter().enumerate() {
+                self.batch.put(
+                    NODE_FRAGMENTS,
+                    &NodeFragmentKey {
+                        node: f.node,
+                        chunk: chunk.id,
+                        index: i as u8,
+                    },
+                    &(),
+                )?;
+                self.add_node(f.node, 1, chunk.fragment_len as i64)?;
+            }
+        }
+        self.add(counter::CHUNKS, chunks.len() as i64)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_proto::{ChunkRef, FragmentRecord};
+    use tessera_proto::FragmentRecord;
 
     fn sm() -> (tempfile::TempDir, StateMachine) {
         let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{self, StreamingBlob, Timestamp};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use tessera_proto::{ErrorCode, ListEntry, ObjectInfo, Permission};
+use tessera_proto::{ErrorCode, ListEntry, ObjectInfo, Permission, UploadInfo};
 use tessera_sdk::{Client, ListOptions, PutOptions, SdkError};
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::debug;
@@ -66,6 +66,10 @@ fn to_s3(e: SdkError) -> S3Error {
         Some(ErrorCode::InvalidKey) => S3ErrorCode::KeyTooLongError,
         Some(ErrorCode::InvalidPolicy) => S3ErrorCode::InvalidArgument,
         Some(ErrorCode::NotFound) => S3ErrorCode::InvalidAccessKeyId,
+        Some(ErrorCode::NoSuchUpload) => S3ErrorCode::NoSuchUpload,
+        Some(ErrorCode::InvalidPart) => S3ErrorCode::InvalidPart,
+        Some(ErrorCode::EntityTooSmall) => S3ErrorCode::EntityTooSmall,
+        Some(ErrorCode::BadRequest) => S3ErrorCode::InvalidArgument,
         Some(ErrorCode::NoSpace | ErrorCode::NotEnoughNodes) => S3ErrorCode::ServiceUnavailable,
         _ => S3ErrorCode::InternalError,
     };
@@ -195,9 +199,7 @@ impl S3 for Gateway {
             .await?;
         let input = req.input;
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
-        let reader = StreamReader::new(futures::TryStreamExt::map_err(body, |e| {
-            std::io::Error::other(e.to_string())
-        }));
+        let reader = body_reader(body);
         let opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
             user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
@@ -340,6 +342,184 @@ impl S3 for Gateway {
         }))
     }
 
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Write)
+            .await?;
+        let input = req.input;
+        let opts = PutOptions {
+            content_type: input.content_type.map(|c| c.to_string()),
+            user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
+        };
+        let upload = self
+            .client
+            .create_upload(&input.bucket, &input.key, opts)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload.id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<dto::UploadPartInput>,
+    ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Write)
+            .await?;
+        let input = req.input;
+        let upload = self
+            .upload_of(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
+        let number = u32::try_from(input.part_number)
+            .map_err(|_| s3_error!(InvalidArgument, "part numbers run from 1 to 10000"))?;
+        let part = self
+            .client
+            .put_part(&upload, number, body_reader(body))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::UploadPartOutput {
+            e_tag: Some(dto::ETag::Strong(part.etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Write)
+            .await?;
+        let input = req.input;
+        self.upload_of(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        let mut parts = Vec::new();
+        for p in input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+        {
+            let (Some(n), Some(etag)) = (p.part_number, p.e_tag) else {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "each part needs a PartNumber and an ETag"
+                ));
+            };
+            let n = u32::try_from(n).map_err(|_| s3_error!(InvalidPart))?;
+            parts.push((n, etag.value().to_string()));
+        }
+        let info = self
+            .client
+            .complete_upload(&input.upload_id, parts)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            e_tag: Some(etag(&info)),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Write)
+            .await?;
+        let input = req.input;
+        self.upload_of(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        self.client
+            .abort_upload(&input.upload_id)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<dto::ListPartsInput>,
+    ) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Read)
+            .await?;
+        let input = req.input;
+        self.upload_of(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        let after = input.part_number_marker.unwrap_or(0);
+        let max = input.max_parts.unwrap_or(1000).clamp(1, 1000);
+        let all = self
+            .client
+            .list_parts(&input.upload_id)
+            .await
+            .map_err(to_s3)?;
+        let mut parts: Vec<dto::Part> = all
+            .iter()
+            .filter(|p| p.number as i32 > after)
+            .map(|p| dto::Part {
+                part_number: Some(p.number as i32),
+                e_tag: Some(dto::ETag::Strong(p.etag.clone())),
+                size: Some(p.size as i64),
+                last_modified: Some(timestamp(p.mtime_ms)),
+                ..Default::default()
+            })
+            .collect();
+        let truncated = parts.len() > max as usize;
+        parts.truncate(max as usize);
+        Ok(S3Response::new(dto::ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max),
+            is_truncated: Some(truncated),
+            next_part_number_marker: parts
+                .last()
+                .and_then(|p| p.part_number)
+                .filter(|_| truncated),
+            part_number_marker: input.part_number_marker,
+            parts: Some(parts),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<dto::ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Read)
+            .await?;
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let uploads = self
+            .client
+            .list_uploads(&input.bucket)
+            .await
+            .map_err(to_s3)?
+            .into_iter()
+            .filter(|u| u.key.starts_with(&prefix))
+            .map(|u| dto::MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(u.id),
+                initiated: Some(timestamp(u.initiated_ms)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(dto::ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            is_truncated: Some(false),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+
     async fn list_objects(
         &self,
         req: S3Request<dto::ListObjectsInput>,
@@ -376,7 +556,23 @@ impl S3 for Gateway {
 
 type Listed = (Vec<dto::Object>, Vec<dto::CommonPrefix>, Option<String>);
 
+/// A request body as the SDK reads it.
+fn body_reader(body: StreamingBlob) -> impl tokio::io::AsyncRead + Unpin + Send {
+    StreamReader::new(futures::TryStreamExt::map_err(body, |e| {
+        std::io::Error::other(e.to_string())
+    }))
+}
+
 impl Gateway {
+    /// The upload `id`, which must belong to `bucket/key`.
+    async fn upload_of(&self, id: &str, bucket: &str, key: &str) -> S3Result<UploadInfo> {
+        let upload = self.client.upload(id).await.map_err(to_s3)?;
+        if upload.bucket != bucket || upload.key != key {
+            return Err(s3_error!(NoSuchUpload, "no such upload for this key"));
+        }
+        Ok(upload)
+    }
+
     async fn list(
         &self,
         bucket: &str,

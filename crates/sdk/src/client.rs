@@ -62,6 +62,10 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) meta: SocketAddr,
     pub(crate) pool: ConnectionPool,
+    /// Meta has a pool of its own that retries after one second, not ten:
+    /// nothing works without meta, so long-lived clients (gateways, the
+    /// repairer) must be back as soon as it is.
+    meta_pool: ConnectionPool,
     pub(crate) codec: ChunkCodec,
     pub(crate) options: ClientOptions,
     map: Mutex<Option<(Instant, Arc<ClusterMap>)>>,
@@ -88,11 +92,14 @@ impl Client {
                 tessera_codec::MAX_CHUNK_SIZE
             )));
         }
-        let pool = ConnectionPool::new(Endpoint::client(identity)?);
+        let endpoint = Endpoint::client(identity)?;
+        let pool = ConnectionPool::new(endpoint.clone());
+        let meta_pool = ConnectionPool::with_hold_off(endpoint, Duration::from_secs(1));
         let client = Client {
             inner: Arc::new(Inner {
                 meta,
                 pool,
+                meta_pool,
                 codec: ChunkCodec::default(),
                 options,
                 map: Mutex::new(None),
@@ -107,7 +114,7 @@ impl Client {
         let addr = self.inner.meta;
         // One retry: a cached connection may have died since the last call.
         for attempt in 0..2 {
-            let conn = self.inner.pool.get(addr).await?;
+            let conn = self.inner.meta_pool.get(addr).await?;
             match call::<_, MetaResponse>(&conn, &req).await {
                 Ok(MetaResponse::Error(e)) => return Err(SdkError::Remote(e)),
                 Ok(resp) => return Ok(resp),

@@ -20,6 +20,7 @@
 mod admin;
 mod client;
 mod config;
+mod multipart;
 mod read;
 mod write;
 

@@ -10,7 +10,8 @@ use tessera_codec::{ChunkReader, EncodedChunk};
 use tessera_net::{read_frame, write_frame};
 use tessera_proto::{
     ChunkRecord, ChunkRef, ClusterMap, ErrorCode, FragmentRecord, FrameKind, MetaRequest,
-    MetaResponse, NewObject, NodeRequest, NodeResponse, ObjectData, ObjectInfo,
+    MetaResponse, NewObject, NodeRequest, NodeResponse, ObjectData, ObjectInfo, PartInfo,
+    UploadInfo,
 };
 use tessera_types::{
     ChunkId, Hash, NodeId, PlacementCandidate, PlacementMap, Policy, validate_key,
@@ -23,6 +24,12 @@ use crate::{Client, PutOptions, SdkError};
 /// A spawned task that is cancelled when its handle is dropped: a put that
 /// fails or is abandoned stops its remaining chunk writes.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+/// A write reservation and the task renewing it.
+struct Reservation {
+    id: u64,
+    _renewer: AbortOnDrop<()>,
+}
 
 impl<T> std::future::Future for AbortOnDrop<T> {
     type Output = Result<T, tokio::task::JoinError>;
@@ -55,28 +62,60 @@ impl Client {
     ) -> Result<ObjectInfo, SdkError> {
         validate_key(key).map_err(|e| Client::remote(ErrorCode::InvalidKey, e.to_string()))?;
         let policy = self.bucket(bucket).await?.policy;
+        let (object, write) = self.write_body(body, policy, opts, true).await?;
+        let chunked = !object_is_inline(&object.data);
+        match self
+            .meta(MetaRequest::CommitObject {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                object,
+                write: chunked.then_some(write.id),
+            })
+            .await?
+        {
+            MetaResponse::Object(o) => Ok(o),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Stores `body` as part `number` of multipart upload `upload`,
+    /// replacing an earlier upload of that part.
+    pub async fn put_part<R: AsyncRead + Unpin + Send>(
+        &self,
+        upload: &UploadInfo,
+        number: u32,
+        body: R,
+    ) -> Result<PartInfo, SdkError> {
+        let policy = self.bucket(&upload.bucket).await?.policy;
+        let (object, write) = self
+            .write_body(body, policy, PutOptions::default(), false)
+            .await?;
+        match self
+            .meta(MetaRequest::CommitPart {
+                upload: upload.id.clone(),
+                number,
+                part: object,
+                write: Some(write.id),
+            })
+            .await?
+        {
+            MetaResponse::Part(p) => Ok(p),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Cuts `body` into chunks and stores them (or keeps a small body inline
+    /// when `allow_inline`), under a write reservation that lives as long as
+    /// the returned guard: the object to commit, not yet visible.
+    async fn write_body<R: AsyncRead + Unpin + Send>(
+        &self,
+        body: R,
+        policy: Policy,
+        opts: PutOptions,
+        allow_inline: bool,
+    ) -> Result<(NewObject, Reservation), SdkError> {
         let map = self.cluster_map().await?;
-        // Chunks are reserved in meta before their fragments are written, so
-        // the garbage collector leaves them alone until the commit; the
-        // renewer keeps the reservation alive however slow the source.
-        let write: u64 = rand::random();
-        let renew_every =
-            std::time::Duration::from_millis((map.gc_grace_ms / 4).clamp(100, 60_000));
-        let _renewer = {
-            let client = self.clone();
-            AbortOnDrop(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(renew_every).await;
-                    let req = MetaRequest::ReserveChunks {
-                        write,
-                        chunks: vec![],
-                    };
-                    if let Err(e) = client.meta(req).await {
-                        debug!(error = %e, "renewing the write's reservation failed");
-                    }
-                }
-            }))
-        };
+        let write = self.reserve(&map);
         let mut reader = ChunkReader::new(body, self.inner.options.chunk_size);
         let mut md5 = Md5::new();
         let mut size = 0u64;
@@ -84,9 +123,10 @@ impl Client {
         let mut records = Vec::new();
 
         let first = reader.next_chunk().await?;
-        let small = first.as_ref().is_none_or(|c| {
-            c.len() <= map.inline_limit as usize && c.len() < self.inner.options.chunk_size
-        });
+        let small = allow_inline
+            && first.as_ref().is_none_or(|c| {
+                c.len() <= map.inline_limit as usize && c.len() < self.inner.options.chunk_size
+            });
         let data = if small {
             let bytes = first.unwrap_or_default();
             md5.update(&bytes);
@@ -108,9 +148,9 @@ impl Client {
                     size += chunk.len() as u64;
                     // A task per chunk: writes go on while the next chunk is
                     // read from a slow source.
-                    let (client, map) = (self.clone(), map.clone());
+                    let (client, map, id) = (self.clone(), map.clone(), write.id);
                     in_flight.push_back(AbortOnDrop(tokio::spawn(async move {
-                        client.write_chunk(chunk, policy, &map, write).await
+                        client.write_chunk(chunk, policy, &map, id).await
                     })));
                 }
                 match in_flight.next().await {
@@ -128,7 +168,6 @@ impl Client {
             }
             ObjectData::Chunks(refs)
         };
-        let chunked = !object_is_inline(&data);
         let object = NewObject {
             size,
             etag: hex::encode(md5.finalize()),
@@ -137,20 +176,33 @@ impl Client {
             data,
             chunks: records,
         };
-        match self
-            .meta(MetaRequest::CommitObject {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                object,
-                write: chunked.then_some(write),
-            })
-            .await?
-        {
-            MetaResponse::Object(o) => Ok(o),
-            other => Err(SdkError::Protocol {
-                peer: "meta".into(),
-                what: format!("{other:?}"),
-            }),
+        Ok((object, write))
+    }
+
+    /// A write reservation in meta, renewed until the guard is dropped:
+    /// chunks are reserved before their fragments are written, so the
+    /// garbage collector leaves them alone until the commit however slow
+    /// the source.
+    fn reserve(&self, map: &ClusterMap) -> Reservation {
+        let id: u64 = rand::random();
+        let renew_every =
+            std::time::Duration::from_millis((map.gc_grace_ms / 4).clamp(100, 60_000));
+        let client = self.clone();
+        let renewer = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(renew_every).await;
+                let req = MetaRequest::ReserveChunks {
+                    write: id,
+                    chunks: vec![],
+                };
+                if let Err(e) = client.meta(req).await {
+                    debug!(error = %e, "renewing the write's reservation failed");
+                }
+            }
+        }));
+        Reservation {
+            id,
+            _renewer: renewer,
         }
     }
 

@@ -1,0 +1,88 @@
+//! Multipart uploads: parts are stored (and reserved, and committed) one by
+//! one as they arrive, and completion makes their chunks one object in one
+//! meta command, copying no data.
+
+use std::collections::BTreeMap;
+
+use tessera_proto::{MetaRequest, MetaResponse, ObjectInfo, PartInfo, UploadInfo};
+use tessera_types::validate_key;
+
+use crate::{Client, PutOptions, SdkError};
+
+impl Client {
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: PutOptions,
+    ) -> Result<UploadInfo, SdkError> {
+        validate_key(key)
+            .map_err(|e| Client::remote(tessera_proto::ErrorCode::InvalidKey, e.to_string()))?;
+        let req = MetaRequest::CreateUpload {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            content_type: opts.content_type,
+            user_meta: opts.user_meta.into_iter().collect::<BTreeMap<_, _>>(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Upload(u) => Ok(u),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub async fn upload(&self, id: &str) -> Result<UploadInfo, SdkError> {
+        let req = MetaRequest::GetUpload {
+            upload: id.to_string(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Upload(u) => Ok(u),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Makes `parts` (number, ETag), in ascending order, the object.
+    pub async fn complete_upload(
+        &self,
+        id: &str,
+        parts: Vec<(u32, String)>,
+    ) -> Result<ObjectInfo, SdkError> {
+        let req = MetaRequest::CompleteUpload {
+            upload: id.to_string(),
+            parts,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Object(o) => Ok(o),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub async fn abort_upload(&self, id: &str) -> Result<(), SdkError> {
+        let req = MetaRequest::AbortUpload {
+            upload: id.to_string(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Deleted { .. } | MetaResponse::Ok => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub async fn list_parts(&self, id: &str) -> Result<Vec<PartInfo>, SdkError> {
+        let req = MetaRequest::ListParts {
+            upload: id.to_string(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Parts(p) => Ok(p),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    pub async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadInfo>, SdkError> {
+        let req = MetaRequest::ListUploads {
+            bucket: bucket.to_string(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Uploads(u) => Ok(u),
+            other => Err(self.unexpected(other)),
+        }
+    }
+}
