@@ -489,3 +489,150 @@ fn abandoned_multipart_uploads_are_aborted_after_the_expiry() {
         || c.status()["chunks"]["total"] == 0,
     );
 }
+
+#[test]
+fn aws_cli_copy_batch_delete_and_conditions() {
+    let mut c = Cluster::start(6);
+    let endpoint = c.start_s3();
+    let (key, secret) = key(&c, "cp");
+    let aws = Aws {
+        endpoint,
+        key,
+        secret,
+    };
+    aws.ok(&["s3", "mb", "s3://src"]);
+    aws.ok(&["s3", "mb", "s3://dst"]);
+    let file = c.path("six");
+    random_file(&file, 6 << 20, 11);
+    aws.ok(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "src",
+        "--key",
+        "a",
+        "--body",
+        file.to_str().unwrap(),
+        "--content-type",
+        "image/png",
+        "--metadata",
+        "who=alice",
+    ]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&aws.ok(args)).expect("aws JSON")
+    };
+    let etag = json(&["s3api", "head-object", "--bucket", "src", "--key", "a"])["ETag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Copy keeps the metadata, or replaces it.
+    aws.ok(&[
+        "s3api",
+        "copy-object",
+        "--bucket",
+        "dst",
+        "--key",
+        "kept",
+        "--copy-source",
+        "src/a",
+    ]);
+    let kept = json(&["s3api", "head-object", "--bucket", "dst", "--key", "kept"]);
+    assert_eq!(kept["ETag"], etag.as_str(), "{kept}");
+    assert_eq!(kept["ContentType"], "image/png", "{kept}");
+    assert_eq!(kept["Metadata"]["who"], "alice", "{kept}");
+    aws.ok(&[
+        "s3api",
+        "copy-object",
+        "--bucket",
+        "dst",
+        "--key",
+        "new",
+        "--copy-source",
+        "src/a",
+        "--metadata-directive",
+        "REPLACE",
+        "--content-type",
+        "text/plain",
+        "--metadata",
+        "who=bob",
+    ]);
+    let new = json(&["s3api", "head-object", "--bucket", "dst", "--key", "new"]);
+    assert_eq!(new["ContentType"], "text/plain", "{new}");
+    assert_eq!(new["Metadata"]["who"], "bob", "{new}");
+    let back = c.path("back");
+    aws.ok(&["s3", "cp", "s3://dst/new", back.to_str().unwrap()]);
+    assert!(same_file(&file, &back));
+
+    // Conditions on GET and HEAD.
+    let err = aws.fails(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "src",
+        "--key",
+        "a",
+        "--if-match",
+        "\"0000\"",
+        "/dev/null",
+    ]);
+    assert!(
+        err.contains("PreconditionFailed") || err.contains("412"),
+        "{err}"
+    );
+    let err = aws.fails(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "src",
+        "--key",
+        "a",
+        "--if-none-match",
+        &etag,
+        "/dev/null",
+    ]);
+    assert!(err.contains("304") || err.contains("Not Modified"), "{err}");
+    aws.ok(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "src",
+        "--key",
+        "a",
+        "--if-match",
+        &etag,
+        "/dev/null",
+    ]);
+    let err = aws.fails(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "src",
+        "--key",
+        "a",
+        "--if-unmodified-since",
+        "2001-01-01T00:00:00Z",
+    ]);
+    assert!(err.contains("412") || err.contains("Precondition"), "{err}");
+
+    // Batch delete, verbose and quiet; missing keys count as deleted.
+    let out = json(&[
+        "s3api",
+        "delete-objects",
+        "--bucket",
+        "dst",
+        "--delete",
+        r#"{"Objects":[{"Key":"kept"},{"Key":"missing"}]}"#,
+    ]);
+    assert_eq!(out["Deleted"].as_array().unwrap().len(), 2, "{out}");
+    let out = aws.ok(&[
+        "s3api",
+        "delete-objects",
+        "--bucket",
+        "dst",
+        "--delete",
+        r#"{"Objects":[{"Key":"new"}],"Quiet":true}"#,
+    ]);
+    assert!(!out.contains("\"Key\""), "{out}");
+    assert!(aws.ok(&["s3", "ls", "s3://dst/"]).trim().is_empty());
+}

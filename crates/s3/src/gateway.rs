@@ -81,6 +81,49 @@ fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
+fn unix_seconds(t: &Timestamp) -> i64 {
+    time::OffsetDateTime::from(t.clone()).unix_timestamp()
+}
+
+/// HTTP preconditions on GET and HEAD (RFC 9110 order): If-Match, else
+/// If-Unmodified-Since, may fail with 412; If-None-Match, else
+/// If-Modified-Since, may answer 304. Dates have one-second resolution.
+fn preconditions(
+    info: &ObjectInfo,
+    if_match: Option<&dto::ETagCondition>,
+    if_none_match: Option<&dto::ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let matches = |c: &dto::ETagCondition| match c {
+        dto::ETagCondition::Any => true,
+        dto::ETagCondition::ETag(e) => e.value() == info.etag,
+    };
+    let mtime = (info.mtime_ms / 1000) as i64;
+    if let Some(c) = if_match {
+        if !matches(c) {
+            return Err(s3_error!(PreconditionFailed, "If-Match: the ETag differs"));
+        }
+    } else if let Some(t) = if_unmodified_since
+        && mtime > unix_seconds(t)
+    {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "modified since the given time"
+        ));
+    }
+    if let Some(c) = if_none_match {
+        if matches(c) {
+            return Err(S3Error::new(S3ErrorCode::NotModified));
+        }
+    } else if let Some(t) = if_modified_since
+        && mtime <= unix_seconds(t)
+    {
+        return Err(S3Error::new(S3ErrorCode::NotModified));
+    }
+    Ok(())
+}
+
 fn etag(info: &ObjectInfo) -> dto::ETag {
     dto::ETag::Strong(info.etag.clone())
 }
@@ -228,6 +271,13 @@ impl S3 for Gateway {
             .head(&input.bucket, &input.key)
             .await
             .map_err(to_s3)?;
+        preconditions(
+            &info,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
         let range = match &input.range {
             Some(r) => Some(
                 r.check(info.size)
@@ -274,11 +324,19 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Read)
             .await?;
+        let input = &req.input;
         let info = self
             .client
-            .head(&req.input.bucket, &req.input.key)
+            .head(&input.bucket, &input.key)
             .await
             .map_err(to_s3)?;
+        preconditions(
+            &info,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
         Ok(S3Response::new(dto::HeadObjectOutput {
             content_length: Some(info.size as i64),
             content_type: info.content_type.clone(),
@@ -338,6 +396,110 @@ impl S3 for Gateway {
             contents: Some(contents),
             common_prefixes: Some(prefixes),
             encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<dto::DeleteObjectsInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Write)
+            .await?;
+        let input = req.input;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for o in input.delete.objects {
+            // Deleting a missing key succeeds, as in S3.
+            match self.client.delete(&input.bucket, &o.key).await {
+                Ok(_) if quiet => {}
+                Ok(_) => deleted.push(dto::DeletedObject {
+                    key: Some(o.key),
+                    ..Default::default()
+                }),
+                Err(e) => {
+                    let err = to_s3(e);
+                    errors.push(dto::Error {
+                        code: Some(err.code().as_str().to_string()),
+                        key: Some(o.key),
+                        message: err.message().map(str::to_string),
+                        version_id: None,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(dto::DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+        let dto::CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            ..
+        } = &req.input.copy_source
+        else {
+            return Err(s3_error!(NotImplemented, "copies from access points"));
+        };
+        self.allow(&req, src_bucket, Permission::Read).await?;
+        self.allow(&req, &req.input.bucket, Permission::Write)
+            .await?;
+        let input = &req.input;
+        let src = self.client.head(src_bucket, src_key).await.map_err(to_s3)?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
+        let opts = if replace {
+            PutOptions {
+                content_type: input.content_type.clone(),
+                user_meta: input
+                    .metadata
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            }
+        } else {
+            PutOptions {
+                content_type: src.content_type.clone(),
+                user_meta: src.user_meta.clone(),
+            }
+        };
+        // Streamed through a pipe, as a GET into a PUT: memory stays bounded.
+        let (mut tx, rx) = tokio::io::duplex(GET_PIPE);
+        let client = self.client.clone();
+        let source = src.clone();
+        let reader = tokio::spawn(async move { client.read_object(&source, None, &mut tx).await });
+        // A source read that fails ends the pipe early: the length check
+        // turns that into an error, so the copy is never committed short.
+        let body = ExactLength {
+            inner: rx,
+            left: src.size,
+        };
+        let info = self
+            .client
+            .put(&input.bucket, &input.key, body, opts)
+            .await
+            .map_err(to_s3)?;
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(to_s3(e)),
+            Err(e) => return Err(s3_error!(InternalError, "copy task: {e}")),
+        }
+        Ok(S3Response::new(dto::CopyObjectOutput {
+            copy_object_result: Some(dto::CopyObjectResult {
+                e_tag: Some(etag(&info)),
+                last_modified: Some(timestamp(info.mtime_ms)),
+                ..Default::default()
+            }),
             ..Default::default()
         }))
     }
@@ -555,6 +717,37 @@ impl S3 for Gateway {
 }
 
 type Listed = (Vec<dto::Object>, Vec<dto::CommonPrefix>, Option<String>);
+
+/// Reads exactly `left` bytes from `inner`; an earlier end is an error.
+struct ExactLength<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ExactLength<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            std::task::Poll::Ready(Ok(())) => {
+                let n = (buf.filled().len() - before) as u64;
+                if n == 0 && this.left > 0 {
+                    return std::task::Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("source ended {} bytes early", this.left),
+                    )));
+                }
+                this.left = this.left.saturating_sub(n);
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
 
 /// A request body as the SDK reads it.
 fn body_reader(body: StreamingBlob) -> impl tokio::io::AsyncRead + Unpin + Send {
