@@ -55,9 +55,25 @@ ensure_pip() {
     have "$tool" || die "$pkg was installed but $tool is not on PATH (add ~/.local/bin to PATH)"
 }
 
+# ensure_py_module MODULE PACKAGE: installs PACKAGE unless python3 imports MODULE.
+ensure_py_module() {
+    local module=$1 pkg=$2
+    have python3 || ensure_deb python3 have python3
+    if python3 -c "import $module" 2>/dev/null; then
+        return 0
+    fi
+    python3 -m pip --version >/dev/null 2>&1 || ensure_deb python3-pip python3 -m pip --version
+    echo "installing $pkg (pip)..." >&2
+    python3 -m pip install -q "$pkg" 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages "$pkg" ||
+        die "pip install $pkg failed: the S3 tests need the Python module $module"
+    python3 -c "import $module" || die "$pkg was installed but python3 cannot import $module"
+}
+
 # The real clients the S3 tests drive.
 ensure_test_clients() {
     ensure_pip aws awscli
+    ensure_py_module boto3 boto3
 }
 
 ensure_build_prereqs() {
