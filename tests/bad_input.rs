@@ -205,6 +205,7 @@ async fn meta_refuses_bad_frames_and_bad_commits() {
         bucket: "data".into(),
         key: "k".into(),
         write: None,
+        if_absent: false,
         object: NewObject {
             size,
             etag: String::new(),

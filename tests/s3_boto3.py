@@ -118,6 +118,23 @@ assert len(res["Deleted"]) == 7, res
 assert "Contents" not in s3.list_objects_v2(Bucket="boto", Prefix="many/")
 assert error_code(lambda: s3.delete_bucket(Bucket="boto")) == "BucketNotEmpty"
 
+# Conditional create, Content-MD5, response overrides.
+s3.put_object(Bucket="boto", Key="once", Body=b"first", IfNoneMatch="*")
+assert error_code(lambda: s3.put_object(Bucket="boto", Key="once", Body=b"second", IfNoneMatch="*")) == "PreconditionFailed"
+assert s3.get_object(Bucket="boto", Key="once")["Body"].read() == b"first"
+import base64, hashlib
+good = base64.b64encode(hashlib.md5(b"digest").digest()).decode()
+wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+s3.put_object(Bucket="boto", Key="md5", Body=b"digest", ContentMD5=good)
+assert error_code(lambda: s3.put_object(Bucket="boto", Key="md5", Body=b"changed", ContentMD5=wrong)) == "BadDigest"
+assert s3.get_object(Bucket="boto", Key="md5")["Body"].read() == b"digest"
+url = v4.generate_presigned_url("get_object", Params={
+    "Bucket": "boto", "Key": "md5", "ResponseContentType": "text/x-override",
+    "ResponseContentDisposition": 'attachment; filename="d.txt"'}, ExpiresIn=60)
+with urllib.request.urlopen(url) as r:
+    assert r.headers["Content-Type"] == "text/x-override", dict(r.headers)
+    assert r.headers["Content-Disposition"] == 'attachment; filename="d.txt"', dict(r.headers)
+
 # A wrong secret is refused.
 bad = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
                    aws_secret_access_key="not-the-secret-at-all", region_name="us-east-1")

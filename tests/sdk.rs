@@ -43,6 +43,7 @@ async fn objects_round_trip_with_ranges_metadata_and_listing() {
     let opts = PutOptions {
         content_type: Some("application/x-test".into()),
         user_meta: meta.clone(),
+        ..Default::default()
     };
     let info = client
         .put("sdk-test", "dir/big", &body[..], opts)

@@ -115,6 +115,9 @@ pub enum MetaRequest {
         /// the commit is refused if it lapsed, since the collector may
         /// then have taken the fragments.
         write: Option<u64>,
+        /// Refused with `PreconditionFailed` if the key exists (S3's
+        /// `If-None-Match: *`), checked in the same step as the commit.
+        if_absent: bool,
     },
     HeadObject {
         bucket: String,
@@ -305,6 +308,9 @@ pub enum ErrorCode {
     InvalidPart,
     /// A part other than the last is below the minimum part size.
     EntityTooSmall,
+    PreconditionFailed,
+    /// The body does not match the digest the writer announced.
+    BadDigest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

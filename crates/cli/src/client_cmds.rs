@@ -100,6 +100,7 @@ pub async fn run(command: Command) -> Result<()> {
             let opts = PutOptions {
                 content_type,
                 user_meta: meta,
+                ..Default::default()
             };
             let info = if file.as_os_str() == "-" {
                 client.put(bucket, key, tokio::io::stdin(), opts).await?

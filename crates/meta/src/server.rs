@@ -578,6 +578,7 @@ impl Meta {
                 key,
                 object,
                 write,
+                if_absent,
             } => {
                 self.commit_reserved(
                     write,
@@ -586,6 +587,7 @@ impl Meta {
                         key: key.clone(),
                         object,
                         at_ms: now_ms(),
+                        if_absent,
                     },
                 )?;
                 MetaResponse::Object(self.sm.object(&bucket, &key)?)

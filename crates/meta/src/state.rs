@@ -130,6 +130,8 @@ pub enum Command {
         key: String,
         object: NewObject,
         at_ms: u64,
+        /// Only if no object has the key.
+        if_absent: bool,
     },
     DeleteObject {
         bucket: String,
@@ -318,12 +320,19 @@ impl StateMachine {
                 key,
                 object,
                 at_ms,
+                if_absent,
             } => {
                 self.bucket(bucket)?;
                 validate_key(key).map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()))?;
                 self.check_new_object(object)?;
                 let okey = ObjectKey::new(bucket, key);
                 if let Some(old) = self.store.get(OBJECTS, &okey)? {
+                    if *if_absent {
+                        return Err(refuse(
+                            ErrorCode::PreconditionFailed,
+                            format!("{bucket}/{key} exists"),
+                        ));
+                    }
                     batch.retire(&old, *at_ms)?;
                 }
                 batch.store_chunks(&object.chunks)?;
@@ -1290,6 +1299,7 @@ mod tests {
             key: key.into(),
             object,
             at_ms: 1,
+            if_absent: false,
         })
     }
 

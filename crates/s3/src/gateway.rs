@@ -70,6 +70,8 @@ fn to_s3(e: SdkError) -> S3Error {
         Some(ErrorCode::InvalidPart) => S3ErrorCode::InvalidPart,
         Some(ErrorCode::EntityTooSmall) => S3ErrorCode::EntityTooSmall,
         Some(ErrorCode::BadRequest) => S3ErrorCode::InvalidArgument,
+        Some(ErrorCode::PreconditionFailed) => S3ErrorCode::PreconditionFailed,
+        Some(ErrorCode::BadDigest) => S3ErrorCode::BadDigest,
         Some(ErrorCode::NoSpace | ErrorCode::NotEnoughNodes) => S3ErrorCode::ServiceUnavailable,
         _ => S3ErrorCode::InternalError,
     };
@@ -79,6 +81,16 @@ fn to_s3(e: SdkError) -> S3Error {
 
 fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// A Content-MD5 header: base64 of 16 bytes.
+fn decode_md5(b64: &str) -> S3Result<[u8; 16]> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()
+        .and_then(|v| <[u8; 16]>::try_from(v).ok())
+        .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not the base64 of 16 bytes"))
 }
 
 fn unix_seconds(t: &Timestamp) -> i64 {
@@ -243,9 +255,17 @@ impl S3 for Gateway {
         let input = req.input;
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let reader = body_reader(body);
+        let content_md5 = match &input.content_md5 {
+            Some(b64) => Some(decode_md5(b64)?),
+            None => None,
+        };
+        // Conditional create: If-None-Match: * (other forms are for reads).
+        let if_absent = matches!(input.if_none_match, Some(dto::ETagCondition::Any));
         let opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
             user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
+            if_absent,
+            content_md5,
         };
         let info = self
             .client
@@ -309,7 +329,14 @@ impl S3 for Gateway {
             body: Some(StreamingBlob::wrap(ReaderStream::new(rx))),
             content_length: Some(len as i64),
             content_range,
-            content_type: info.content_type.clone(),
+            // response-* query parameters (presigned downloads) override
+            // what the object says.
+            content_type: input.response_content_type.or(info.content_type.clone()),
+            content_disposition: input.response_content_disposition,
+            content_encoding: input.response_content_encoding,
+            content_language: input.response_content_language,
+            cache_control: input.response_cache_control,
+            expires: input.response_expires,
             e_tag: Some(etag(&info)),
             last_modified: Some(timestamp(info.mtime_ms)),
             metadata: Some(info.user_meta.clone().into_iter().collect()),
@@ -466,11 +493,13 @@ impl S3 for Gateway {
                     .unwrap_or_default()
                     .into_iter()
                     .collect(),
+                ..Default::default()
             }
         } else {
             PutOptions {
                 content_type: src.content_type.clone(),
                 user_meta: src.user_meta.clone(),
+                ..Default::default()
             }
         };
         // Streamed through a pipe, as a GET into a PUT: memory stays bounded.
@@ -514,6 +543,7 @@ impl S3 for Gateway {
         let opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
             user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
+            ..Default::default()
         };
         let upload = self
             .client

@@ -41,6 +41,11 @@ impl Default for ClientOptions {
 pub struct PutOptions {
     pub content_type: Option<String>,
     pub user_meta: BTreeMap<String, String>,
+    /// Store only if the key is free (refused with `PreconditionFailed`).
+    pub if_absent: bool,
+    /// The MD5 the body must have; otherwise nothing is committed
+    /// (`BadDigest`).
+    pub content_md5: Option<[u8; 16]>,
 }
 
 #[derive(Debug, Clone, Default)]

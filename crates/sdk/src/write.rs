@@ -62,7 +62,17 @@ impl Client {
     ) -> Result<ObjectInfo, SdkError> {
         validate_key(key).map_err(|e| Client::remote(ErrorCode::InvalidKey, e.to_string()))?;
         let policy = self.bucket(bucket).await?.policy;
+        let (if_absent, content_md5) = (opts.if_absent, opts.content_md5);
         let (object, write) = self.write_body(body, policy, opts, true).await?;
+        if let Some(md5) = content_md5
+            && hex::encode(md5) != object.etag
+        {
+            // The fragments written are garbage for the collector.
+            return Err(Client::remote(
+                ErrorCode::BadDigest,
+                "the body does not match its Content-MD5",
+            ));
+        }
         let chunked = !object_is_inline(&object.data);
         match self
             .meta(MetaRequest::CommitObject {
@@ -70,6 +80,7 @@ impl Client {
                 key: key.to_string(),
                 object,
                 write: chunked.then_some(write.id),
+                if_absent,
             })
             .await?
         {
