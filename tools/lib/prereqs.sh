@@ -74,6 +74,8 @@ ensure_py_module() {
 ensure_test_clients() {
     ensure_pip aws awscli
     ensure_py_module boto3 boto3
+    have s3cmd || ensure_deb s3cmd have s3cmd
+    have rclone || ensure_deb rclone have rclone
 }
 
 ensure_build_prereqs() {
