@@ -127,6 +127,41 @@ fn aws_cli_buckets_objects_listing_and_refusals() {
         "colour=blue",
     ]);
 
+    // Keys that URL decoding would change: listings use encoding-type=url.
+    let odd = "odd%2Fkey+plus é&<x>";
+    aws.ok(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "photos",
+        "--key",
+        odd,
+        "--body",
+        small.to_str().unwrap(),
+    ]);
+    let v2: serde_json::Value = serde_json::from_str(&aws.ok(&[
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        "photos",
+        "--prefix",
+        "odd",
+    ]))
+    .unwrap();
+    assert_eq!(v2["Contents"][0]["Key"], odd, "{v2}");
+    let v1: serde_json::Value = serde_json::from_str(&aws.ok(&[
+        "s3api",
+        "list-objects",
+        "--bucket",
+        "photos",
+        "--prefix",
+        "odd",
+    ]))
+    .unwrap();
+    assert_eq!(v1["Contents"][0]["Key"], odd, "{v1}");
+    assert!(aws.ok(&["s3", "ls", "s3://photos/"]).contains(odd));
+    aws.ok(&["s3api", "delete-object", "--bucket", "photos", "--key", odd]);
+
     // Listings: with the delimiter, and recursive.
     let top = aws.ok(&["s3", "ls", "s3://photos/"]);
     assert!(

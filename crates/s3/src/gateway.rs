@@ -396,6 +396,7 @@ impl S3 for Gateway {
             .await?;
         let input = req.input;
         let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000);
+        let url = wants_url(&input.encoding_type);
         // The continuation token is the last key or prefix returned.
         let after = input
             .continuation_token
@@ -408,18 +409,20 @@ impl S3 for Gateway {
                 input.delimiter.clone(),
                 after,
                 max_keys,
+                url,
             )
             .await?;
+        let enc = |s: Option<String>| s.map(|s| encode_if(url, s));
         Ok(S3Response::new(dto::ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
+            prefix: enc(input.prefix),
+            delimiter: enc(input.delimiter),
             max_keys: Some(max_keys),
             key_count: Some((contents.len() + prefixes.len()) as i32),
             is_truncated: Some(next.is_some()),
             continuation_token: input.continuation_token,
             next_continuation_token: next,
-            start_after: input.start_after,
+            start_after: enc(input.start_after),
             contents: Some(contents),
             common_prefixes: Some(prefixes),
             encoding_type: input.encoding_type,
@@ -720,6 +723,7 @@ impl S3 for Gateway {
             .await?;
         let input = req.input;
         let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000);
+        let url = wants_url(&input.encoding_type);
         let (contents, prefixes, next) = self
             .list(
                 &input.bucket,
@@ -727,17 +731,20 @@ impl S3 for Gateway {
                 input.delimiter.clone(),
                 input.marker.clone(),
                 max_keys,
+                url,
             )
             .await?;
+        let enc = |s: Option<String>| s.map(|s| encode_if(url, s));
+        let has_delimiter = input.delimiter.is_some();
         Ok(S3Response::new(dto::ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: input.prefix,
-            marker: input.marker,
-            delimiter: input.delimiter.clone(),
+            prefix: enc(input.prefix),
+            marker: enc(input.marker),
+            delimiter: enc(input.delimiter),
             max_keys: Some(max_keys),
             is_truncated: Some(next.is_some()),
             // V1 clients page with the last key; they need NextMarker when a delimiter is used.
-            next_marker: next.filter(|_| input.delimiter.is_some()),
+            next_marker: enc(next.filter(|_| has_delimiter)),
             contents: Some(contents),
             common_prefixes: Some(prefixes),
             encoding_type: input.encoding_type,
@@ -747,6 +754,30 @@ impl S3 for Gateway {
 }
 
 type Listed = (Vec<dto::Object>, Vec<dto::CommonPrefix>, Option<String>);
+
+fn wants_url(encoding: &Option<dto::EncodingType>) -> bool {
+    encoding
+        .as_ref()
+        .is_some_and(|e| e.as_str() == dto::EncodingType::URL)
+}
+
+/// `encoding-type=url`: keys percent-encoded as S3 does (all but unreserved
+/// characters and '/'), so keys with characters XML cannot carry, or with
+/// '%' and '+', survive the clients' decoding.
+fn encode_if(url: bool, s: String) -> String {
+    if !url {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
 /// Reads exactly `left` bytes from `inner`; an earlier end is an error.
 struct ExactLength<R> {
@@ -803,6 +834,7 @@ impl Gateway {
         delimiter: Option<String>,
         after: Option<String>,
         max_keys: i32,
+        url: bool,
     ) -> S3Result<Listed> {
         if max_keys == 0 {
             return Ok((vec![], vec![], None));
@@ -824,7 +856,7 @@ impl Gateway {
                     etag,
                     mtime_ms,
                 } => contents.push(dto::Object {
-                    key: Some(key),
+                    key: Some(encode_if(url, key)),
                     size: Some(size as i64),
                     e_tag: Some(dto::ETag::Strong(etag)),
                     last_modified: Some(timestamp(mtime_ms)),
@@ -833,7 +865,9 @@ impl Gateway {
                     )),
                     ..Default::default()
                 }),
-                ListEntry::CommonPrefix(p) => prefixes.push(dto::CommonPrefix { prefix: Some(p) }),
+                ListEntry::CommonPrefix(p) => prefixes.push(dto::CommonPrefix {
+                    prefix: Some(encode_if(url, p)),
+                }),
             }
         }
         Ok((contents, prefixes, listing.next))
