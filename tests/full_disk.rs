@@ -40,7 +40,7 @@ fn a_full_node_is_routed_around() {
     // Seven nodes so that ec:4+2 has a spare; node 0 gets a 2 MiB disk but,
     // like every node, claims 1 TiB (as when its disk fills from outside), so
     // placement keeps choosing it.
-    let c = Cluster::start_prepared(7, &["--capacity", "1T"], |i, dir| {
+    let mut c = Cluster::start_prepared(7, &["--capacity", "1T"], |i, dir| {
         if i == 0 {
             disks.lock().unwrap().push(SmallDisk::mount(dir, "2m"));
         }
@@ -79,5 +79,9 @@ fn a_full_node_is_routed_around() {
         nodes.dedup();
         assert_eq!(nodes.len(), 6);
     }
+    // Unmount before the cluster's directory is removed: a mounted tmpfs
+    // inside it would make the removal fail and leave the directory behind.
+    c.kill_node(0);
+    drop(std::mem::take(&mut *disks.lock().unwrap()));
     drop(c);
 }
