@@ -626,8 +626,8 @@ impl Meta {
                         at_ms: now_ms(),
                     },
                 )?;
-                let parts = self.sm.parts(&upload)?;
-                match parts.into_iter().find(|p| p.number == number) {
+                // One lookup, not a scan: an upload may have 10,000 parts.
+                match self.sm.part(&upload, number)? {
                     Some(p) => MetaResponse::Part(p),
                     None => return Err(MetaError::Corrupt(format!("part {number} vanished"))),
                 }

@@ -829,6 +829,10 @@ impl StateMachine {
             .ok_or_else(|| refuse(ErrorCode::NoSuchUpload, format!("no such upload: {id}")))
     }
 
+    pub fn part(&self, upload: &str, number: u32) -> Result<Option<PartInfo>, MetaError> {
+        self.store.get(PARTS, &part_key(upload, number))
+    }
+
     /// An upload's parts in part-number order.
     pub fn parts(&self, upload: &str) -> Result<Vec<PartInfo>, MetaError> {
         let mut out = Vec::new();

@@ -26,12 +26,7 @@ impl Gateway {
 
     /// Refuses unless the request's key holds `need` (or more) on `bucket`.
     async fn allow<T>(&self, req: &S3Request<T>, bucket: &str, need: Permission) -> S3Result<()> {
-        let Some(cred) = &req.credentials else {
-            return Err(s3_error!(
-                AccessDenied,
-                "anonymous requests are not allowed"
-            ));
-        };
+        let cred = signed(req)?;
         let grants = self
             .client
             .grants(Some(bucket), Some(&cred.access_key))
@@ -53,6 +48,13 @@ impl Gateway {
             }
         ))
     }
+}
+
+/// The request's credentials: every operation needs a signed caller.
+fn signed<T>(req: &S3Request<T>) -> S3Result<&s3s::auth::Credentials> {
+    req.credentials
+        .as_ref()
+        .ok_or_else(|| s3_error!(AccessDenied, "anonymous requests are not allowed"))
 }
 
 /// Tessera's error classes as S3 error codes.
@@ -146,12 +148,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<dto::ListBucketsInput>,
     ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
-        let Some(cred) = &req.credentials else {
-            return Err(s3_error!(
-                AccessDenied,
-                "anonymous requests are not allowed"
-            ));
-        };
+        let cred = signed(&req)?;
         let granted = self
             .client
             .grants(None, Some(&cred.access_key))
@@ -180,12 +177,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<dto::CreateBucketInput>,
     ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
-        let Some(cred) = &req.credentials else {
-            return Err(s3_error!(
-                AccessDenied,
-                "anonymous requests are not allowed"
-            ));
-        };
+        let cred = signed(&req)?;
         let key = self
             .client
             .access_key(&cred.access_key)
