@@ -210,6 +210,7 @@ async fn meta_refuses_bad_frames_and_bad_commits() {
             size,
             etag: String::new(),
             content_type: None,
+            headers: Default::default(),
             user_meta: Default::default(),
             data: ObjectData::Chunks(vec![ChunkRef {
                 id: rec.id,

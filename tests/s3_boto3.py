@@ -1,29 +1,44 @@
 """boto3 against the Tessera S3 gateway: run by tests/s3_boto3.rs as
-`python3 tests/s3_boto3.py ENDPOINT ACCESS_KEY SECRET_KEY`. Exits non-zero
+`python3 tests/s3_boto3.py ENDPOINT ACCESS_KEY SECRET_KEY DOMAIN REGION_ENDPOINT REGION`,
+where ENDPOINT's gateway serves virtual-hosted style for DOMAIN and
+REGION_ENDPOINT's accepts only requests signed for REGION. Exits non-zero
 with a message on the first difference from what S3 does."""
 
+import base64
+import datetime
+import hashlib
 import io
 import os
+import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import zlib
+
+import botocore.auth
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-endpoint, key, secret = sys.argv[1:4]
+endpoint, key, secret, domain, region_endpoint, region = sys.argv[1:7]
+gateway_ip = urllib.parse.urlsplit(endpoint).hostname
+port = urllib.parse.urlsplit(endpoint).port
 
 
-def client(**cfg):
+def client(url=None, region_name="us-east-1", **cfg):
     return boto3.client(
         "s3",
-        endpoint_url=endpoint,
+        endpoint_url=url or endpoint,
         aws_access_key_id=key,
         aws_secret_access_key=secret,
-        region_name="us-east-1",
+        region_name=region_name,
         config=Config(**cfg),
     )
 
@@ -47,6 +62,19 @@ def http(url, method="GET", data=None, headers=None):
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def signed(method, path, body=b"", headers=None, url=None):
+    """A SigV4-signed request built by hand, for bodies boto3 would not send."""
+    req = AWSRequest(method=method, url=(url or endpoint) + path, data=body, headers=headers or {})
+    if "x-amz-content-sha256" not in req.headers:
+        req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    SigV4Auth(Credentials(key, secret), "s3", "us-east-1").add_auth(req)
+    return http(req.url, method, body or None, dict(req.headers.items()))
+
+
+def b64(digest):
+    return base64.b64encode(digest).decode()
 
 
 s3.create_bucket(Bucket="boto")
@@ -139,4 +167,138 @@ with urllib.request.urlopen(url) as r:
 bad = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
                    aws_secret_access_key="not-the-secret-at-all", region_name="us-east-1")
 assert error_code(lambda: bad.list_objects_v2(Bucket="boto")) == "SignatureDoesNotMatch"
+# System metadata is stored and returned.
+expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+s3.put_object(Bucket="boto", Key="headers", Body=b"\x1f\x8b not really gzip", ContentType="text/plain",
+              ContentEncoding="gzip", ContentDisposition='attachment; filename="h.txt"',
+              CacheControl="max-age=60", ContentLanguage="en", Expires=expires)
+for r in (s3.head_object(Bucket="boto", Key="headers"), s3.get_object(Bucket="boto", Key="headers")):
+    assert r["ContentEncoding"] == "gzip", r
+    assert r["ContentDisposition"] == 'attachment; filename="h.txt"', r
+    assert r["CacheControl"] == "max-age=60", r
+    assert r["ContentLanguage"] == "en", r
+    assert r["ResponseMetadata"]["HTTPHeaders"]["expires"] == "Wed, 02 Jan 2030 03:04:05 GMT", r
+s3.copy_object(Bucket="boto", Key="headers-copy", CopySource={"Bucket": "boto", "Key": "headers"})
+assert s3.head_object(Bucket="boto", Key="headers-copy")["CacheControl"] == "max-age=60"
+s3.copy_object(Bucket="boto", Key="headers-copy", CopySource={"Bucket": "boto", "Key": "headers"},
+               MetadataDirective="REPLACE", CacheControl="no-store", Metadata={"n": "1"})
+h = s3.head_object(Bucket="boto", Key="headers-copy")
+assert h["CacheControl"] == "no-store" and h["Metadata"] == {"n": "1"} and "ContentEncoding" not in h, h
+
+# Checksums: boto3's default CRC32 trailer, SHA256 on request, a value in a
+# header; all stored and returned when asked; a wrong value stores nothing.
+crc32 = b64(zlib.crc32(data).to_bytes(4, "big"))
+h = s3.head_object(Bucket="boto", Key="dir/a.bin", ChecksumMode="ENABLED")
+assert h.get("ChecksumCRC32") == crc32, h
+assert "ChecksumCRC64NVME" in h, h
+assert "ChecksumCRC32" not in s3.head_object(Bucket="boto", Key="dir/a.bin"), "checksums unasked"
+sha = b64(hashlib.sha256(data).digest())
+s3.put_object(Bucket="boto", Key="sha", Body=data, ChecksumAlgorithm="SHA256")
+g = s3.get_object(Bucket="boto", Key="sha", ChecksumMode="ENABLED")
+assert g["ChecksumSHA256"] == sha, g
+assert g["Body"].read() == data  # botocore checks the body against the checksum too
+s3.put_object(Bucket="boto", Key="sha1", Body=b"abc", ChecksumSHA1=b64(hashlib.sha1(b"abc").digest()))
+assert s3.head_object(Bucket="boto", Key="sha1", ChecksumMode="ENABLED")["ChecksumSHA1"] == b64(hashlib.sha1(b"abc").digest())
+assert error_code(lambda: s3.put_object(Bucket="boto", Key="sha1", Body=b"abd",
+                                        ChecksumSHA1=b64(hashlib.sha1(b"abc").digest()))) == "BadDigest"
+assert s3.get_object(Bucket="boto", Key="sha1")["Body"].read() == b"abc"
+# A trailer that does not match what was sent: aws-chunked by hand.
+payload = b"trailer body"
+chunked = (b"%x\r\n" % len(payload)) + payload + b"\r\n0\r\nx-amz-checksum-crc32:" + \
+    b64(zlib.crc32(b"something else").to_bytes(4, "big")).encode() + b"\r\n\r\n"
+status, body = signed("PUT", "/boto/trailer", chunked, {
+    "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(payload)),
+    "x-amz-trailer": "x-amz-checksum-crc32", "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
+assert status == 400 and b"BadDigest" in body and b"<RequestId>" in body, (status, body)
+assert error_code(lambda: s3.head_object(Bucket="boto", Key="trailer")) in ("404", "NoSuchKey")
+
+# partNumber on a multipart object (parts of 5, 5, 5 and 2 MiB) and on a plain one.
+MiB = 1024 * 1024
+g = s3.get_object(Bucket="boto", Key="big.bin", PartNumber=2)
+assert g["PartsCount"] == 4 and g["ContentRange"] == f"bytes {5 * MiB}-{10 * MiB - 1}/{len(big)}", g
+assert g["Body"].read() == big[5 * MiB:10 * MiB]
+h = s3.head_object(Bucket="boto", Key="big.bin", PartNumber=4)
+assert h["ContentLength"] == 2 * MiB and h["PartsCount"] == 4, h
+assert error_code(lambda: s3.get_object(Bucket="boto", Key="big.bin", PartNumber=5)) == "InvalidPartNumber"
+assert s3.get_object(Bucket="boto", Key="once", PartNumber=1)["Body"].read() == b"first"
+
+# UploadPartCopy: a range of one object and the whole of another.
+up = s3.create_multipart_upload(Bucket="boto", Key="joined", CacheControl="max-age=5")["UploadId"]
+p1 = s3.upload_part_copy(Bucket="boto", Key="joined", UploadId=up, PartNumber=1,
+                         CopySource={"Bucket": "boto", "Key": "big.bin"}, CopySourceRange=f"bytes=0-{5 * MiB - 1}")
+p2 = s3.upload_part_copy(Bucket="boto", Key="joined", UploadId=up, PartNumber=2,
+                         CopySource={"Bucket": "boto", "Key": "dir/a.bin"})
+assert error_code(lambda: s3.upload_part_copy(
+    Bucket="boto", Key="joined", UploadId=up, PartNumber=3, CopySource={"Bucket": "boto", "Key": "once"},
+    CopySourceRange="bytes=0-99")) == "InvalidRange"
+s3.complete_multipart_upload(Bucket="boto", Key="joined", UploadId=up, MultipartUpload={"Parts": [
+    {"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]},
+    {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]})
+g = s3.get_object(Bucket="boto", Key="joined")
+assert g["Body"].read() == big[:5 * MiB] + data and g["CacheControl"] == "max-age=5", g
+
+# Malformed XML bodies are refused and change nothing.
+up = s3.create_multipart_upload(Bucket="boto", Key="mp-xml")["UploadId"]
+status, body = signed("POST", f"/boto/mp-xml?uploadId={up}", b"<CompleteMultipartUpload><Part>")
+assert status == 400 and b"MalformedXML" in body, (status, body)
+assert s3.list_parts(Bucket="boto", Key="mp-xml", UploadId=up)["UploadId"] == up
+status, body = signed("POST", "/boto?delete", b"<Delete><Object><Key>once</Key></Obj", {
+    "Content-MD5": b64(hashlib.md5(b"<Delete><Object><Key>once</Key></Obj").digest())})
+assert status == 400 and b"MalformedXML" in body, (status, body)
+assert s3.get_object(Bucket="boto", Key="once")["Body"].read() == b"first"
+
+# Oversize headers, metadata and keys get 4xx and store nothing.
+status, body = signed("PUT", "/boto/huge-header", b"x", {"x-amz-meta-big": "a" * 9000})
+assert status == 400 and b"RequestHeaderSectionTooLarge" in body, (status, body)
+status, body = http(f"{endpoint}/boto/huge-header", "PUT", b"x", {"x-junk": "a" * 100_000})
+assert status == 400 and b"RequestHeaderSectionTooLarge" in body, (status, body)
+# Past the HTTP layer's own limit the answer is 431 and the connection is
+# closed, possibly before the client has finished sending.
+with socket.create_connection((gateway_ip, port)) as sock:
+    try:
+        sock.sendall(b"PUT /boto/huge-header HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 1_000_000 + b"\r\n\r\n")
+        reply = sock.recv(100)
+        assert reply.startswith(b"HTTP/1.1 431") or reply == b"", reply
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+assert error_code(lambda: s3.put_object(Bucket="boto", Key="meta", Body=b"x",
+                                        Metadata={"m": "v" * 2100})) == "MetadataTooLarge"
+assert error_code(lambda: s3.put_object(Bucket="boto", Key="k" * 1025, Body=b"x")) == "KeyTooLongError"
+for k in ("huge-header", "meta"):
+    assert error_code(lambda: s3.head_object(Bucket="boto", Key=k)) in ("404", "NoSuchKey")
+
+# Unsigned requests are refused.
+status, body = http(f"{endpoint}/boto/dir/a.bin")
+assert status == 403 and b"AccessDenied" in body, (status, body)
+status, body = http(f"{endpoint}/boto/unsigned", "PUT", b"anonymous")
+assert status == 403, status
+assert error_code(lambda: s3.head_object(Bucket="boto", Key="unsigned")) in ("404", "NoSuchKey")
+
+# Clock skew over 15 minutes is refused.
+real_now = botocore.auth.get_current_datetime
+botocore.auth.get_current_datetime = lambda: real_now() - datetime.timedelta(minutes=20)
+try:
+    assert error_code(lambda: client().list_objects_v2(Bucket="boto")) == "RequestTimeTooSkewed"
+finally:
+    botocore.auth.get_current_datetime = real_now
+
+# Virtual-hosted style: BUCKET.DOMAIN resolves to the gateway (a name this
+# test resolves itself, as DNS would).
+real_getaddrinfo = socket.getaddrinfo
+socket.getaddrinfo = lambda host, *a, **k: real_getaddrinfo(
+    gateway_ip if isinstance(host, str) and host.endswith("." + domain) else host, *a, **k)
+vh = client(url=f"http://{domain}:{port}", s3={"addressing_style": "virtual"})
+vh.put_object(Bucket="boto", Key="virtual/x", Body=b"by host name")
+assert vh.get_object(Bucket="boto", Key="virtual/x")["Body"].read() == b"by host name"
+assert [o["Key"] for o in vh.list_objects_v2(Bucket="boto", Prefix="virtual/")["Contents"]] == ["virtual/x"]
+url = vh.generate_presigned_url("get_object", Params={"Bucket": "boto", "Key": "virtual/x"}, ExpiresIn=60)
+assert url.startswith(f"http://boto.{domain}:{port}/"), url
+assert http(url) == (200, b"by host name")
+assert s3.get_object(Bucket="boto", Key="virtual/x")["Body"].read() == b"by host name"
+
+# A gateway configured with a region refuses others.
+assert error_code(lambda: client(url=region_endpoint).list_buckets()) == "AuthorizationHeaderMalformed"
+assert "boto" in [b["Name"] for b in client(url=region_endpoint, region_name=region).list_buckets()["Buckets"]]
+
 print("boto3: all checks passed")
+

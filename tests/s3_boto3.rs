@@ -13,7 +13,8 @@ use common::Cluster;
 #[test]
 fn boto3_drives_the_gateway() {
     let mut c = Cluster::start(6);
-    let endpoint = c.start_s3();
+    let endpoint = c.start_s3_with(9000, &["--domain", "s3.tessera.test"]);
+    let regional = c.start_s3_with(9001, &["--region", "eu-test-1"]);
     let k = c.json(&["key", "create", "boto", "--json"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_boto3.py");
     let out = Command::new("python3")
@@ -21,6 +22,7 @@ fn boto3_drives_the_gateway() {
         .arg(&endpoint)
         .arg(k["access_key"].as_str().unwrap())
         .arg(k["secret_key"].as_str().unwrap())
+        .args(["s3.tessera.test", &regional, "eu-test-1"])
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .expect("python3 must be installed (tools/test installs boto3)");

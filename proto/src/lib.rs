@@ -20,8 +20,8 @@ pub use messages::{
 pub use model::{
     AccessKey, BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus,
     CorruptReport, ExpectedFragment, FragmentMove, FragmentRecord, FragmentState, Grant, ListEntry,
-    Listing, LoadBalance, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectInfo,
-    PartInfo, Permission, RepairItem, RepairProgress, ScrubProgress, UploadInfo,
+    Listing, LoadBalance, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectHeaders,
+    ObjectInfo, PartInfo, Permission, RepairItem, RepairProgress, ScrubProgress, UploadInfo,
 };
 
 #[derive(Debug, thiserror::Error)]

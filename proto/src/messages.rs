@@ -5,8 +5,8 @@ use tessera_types::{ChunkId, Hash, NodeId, Policy};
 
 use crate::model::{
     AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, ExpectedFragment, FragmentMove,
-    Grant, Listing, NewObject, ObjectInfo, PartInfo, Permission, RepairItem, ScrubProgress,
-    UploadInfo,
+    Grant, Listing, NewObject, ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem,
+    ScrubProgress, UploadInfo,
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
@@ -218,6 +218,7 @@ pub enum MetaRequest {
         key: String,
         content_type: Option<String>,
         user_meta: BTreeMap<String, String>,
+        headers: ObjectHeaders,
     },
     /// Records part `number` of `upload`, written under reservation
     /// `write`; replaces an earlier part with that number. `part.data` must

@@ -226,6 +226,7 @@ pub struct UploadInfo {
     pub initiated_ms: u64,
     pub content_type: Option<String>,
     pub user_meta: BTreeMap<String, String>,
+    pub headers: ObjectHeaders,
 }
 
 /// One stored part of a multipart upload.
@@ -322,8 +323,28 @@ pub struct ObjectInfo {
     pub etag: String,
     pub content_type: Option<String>,
     pub user_meta: BTreeMap<String, String>,
+    pub headers: ObjectHeaders,
     pub mtime_ms: u64,
     pub data: ObjectData,
+    /// Sizes of the parts a multipart object was completed from, in order;
+    /// empty for an object written in one piece.
+    pub parts: Vec<u64>,
+}
+
+/// What S3 calls system metadata, besides the content type: stored as the
+/// writer gave it and returned on every read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectHeaders {
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    /// Unix seconds.
+    pub expires: Option<i64>,
+    /// Checksums of the content that were verified when it was written:
+    /// algorithm (`crc32`, `crc32c`, `sha1`, `sha256`, `crc64nvme`) to its
+    /// base64 digest.
+    pub checksums: BTreeMap<String, String>,
 }
 
 /// An object as a writer commits it, after its chunks are on the nodes.
@@ -333,6 +354,7 @@ pub struct NewObject {
     pub etag: String,
     pub content_type: Option<String>,
     pub user_meta: BTreeMap<String, String>,
+    pub headers: ObjectHeaders,
     pub data: ObjectData,
     pub chunks: Vec<ChunkRecord>,
 }

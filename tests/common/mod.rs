@@ -33,7 +33,7 @@ pub struct Cluster {
     meta: Option<Child>,
     nodes: Vec<Option<Child>>,
     repairer: Option<Child>,
-    s3: Option<Child>,
+    s3: Vec<Child>,
     pub node_count: usize,
     meta_args: Vec<String>,
     node_args: Vec<String>,
@@ -121,7 +121,7 @@ impl Cluster {
             meta: None,
             nodes: (0..nodes).map(|_| None).collect(),
             repairer: None,
-            s3: None,
+            s3: Vec::new(),
             node_count: nodes,
             meta_args: meta_args.iter().map(|s| s.to_string()).collect(),
             node_args: Vec::new(),
@@ -359,18 +359,24 @@ impl Cluster {
     /// Starts `tessera s3` on this cluster's address, port 9000; returns the
     /// endpoint URL once it answers.
     pub fn start_s3(&mut self) -> String {
-        let addr = format!("{}:9000", self.ip);
+        self.start_s3_with(9000, &[])
+    }
+
+    /// Starts another `tessera s3` on `port` with extra flags.
+    pub fn start_s3_with(&mut self, port: u16, flags: &[&str]) -> String {
+        let addr = format!("{}:{port}", self.ip);
         let child = Command::new(BIN)
             .arg("s3")
             .arg("--cluster")
             .arg(&self.cluster_file)
             .args(["--listen", &addr])
+            .args(flags)
             .env("TESSERA_LOG", "info,quinn=warn")
             .stdout(self.log("s3"))
             .stderr(self.log("s3"))
             .spawn()
             .expect("spawn tessera s3");
-        self.s3 = Some(child);
+        self.s3.push(child);
         let sock: SocketAddr = addr.parse().expect("s3 address");
         wait_until("the S3 endpoint", Duration::from_secs(30), || {
             std::net::TcpStream::connect(sock).is_ok()

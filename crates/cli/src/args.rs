@@ -115,6 +115,12 @@ pub enum Command {
         /// HTTP address to serve S3 on.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
+        /// Accept only requests signed for this region (default: any).
+        #[arg(long)]
+        region: Option<String>,
+        /// Serve virtual-hosted-style requests for BUCKET.DOMAIN (repeatable).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
     },
     /// S3 access keys: create, list, remove.
     Key {
@@ -370,9 +376,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             init_logging("info");
             heal_cmds::run_repairer(&cluster, &repair).await
         }
-        Command::S3 { cluster, listen } => {
+        Command::S3 {
+            cluster,
+            listen,
+            region,
+            domains,
+        } => {
             init_logging("info");
-            servers::run_s3(&cluster.cluster, listen).await
+            let config = tessera_s3::GatewayConfig { region, domains };
+            servers::run_s3(&cluster.cluster, listen, config).await
         }
         Command::Key { command } => {
             init_logging("warn");

@@ -35,6 +35,12 @@ pub struct DevArgs {
     /// The S3 endpoint's HTTP address (default: meta's IP, port 9000).
     #[arg(long)]
     pub s3_listen: Option<SocketAddr>,
+    /// Accept only S3 requests signed for this region (default: any).
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// Serve virtual-hosted-style S3 requests for BUCKET.DOMAIN (repeatable).
+    #[arg(long = "s3-domain")]
+    pub s3_domains: Vec<String>,
     /// Access key id of the key dev creates (default: random).
     #[arg(long)]
     pub access_key: Option<String>,
@@ -153,7 +159,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let s3_listen = args
         .s3_listen
         .unwrap_or_else(|| SocketAddr::new(args.meta_listen.ip(), 9000));
-    let s3 = servers::serve_s3(&cfg, s3_listen).await?;
+    let gateway = tessera_s3::GatewayConfig {
+        region: args.s3_region.clone(),
+        domains: args.s3_domains.clone(),
+    };
+    let s3 = servers::serve_s3(&cfg, s3_listen, gateway).await?;
 
     let cluster = std::fs::canonicalize(&file).unwrap_or(file);
     println!(

@@ -258,6 +258,7 @@ pub async fn run_meta(cluster: &Path, data: &Path, opts: MetaOpts) -> Result<()>
 pub async fn serve_s3(
     cfg: &ClusterConfig,
     listen: SocketAddr,
+    config: tessera_s3::GatewayConfig,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let client = tessera_sdk::Client::connect(cfg)
         .await
@@ -266,7 +267,7 @@ pub async fn serve_s3(
         .await
         .with_context(|| format!("binding the S3 endpoint on {listen}"))?;
     info!(addr = %listen, "S3 endpoint on http://{listen}");
-    let app = tessera_s3::router(client);
+    let app = tessera_s3::router(client, config);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "S3 endpoint stopped");
@@ -274,9 +275,13 @@ pub async fn serve_s3(
     }))
 }
 
-pub async fn run_s3(cluster: &Path, listen: SocketAddr) -> Result<()> {
+pub async fn run_s3(
+    cluster: &Path,
+    listen: SocketAddr,
+    config: tessera_s3::GatewayConfig,
+) -> Result<()> {
     let cfg = load_cluster(cluster)?;
-    let task = serve_s3(&cfg, listen).await?;
+    let task = serve_s3(&cfg, listen, config).await?;
     wait_for_signal().await?;
     task.abort();
     Ok(())

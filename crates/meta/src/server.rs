@@ -597,6 +597,7 @@ impl Meta {
                 key,
                 content_type,
                 user_meta,
+                headers,
             } => {
                 let upload = tessera_proto::UploadInfo {
                     id: random_text(UPLOAD_ID_CHARS, 32),
@@ -605,6 +606,7 @@ impl Meta {
                     initiated_ms: now_ms(),
                     content_type,
                     user_meta,
+                    headers,
                 };
                 self.sm.apply(&Command::CreateUpload {
                     upload: upload.clone(),

@@ -342,8 +342,10 @@ impl StateMachine {
                     etag: object.etag.clone(),
                     content_type: object.content_type.clone(),
                     user_meta: object.user_meta.clone(),
+                    headers: object.headers.clone(),
                     mtime_ms: *at_ms,
                     data: object.data.clone(),
+                    parts: Vec::new(),
                 };
                 batch.put(OBJECTS, &okey, &info)?;
                 batch.add(counter::OBJECTS, 1)?;
@@ -530,6 +532,7 @@ impl StateMachine {
                 let mut refs: Vec<ChunkRef> = Vec::new();
                 let mut md5s = Vec::new();
                 let mut size = 0u64;
+                let mut sizes = Vec::with_capacity(parts.len());
                 let mut last = 0;
                 for (i, (number, etag)) in parts.iter().enumerate() {
                     if *number <= last {
@@ -559,6 +562,7 @@ impl StateMachine {
                         ));
                     }
                     size += p.size;
+                    sizes.push(p.size);
                     refs.extend(p.chunks.iter().copied());
                     md5s.push(p.etag.clone());
                 }
@@ -582,8 +586,10 @@ impl StateMachine {
                     etag: multipart_etag(&md5s),
                     content_type: info.content_type.clone(),
                     user_meta: info.user_meta.clone(),
+                    headers: info.headers.clone(),
                     mtime_ms: *at_ms,
                     data: ObjectData::Chunks(refs),
+                    parts: sizes,
                 };
                 batch.put(OBJECTS, &okey, &object)?;
                 batch.add(counter::OBJECTS, 1)?;
@@ -1286,6 +1292,7 @@ mod tests {
             size: bytes.len() as u64,
             etag: String::new(),
             content_type: None,
+            headers: Default::default(),
             user_meta: Default::default(),
             data: ObjectData::Inline(bytes.to_vec()),
             chunks: vec![],
@@ -1489,6 +1496,7 @@ mod tests {
             size: 10,
             etag: String::new(),
             content_type: None,
+            headers: Default::default(),
             user_meta: Default::default(),
             data: ObjectData::Chunks(vec![ChunkRef {
                 id: rec.id,

@@ -14,7 +14,7 @@ use crate::MetaError;
 
 /// Leading byte of every stored value; a value with another byte is refused,
 /// so a format change can never be misread silently.
-const VALUE_FORMAT: u8 = 1;
+const VALUE_FORMAT: u8 = 2;
 
 pub trait KeyCodec: Sized {
     fn encode(&self) -> Vec<u8>;

@@ -5,28 +5,60 @@ use std::time::{Duration, UNIX_EPOCH};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{self, StreamingBlob, Timestamp};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use tessera_proto::{ErrorCode, ListEntry, ObjectInfo, Permission, UploadInfo};
+use tessera_proto::{ErrorCode, ListEntry, ObjectHeaders, ObjectInfo, Permission, UploadInfo};
 use tessera_sdk::{Client, ListOptions, PutOptions, SdkError};
+
+use crate::checksum::{BodyChecksums, ResponseChecksums};
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::debug;
 
 /// Bytes buffered between the SDK's reader and the HTTP response.
 const GET_PIPE: usize = 1 << 20;
 
+/// What an operator may set for a gateway.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayConfig {
+    /// The only region requests may be signed for; any when unset.
+    pub region: Option<String>,
+    /// Base domains for virtual-hosted-style requests (`bucket.DOMAIN`);
+    /// path style works with or without them.
+    pub domains: Vec<String>,
+}
+
 /// The S3 service: one SDK client shared by every request.
 #[derive(Clone)]
 pub struct Gateway {
     client: Client,
+    config: GatewayConfig,
 }
 
 impl Gateway {
-    pub fn new(client: Client) -> Self {
-        Gateway { client }
+    pub fn new(client: Client, config: GatewayConfig) -> Self {
+        Gateway { client, config }
+    }
+
+    /// The request's credentials: every operation needs a signed caller,
+    /// signed for this gateway's region when the operator set one.
+    fn signed<'r, T>(&self, req: &'r S3Request<T>) -> S3Result<&'r s3s::auth::Credentials> {
+        let cred = req
+            .credentials
+            .as_ref()
+            .ok_or_else(|| s3_error!(AccessDenied, "anonymous requests are not allowed"))?;
+        if let Some(want) = &self.config.region {
+            let got = req.region.as_ref().map_or("", |r| r.as_str());
+            if got != want {
+                return Err(s3_error!(
+                    AuthorizationHeaderMalformed,
+                    "the region '{got}' is wrong; expecting '{want}'"
+                ));
+            }
+        }
+        Ok(cred)
     }
 
     /// Refuses unless the request's key holds `need` (or more) on `bucket`.
     async fn allow<T>(&self, req: &S3Request<T>, bucket: &str, need: Permission) -> S3Result<()> {
-        let cred = signed(req)?;
+        let cred = self.signed(req)?;
         let grants = self
             .client
             .grants(Some(bucket), Some(&cred.access_key))
@@ -48,13 +80,6 @@ impl Gateway {
             }
         ))
     }
-}
-
-/// The request's credentials: every operation needs a signed caller.
-fn signed<T>(req: &S3Request<T>) -> S3Result<&s3s::auth::Credentials> {
-    req.credentials
-        .as_ref()
-        .ok_or_else(|| s3_error!(AccessDenied, "anonymous requests are not allowed"))
 }
 
 /// Tessera's error classes as S3 error codes.
@@ -148,7 +173,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<dto::ListBucketsInput>,
     ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
-        let cred = signed(&req)?;
+        let cred = self.signed(&req)?;
         let granted = self
             .client
             .grants(None, Some(&cred.access_key))
@@ -177,7 +202,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<dto::CreateBucketInput>,
     ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
-        let cred = signed(&req)?;
+        let cred = self.signed(&req)?;
         let key = self
             .client
             .access_key(&cred.access_key)
@@ -244,9 +269,15 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
+        check_metadata(req.input.metadata.as_ref())?;
+        let sums = BodyChecksums::from_request(
+            &req.headers,
+            req.trailing_headers.clone(),
+            Some("crc64nvme"),
+        )?;
         let input = req.input;
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
-        let reader = body_reader(body);
+        let reader = sums.watch(body);
         let content_md5 = match &input.content_md5 {
             Some(b64) => Some(decode_md5(b64)?),
             None => None,
@@ -256,17 +287,32 @@ impl S3 for Gateway {
         let opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
             user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
+            headers: object_headers(
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+                input.expires.as_ref(),
+            ),
             if_absent,
             content_md5,
+            body_check: Some(sums.check()),
         };
         let info = self
             .client
             .put(&input.bucket, &input.key, reader, opts)
             .await
             .map_err(to_s3)?;
+        let sums = ResponseChecksums::of(&info.headers.checksums, true, true);
         Ok(S3Response::new(dto::PutObjectOutput {
             e_tag: Some(etag(&info)),
             size: Some(info.size as i64),
+            checksum_crc32: sums.crc32,
+            checksum_crc32c: sums.crc32c,
+            checksum_sha1: sums.sha1,
+            checksum_sha256: sums.sha256,
+            checksum_crc64nvme: sums.crc64nvme,
+            checksum_type: sums.kind,
             ..Default::default()
         }))
     }
@@ -290,14 +336,29 @@ impl S3 for Gateway {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
-        let range = match &input.range {
-            Some(r) => Some(
-                r.check(info.size)
-                    .map_err(|_| s3_error!(InvalidRange, "the range is outside the object"))?,
+        let (range, parts_count) = match (&input.range, input.part_number) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Range and partNumber cannot be used together"
+                ));
+            }
+            (Some(r), None) => (
+                Some(
+                    r.check(info.size)
+                        .map_err(|_| s3_error!(InvalidRange, "the range is outside the object"))?,
+                ),
+                None,
             ),
-            None => None,
+            (None, Some(n)) => part_range(&info, n)?,
+            (None, None) => (None, None),
         };
         let len = range.as_ref().map_or(info.size, |r| r.end - r.start);
+        let sums = ResponseChecksums::of(
+            &info.headers.checksums,
+            checksum_mode(&input.checksum_mode),
+            range.is_none(),
+        );
         let content_range = range.as_ref().map(|r| {
             format!(
                 "bytes {}-{}/{}",
@@ -324,15 +385,30 @@ impl S3 for Gateway {
             // response-* query parameters (presigned downloads) override
             // what the object says.
             content_type: input.response_content_type.or(info.content_type.clone()),
-            content_disposition: input.response_content_disposition,
-            content_encoding: input.response_content_encoding,
-            content_language: input.response_content_language,
-            cache_control: input.response_cache_control,
-            expires: input.response_expires,
+            content_disposition: input
+                .response_content_disposition
+                .or(info.headers.content_disposition.clone()),
+            content_encoding: input
+                .response_content_encoding
+                .or(info.headers.content_encoding.clone()),
+            content_language: input
+                .response_content_language
+                .or(info.headers.content_language.clone()),
+            cache_control: input
+                .response_cache_control
+                .or(info.headers.cache_control.clone()),
+            expires: input.response_expires.or(expires(&info.headers)),
             e_tag: Some(etag(&info)),
             last_modified: Some(timestamp(info.mtime_ms)),
             metadata: Some(info.user_meta.clone().into_iter().collect()),
             accept_ranges: Some("bytes".into()),
+            parts_count,
+            checksum_crc32: sums.crc32,
+            checksum_crc32c: sums.crc32c,
+            checksum_sha1: sums.sha1,
+            checksum_sha256: sums.sha256,
+            checksum_crc64nvme: sums.crc64nvme,
+            checksum_type: sums.kind,
             ..Default::default()
         }))
     }
@@ -356,13 +432,35 @@ impl S3 for Gateway {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
+        let (range, parts_count) = match input.part_number {
+            Some(n) => part_range(&info, n)?,
+            None => (None, None),
+        };
+        let sums = ResponseChecksums::of(
+            &info.headers.checksums,
+            checksum_mode(&input.checksum_mode),
+            range.is_none(),
+        );
+        let h = &info.headers;
         Ok(S3Response::new(dto::HeadObjectOutput {
-            content_length: Some(info.size as i64),
+            content_length: Some(range.as_ref().map_or(info.size, |r| r.end - r.start) as i64),
             content_type: info.content_type.clone(),
+            content_encoding: h.content_encoding.clone(),
+            content_disposition: h.content_disposition.clone(),
+            content_language: h.content_language.clone(),
+            cache_control: h.cache_control.clone(),
+            expires: expires(h),
             e_tag: Some(etag(&info)),
             last_modified: Some(timestamp(info.mtime_ms)),
             metadata: Some(info.user_meta.clone().into_iter().collect()),
             accept_ranges: Some("bytes".into()),
+            parts_count,
+            checksum_crc32: sums.crc32,
+            checksum_crc32c: sums.crc32c,
+            checksum_sha1: sums.sha1,
+            checksum_sha256: sums.sha256,
+            checksum_crc64nvme: sums.crc64nvme,
+            checksum_type: sums.kind,
             ..Default::default()
         }))
     }
@@ -462,24 +560,28 @@ impl S3 for Gateway {
         &self,
         req: S3Request<dto::CopyObjectInput>,
     ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
-        let dto::CopySource::Bucket {
-            bucket: src_bucket,
-            key: src_key,
-            ..
-        } = &req.input.copy_source
-        else {
-            return Err(s3_error!(NotImplemented, "copies from access points"));
-        };
-        self.allow(&req, src_bucket, Permission::Read).await?;
-        self.allow(&req, &req.input.bucket, Permission::Write)
+        let src = self
+            .copy_source(&req, &req.input.copy_source, &req.input.bucket)
             .await?;
         let input = &req.input;
-        let src = self.client.head(src_bucket, src_key).await.map_err(to_s3)?;
         let replace = input
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
+        // The bytes are the source's, so its checksums stay true either way.
+        let checksums = src.headers.checksums.clone();
+        if replace {
+            check_metadata(input.metadata.as_ref())?;
+        }
         let opts = if replace {
+            let mut headers = object_headers(
+                input.content_encoding.clone(),
+                input.content_disposition.clone(),
+                input.content_language.clone(),
+                input.cache_control.clone(),
+                input.expires.as_ref(),
+            );
+            headers.checksums = checksums.clone();
             PutOptions {
                 content_type: input.content_type.clone(),
                 user_meta: input
@@ -488,36 +590,30 @@ impl S3 for Gateway {
                     .unwrap_or_default()
                     .into_iter()
                     .collect(),
+                headers,
                 ..Default::default()
             }
         } else {
             PutOptions {
                 content_type: src.content_type.clone(),
                 user_meta: src.user_meta.clone(),
+                headers: src.headers.clone(),
                 ..Default::default()
             }
         };
-        // Streamed through a pipe, as a GET into a PUT: memory stays bounded.
-        let (mut tx, rx) = tokio::io::duplex(GET_PIPE);
-        let client = self.client.clone();
-        let source = src.clone();
-        let reader = tokio::spawn(async move { client.read_object(&source, None, &mut tx).await });
-        // A source read that fails ends the pipe early: the length check
-        // turns that into an error, so the copy is never committed short.
-        let body = ExactLength {
-            inner: rx,
-            left: src.size,
+        let opts = PutOptions {
+            body_check: Some(tessera_sdk::BodyCheck(std::sync::Arc::new(move || {
+                Ok(checksums.clone())
+            }))),
+            ..opts
         };
+        let (body, reader) = self.read_source(&src, 0..src.size);
         let info = self
             .client
             .put(&input.bucket, &input.key, body, opts)
             .await
             .map_err(to_s3)?;
-        match reader.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(to_s3(e)),
-            Err(e) => return Err(s3_error!(InternalError, "copy task: {e}")),
-        }
+        source_read(reader).await?;
         Ok(S3Response::new(dto::CopyObjectOutput {
             copy_object_result: Some(dto::CopyObjectResult {
                 e_tag: Some(etag(&info)),
@@ -534,10 +630,18 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
+        check_metadata(req.input.metadata.as_ref())?;
         let input = req.input;
         let opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
             user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
+            headers: object_headers(
+                input.content_encoding,
+                input.content_disposition,
+                input.content_language,
+                input.cache_control,
+                input.expires.as_ref(),
+            ),
             ..Default::default()
         };
         let upload = self
@@ -559,6 +663,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
+        let sums = BodyChecksums::from_request(&req.headers, req.trailing_headers.clone(), None)?;
         let input = req.input;
         let upload = self
             .upload_of(&input.upload_id, &input.bucket, &input.key)
@@ -566,13 +671,70 @@ impl S3 for Gateway {
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let number = u32::try_from(input.part_number)
             .map_err(|_| s3_error!(InvalidArgument, "part numbers run from 1 to 10000"))?;
+        let reader = sums.watch(body);
+        let computed = sums.results();
         let part = self
             .client
-            .put_part(&upload, number, body_reader(body))
+            .put_part(&upload, number, reader, Some(sums.check()))
             .await
             .map_err(to_s3)?;
+        let computed = computed.lock().map(|c| c.clone()).unwrap_or_default();
+        let sums = ResponseChecksums::of(&computed, true, true);
         Ok(S3Response::new(dto::UploadPartOutput {
             e_tag: Some(dto::ETag::Strong(part.etag)),
+            checksum_crc32: sums.crc32,
+            checksum_crc32c: sums.crc32c,
+            checksum_sha1: sums.sha1,
+            checksum_sha256: sums.sha256,
+            checksum_crc64nvme: sums.crc64nvme,
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<dto::UploadPartCopyInput>,
+    ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
+        let src = self
+            .copy_source(&req, &req.input.copy_source, &req.input.bucket)
+            .await?;
+        let input = &req.input;
+        let upload = self
+            .upload_of(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        let number = u32::try_from(input.part_number)
+            .map_err(|_| s3_error!(InvalidArgument, "part numbers run from 1 to 10000"))?;
+        preconditions(
+            &src,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )
+        // A copy that is not done is a failed precondition, never a 304.
+        .map_err(|e| match e.code() {
+            S3ErrorCode::NotModified => {
+                s3_error!(PreconditionFailed, "the copy source's conditions failed")
+            }
+            _ => e,
+        })?;
+        let range = match &input.copy_source_range {
+            Some(r) => copy_range(r, src.size)?,
+            None => 0..src.size,
+        };
+        let (body, reader) = self.read_source(&src, range);
+        let part = self
+            .client
+            .put_part(&upload, number, body, None)
+            .await
+            .map_err(to_s3)?;
+        source_read(reader).await?;
+        Ok(S3Response::new(dto::UploadPartCopyOutput {
+            copy_part_result: Some(dto::CopyPartResult {
+                e_tag: Some(dto::ETag::Strong(part.etag)),
+                last_modified: Some(timestamp(part.mtime_ms)),
+                ..Default::default()
+            }),
             ..Default::default()
         }))
     }
@@ -803,13 +965,159 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ExactLength<R> {
 }
 
 /// A request body as the SDK reads it.
-fn body_reader(body: StreamingBlob) -> impl tokio::io::AsyncRead + Unpin + Send {
+pub(crate) fn body_reader<S, E>(body: S) -> impl tokio::io::AsyncRead + Unpin + Send + use<S, E>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send,
+    E: std::fmt::Display,
+{
     StreamReader::new(futures::TryStreamExt::map_err(body, |e| {
         std::io::Error::other(e.to_string())
     }))
 }
 
+/// S3's limit on user metadata: the UTF-8 bytes of all names and values.
+const MAX_USER_METADATA: usize = 2048;
+
+fn check_metadata(meta: Option<&dto::Metadata>) -> S3Result<()> {
+    let size: usize = meta
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if size > MAX_USER_METADATA {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "user metadata is {size} bytes; at most {MAX_USER_METADATA} are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// System metadata from a request's headers.
+fn object_headers(
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<&Timestamp>,
+) -> ObjectHeaders {
+    ObjectHeaders {
+        content_encoding,
+        content_disposition,
+        content_language,
+        cache_control,
+        expires: expires.map(unix_seconds),
+        checksums: Default::default(),
+    }
+}
+
+fn expires(h: &ObjectHeaders) -> Option<Timestamp> {
+    h.expires
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .map(Timestamp::from)
+}
+
+fn checksum_mode(mode: &Option<dto::ChecksumMode>) -> bool {
+    mode.as_ref()
+        .is_some_and(|m| m.as_str().eq_ignore_ascii_case(dto::ChecksumMode::ENABLED))
+}
+
+/// `partNumber=N` on GET and HEAD: the bytes of part N of a multipart
+/// object, and how many parts it has. An object written in one piece has
+/// one part, itself.
+fn part_range(info: &ObjectInfo, n: i32) -> S3Result<(Option<std::ops::Range<u64>>, Option<i32>)> {
+    if info.parts.is_empty() {
+        return match n {
+            1 => Ok((None, None)),
+            _ => Err(invalid_part_number()),
+        };
+    }
+    let index = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .filter(|&i| i < info.parts.len())
+        .ok_or_else(invalid_part_number)?;
+    let start: u64 = info.parts[..index].iter().sum();
+    let range = start..start + info.parts[index];
+    Ok((Some(range), Some(info.parts.len() as i32)))
+}
+
+fn invalid_part_number() -> S3Error {
+    let mut e = S3Error::with_message(
+        S3ErrorCode::Custom("InvalidPartNumber".into()),
+        "the requested part number is not satisfiable",
+    );
+    e.set_status_code(axum::http::StatusCode::RANGE_NOT_SATISFIABLE);
+    e
+}
+
+/// `x-amz-copy-source-range: bytes=FIRST-LAST` (both inclusive, inside the
+/// source).
+fn copy_range(r: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let parsed = r
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+    match parsed {
+        Some((first, last)) if first <= last && last < size => Ok(first..last + 1),
+        Some(_) => Err(s3_error!(
+            InvalidRange,
+            "x-amz-copy-source-range is outside the source object"
+        )),
+        None => Err(s3_error!(
+            InvalidArgument,
+            "x-amz-copy-source-range must be bytes=FIRST-LAST"
+        )),
+    }
+}
+
+type SourceRead = tokio::task::JoinHandle<Result<(), SdkError>>;
+
+/// How the read behind a copy ended.
+async fn source_read(reader: SourceRead) -> S3Result<()> {
+    match reader.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(to_s3(e)),
+        Err(e) => Err(s3_error!(InternalError, "copy task: {e}")),
+    }
+}
+
 impl Gateway {
+    /// The source of a copy, which the request's key must be allowed to
+    /// read, as the destination bucket it must be allowed to write.
+    async fn copy_source<T>(
+        &self,
+        req: &S3Request<T>,
+        source: &dto::CopySource,
+        dest_bucket: &str,
+    ) -> S3Result<ObjectInfo> {
+        let dto::CopySource::Bucket { bucket, key, .. } = source else {
+            return Err(s3_error!(NotImplemented, "copies from access points"));
+        };
+        self.allow(req, bucket, Permission::Read).await?;
+        self.allow(req, dest_bucket, Permission::Write).await?;
+        self.client.head(bucket, key).await.map_err(to_s3)
+    }
+
+    /// `range` of `src` as a body for a write: streamed through a pipe, as
+    /// a GET into a PUT, so memory stays bounded. A source read that fails
+    /// ends the pipe early, and the length check turns that into an error:
+    /// a copy is never committed short.
+    fn read_source(
+        &self,
+        src: &ObjectInfo,
+        range: std::ops::Range<u64>,
+    ) -> (ExactLength<tokio::io::DuplexStream>, SourceRead) {
+        let (mut tx, rx) = tokio::io::duplex(GET_PIPE);
+        let client = self.client.clone();
+        let source = src.clone();
+        let left = range.end - range.start;
+        let reader =
+            tokio::spawn(async move { client.read_object(&source, Some(range), &mut tx).await });
+        (ExactLength { inner: rx, left }, reader)
+    }
+
     /// The upload `id`, which must belong to `bucket/key`.
     async fn upload_of(&self, id: &str, bucket: &str, key: &str) -> S3Result<UploadInfo> {
         let upload = self.client.upload(id).await.map_err(to_s3)?;
@@ -885,12 +1193,45 @@ impl S3Auth for MetaKeys {
     }
 }
 
-/// The gateway's HTTP routes: S3 on every path, `/health` beside it.
-pub fn router(client: Client) -> axum::Router {
+/// Virtual-hosted-style addressing: `BUCKET.DOMAIN[:port]` names a bucket
+/// for each configured domain; any other host (an IP address, `localhost`,
+/// the domain itself) is path style. s3s's own hosts treat every unknown
+/// host name as a bucket, which would break path-style requests to an IP.
+struct GatewayHost {
+    domains: Vec<String>,
+}
+
+impl s3s::host::S3Host for GatewayHost {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        for domain in &self.domains {
+            if let Some(bucket) = name
+                .strip_suffix(domain.as_str())
+                .and_then(|b| b.strip_suffix('.'))
+                .filter(|b| !b.is_empty())
+            {
+                return Ok(s3s::host::VirtualHost::new(domain.as_str()).with_bucket(bucket));
+            }
+        }
+        Ok(s3s::host::VirtualHost::new(name))
+    }
+}
+
+/// The gateway's HTTP routes: S3 on every path, and `/_tessera/health` and
+/// `/_tessera/metrics` beside it (no bucket name can contain `_`, so no
+/// bucket is hidden by them).
+pub fn router(client: Client, config: GatewayConfig) -> axum::Router {
     use axum::routing::get;
     let service = {
-        let mut b = s3s::service::S3ServiceBuilder::new(Gateway::new(client.clone()));
+        let domains = config.domains.clone();
+        let mut b = s3s::service::S3ServiceBuilder::new(Gateway::new(client.clone(), config));
         b.set_auth(MetaKeys { client });
+        if !domains.is_empty() {
+            b.set_host(GatewayHost { domains });
+        }
         b.build()
     };
     let service = axum::error_handling::HandleError::new(service, |e: s3s::HttpError| async move {
@@ -899,7 +1240,20 @@ pub fn router(client: Client) -> axum::Router {
             format!("{e:?}"),
         )
     });
+    let metrics = std::sync::Arc::new(crate::edge::GatewayMetrics::default());
+    let m = metrics.clone();
     axum::Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/_tessera/health", get(|| async { "ok\n" }))
+        .route(
+            "/_tessera/metrics",
+            get(move || {
+                let m = m.clone();
+                async move { m.render() }
+            }),
+        )
         .fallback_service(service)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::edge::edge,
+        ))
 }

@@ -7,6 +7,8 @@
 //! Where `s3s` falls short, the workaround lives in this crate and is
 //! written down in ARCHITECTURE.md.
 
+mod checksum;
+mod edge;
 mod gateway;
 
-pub use gateway::{Gateway, router};
+pub use gateway::{Gateway, GatewayConfig, router};

@@ -7,7 +7,7 @@ use tessera_codec::ChunkCodec;
 use tessera_net::{ConnectionPool, Endpoint, Identity, call};
 use tessera_proto::{
     BucketInfo, ClusterMap, ClusterStatus, ErrorCode, Listing, MetaRequest, MetaResponse, NodeInfo,
-    ObjectInfo, RemoteError,
+    ObjectHeaders, ObjectInfo, RemoteError,
 };
 use tessera_types::{NodeId, Policy};
 
@@ -41,11 +41,27 @@ impl Default for ClientOptions {
 pub struct PutOptions {
     pub content_type: Option<String>,
     pub user_meta: BTreeMap<String, String>,
+    pub headers: ObjectHeaders,
+    /// Runs once the whole body has been read and before anything is
+    /// committed: an error refuses the write; checksums it returns are
+    /// stored with the object.
+    pub body_check: Option<BodyCheck>,
     /// Store only if the key is free (refused with `PreconditionFailed`).
     pub if_absent: bool,
     /// The MD5 the body must have; otherwise nothing is committed
     /// (`BadDigest`).
     pub content_md5: Option<[u8; 16]>,
+}
+
+/// A check of a body that can only be made after its last byte (trailing
+/// checksums, for example).
+#[derive(Clone)]
+pub struct BodyCheck(pub Arc<dyn Fn() -> Result<BTreeMap<String, String>, SdkError> + Send + Sync>);
+
+impl std::fmt::Debug for BodyCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyCheck")
+    }
 }
 
 #[derive(Debug, Clone, Default)]

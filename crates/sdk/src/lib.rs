@@ -24,11 +24,11 @@ mod multipart;
 mod read;
 mod write;
 
-pub use client::{Client, ClientOptions, ListOptions, PutOptions};
+pub use client::{BodyCheck, Client, ClientOptions, ListOptions, PutOptions};
 pub use config::{ClusterConfig, check_host_port};
 pub use tessera_proto::{
     BucketInfo, ClusterMap, ClusterStatus, ErrorCode, ListEntry, Listing, NodeInfo, NodeState,
-    ObjectInfo, RemoteError,
+    ObjectHeaders, ObjectInfo, RemoteError,
 };
 pub use tessera_types::Policy;
 

@@ -23,6 +23,7 @@ impl Client {
             key: key.to_string(),
             content_type: opts.content_type,
             user_meta: opts.user_meta.into_iter().collect::<BTreeMap<_, _>>(),
+            headers: opts.headers,
         };
         match self.meta(req).await? {
             MetaResponse::Upload(u) => Ok(u),

@@ -19,7 +19,7 @@ use tessera_types::{
 use tokio::io::AsyncRead;
 use tracing::debug;
 
-use crate::{Client, PutOptions, SdkError};
+use crate::{BodyCheck, Client, PutOptions, SdkError};
 
 /// A spawned task that is cancelled when its handle is dropped: a put that
 /// fails or is abandoned stops its remaining chunk writes.
@@ -63,7 +63,8 @@ impl Client {
         validate_key(key).map_err(|e| Client::remote(ErrorCode::InvalidKey, e.to_string()))?;
         let policy = self.bucket(bucket).await?.policy;
         let (if_absent, content_md5) = (opts.if_absent, opts.content_md5);
-        let (object, write) = self.write_body(body, policy, opts, true).await?;
+        let check = opts.body_check.clone();
+        let (mut object, write) = self.write_body(body, policy, opts, true).await?;
         if let Some(md5) = content_md5
             && hex::encode(md5) != object.etag
         {
@@ -72,6 +73,9 @@ impl Client {
                 ErrorCode::BadDigest,
                 "the body does not match its Content-MD5",
             ));
+        }
+        if let Some(check) = check {
+            object.headers.checksums = (check.0)()?;
         }
         let chunked = !object_is_inline(&object.data);
         match self
@@ -96,11 +100,15 @@ impl Client {
         upload: &UploadInfo,
         number: u32,
         body: R,
+        check: Option<BodyCheck>,
     ) -> Result<PartInfo, SdkError> {
         let policy = self.bucket(&upload.bucket).await?.policy;
         let (object, write) = self
             .write_body(body, policy, PutOptions::default(), false)
             .await?;
+        if let Some(check) = check {
+            (check.0)()?;
+        }
         match self
             .meta(MetaRequest::CommitPart {
                 upload: upload.id.clone(),
@@ -184,6 +192,7 @@ impl Client {
             etag: hex::encode(md5.finalize()),
             content_type: opts.content_type,
             user_meta: opts.user_meta,
+            headers: opts.headers,
             data,
             chunks: records,
         };

@@ -1,0 +1,196 @@
+//! What every HTTP request meets before the S3 protocol layer: a request
+//! id (in `x-amz-request-id` and in every XML error body, which s3s leaves
+//! without one), S3's limit on the size of the header section, and the
+//! counters behind `/metrics`.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// S3 refuses requests whose headers exceed 8 KiB.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// Error bodies are small; a bigger one is passed on untouched.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+const METHODS: [&str; 6] = ["GET", "HEAD", "PUT", "POST", "DELETE", "OTHER"];
+const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+#[derive(Default)]
+pub struct GatewayMetrics {
+    /// Requests by method and status class.
+    requests: [[AtomicU64; 4]; 6],
+    /// Seconds spent answering, by method, in microseconds (to the headers
+    /// of the response: streaming bodies are not included).
+    micros: [AtomicU64; 6],
+    in_flight: AtomicU64,
+    header_refusals: AtomicU64,
+}
+
+fn method_index(m: &Method) -> usize {
+    match *m {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::PUT => 2,
+        Method::POST => 3,
+        Method::DELETE => 4,
+        _ => 5,
+    }
+}
+
+impl GatewayMetrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP tessera_s3_requests_total S3 requests answered, by method and status class.\n# TYPE tessera_s3_requests_total counter"
+        );
+        for (m, row) in METHODS.iter().zip(&self.requests) {
+            for (c, n) in CLASSES.iter().zip(row) {
+                let _ = writeln!(
+                    out,
+                    "tessera_s3_requests_total{{method=\"{m}\",status=\"{c}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_s3_request_seconds_total Time to the response headers, by method.\n# TYPE tessera_s3_request_seconds_total counter"
+        );
+        for (m, us) in METHODS.iter().zip(&self.micros) {
+            let _ = writeln!(
+                out,
+                "tessera_s3_request_seconds_total{{method=\"{m}\"}} {:.6}",
+                us.load(Ordering::Relaxed) as f64 / 1e6
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_s3_requests_in_flight Requests being answered.\n# TYPE tessera_s3_requests_in_flight gauge\ntessera_s3_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tessera_s3_header_refusals_total Requests refused for oversize headers.\n# TYPE tessera_s3_header_refusals_total counter\ntessera_s3_header_refusals_total {}",
+            self.header_refusals.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+fn new_request_id() -> String {
+    format!("{:016X}", rand::random::<u64>())
+}
+
+fn error_xml(code: &str, message: &str, id: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{id}</RequestId></Error>"
+    )
+}
+
+/// The middleware: see the module comment.
+pub async fn edge(
+    State(metrics): State<Arc<GatewayMetrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let id = new_request_id();
+    let started = Instant::now();
+    let m = method_index(req.method());
+    let is_head = req.method() == Method::HEAD;
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let mut response = if header_bytes > MAX_HEADER_BYTES {
+        metrics.header_refusals.fetch_add(1, Ordering::Relaxed);
+        let body = error_xml(
+            "RequestHeaderSectionTooLarge",
+            &format!(
+                "Your request header section exceeds the maximum allowed size of {MAX_HEADER_BYTES} bytes."
+            ),
+            &id,
+        );
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/xml")],
+            if is_head { String::new() } else { body },
+        )
+            .into_response()
+    } else {
+        let response = next.run(req).await;
+        with_request_id_in_error(response, &id).await
+    };
+    metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let class = match response.status().as_u16() {
+        100..=299 => 0,
+        300..=399 => 1,
+        400..=499 => 2,
+        _ => 3,
+    };
+    metrics.requests[m][class].fetch_add(1, Ordering::Relaxed);
+    metrics.micros[m].fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-amz-request-id", v);
+    }
+    response
+}
+
+/// Puts `<RequestId>` into an S3 error body that lacks one.
+async fn with_request_id_in_error(response: Response, id: &str) -> Response {
+    let is_xml_error = response.status().as_u16() >= 400
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.contains("xml"));
+    if !is_xml_error {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
+        // Too big to be an error document, or broken: say only the status.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::empty());
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let body = match text.rfind("</Error>") {
+        Some(at) if !text.contains("<RequestId>") => {
+            format!("{}<RequestId>{id}</RequestId>{}", &text[..at], &text[at..])
+        }
+        _ => text.into_owned(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn error_bodies_get_the_request_id() {
+        let r = (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/xml")],
+            "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>",
+        )
+            .into_response();
+        let r = with_request_id_in_error(r, "ABC").await;
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><RequestId>ABC</RequestId></Error>"
+        );
+    }
+}
