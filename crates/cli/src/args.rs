@@ -165,6 +165,9 @@ pub enum Command {
     },
     /// Run a whole cluster in one process: meta and storage nodes on 127.0.0.1.
     Dev(dev::DevArgs),
+    /// Load an S3 endpoint with PUTs then GETs of one object size; report
+    /// throughput and latency percentiles.
+    Bench(crate::bench::BenchArgs),
     /// Create, list and remove buckets.
     Bucket {
         #[command(subcommand)]
@@ -437,6 +440,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dev(args) => {
             init_logging("info,quinn=warn");
             dev::run(args).await
+        }
+        Command::Bench(args) => {
+            init_logging("warn");
+            crate::bench::run(args).await
         }
         command => {
             init_logging("warn");

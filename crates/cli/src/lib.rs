@@ -6,6 +6,7 @@
 //! call into meta, node or the SDK.
 
 mod args;
+mod bench;
 mod client_cmds;
 mod dev;
 mod heal_cmds;
@@ -13,6 +14,7 @@ mod servers;
 mod units;
 
 pub use args::Cli;
+pub use bench::s3_client;
 
 use clap::Parser;
 
