@@ -1,8 +1,8 @@
 //! The S3 gateway as aws-cli sees it: buckets, single-part objects,
 //! listings with prefixes and delimiters, ranges, metadata, and refusals
 //! (wrong secret, unknown key, no grant, missing bucket or key, non-empty
-//! bucket) in S3's own error codes. Multipart uploads and the rest of the
-//! S3 surface are issue 4's remaining work.
+//! bucket) in S3's own error codes; multipart uploads through `aws s3 cp`
+//! and s3api; copies, batch deletes and conditions.
 
 mod common;
 

@@ -267,6 +267,14 @@ pub async fn serve_s3(
         .await
         .with_context(|| format!("binding the S3 endpoint on {listen}"))?;
     info!(addr = %listen, "S3 endpoint on http://{listen}");
+    // A response's headers and first body bytes leave in separate writes;
+    // with Nagle's algorithm the second waits for the client's delayed ACK
+    // (40 ms per small GET).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     let app = tessera_s3::router(client, config);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
