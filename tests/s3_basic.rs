@@ -671,3 +671,86 @@ fn aws_cli_copy_batch_delete_and_conditions() {
     assert!(!out.contains("\"Key\""), "{out}");
     assert!(aws.ok(&["s3", "ls", "s3://dst/"]).trim().is_empty());
 }
+
+/// Every file below `dir`, relative, with its bytes.
+fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn aws_cli_sync_and_presign() {
+    let mut c = Cluster::start(6);
+    let endpoint = c.start_s3();
+    let (key, secret) = key(&c, "sync");
+    let aws = Aws {
+        endpoint,
+        key,
+        secret,
+    };
+    aws.ok(&["s3", "mb", "s3://mirror"]);
+    let src = c.path("src");
+    for (i, name) in ["a.txt", "sub/b.bin", "sub/deeper/c d.bin", "sub/é.txt"]
+        .iter()
+        .enumerate()
+    {
+        let p = src.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        random_file(&p, 1000 + i * 300_000, i as u64);
+    }
+    let src_s = src.to_str().unwrap();
+    let up = aws.ok(&["s3", "sync", src_s, "s3://mirror/tree"]);
+    assert_eq!(up.matches("upload:").count(), 4, "{up}");
+    // A second sync finds nothing to do; a changed and a removed file are
+    // uploaded and deleted (with --delete) and nothing else is touched.
+    assert_eq!(aws.ok(&["s3", "sync", src_s, "s3://mirror/tree"]), "");
+    std::fs::write(src.join("a.txt"), b"changed, and of another size").unwrap();
+    std::fs::remove_file(src.join("sub/b.bin")).unwrap();
+    let again = aws.ok(&["s3", "sync", "--delete", src_s, "s3://mirror/tree"]);
+    assert_eq!(again.matches("upload:").count(), 1, "{again}");
+    assert_eq!(again.matches("delete:").count(), 1, "{again}");
+    let back = c.path("back");
+    aws.ok(&["s3", "sync", "s3://mirror/tree", back.to_str().unwrap()]);
+    assert_eq!(tree(&back), tree(&src));
+
+    // `aws s3 presign`: a URL anyone can GET for a while, with plain HTTP.
+    let url = aws.ok(&[
+        "s3",
+        "presign",
+        "s3://mirror/tree/sub/deeper/c d.bin",
+        "--expires-in",
+        "60",
+    ]);
+    let rest = url.trim().strip_prefix("http://").expect("an http URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let got = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(authority).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        assert!(
+            resp.starts_with(b"HTTP/1.0 200"),
+            "{}",
+            String::from_utf8_lossy(&resp[..split])
+        );
+        resp[split + 4..].to_vec()
+    };
+    assert_eq!(got, std::fs::read(src.join("sub/deeper/c d.bin")).unwrap());
+    aws.ok(&["s3", "rm", "--recursive", "s3://mirror/tree"]);
+    assert_eq!(aws.ok(&["s3", "ls", "--recursive", "s3://mirror/"]), "");
+}
