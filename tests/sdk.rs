@@ -224,3 +224,77 @@ async fn fragments_spread_over_zones() {
     c.kill_node(1);
     assert_eq!(get(&client, "zoned", "obj", None).await, body);
 }
+
+/// The client-wide budgets for chunks in flight, at their smallest: many
+/// puts, gets and copies (a read feeding a write through a pipe) at once
+/// all finish, with the right bytes. One budget for both directions could
+/// deadlock here: copies holding every read permit while their writes wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_transfers_share_a_small_budget_without_deadlock() {
+    let c = Cluster::start(6);
+    let cfg = ClusterConfig::load(&c.cluster_file).unwrap();
+    let options = tessera_sdk::ClientOptions {
+        chunk_size: 1 << 20,
+        parallel_chunks: 2,
+        chunks_in_flight: 2,
+        ..Default::default()
+    };
+    let client = Client::connect_with(cfg.meta_addr().unwrap(), &cfg.identity().unwrap(), options)
+        .await
+        .unwrap();
+    client.create_bucket("budget", None).await.unwrap();
+    let bodies: Vec<Vec<u8>> = (0..6)
+        .map(|i| data((5 << 20) + i * 4099, i as u8))
+        .collect();
+    for (i, b) in bodies.iter().enumerate() {
+        client
+            .put("budget", &format!("src{i}"), &b[..], PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for (i, b) in bodies.iter().cloned().enumerate() {
+        let client = client.clone();
+        // A put, a get and a copy per object, all at once.
+        tasks.push(tokio::spawn(async move {
+            let (new, src_key, copy_key) =
+                (format!("new{i}"), format!("src{i}"), format!("copy{i}"));
+            let put = client.put("budget", &new, &b[..], PutOptions::default());
+            let get = async {
+                let mut out = Vec::new();
+                client
+                    .get("budget", &src_key, None, &mut out)
+                    .await
+                    .map(|_| out)
+            };
+            let copy = async {
+                let src = client.head("budget", &src_key).await?;
+                let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+                let read = async {
+                    let r = client.read_object(&src, None, &mut tx).await;
+                    drop(tx);
+                    r
+                };
+                let write = client.put("budget", &copy_key, rx, PutOptions::default());
+                let (r, w) = tokio::join!(read, write);
+                r?;
+                w
+            };
+            let (p, g, cp) = tokio::join!(put, get, copy);
+            p.unwrap();
+            assert_eq!(g.unwrap(), b);
+            cp.unwrap();
+        }));
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("transfers under a small budget must all finish");
+    for (i, b) in bodies.iter().enumerate() {
+        assert_eq!(&get(&client, "budget", &format!("new{i}"), None).await, b);
+        assert_eq!(&get(&client, "budget", &format!("copy{i}"), None).await, b);
+    }
+}

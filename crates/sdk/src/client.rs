@@ -24,6 +24,15 @@ pub struct ClientOptions {
     pub fragment_timeout: Duration,
     /// How long a fetched cluster map is used before asking meta again.
     pub map_ttl: Duration,
+    /// Chunks this client encodes and stores at once for all its writes
+    /// together, and fetches and decodes at once for all its reads: what
+    /// bounds a gateway's working memory however many requests it serves
+    /// (a chunk being written costs about 2.5 chunk sizes with its
+    /// fragments, one being read about 2). Requests beyond it wait their
+    /// turn. Not counted: per request, the chunk being read in from its
+    /// source and up to `parallel_chunks` decoded chunks waiting for a slow
+    /// consumer.
+    pub chunks_in_flight: usize,
 }
 
 impl Default for ClientOptions {
@@ -33,6 +42,7 @@ impl Default for ClientOptions {
             parallel_chunks: 4,
             fragment_timeout: Duration::from_secs(10),
             map_ttl: Duration::from_secs(5),
+            chunks_in_flight: 24,
         }
     }
 }
@@ -90,6 +100,11 @@ pub(crate) struct Inner {
     pub(crate) codec: ChunkCodec,
     pub(crate) options: ClientOptions,
     map: Mutex<Option<(Instant, Arc<ClusterMap>)>>,
+    /// Permits for chunks in flight, one budget for writes and one for
+    /// reads: separate, so a copy (a read feeding a write through a pipe)
+    /// can never hold all of one kind while it waits for the other.
+    pub(crate) write_budget: Arc<tokio::sync::Semaphore>,
+    pub(crate) read_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Client {
@@ -107,6 +122,12 @@ impl Client {
         identity: &Identity,
         options: ClientOptions,
     ) -> Result<Self, SdkError> {
+        if options.chunks_in_flight < options.parallel_chunks.max(1) {
+            return Err(SdkError::Invalid(format!(
+                "chunks_in_flight ({}) must be at least parallel_chunks ({})",
+                options.chunks_in_flight, options.parallel_chunks
+            )));
+        }
         if options.chunk_size == 0 || options.chunk_size > tessera_codec::MAX_CHUNK_SIZE {
             return Err(SdkError::Invalid(format!(
                 "chunk size must be between 1 and {} bytes",
@@ -122,6 +143,8 @@ impl Client {
                 pool,
                 meta_pool,
                 codec: ChunkCodec::default(),
+                write_budget: Arc::new(tokio::sync::Semaphore::new(options.chunks_in_flight)),
+                read_budget: Arc::new(tokio::sync::Semaphore::new(options.chunks_in_flight)),
                 options,
                 map: Mutex::new(None),
             }),

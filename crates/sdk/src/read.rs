@@ -119,6 +119,17 @@ impl Client {
         record: ChunkRecord,
         slice: Range<usize>,
     ) -> Result<(Vec<u8>, Range<usize>), SdkError> {
+        // The read budget covers fetching and decoding, not the wait for
+        // the consumer: a reader that never reads (a stalled HTTP client)
+        // must not hold permits that every other read needs. Chunks
+        // waiting for their consumer are bounded per read by
+        // `parallel_chunks`.
+        let _permit = self
+            .inner
+            .read_budget
+            .acquire()
+            .await
+            .map_err(|_| SdkError::Invalid("read budget closed".into()))?;
         Ok((self.read_chunk(&record).await?, slice))
     }
 

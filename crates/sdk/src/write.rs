@@ -141,6 +141,20 @@ impl Client {
         let mut refs = Vec::new();
         let mut records = Vec::new();
 
+        // A permit from the write budget for each chunk read in; it goes
+        // with the chunk's task and is returned when its fragments are
+        // stored. It is taken after the chunk is read, never while waiting
+        // on the source: that source may be a read (a copy) waiting for
+        // this very write to drain its pipe. Only chunk tasks hold write
+        // permits, and they finish on their own, so waiting for one ends.
+        let budget = self.inner.write_budget.clone();
+        let permit = || async {
+            budget
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| SdkError::Invalid("write budget closed".into()))
+        };
         let first = reader.next_chunk().await?;
         let small = allow_inline
             && first.as_ref().is_none_or(|c| {
@@ -163,12 +177,14 @@ impl Client {
                             None => break,
                         },
                     };
+                    let held = permit().await?;
                     md5.update(&chunk);
                     size += chunk.len() as u64;
                     // A task per chunk: writes go on while the next chunk is
                     // read from a slow source.
                     let (client, map, id) = (self.clone(), map.clone(), write.id);
                     in_flight.push_back(AbortOnDrop(tokio::spawn(async move {
+                        let _held = held;
                         client.write_chunk(chunk, policy, &map, id).await
                     })));
                 }
