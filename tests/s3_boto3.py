@@ -300,5 +300,54 @@ assert s3.get_object(Bucket="boto", Key="virtual/x")["Body"].read() == b"by host
 assert error_code(lambda: client(url=region_endpoint).list_buckets()) == "AuthorizationHeaderMalformed"
 assert "boto" in [b["Name"] for b in client(url=region_endpoint, region_name=region).list_buckets()["Buckets"]]
 
+# A storage policy through a header, or the location constraint; bad names.
+def with_policy(policy):
+    c = client()
+    c.meta.events.register("before-sign.s3.CreateBucket",
+                           lambda request, **kw: request.headers.__setitem__("x-tessera-policy", policy))
+    return c
+with_policy("rep:3").create_bucket(Bucket="replicated")
+s3.create_bucket(Bucket="coded", CreateBucketConfiguration={"LocationConstraint": "ec:3+2"})
+assert error_code(lambda: with_policy("raid5").create_bucket(Bucket="nope-policy")) == "InvalidArgument"
+assert error_code(lambda: s3.create_bucket(Bucket="Bad_Name")) == "InvalidBucketName"
+assert error_code(lambda: s3.create_bucket(Bucket="boto")) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
+
+# Keys are stored and listed exactly as given.
+odd = ["../x", "a//b", " space ", "%2F", "ü/ñ", "dots/./..", "trailing/"]
+for k in odd:
+    s3.put_object(Bucket="replicated", Key=k, Body=k.encode())
+listed = [o["Key"] for o in s3.list_objects_v2(Bucket="replicated")["Contents"]]
+assert sorted(listed) == sorted(odd), listed
+for k in odd:
+    assert s3.get_object(Bucket="replicated", Key=k)["Body"].read() == k.encode(), k
+
+# Browser uploads: a presigned POST policy, sent as a multipart form.
+def post_form(key, content):
+    post = v4.generate_presigned_post("boto", key, Fields={"Content-Type": "text/plain"},
+                                      Conditions=[{"Content-Type": "text/plain"}, ["content-length-range", 1, 1000]],
+                                      ExpiresIn=60)
+    boundary = "tesseraformboundary"
+    form = b""
+    for k, v in post["fields"].items():
+        form += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+    form += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="hello.txt"\r\n'
+             f'Content-Type: text/plain\r\n\r\n').encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    return http(post["url"], "POST", form, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+status, body = post_form("posted/hello.txt", b"posted through a form")
+assert status in (200, 204), (status, body)
+status, body = post_form("posted/too-big", b"x" * 1001)
+assert status == 400, (status, body)
+status, body = post_form("posted/${filename}", b"named by the form")
+assert status == 501 and b"NotImplemented" in body, (status, body)
+assert [o["Key"] for o in s3.list_objects_v2(Bucket="boto", Prefix="posted/")["Contents"]] == ["posted/hello.txt"]
+g = s3.get_object(Bucket="boto", Key="posted/hello.txt")
+assert g["Body"].read() == b"posted through a form" and g["ContentType"] == "text/plain", g
+
+# What is not implemented says so.
+assert error_code(lambda: s3.get_bucket_tagging(Bucket="boto")) == "NotImplemented"
+assert error_code(lambda: s3.put_bucket_versioning(
+    Bucket="boto", VersioningConfiguration={"Status": "Enabled"})) == "NotImplemented"
+
 print("boto3: all checks passed")
+
 

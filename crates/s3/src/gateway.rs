@@ -12,6 +12,12 @@ use crate::checksum::{BodyChecksums, ResponseChecksums};
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::debug;
 
+/// Largest object a POST form upload may carry (s3s buffers it).
+const MAX_POST_OBJECT: u64 = 64 << 20;
+
+/// CreateBucket's header for a storage policy.
+const POLICY_HEADER: &str = "x-tessera-policy";
+
 /// Bytes buffered between the SDK's reader and the HTTP response.
 const GET_PIPE: usize = 1 << 20;
 
@@ -211,13 +217,25 @@ impl S3 for Gateway {
         if !key.may_create_buckets {
             return Err(s3_error!(AccessDenied, "this key may not create buckets"));
         }
-        // A storage policy may come as the location constraint (ec:4+2, rep:3).
-        let policy = req
-            .input
-            .create_bucket_configuration
-            .as_ref()
-            .and_then(|c| c.location_constraint.as_ref())
-            .and_then(|l| l.as_str().parse().ok());
+        // A storage policy (ec:4+2, rep:3) may come in the
+        // x-tessera-policy header, or as the location constraint; any
+        // other location constraint (a region name) means the default.
+        let policy = match req.headers.get(POLICY_HEADER) {
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .ok_or_else(|| {
+                        s3_error!(InvalidArgument, "{POLICY_HEADER} must be ec:K+M or rep:N")
+                    })?,
+            ),
+            None => req
+                .input
+                .create_bucket_configuration
+                .as_ref()
+                .and_then(|c| c.location_constraint.as_ref())
+                .and_then(|l| l.as_str().parse().ok()),
+        };
         let bucket = &req.input.bucket;
         self.client
             .create_bucket(bucket, policy)
@@ -270,6 +288,14 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         check_metadata(req.input.metadata.as_ref())?;
+        // A browser form upload (POST policy) arrives here too; s3s does not
+        // pass on the form's file name, so `${filename}` cannot be filled in.
+        if req.method == axum::http::Method::POST && req.input.key.contains("${filename}") {
+            return Err(s3_error!(
+                NotImplemented,
+                "${{filename}} in a POST upload's key is not supported"
+            ));
+        }
         let sums = BodyChecksums::from_request(
             &req.headers,
             req.trailing_headers.clone(),
@@ -1229,6 +1255,14 @@ pub fn router(client: Client, config: GatewayConfig) -> axum::Router {
         let domains = config.domains.clone();
         let mut b = s3s::service::S3ServiceBuilder::new(Gateway::new(client.clone(), config));
         b.set_auth(MetaKeys { client });
+        // s3s holds a POST (browser form) upload's file in memory to check
+        // the policy's length range: keep that small. PUT and multipart
+        // stream and have no such limit.
+        let mut s3_config = s3s::config::S3Config::default();
+        s3_config.post_object_max_file_size = MAX_POST_OBJECT;
+        b.set_config(std::sync::Arc::new(s3s::config::StaticConfigProvider::new(
+            std::sync::Arc::new(s3_config),
+        )));
         if !domains.is_empty() {
             b.set_host(GatewayHost { domains });
         }
