@@ -33,4 +33,22 @@ fn boto3_drives_the_gateway() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+
+    // The gateway's own routes: health, and Prometheus counters that saw
+    // the run (bucket names cannot contain '_', so no bucket is hidden).
+    let addr: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let (status, body) = common::http_get(addr, "/_tessera/health");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok\n");
+    let (status, metrics) = common::http_get(addr, "/_tessera/metrics");
+    assert!(status.contains("200"), "{status}");
+    for sample in [
+        r#"tessera_s3_requests_total{method="PUT",status="2xx"}"#,
+        r#"tessera_s3_requests_total{method="GET",status="2xx"}"#,
+        r#"tessera_s3_requests_total{method="PUT",status="4xx"}"#,
+        "tessera_s3_header_refusals_total",
+    ] {
+        let v = common::metric(&metrics, sample).unwrap_or(0.0);
+        assert!(v > 0.0, "{sample} is {v}:\n{metrics}");
+    }
 }
