@@ -246,6 +246,16 @@ pub enum MetaRequest {
     ListUploads {
         bucket: String,
     },
+    /// Moves object `from` to `to`, or, when both end in `/`, every object
+    /// under prefix `from` to the same name under `to`: one command, no
+    /// data copied. `replace` lets an object rename overwrite `to`; a
+    /// prefix rename needs `to` empty.
+    Rename {
+        bucket: String,
+        from: String,
+        to: String,
+        replace: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +289,9 @@ pub enum MetaResponse {
     Uploads(Vec<UploadInfo>),
     Part(PartInfo),
     Parts(Vec<PartInfo>),
+    Renamed {
+        objects: u64,
+    },
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

@@ -213,6 +213,20 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArg,
     },
+    /// Rename BUCKET/KEY to KEY2 in the same bucket, or every object under
+    /// BUCKET/PREFIX/ to PREFIX2/ (both ending in '/'): one atomic metadata
+    /// step, no data copied.
+    Mv {
+        /// BUCKET/KEY or BUCKET/PREFIX/
+        from: String,
+        /// The new key or prefix (without the bucket).
+        to: String,
+        /// Replace an existing object at the new key.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
     /// Show an object's metadata and where its chunks are.
     Stat {
         target: String,

@@ -190,6 +190,21 @@ pub async fn run(command: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Mv {
+            from,
+            to,
+            replace,
+            cluster,
+        } => {
+            let (bucket, key) = split_target(&from, true)?;
+            let client = connect(&cluster).await?;
+            let moved = client.rename(bucket, key, &to, replace).await?;
+            println!(
+                "renamed {bucket}/{key} to {bucket}/{to} ({moved} object{})",
+                if moved == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
         Command::Stat {
             target,
             json,

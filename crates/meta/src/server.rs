@@ -648,6 +648,21 @@ impl Meta {
                 at_ms: now_ms(),
             })?),
             R::GetUpload { upload } => MetaResponse::Upload(self.sm.upload(&upload)?),
+            R::Rename {
+                bucket,
+                from,
+                to,
+                replace,
+            } => match self.sm.apply(&Command::Rename {
+                bucket,
+                from,
+                to,
+                replace,
+                at_ms: now_ms(),
+            })? {
+                Outcome::Renamed { objects } => MetaResponse::Renamed { objects },
+                other => deleted(other),
+            },
             R::ListParts { upload } => {
                 self.sm.upload(&upload)?;
                 MetaResponse::Parts(self.sm.parts(&upload)?)
@@ -882,6 +897,7 @@ fn random_text(alphabet: &[u8], len: usize) -> String {
 fn deleted(outcome: Outcome) -> MetaResponse {
     match outcome {
         Outcome::Deleted { existed } => MetaResponse::Deleted { existed },
+        Outcome::Renamed { objects } => MetaResponse::Renamed { objects },
         Outcome::Done => MetaResponse::Ok,
     }
 }

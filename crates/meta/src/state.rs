@@ -191,6 +191,14 @@ pub enum Command {
         upload: String,
         at_ms: u64,
     },
+    /// See `MetaRequest::Rename`.
+    Rename {
+        bucket: String,
+        from: String,
+        to: String,
+        replace: bool,
+        at_ms: u64,
+    },
 }
 
 /// Smallest part S3 accepts, except for the last one.
@@ -232,7 +240,11 @@ pub struct Assessment {
 pub enum Outcome {
     Done,
     Deleted { existed: bool },
+    Renamed { objects: u64 },
 }
+
+/// Most objects one prefix rename moves (one write batch in meta).
+pub const MAX_RENAME_OBJECTS: usize = 1_000_000;
 
 fn refuse(code: ErrorCode, msg: impl Into<String>) -> MetaError {
     MetaError::Refused(RemoteError::new(code, msg))
@@ -603,6 +615,55 @@ impl StateMachine {
                 }
                 batch.delete(UPLOADS, upload)?;
                 Outcome::Deleted { existed: true }
+            }
+            Command::Rename {
+                bucket,
+                from,
+                to,
+                replace,
+                at_ms,
+            } => {
+                self.bucket(bucket)?;
+                validate_key(to).map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()))?;
+                if from.ends_with('/') || to.ends_with('/') {
+                    let moves = self.prefix_moves(bucket, from, to)?;
+                    for (old, mut info) in moves.iter().cloned() {
+                        let new_key = format!("{to}{}", &old[from.len()..]);
+                        validate_key(&new_key)
+                            .map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()))?;
+                        batch.delete(OBJECTS, &ObjectKey::new(bucket, &old))?;
+                        info.key = new_key.clone();
+                        batch.put(OBJECTS, &ObjectKey::new(bucket, &new_key), &info)?;
+                    }
+                    Outcome::Renamed {
+                        objects: moves.len() as u64,
+                    }
+                } else {
+                    let okey = ObjectKey::new(bucket, from);
+                    let Some(mut info) = self.store.get(OBJECTS, &okey)? else {
+                        return Err(refuse(
+                            ErrorCode::NoSuchKey,
+                            format!("{bucket}/{from} does not exist"),
+                        ));
+                    };
+                    if from == to {
+                        return Ok(Outcome::Renamed { objects: 1 });
+                    }
+                    let tkey = ObjectKey::new(bucket, to);
+                    if let Some(old) = self.store.get(OBJECTS, &tkey)? {
+                        if !*replace {
+                            return Err(refuse(
+                                ErrorCode::PreconditionFailed,
+                                format!("{bucket}/{to} exists"),
+                            ));
+                        }
+                        batch.retire(&old, *at_ms)?;
+                    }
+                    batch.delete(OBJECTS, &okey)?;
+                    info.key = to.clone();
+                    batch.put(OBJECTS, &tkey, &info)?;
+                    Outcome::Renamed { objects: 1 }
+                }
             }
             Command::SetGrant {
                 bucket,
@@ -1128,6 +1189,71 @@ impl StateMachine {
     /// Lists a bucket in key order as S3 does: keys under `prefix` after
     /// `start_after`, with keys that share a prefix up to the next
     /// `delimiter` rolled into one common prefix.
+    /// The objects a prefix rename from `from` to `to` moves, after its
+    /// checks: both are prefixes (end in `/`), `to` is not inside `from`,
+    /// nothing exists under `to`, something exists under `from`.
+    fn prefix_moves(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(String, ObjectInfo)>, MetaError> {
+        if !(from.ends_with('/') && to.ends_with('/')) {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                "a prefix rename names two prefixes ending in '/'",
+            ));
+        }
+        if to.starts_with(from) {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("cannot move {from} into itself ({to})"),
+            ));
+        }
+        let mut occupied = false;
+        self.store
+            .scan(OBJECTS, &ObjectKey::new(bucket, to).encode(), |_, k, _| {
+                occupied = k.bucket == bucket && k.key.starts_with(to);
+                Ok(Step::Stop)
+            })?;
+        if occupied {
+            return Err(refuse(
+                ErrorCode::PreconditionFailed,
+                format!("{bucket}/{to} is not empty"),
+            ));
+        }
+        let mut moves = Vec::new();
+        let mut too_many = false;
+        self.store.scan(
+            OBJECTS,
+            &ObjectKey::new(bucket, from).encode(),
+            |_, k, v| {
+                if k.bucket != bucket || !k.key.starts_with(from) {
+                    return Ok(Step::Stop);
+                }
+                if moves.len() == MAX_RENAME_OBJECTS {
+                    too_many = true;
+                    return Ok(Step::Stop);
+                }
+                moves.push((k.key, v));
+                Ok(Step::Continue)
+            },
+        )?;
+        if too_many {
+            return Err(refuse(
+                ErrorCode::TooLarge,
+                format!("a rename moves at most {MAX_RENAME_OBJECTS} objects"),
+            ));
+        }
+        if moves.is_empty() {
+            return Err(refuse(
+                ErrorCode::NoSuchKey,
+                format!("nothing under {bucket}/{from}"),
+            ));
+        }
+        Ok(moves)
+    }
+
     pub fn list(
         &self,
         bucket: &str,
@@ -1333,6 +1459,66 @@ mod tests {
         })
         .unwrap();
         (d, sm)
+    }
+
+    fn rename(sm: &StateMachine, from: &str, to: &str, replace: bool) -> Result<u64, ErrorCode> {
+        match sm.apply(&Command::Rename {
+            bucket: "bkt".into(),
+            from: from.into(),
+            to: to.into(),
+            replace,
+            at_ms: 5,
+        }) {
+            Ok(Outcome::Renamed { objects }) => Ok(objects),
+            Ok(other) => panic!("{other:?}"),
+            Err(MetaError::Refused(e)) => Err(e.code),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn renames_objects_and_prefixes_in_one_command() {
+        let (_d, sm) = with_bucket();
+        for k in ["d/1", "d/2", "d/sub/3", "dx", "e", "f"] {
+            put(&sm, "bkt", k, inline(k.as_bytes())).unwrap();
+        }
+        // An object: moved with its content; over an existing one only
+        // when asked, and the replaced one is retired.
+        assert_eq!(rename(&sm, "e", "g", false), Ok(1));
+        assert_eq!(sm.object("bkt", "g").unwrap().key, "g");
+        assert!(sm.object("bkt", "e").is_err());
+        assert_eq!(
+            rename(&sm, "g", "f", false),
+            Err(ErrorCode::PreconditionFailed)
+        );
+        assert_eq!(rename(&sm, "g", "f", true), Ok(1));
+        assert_eq!(
+            sm.object("bkt", "f").unwrap().data,
+            ObjectData::Inline(b"e".to_vec())
+        );
+        assert_eq!(sm.counter(counter::OBJECTS).unwrap(), 5);
+        assert_eq!(rename(&sm, "nope", "x", false), Err(ErrorCode::NoSuchKey));
+        // A prefix: everything under it, nothing beside it ("dx").
+        assert_eq!(rename(&sm, "d/", "n/", false), Ok(3));
+        let all = sm.list("bkt", "", None, None, 100).unwrap();
+        assert_eq!(keys(&all), ["dx", "f", "n/1", "n/2", "n/sub/3"]);
+        assert_eq!(
+            sm.object("bkt", "n/sub/3").unwrap().data,
+            ObjectData::Inline(b"d/sub/3".to_vec())
+        );
+        // Refused: into itself, onto a non-empty prefix, from nothing, mixed.
+        assert_eq!(
+            rename(&sm, "n/", "n/sub/x/", false),
+            Err(ErrorCode::BadRequest)
+        );
+        put(&sm, "bkt", "m/1", inline(b"x")).unwrap();
+        assert_eq!(
+            rename(&sm, "n/", "m/", false),
+            Err(ErrorCode::PreconditionFailed)
+        );
+        assert_eq!(rename(&sm, "zz/", "y/", false), Err(ErrorCode::NoSuchKey));
+        assert_eq!(rename(&sm, "n/", "y", false), Err(ErrorCode::BadRequest));
+        assert_eq!(sm.counter(counter::OBJECTS).unwrap(), 6);
     }
 
     #[test]
