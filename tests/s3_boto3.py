@@ -348,6 +348,21 @@ assert error_code(lambda: s3.get_bucket_tagging(Bucket="boto")) == "NotImplement
 assert error_code(lambda: s3.put_bucket_versioning(
     Bucket="boto", VersioningConfiguration={"Status": "Enabled"})) == "NotImplemented"
 
+# ListMultipartUploads pages by key and upload id, and groups by delimiter.
+ids = [s3.create_multipart_upload(Bucket="replicated", Key=k)["UploadId"] for k in ("mpu/a", "mpu/b", "mpu/b")]
+page = s3.list_multipart_uploads(Bucket="replicated", Prefix="mpu/", MaxUploads=2)
+assert page["IsTruncated"] and len(page["Uploads"]) == 2, page
+rest = s3.list_multipart_uploads(Bucket="replicated", Prefix="mpu/", KeyMarker=page["NextKeyMarker"],
+                                 UploadIdMarker=page["NextUploadIdMarker"])
+assert not rest["IsTruncated"] and len(rest["Uploads"]) == 1, rest
+assert sorted(u["UploadId"] for u in page["Uploads"] + rest["Uploads"]) == sorted(ids)
+assert [u["Key"] for u in page["Uploads"] + rest["Uploads"]] == ["mpu/a", "mpu/b", "mpu/b"]
+grouped = s3.list_multipart_uploads(Bucket="replicated", Delimiter="/")
+assert [p["Prefix"] for p in grouped["CommonPrefixes"]] == ["mpu/"] and not grouped.get("Uploads"), grouped
+for k, i in zip(("mpu/a", "mpu/b", "mpu/b"), ids):
+    s3.abort_multipart_upload(Bucket="replicated", Key=k, UploadId=i)
+assert not s3.list_multipart_uploads(Bucket="replicated").get("Uploads")
+
 print("boto3: all checks passed")
 
 

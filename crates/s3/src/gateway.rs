@@ -872,25 +872,82 @@ impl S3 for Gateway {
             .await?;
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let uploads = self
+        let max = input.max_uploads.unwrap_or(1000).clamp(1, 1000) as usize;
+        let url = wants_url(&input.encoding_type);
+        let mut all = self
             .client
             .list_uploads(&input.bucket)
             .await
-            .map_err(to_s3)?
+            .map_err(to_s3)?;
+        // S3's order: by key, then by when the upload started.
+        all.sort_by(|a, b| (&a.key, a.initiated_ms, &a.id).cmp(&(&b.key, b.initiated_ms, &b.id)));
+        // After key-marker: later keys, or (with upload-id-marker) the
+        // same key's uploads after that one.
+        // Where the page starts: after key-marker's uploads, or with
+        // upload-id-marker, after that one upload of key-marker.
+        let start = match (&input.key_marker, &input.upload_id_marker) {
+            (None, _) => 0,
+            (Some(k), Some(id)) => match all.iter().position(|u| u.key == *k && u.id == *id) {
+                Some(i) => i + 1,
+                None => all.partition_point(|u| u.key <= *k),
+            },
+            (Some(k), None) => all.partition_point(|u| u.key <= *k),
+        };
+        let delimiter = input.delimiter.as_deref().filter(|d| !d.is_empty());
+        let mut uploads = Vec::new();
+        let mut prefixes: Vec<String> = Vec::new();
+        let mut truncated = false;
+        let mut last: Option<(String, String)> = None;
+        for u in all[start..].iter().filter(|u| u.key.starts_with(&prefix)) {
+            let common = delimiter.and_then(|d| {
+                u.key[prefix.len()..]
+                    .find(d)
+                    .map(|pos| u.key[..prefix.len() + pos + d.len()].to_string())
+            });
+            // More uploads under the prefix just listed take no room.
+            if common.is_some() && prefixes.last() == common.as_ref() {
+                last = Some((u.key.clone(), u.id.clone()));
+                continue;
+            }
+            if uploads.len() + prefixes.len() == max {
+                truncated = true;
+                break;
+            }
+            match common {
+                Some(p) => prefixes.push(p),
+                None => uploads.push(dto::MultipartUpload {
+                    key: Some(encode_if(url, u.key.clone())),
+                    upload_id: Some(u.id.clone()),
+                    initiated: Some(timestamp(u.initiated_ms)),
+                    ..Default::default()
+                }),
+            }
+            last = Some((u.key.clone(), u.id.clone()));
+        }
+        let prefixes: Vec<dto::CommonPrefix> = prefixes
             .into_iter()
-            .filter(|u| u.key.starts_with(&prefix))
-            .map(|u| dto::MultipartUpload {
-                key: Some(u.key),
-                upload_id: Some(u.id),
-                initiated: Some(timestamp(u.initiated_ms)),
-                ..Default::default()
+            .map(|p| dto::CommonPrefix {
+                prefix: Some(encode_if(url, p)),
             })
             .collect();
+        let (next_key, next_id) = match last.filter(|_| truncated) {
+            Some((k, id)) => (Some(encode_if(url, k)), Some(id)),
+            None => (None, None),
+        };
+        let enc = |s: Option<String>| s.map(|s| encode_if(url, s));
         Ok(S3Response::new(dto::ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
-            prefix: input.prefix,
-            is_truncated: Some(false),
+            prefix: enc(input.prefix),
+            delimiter: enc(input.delimiter),
+            key_marker: enc(input.key_marker),
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
             uploads: Some(uploads),
+            common_prefixes: Some(prefixes),
+            encoding_type: input.encoding_type,
             ..Default::default()
         }))
     }
