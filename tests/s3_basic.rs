@@ -78,6 +78,17 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Starts the gateway on `c` and an aws-cli signing with a new key `name`.
+fn gateway(c: &mut Cluster, name: &str) -> Aws {
+    let endpoint = c.start_s3();
+    let (key, secret) = key(c, name);
+    Aws {
+        endpoint,
+        key,
+        secret,
+    }
+}
+
 fn key(c: &Cluster, name: &str) -> (String, String) {
     let k = c.json(&["key", "create", name, "--json"]);
     (
@@ -89,13 +100,8 @@ fn key(c: &Cluster, name: &str) -> (String, String) {
 #[test]
 fn aws_cli_buckets_objects_listing_and_refusals() {
     let mut c = Cluster::start(6);
-    let endpoint = c.start_s3();
-    let (id, secret) = key(&c, "alice");
-    let aws = Aws {
-        endpoint: endpoint.clone(),
-        key: id.clone(),
-        secret: secret.clone(),
-    };
+    let aws = gateway(&mut c, "alice");
+    let (endpoint, id, secret) = (aws.endpoint.clone(), aws.key.clone(), aws.secret.clone());
 
     aws.ok(&["s3", "mb", "s3://photos"]);
     // The creator owns the bucket.
@@ -302,13 +308,7 @@ fn md5_hex(b: &[u8]) -> String {
 #[test]
 fn aws_cli_multipart_uploads() {
     let mut c = Cluster::start(6);
-    let endpoint = c.start_s3();
-    let (key, secret) = key(&c, "mp");
-    let aws = Aws {
-        endpoint,
-        key,
-        secret,
-    };
+    let aws = gateway(&mut c, "mp");
     aws.ok(&["s3", "mb", "s3://big"]);
     let json = |args: &[&str]| -> serde_json::Value {
         serde_json::from_str(&aws.ok(args)).expect("aws JSON")
@@ -460,13 +460,7 @@ fn aws_cli_multipart_uploads() {
 #[test]
 fn abandoned_multipart_uploads_are_aborted_after_the_expiry() {
     let mut c = Cluster::start_with(6, &["--upload-expiry", "2s", "--gc-grace", "2s"]);
-    let endpoint = c.start_s3();
-    let (key, secret) = key(&c, "mp");
-    let aws = Aws {
-        endpoint,
-        key,
-        secret,
-    };
+    let aws = gateway(&mut c, "mp");
     aws.ok(&["s3", "mb", "s3://bkt"]);
     let up: serde_json::Value = serde_json::from_str(&aws.ok(&[
         "s3api",
@@ -528,13 +522,7 @@ fn abandoned_multipart_uploads_are_aborted_after_the_expiry() {
 #[test]
 fn aws_cli_copy_batch_delete_and_conditions() {
     let mut c = Cluster::start(6);
-    let endpoint = c.start_s3();
-    let (key, secret) = key(&c, "cp");
-    let aws = Aws {
-        endpoint,
-        key,
-        secret,
-    };
+    let aws = gateway(&mut c, "cp");
     aws.ok(&["s3", "mb", "s3://src"]);
     aws.ok(&["s3", "mb", "s3://dst"]);
     let file = c.path("six");
@@ -694,13 +682,7 @@ fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn aws_cli_sync_and_presign() {
     let mut c = Cluster::start(6);
-    let endpoint = c.start_s3();
-    let (key, secret) = key(&c, "sync");
-    let aws = Aws {
-        endpoint,
-        key,
-        secret,
-    };
+    let aws = gateway(&mut c, "sync");
     aws.ok(&["s3", "mb", "s3://mirror"]);
     let src = c.path("src");
     for (i, name) in ["a.txt", "sub/b.bin", "sub/deeper/c d.bin", "sub/é.txt"]

@@ -120,18 +120,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         v.into()
     };
     let prefix = format!("bench-{:08x}/", rand::random::<u32>());
-    let written = Arc::new(AtomicU64::new(0));
 
     let put = {
-        let (client, body, prefix, written) = (
-            client.clone(),
-            body.clone(),
-            prefix.clone(),
-            written.clone(),
-        );
+        let (client, body, prefix) = (client.clone(), body.clone(), prefix.clone());
         let bucket = args.bucket.clone();
         phase(&args, "PUT", move |worker, n| {
-            let (client, body, written) = (client.clone(), body.clone(), written.clone());
+            let (client, body) = (client.clone(), body.clone());
             let key = format!("{prefix}{worker:04}/{n:08}");
             let bucket = bucket.clone();
             async move {
@@ -142,8 +136,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     .body(ByteStream::from(body))
                     .send()
                     .await?;
-                written.fetch_add(1, Ordering::Relaxed);
-                Ok::<u64, anyhow::Error>(0)
+                Ok::<(), anyhow::Error>(())
             }
         })
         .await?
@@ -175,7 +168,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 if got != size {
                     bail!("GET returned {got} bytes, not {size}");
                 }
-                Ok(got)
+                Ok(())
             }
         })
         .await?
@@ -223,7 +216,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 async fn phase<F, Fut>(args: &BenchArgs, name: &'static str, op: F) -> Result<PhaseResult>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<u64>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
 {
     let op = Arc::new(op);
     let started = Instant::now();
@@ -247,7 +240,7 @@ where
             while Instant::now() < deadline {
                 let t = Instant::now();
                 match op(worker, n).await {
-                    Ok(_) => {
+                    Ok(()) => {
                         latencies.push(t.elapsed().as_micros() as u64);
                         done.fetch_add(1, Ordering::Relaxed);
                     }

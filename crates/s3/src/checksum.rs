@@ -133,7 +133,7 @@ impl BodyChecksums {
                 .lock()
                 .ok()
                 .and_then(|mut t| t.take())
-                .ok_or_else(|| bad("the body was checked twice"))?;
+                .ok_or_else(|| refusal(ErrorCode::Internal, "the body was checked twice"))?;
             this.finish()
         }))
     }
@@ -144,7 +144,7 @@ impl BodyChecksums {
             .lock()
             .ok()
             .and_then(|mut h| h.take())
-            .ok_or_else(|| bad("checksum state lost"))?;
+            .ok_or_else(|| refusal(ErrorCode::Internal, "checksum state lost"))?;
         let sums = hasher.finalize();
         let mut computed = BTreeMap::new();
         for (a, v) in [
@@ -168,18 +168,23 @@ impl BodyChecksums {
                     t.read(|h| h.get(&name).and_then(|v| v.to_str().ok()).map(String::from))
                 })
                 .flatten()
-                .ok_or_else(|| bad_request(format!("the body ended without its {name} trailer")))?;
+                .ok_or_else(|| {
+                    refusal(
+                        ErrorCode::BadRequest,
+                        format!("the body ended without its {name} trailer"),
+                    )
+                })?;
             expected.insert(a, sent);
         }
         for (a, sent) in expected {
             if computed.get(a).map(String::as_str) != Some(sent.trim()) {
-                return Err(SdkError::Remote(RemoteError {
-                    code: ErrorCode::BadDigest,
-                    message: format!(
+                return Err(refusal(
+                    ErrorCode::BadDigest,
+                    format!(
                         "the {} you specified did not match the calculated checksum",
                         a.to_ascii_uppercase()
                     ),
-                }));
+                ));
             }
         }
         if let Ok(mut r) = self.results.lock() {
@@ -200,18 +205,9 @@ fn check_value(algorithm: &str, v: &str) -> S3Result<()> {
     }
 }
 
-fn bad(msg: &str) -> SdkError {
-    SdkError::Remote(RemoteError {
-        code: ErrorCode::Internal,
-        message: msg.to_string(),
-    })
-}
-
-fn bad_request(message: String) -> SdkError {
-    SdkError::Remote(RemoteError {
-        code: ErrorCode::BadRequest,
-        message,
-    })
+/// A refusal in Tessera's error classes, which the gateway maps to S3's.
+fn refusal(code: ErrorCode, message: impl Into<String>) -> SdkError {
+    SdkError::Remote(RemoteError::new(code, message))
 }
 
 /// Stored checksums as the fields of a GET or HEAD response.

@@ -169,6 +169,43 @@ fn preconditions(
     Ok(())
 }
 
+/// Stored checksums into the `checksum_*` fields an S3 output shares.
+macro_rules! set_checksums {
+    ($out:ident, $sums:expr) => {{
+        let sums = $sums;
+        $out.checksum_crc32 = sums.crc32;
+        $out.checksum_crc32c = sums.crc32c;
+        $out.checksum_sha1 = sums.sha1;
+        $out.checksum_sha256 = sums.sha256;
+        $out.checksum_crc64nvme = sums.crc64nvme;
+    }};
+}
+
+/// What GET and HEAD both answer about an object, as their (distinct but
+/// same-named) output types.
+macro_rules! object_output {
+    ($ty:ty, $info:expr, $sums:expr, $parts_count:expr) => {{
+        let info: &ObjectInfo = $info;
+        let sums: ResponseChecksums = $sums;
+        let h = &info.headers;
+        let mut out = <$ty>::default();
+        out.content_type = info.content_type.clone();
+        out.content_encoding = h.content_encoding.clone();
+        out.content_disposition = h.content_disposition.clone();
+        out.content_language = h.content_language.clone();
+        out.cache_control = h.cache_control.clone();
+        out.expires = expires(h);
+        out.e_tag = Some(etag(info));
+        out.last_modified = Some(timestamp(info.mtime_ms));
+        out.metadata = Some(info.user_meta.clone().into_iter().collect());
+        out.accept_ranges = Some("bytes".into());
+        out.parts_count = $parts_count;
+        out.checksum_type = sums.kind.clone();
+        set_checksums!(out, sums);
+        out
+    }};
+}
+
 fn etag(info: &ObjectInfo) -> dto::ETag {
     dto::ETag::Strong(info.etag.clone())
 }
@@ -330,38 +367,31 @@ impl S3 for Gateway {
             .await
             .map_err(to_s3)?;
         let sums = ResponseChecksums::of(&info.headers.checksums, true, true);
-        Ok(S3Response::new(dto::PutObjectOutput {
+        let mut out = dto::PutObjectOutput {
             e_tag: Some(etag(&info)),
             size: Some(info.size as i64),
-            checksum_crc32: sums.crc32,
-            checksum_crc32c: sums.crc32c,
-            checksum_sha1: sums.sha1,
-            checksum_sha256: sums.sha256,
-            checksum_crc64nvme: sums.crc64nvme,
-            checksum_type: sums.kind,
+            checksum_type: sums.kind.clone(),
             ..Default::default()
-        }))
+        };
+        set_checksums!(out, sums);
+        Ok(S3Response::new(out))
     }
 
     async fn get_object(
         &self,
         req: S3Request<dto::GetObjectInput>,
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
-        self.allow(&req, &req.input.bucket, Permission::Read)
+        let i = &req.input;
+        let info = self
+            .object_for_read(
+                &req,
+                &i.bucket,
+                &i.key,
+                [i.if_match.as_ref(), i.if_none_match.as_ref()],
+                [i.if_modified_since.as_ref(), i.if_unmodified_since.as_ref()],
+            )
             .await?;
         let input = req.input;
-        let info = self
-            .client
-            .head(&input.bucket, &input.key)
-            .await
-            .map_err(to_s3)?;
-        preconditions(
-            &info,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
         let (range, parts_count) = match (&input.range, input.part_number) {
             (Some(_), Some(_)) => {
                 return Err(s3_error!(
@@ -404,60 +434,40 @@ impl S3 for Gateway {
                 tracing::warn!(key = %object.key, error = %e, "GET failed mid-stream");
             }
         });
-        Ok(S3Response::new(dto::GetObjectOutput {
-            body: Some(StreamingBlob::wrap(ReaderStream::new(rx))),
-            content_length: Some(len as i64),
-            content_range,
-            // response-* query parameters (presigned downloads) override
-            // what the object says.
-            content_type: input.response_content_type.or(info.content_type.clone()),
-            content_disposition: input
-                .response_content_disposition
-                .or(info.headers.content_disposition.clone()),
-            content_encoding: input
-                .response_content_encoding
-                .or(info.headers.content_encoding.clone()),
-            content_language: input
-                .response_content_language
-                .or(info.headers.content_language.clone()),
-            cache_control: input
-                .response_cache_control
-                .or(info.headers.cache_control.clone()),
-            expires: input.response_expires.or(expires(&info.headers)),
-            e_tag: Some(etag(&info)),
-            last_modified: Some(timestamp(info.mtime_ms)),
-            metadata: Some(info.user_meta.clone().into_iter().collect()),
-            accept_ranges: Some("bytes".into()),
-            parts_count,
-            checksum_crc32: sums.crc32,
-            checksum_crc32c: sums.crc32c,
-            checksum_sha1: sums.sha1,
-            checksum_sha256: sums.sha256,
-            checksum_crc64nvme: sums.crc64nvme,
-            checksum_type: sums.kind,
-            ..Default::default()
-        }))
+        let mut out = object_output!(dto::GetObjectOutput, &info, sums, parts_count);
+        out.body = Some(StreamingBlob::wrap(ReaderStream::new(rx)));
+        out.content_length = Some(len as i64);
+        out.content_range = content_range;
+        // response-* query parameters (presigned downloads) override what
+        // the object says.
+        out.content_type = input.response_content_type.or(out.content_type);
+        out.content_disposition = input
+            .response_content_disposition
+            .or(out.content_disposition);
+        out.content_encoding = input.response_content_encoding.or(out.content_encoding);
+        out.content_language = input.response_content_language.or(out.content_language);
+        out.cache_control = input.response_cache_control.or(out.cache_control);
+        out.expires = input.response_expires.or(out.expires);
+        Ok(S3Response::new(out))
     }
 
     async fn head_object(
         &self,
         req: S3Request<dto::HeadObjectInput>,
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
-        self.allow(&req, &req.input.bucket, Permission::Read)
-            .await?;
         let input = &req.input;
         let info = self
-            .client
-            .head(&input.bucket, &input.key)
-            .await
-            .map_err(to_s3)?;
-        preconditions(
-            &info,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
+            .object_for_read(
+                &req,
+                &input.bucket,
+                &input.key,
+                [input.if_match.as_ref(), input.if_none_match.as_ref()],
+                [
+                    input.if_modified_since.as_ref(),
+                    input.if_unmodified_since.as_ref(),
+                ],
+            )
+            .await?;
         let (range, parts_count) = match input.part_number {
             Some(n) => part_range(&info, n)?,
             None => (None, None),
@@ -467,28 +477,9 @@ impl S3 for Gateway {
             checksum_mode(&input.checksum_mode),
             range.is_none(),
         );
-        let h = &info.headers;
-        Ok(S3Response::new(dto::HeadObjectOutput {
-            content_length: Some(range.as_ref().map_or(info.size, |r| r.end - r.start) as i64),
-            content_type: info.content_type.clone(),
-            content_encoding: h.content_encoding.clone(),
-            content_disposition: h.content_disposition.clone(),
-            content_language: h.content_language.clone(),
-            cache_control: h.cache_control.clone(),
-            expires: expires(h),
-            e_tag: Some(etag(&info)),
-            last_modified: Some(timestamp(info.mtime_ms)),
-            metadata: Some(info.user_meta.clone().into_iter().collect()),
-            accept_ranges: Some("bytes".into()),
-            parts_count,
-            checksum_crc32: sums.crc32,
-            checksum_crc32c: sums.crc32c,
-            checksum_sha1: sums.sha1,
-            checksum_sha256: sums.sha256,
-            checksum_crc64nvme: sums.crc64nvme,
-            checksum_type: sums.kind,
-            ..Default::default()
-        }))
+        let mut out = object_output!(dto::HeadObjectOutput, &info, sums, parts_count);
+        out.content_length = Some(range.as_ref().map_or(info.size, |r| r.end - r.start) as i64);
+        Ok(S3Response::new(out))
     }
 
     async fn delete_object(
@@ -594,12 +585,8 @@ impl S3 for Gateway {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
-        // The bytes are the source's, so its checksums stay true either way.
-        let checksums = src.headers.checksums.clone();
-        if replace {
-            check_metadata(input.metadata.as_ref())?;
-        }
         let opts = if replace {
+            check_metadata(input.metadata.as_ref())?;
             let mut headers = object_headers(
                 input.content_encoding.clone(),
                 input.content_disposition.clone(),
@@ -607,7 +594,8 @@ impl S3 for Gateway {
                 input.cache_control.clone(),
                 input.expires.as_ref(),
             );
-            headers.checksums = checksums.clone();
+            // The bytes are the source's, so its checksums stay true.
+            headers.checksums = src.headers.checksums.clone();
             PutOptions {
                 content_type: input.content_type.clone(),
                 user_meta: input
@@ -626,12 +614,6 @@ impl S3 for Gateway {
                 headers: src.headers.clone(),
                 ..Default::default()
             }
-        };
-        let opts = PutOptions {
-            body_check: Some(tessera_sdk::BodyCheck(std::sync::Arc::new(move || {
-                Ok(checksums.clone())
-            }))),
-            ..opts
         };
         let (body, reader) = self.read_source(&src, 0..src.size);
         let info = self
@@ -706,15 +688,12 @@ impl S3 for Gateway {
             .map_err(to_s3)?;
         let computed = computed.lock().map(|c| c.clone()).unwrap_or_default();
         let sums = ResponseChecksums::of(&computed, true, true);
-        Ok(S3Response::new(dto::UploadPartOutput {
+        let mut out = dto::UploadPartOutput {
             e_tag: Some(dto::ETag::Strong(part.etag)),
-            checksum_crc32: sums.crc32,
-            checksum_crc32c: sums.crc32c,
-            checksum_sha1: sums.sha1,
-            checksum_sha256: sums.sha256,
-            checksum_crc64nvme: sums.crc64nvme,
             ..Default::default()
-        }))
+        };
+        set_checksums!(out, sums);
+        Ok(S3Response::new(out))
     }
 
     async fn upload_part_copy(
@@ -1167,6 +1146,29 @@ async fn source_read(reader: SourceRead) -> S3Result<()> {
 }
 
 impl Gateway {
+    /// The object a GET or HEAD reads, once the caller may read the bucket
+    /// and the HTTP preconditions ([If-Match, If-None-Match],
+    /// [If-Modified-Since, If-Unmodified-Since]) allow it.
+    async fn object_for_read<T>(
+        &self,
+        req: &S3Request<T>,
+        bucket: &str,
+        key: &str,
+        [if_match, if_none_match]: [Option<&dto::ETagCondition>; 2],
+        [if_modified_since, if_unmodified_since]: [Option<&Timestamp>; 2],
+    ) -> S3Result<ObjectInfo> {
+        self.allow(req, bucket, Permission::Read).await?;
+        let info = self.client.head(bucket, key).await.map_err(to_s3)?;
+        preconditions(
+            &info,
+            if_match,
+            if_none_match,
+            if_modified_since,
+            if_unmodified_since,
+        )?;
+        Ok(info)
+    }
+
     /// The source of a copy, which the request's key must be allowed to
     /// read, as the destination bucket it must be allowed to write.
     async fn copy_source<T>(
