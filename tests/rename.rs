@@ -124,7 +124,7 @@ async fn a_prefix_moves_at_once_and_copies_nothing() {
         .rename("tree", "new/", "other/", false)
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Some(ErrorCode::PreconditionFailed));
+    assert_eq!(e.code(), Some(ErrorCode::NotEmpty));
 
     // The CLI: one object, no overwrite unless asked.
     let out = c.tessera(&["mv", "tree/new/big2", "renamed"]);

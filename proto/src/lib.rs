@@ -19,9 +19,10 @@ pub use messages::{
 };
 pub use model::{
     AccessKey, BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus,
-    CorruptReport, ExpectedFragment, FragmentMove, FragmentRecord, FragmentState, Grant, ListEntry,
-    Listing, LoadBalance, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectHeaders,
-    ObjectInfo, PartInfo, Permission, RepairItem, RepairProgress, ScrubProgress, UploadInfo,
+    CorruptReport, DirEntry, DirInfo, DirListing, ExpectedFragment, Found, FragmentMove,
+    FragmentRecord, FragmentState, Grant, ListEntry, Listing, LoadBalance, NewObject, NodeAdmin,
+    NodeInfo, NodeState, ObjectData, ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem,
+    RepairProgress, ScrubProgress, UploadInfo,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,9 @@ use serde::{Deserialize, Serialize};
 use tessera_types::{ChunkId, Hash, NodeId, Policy};
 
 use crate::model::{
-    AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, ExpectedFragment, FragmentMove,
-    Grant, Listing, NewObject, ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem,
-    ScrubProgress, UploadInfo,
+    AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
+    ExpectedFragment, Found, FragmentMove, Grant, Listing, NewObject, ObjectHeaders, ObjectInfo,
+    PartInfo, Permission, RepairItem, ScrubProgress, UploadInfo,
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
@@ -247,14 +247,70 @@ pub enum MetaRequest {
         bucket: String,
     },
     /// Moves object `from` to `to`, or, when both end in `/`, every object
-    /// under prefix `from` to the same name under `to`: one command, no
-    /// data copied. `replace` lets an object rename overwrite `to`; a
-    /// prefix rename needs `to` empty.
+    /// and directory entry under prefix `from` to the same name under `to`:
+    /// one command, no data copied. `replace` lets an object rename
+    /// overwrite `to`, and a prefix rename replace an empty directory `to`;
+    /// a prefix rename needs nothing under `to`. `keep_dir` (a prefix
+    /// ending in `/`) gets a directory entry if it has none, so that the
+    /// directory the name left does not vanish from file-system views.
     Rename {
         bucket: String,
         from: String,
         to: String,
         replace: bool,
+        keep_dir: Option<String>,
+    },
+    /// What `key` is seen as a file system: a directory (`key/` has an
+    /// entry or objects under it), an object, or nothing.
+    Lookup {
+        bucket: String,
+        key: String,
+    },
+    /// The names directly in directory `prefix` (empty or ending in `/`):
+    /// objects, and directories from objects under them or from entries,
+    /// in key order after `after` (a `next` from the previous page). Each
+    /// page is one consistent view.
+    ListDir {
+        bucket: String,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    },
+    /// Records directory `path` (ending in `/`) with `info`. With `create`
+    /// it is refused with `PreconditionFailed` if the directory exists
+    /// (entry or objects under it).
+    PutDir {
+        bucket: String,
+        path: String,
+        info: DirInfo,
+        create: bool,
+    },
+    /// Removes directory `path`'s entry: refused with `NotEmpty` while
+    /// anything lies under it, `NoSuchKey` if it does not exist.
+    RemoveDir {
+        bucket: String,
+        path: String,
+        keep_dir: Option<String>,
+    },
+    /// Commits a new version of `key` that may keep chunks of the current
+    /// one: references in `object.data` without a record in
+    /// `object.chunks` must name chunks of the current version (each at
+    /// most once), or the commit is refused with `Conflict`. Chunks the new
+    /// version drops become garbage. This is how a file-system write
+    /// replaces only the chunks it touched, copy-on-write.
+    PatchObject {
+        bucket: String,
+        key: String,
+        object: NewObject,
+        write: Option<u64>,
+        if_absent: bool,
+    },
+    /// Deletes an object: `NoSuchKey` if absent. See `Rename` for
+    /// `keep_dir`.
+    Unlink {
+        bucket: String,
+        key: String,
+        keep_dir: Option<String>,
     },
 }
 
@@ -292,6 +348,8 @@ pub enum MetaResponse {
     Renamed {
         objects: u64,
     },
+    Found(Found),
+    DirListing(DirListing),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,
@@ -325,6 +383,8 @@ pub enum ErrorCode {
     PreconditionFailed,
     /// The body does not match the digest the writer announced.
     BadDigest,
+    /// A directory that still holds something.
+    NotEmpty,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -376,3 +376,43 @@ pub struct Listing {
     /// Pass as `start_after` to get the next page; `None` when complete.
     pub next: Option<String>,
 }
+
+/// A directory as the file-system view keeps it: made by `mkdir` (or kept
+/// when its last file goes), so it exists with nothing under it. S3 listings
+/// never show it. Attributes left `None` are the mount's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirInfo {
+    /// Permission bits (the file-type bits are implied).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime_ms: u64,
+}
+
+/// What a name in a bucket is, seen as a file system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Found {
+    Nothing,
+    Object(Box<ObjectInfo>),
+    /// A directory: its entry if it has one, `None` when only the objects
+    /// under it make it exist. A directory hides an object of the same name.
+    Dir(Option<DirInfo>),
+}
+
+/// One name in a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The name within the directory: no `/`.
+    pub name: String,
+    pub dir: bool,
+    pub size: u64,
+    pub mtime_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirListing {
+    /// In key order (a directory `d` sorts as `d/`).
+    pub entries: Vec<DirEntry>,
+    /// Pass as `after` for the next page; `None` when complete.
+    pub next: Option<String>,
+}

@@ -213,6 +213,20 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArg,
     },
+    /// Mount BUCKET (or BUCKET/PREFIX) as a file system through FUSE.
+    ///
+    /// Files are objects (a/b/c.txt is the object a/b/c.txt) and
+    /// directories are key prefixes; empty directories are kept by meta
+    /// and never show in S3 listings. Consistency is close-to-open, as NFS:
+    /// a file's writes are durable in the cluster and visible to other
+    /// mounts, S3 and the SDK once close or fsync returns; every open looks
+    /// at the cluster afresh. Renames of files and whole directories are
+    /// atomic and copy no data; a write rewrites only the chunks it
+    /// touches. Modes, owners and mtimes are kept as x-amz-meta-tessera-*
+    /// metadata. Hard links (EPERM) and extended attributes (ENOTSUP) are
+    /// not supported. SIGINT/SIGTERM save open files and unmount;
+    /// `fusermount3 -u` works too.
+    Mount(crate::mount::MountArgs),
     /// Rename BUCKET/KEY to KEY2 in the same bucket, or every object under
     /// BUCKET/PREFIX/ to PREFIX2/ (both ending in '/'): one atomic metadata
     /// step, no data copied.
@@ -454,6 +468,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dev(args) => {
             init_logging("info,quinn=warn");
             dev::run(args).await
+        }
+        Command::Mount(args) => {
+            init_logging(if args.foreground { "info" } else { "warn" });
+            crate::mount::run(args).await
         }
         Command::Bench(args) => {
             init_logging("warn");

@@ -653,16 +653,80 @@ impl Meta {
                 from,
                 to,
                 replace,
+                keep_dir,
             } => match self.sm.apply(&Command::Rename {
                 bucket,
                 from,
                 to,
                 replace,
+                keep_dir,
                 at_ms: now_ms(),
             })? {
                 Outcome::Renamed { objects } => MetaResponse::Renamed { objects },
                 other => deleted(other),
             },
+            R::Lookup { bucket, key } => MetaResponse::Found(self.sm.lookup(&bucket, &key)?),
+            R::ListDir {
+                bucket,
+                prefix,
+                after,
+                limit,
+            } => MetaResponse::DirListing(self.sm.list_dir(
+                &bucket,
+                &prefix,
+                after.as_deref(),
+                limit as usize,
+            )?),
+            R::PutDir {
+                bucket,
+                path,
+                info,
+                create,
+            } => deleted(self.sm.apply(&Command::PutDir {
+                bucket,
+                path,
+                info,
+                create,
+            })?),
+            R::RemoveDir {
+                bucket,
+                path,
+                keep_dir,
+            } => deleted(self.sm.apply(&Command::RemoveDir {
+                bucket,
+                path,
+                keep_dir,
+                at_ms: now_ms(),
+            })?),
+            R::PatchObject {
+                bucket,
+                key,
+                object,
+                write,
+                if_absent,
+            } => {
+                self.commit_reserved(
+                    write,
+                    &Command::PatchObject {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                        object,
+                        if_absent,
+                        at_ms: now_ms(),
+                    },
+                )?;
+                MetaResponse::Object(self.sm.object(&bucket, &key)?)
+            }
+            R::Unlink {
+                bucket,
+                key,
+                keep_dir,
+            } => deleted(self.sm.apply(&Command::Unlink {
+                bucket,
+                key,
+                keep_dir,
+                at_ms: now_ms(),
+            })?),
             R::ListParts { upload } => {
                 self.sm.upload(&upload)?;
                 MetaResponse::Parts(self.sm.parts(&upload)?)

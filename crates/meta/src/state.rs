@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, CorruptReport, ErrorCode,
+    AccessKey, BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, CorruptReport, DirInfo, ErrorCode,
     ExpectedFragment, FragmentMove, FragmentState, Grant, ListEntry, Listing, NewObject, NodeAdmin,
     ObjectData, ObjectInfo, PartInfo, Permission, RemoteError, RepairItem, UploadInfo,
 };
@@ -19,6 +19,8 @@ use tessera_types::{ChunkId, NodeId, Policy, validate_bucket_name, validate_key}
 use crate::MetaError;
 use crate::keys::{FragmentKey, NodeFragmentKey, ObjectKey};
 use crate::store::{Batch, KeyCodec, Step, Store, Table};
+
+mod fsview;
 
 /// A storage node as the cluster map records it; liveness is not here (it is
 /// soft state kept by the server from heartbeats).
@@ -61,7 +63,10 @@ pub mod tables {
     pub const UPLOADS: Table<String, UploadInfo> = Table::new("uploads");
     /// Their parts by (upload id, zero-padded part number).
     pub const PARTS: Table<ObjectKey, PartInfo> = Table::new("parts");
+    /// Directories of the file-system view by (bucket, path ending in `/`).
+    pub const DIRS: Table<ObjectKey, DirInfo> = Table::new("dirs");
     pub const ALL: &[&str] = &[
+        DIRS.name,
         UPLOADS.name,
         PARTS.name,
         KEYS.name,
@@ -197,6 +202,36 @@ pub enum Command {
         from: String,
         to: String,
         replace: bool,
+        keep_dir: Option<String>,
+        at_ms: u64,
+    },
+    /// See `MetaRequest::PutDir`.
+    PutDir {
+        bucket: String,
+        path: String,
+        info: DirInfo,
+        create: bool,
+    },
+    /// See `MetaRequest::RemoveDir`.
+    RemoveDir {
+        bucket: String,
+        path: String,
+        keep_dir: Option<String>,
+        at_ms: u64,
+    },
+    /// See `MetaRequest::PatchObject`.
+    PatchObject {
+        bucket: String,
+        key: String,
+        object: NewObject,
+        if_absent: bool,
+        at_ms: u64,
+    },
+    /// See `MetaRequest::Unlink`.
+    Unlink {
+        bucket: String,
+        key: String,
+        keep_dir: Option<String>,
         at_ms: u64,
     },
 }
@@ -322,6 +357,7 @@ impl StateMachine {
                 }
                 batch.delete(BUCKETS, name)?;
                 batch.add(counter::BUCKETS, -1)?;
+                self.drop_dirs(&mut batch, name)?;
                 for g in self.grants(Some(name), None)? {
                     batch.delete(GRANTS, &ObjectKey::new(&g.bucket, &g.key))?;
                 }
@@ -621,12 +657,19 @@ impl StateMachine {
                 from,
                 to,
                 replace,
+                keep_dir,
                 at_ms,
             } => {
                 self.bucket(bucket)?;
                 validate_key(to).map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()))?;
+                self.keep_dir(&mut batch, bucket, keep_dir.as_ref(), *at_ms)?;
                 if from.ends_with('/') || to.ends_with('/') {
-                    let moves = self.prefix_moves(bucket, from, to)?;
+                    let (moves, dirs) = self.prefix_moves(bucket, from, to, *replace)?;
+                    for (old, info) in dirs {
+                        let new_key = format!("{to}{}", &old[from.len()..]);
+                        batch.delete(DIRS, &ObjectKey::new(bucket, &old))?;
+                        batch.put(DIRS, &ObjectKey::new(bucket, &new_key), &info)?;
+                    }
                     for (old, mut info) in moves.iter().cloned() {
                         let new_key = format!("{to}{}", &old[from.len()..]);
                         validate_key(&new_key)
@@ -664,6 +707,56 @@ impl StateMachine {
                     batch.put(OBJECTS, &tkey, &info)?;
                     Outcome::Renamed { objects: 1 }
                 }
+            }
+            Command::PutDir {
+                bucket,
+                path,
+                info,
+                create,
+            } => {
+                self.put_dir(&mut batch, bucket, path, info, *create)?;
+                Outcome::Done
+            }
+            Command::RemoveDir {
+                bucket,
+                path,
+                keep_dir,
+                at_ms,
+            } => {
+                self.remove_dir(&mut batch, bucket, path)?;
+                if keep_dir.as_ref() != Some(path) {
+                    self.keep_dir(&mut batch, bucket, keep_dir.as_ref(), *at_ms)?;
+                }
+                Outcome::Deleted { existed: true }
+            }
+            Command::PatchObject {
+                bucket,
+                key,
+                object,
+                if_absent,
+                at_ms,
+            } => {
+                self.patch_object(&mut batch, bucket, key, object, *if_absent, *at_ms)?;
+                Outcome::Done
+            }
+            Command::Unlink {
+                bucket,
+                key,
+                keep_dir,
+                at_ms,
+            } => {
+                self.bucket(bucket)?;
+                let okey = ObjectKey::new(bucket, key);
+                let Some(old) = self.store.get(OBJECTS, &okey)? else {
+                    return Err(refuse(
+                        ErrorCode::NoSuchKey,
+                        format!("no such key: {bucket}/{key}"),
+                    ));
+                };
+                batch.retire(&old, *at_ms)?;
+                batch.delete(OBJECTS, &okey)?;
+                self.keep_dir(&mut batch, bucket, keep_dir.as_ref(), *at_ms)?;
+                Outcome::Deleted { existed: true }
             }
             Command::SetGrant {
                 bucket,
@@ -807,37 +900,45 @@ impl StateMachine {
                     if r.id != c.id || r.len != c.len || c.len == 0 {
                         return Err(bad(format!("chunk {} does not match its reference", c.id)));
                     }
-                    if !seen.insert(c.id) || self.store.get(CHUNKS, &c.id)?.is_some() {
+                    if !seen.insert(c.id) {
                         return Err(bad(format!("chunk id {} is already in use", c.id)));
                     }
-                    c.policy
-                        .validate()
-                        .map_err(|e| refuse(ErrorCode::InvalidPolicy, e.to_string()))?;
-                    if c.fragments.len() != c.policy.fragments() {
-                        return Err(bad(format!(
-                            "chunk {} has {} fragments, {} needs {}",
-                            c.id,
-                            c.fragments.len(),
-                            c.policy,
-                            c.policy.fragments()
-                        )));
-                    }
-                    let mut nodes = HashSet::new();
-                    for f in &c.fragments {
-                        if !nodes.insert(f.node) {
-                            return Err(bad(format!(
-                                "chunk {} places two fragments on node {}",
-                                c.id, f.node
-                            )));
-                        }
-                        if self.store.get(NODES, &f.node)?.is_none() {
-                            return Err(bad(format!(
-                                "chunk {} names unknown node {}",
-                                c.id, f.node
-                            )));
-                        }
-                    }
+                    self.check_chunk_record(c)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A new chunk's record: a fresh id, a valid policy, one fragment per
+    /// slot, each on a distinct known node.
+    fn check_chunk_record(&self, c: &ChunkRecord) -> Result<(), MetaError> {
+        let bad = |m: String| refuse(ErrorCode::BadRequest, m);
+        if self.store.get(CHUNKS, &c.id)?.is_some() {
+            return Err(bad(format!("chunk id {} is already in use", c.id)));
+        }
+        c.policy
+            .validate()
+            .map_err(|e| refuse(ErrorCode::InvalidPolicy, e.to_string()))?;
+        if c.fragments.len() != c.policy.fragments() {
+            return Err(bad(format!(
+                "chunk {} has {} fragments, {} needs {}",
+                c.id,
+                c.fragments.len(),
+                c.policy,
+                c.policy.fragments()
+            )));
+        }
+        let mut nodes = HashSet::new();
+        for f in &c.fragments {
+            if !nodes.insert(f.node) {
+                return Err(bad(format!(
+                    "chunk {} places two fragments on node {}",
+                    c.id, f.node
+                )));
+            }
+            if self.store.get(NODES, &f.node)?.is_none() {
+                return Err(bad(format!("chunk {} names unknown node {}", c.id, f.node)));
             }
         }
         Ok(())
@@ -1189,15 +1290,19 @@ impl StateMachine {
     /// Lists a bucket in key order as S3 does: keys under `prefix` after
     /// `start_after`, with keys that share a prefix up to the next
     /// `delimiter` rolled into one common prefix.
-    /// The objects a prefix rename from `from` to `to` moves, after its
-    /// checks: both are prefixes (end in `/`), `to` is not inside `from`,
-    /// nothing exists under `to`, something exists under `from`.
+    /// The objects and directory entries a prefix rename from `from` to
+    /// `to` moves, after its checks: both are prefixes (end in `/`), `to` is
+    /// not inside `from`, nothing exists under `to` (an entry for `to`
+    /// itself only with `replace`; the move overwrites it), something exists
+    /// under `from`.
+    #[allow(clippy::type_complexity)]
     fn prefix_moves(
         &self,
         bucket: &str,
         from: &str,
         to: &str,
-    ) -> Result<Vec<(String, ObjectInfo)>, MetaError> {
+        replace: bool,
+    ) -> Result<(Vec<(String, ObjectInfo)>, Vec<(String, DirInfo)>), MetaError> {
         if !(from.ends_with('/') && to.ends_with('/')) {
             return Err(refuse(
                 ErrorCode::BadRequest,
@@ -1210,16 +1315,17 @@ impl StateMachine {
                 format!("cannot move {from} into itself ({to})"),
             ));
         }
-        let mut occupied = false;
-        self.store
-            .scan(OBJECTS, &ObjectKey::new(bucket, to).encode(), |_, k, _| {
-                occupied = k.bucket == bucket && k.key.starts_with(to);
-                Ok(Step::Stop)
-            })?;
-        if occupied {
+        let target = self.occupancy(bucket, to)?;
+        if !target.empty() {
+            return Err(refuse(
+                ErrorCode::NotEmpty,
+                format!("{bucket}/{to} is not empty"),
+            ));
+        }
+        if target.entry && !replace {
             return Err(refuse(
                 ErrorCode::PreconditionFailed,
-                format!("{bucket}/{to} is not empty"),
+                format!("directory {bucket}/{to} exists"),
             ));
         }
         let mut moves = Vec::new();
@@ -1245,13 +1351,20 @@ impl StateMachine {
                 format!("a rename moves at most {MAX_RENAME_OBJECTS} objects"),
             ));
         }
-        if moves.is_empty() {
+        let dirs = self.dir_entries_under(bucket, from)?;
+        if moves.is_empty() && dirs.is_empty() {
             return Err(refuse(
                 ErrorCode::NoSuchKey,
                 format!("nothing under {bucket}/{from}"),
             ));
         }
-        Ok(moves)
+        if moves.len() + dirs.len() > MAX_RENAME_OBJECTS {
+            return Err(refuse(
+                ErrorCode::TooLarge,
+                format!("a rename moves at most {MAX_RENAME_OBJECTS} names"),
+            ));
+        }
+        Ok((moves, dirs))
     }
 
     pub fn list(
@@ -1405,7 +1518,7 @@ impl Counted<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_proto::FragmentRecord;
+    use tessera_proto::{DirListing, Found, FragmentRecord};
 
     fn sm() -> (tempfile::TempDir, StateMachine) {
         let dir = tempfile::tempdir().unwrap();
@@ -1467,6 +1580,7 @@ mod tests {
             from: from.into(),
             to: to.into(),
             replace,
+            keep_dir: None,
             at_ms: 5,
         }) {
             Ok(Outcome::Renamed { objects }) => Ok(objects),
@@ -1512,10 +1626,7 @@ mod tests {
             Err(ErrorCode::BadRequest)
         );
         put(&sm, "bkt", "m/1", inline(b"x")).unwrap();
-        assert_eq!(
-            rename(&sm, "n/", "m/", false),
-            Err(ErrorCode::PreconditionFailed)
-        );
+        assert_eq!(rename(&sm, "n/", "m/", false), Err(ErrorCode::NotEmpty));
         assert_eq!(rename(&sm, "zz/", "y/", false), Err(ErrorCode::NoSuchKey));
         assert_eq!(rename(&sm, "n/", "y", false), Err(ErrorCode::BadRequest));
         assert_eq!(sm.counter(counter::OBJECTS).unwrap(), 6);
@@ -1690,6 +1801,196 @@ mod tests {
             }]),
             chunks: vec![rec],
         }
+    }
+
+    fn code<T: std::fmt::Debug>(r: Result<T, MetaError>) -> ErrorCode {
+        match r {
+            Err(MetaError::Refused(e)) => e.code,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn names(l: &DirListing) -> Vec<String> {
+        l.entries
+            .iter()
+            .map(|e| format!("{}{}", e.name, if e.dir { "/" } else { "" }))
+            .collect()
+    }
+
+    #[test]
+    fn directories_of_the_file_system_view() {
+        let (_d, sm) = with_bucket();
+        let dir = |path: &str, create: bool| {
+            sm.apply(&Command::PutDir {
+                bucket: "bkt".into(),
+                path: path.into(),
+                info: DirInfo::default(),
+                create,
+            })
+        };
+        let rmdir = |path: &str, keep: Option<&str>| {
+            sm.apply(&Command::RemoveDir {
+                bucket: "bkt".into(),
+                path: path.into(),
+                keep_dir: keep.map(String::from),
+                at_ms: 3,
+            })
+        };
+        for k in ["a/1", "a/b/2", "c", "c!", "d"] {
+            put(&sm, "bkt", k, inline(b"x")).unwrap();
+        }
+        dir("e/", true).unwrap();
+        dir("a/f/g/", true).unwrap();
+        assert_eq!(code(dir("e/", true)), ErrorCode::PreconditionFailed);
+        assert_eq!(code(dir("a/", true)), ErrorCode::PreconditionFailed);
+        assert_eq!(code(dir("c/", true)), ErrorCode::PreconditionFailed);
+        assert_eq!(code(dir("x", true)), ErrorCode::BadRequest);
+        // Entries never show in S3 listings.
+        let all = sm.list("bkt", "", None, None, 100).unwrap();
+        assert_eq!(keys(&all), ["a/1", "a/b/2", "c", "c!", "d"]);
+        // Lookups tell directories (with or without an entry) from objects.
+        assert_eq!(sm.lookup("bkt", "a").unwrap(), Found::Dir(None));
+        assert!(matches!(
+            sm.lookup("bkt", "e").unwrap(),
+            Found::Dir(Some(_))
+        ));
+        assert!(matches!(sm.lookup("bkt", "a/f").unwrap(), Found::Dir(None)));
+        assert!(matches!(sm.lookup("bkt", "c").unwrap(), Found::Object(_)));
+        assert_eq!(sm.lookup("bkt", "zz").unwrap(), Found::Nothing);
+        // Listings merge both, in key order, one name per directory.
+        let l = sm.list_dir("bkt", "", None, 100).unwrap();
+        assert_eq!(names(&l), ["a/", "c", "c!", "d", "e/"]);
+        assert_eq!(l.next, None);
+        let l = sm.list_dir("bkt", "a/", None, 100).unwrap();
+        assert_eq!(names(&l), ["1", "b/", "f/"]);
+        // Pages of two, continued from `next`, see each name once.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let l = sm.list_dir("bkt", "", after.as_deref(), 2).unwrap();
+            seen.extend(names(&l));
+            match l.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a/", "c", "c!", "d", "e/"]);
+        // rmdir: only when empty; an implied directory has nothing to remove.
+        assert_eq!(code(rmdir("a/f/", None)), ErrorCode::NotEmpty);
+        assert_eq!(code(rmdir("a/b/", None)), ErrorCode::NotEmpty);
+        assert_eq!(code(rmdir("q/", None)), ErrorCode::NoSuchKey);
+        rmdir("a/f/g/", Some("a/f/")).unwrap();
+        assert!(matches!(
+            sm.lookup("bkt", "a/f").unwrap(),
+            Found::Dir(Some(_))
+        ));
+        rmdir("a/f/", None).unwrap();
+        // Unlinking the last file keeps its directory when asked.
+        let unlink = |key: &str, keep: Option<&str>| {
+            sm.apply(&Command::Unlink {
+                bucket: "bkt".into(),
+                key: key.into(),
+                keep_dir: keep.map(String::from),
+                at_ms: 4,
+            })
+        };
+        unlink("a/b/2", Some("a/b/")).unwrap();
+        assert!(matches!(
+            sm.lookup("bkt", "a/b").unwrap(),
+            Found::Dir(Some(_))
+        ));
+        assert_eq!(code(unlink("a/b/2", None)), ErrorCode::NoSuchKey);
+        // A directory rename moves entries too, and may replace an empty
+        // directory; a non-empty target is refused.
+        dir("e/x/", true).unwrap();
+        assert_eq!(rename(&sm, "a/", "e/", true), Err(ErrorCode::NotEmpty));
+        rmdir("e/x/", None).unwrap();
+        assert_eq!(
+            rename(&sm, "a/", "e/", false),
+            Err(ErrorCode::PreconditionFailed)
+        );
+        assert_eq!(rename(&sm, "a/", "e/", true), Ok(1));
+        assert_eq!(
+            names(&sm.list_dir("bkt", "e/", None, 10).unwrap()),
+            ["1", "b/"]
+        );
+        assert_eq!(sm.lookup("bkt", "a").unwrap(), Found::Nothing);
+        // An empty directory renames too.
+        assert_eq!(rename(&sm, "e/b/", "h/", false), Ok(0));
+        assert!(matches!(
+            sm.lookup("bkt", "h").unwrap(),
+            Found::Dir(Some(_))
+        ));
+        // Deleting the bucket drops its entries.
+        for k in ["c", "c!", "d", "e/1"] {
+            unlink(k, None).unwrap();
+        }
+        rmdir("h/", None).unwrap();
+        rmdir("e/", None).unwrap();
+        sm.apply(&Command::DeleteBucket { name: "bkt".into() })
+            .unwrap();
+    }
+
+    #[test]
+    fn patches_keep_untouched_chunks_and_retire_the_rest() {
+        let (_d, sm) = with_bucket();
+        let nodes = register_nodes(&sm, 7);
+        let patch = |object: NewObject, if_absent: bool| {
+            sm.apply(&Command::PatchObject {
+                bucket: "bkt".into(),
+                key: "f".into(),
+                object,
+                if_absent,
+                at_ms: 9,
+            })
+        };
+        // Two chunks, then a patch that keeps the first and replaces the
+        // second.
+        let mut first = one_chunk(1, &nodes);
+        let second = one_chunk(2, &nodes);
+        let ObjectData::Chunks(mut refs) = first.data.clone() else {
+            unreachable!()
+        };
+        refs.push(ChunkRef {
+            id: ChunkId([2; 16]),
+            len: 10,
+        });
+        first.chunks.extend(second.chunks.clone());
+        first.data = ObjectData::Chunks(refs.clone());
+        first.size = 20;
+        patch(first.clone(), true).unwrap();
+        assert_eq!(
+            code(patch(first.clone(), true)),
+            ErrorCode::PreconditionFailed
+        );
+        let third = one_chunk(3, &nodes);
+        let mut next = third.clone();
+        next.data = ObjectData::Chunks(vec![
+            refs[0],
+            ChunkRef {
+                id: ChunkId([3; 16]),
+                len: 10,
+            },
+        ]);
+        next.size = 20;
+        patch(next.clone(), false).unwrap();
+        assert_eq!(sm.counter(counter::GARBAGE).unwrap(), 1);
+        assert_eq!(sm.counter(counter::OBJECTS).unwrap(), 1);
+        assert_eq!(sm.object("bkt", "f").unwrap().data, next.data);
+        // A chunk of an older version (or of nobody) is refused: the object
+        // changed meanwhile.
+        let mut stale = inline(b"");
+        stale.data = ObjectData::Chunks(vec![refs[1]]);
+        stale.size = 10;
+        assert_eq!(code(patch(stale, false)), ErrorCode::Conflict);
+        // A chunk referenced twice is refused.
+        let mut twice = inline(b"");
+        twice.data = ObjectData::Chunks(vec![refs[0], refs[0]]);
+        twice.size = 20;
+        assert_eq!(code(patch(twice, false)), ErrorCode::BadRequest);
+        // Shrinking to inline data retires every chunk.
+        patch(inline(b"tiny"), false).unwrap();
+        assert_eq!(sm.counter(counter::GARBAGE).unwrap(), 3);
     }
 
     #[test]

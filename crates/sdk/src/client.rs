@@ -287,7 +287,6 @@ impl Client {
         }
     }
 
-    /// Deletes an object; `false` when there was none.
     /// Renames object `from` to `to` (replacing `to` only when `replace`),
     /// or, when both end in `/`, every object under prefix `from` to the
     /// same name under `to`, which must be empty. One meta command: atomic,
@@ -299,20 +298,10 @@ impl Client {
         to: &str,
         replace: bool,
     ) -> Result<u64, SdkError> {
-        match self
-            .meta(MetaRequest::Rename {
-                bucket: bucket.to_string(),
-                from: from.to_string(),
-                to: to.to_string(),
-                replace,
-            })
-            .await?
-        {
-            MetaResponse::Renamed { objects } => Ok(objects),
-            other => Err(self.unexpected(other)),
-        }
+        self.rename_keeping(bucket, from, to, replace, None).await
     }
 
+    /// Deletes an object; `false` when there was none.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SdkError> {
         match self
             .meta(MetaRequest::DeleteObject {

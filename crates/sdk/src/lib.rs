@@ -20,12 +20,14 @@
 mod admin;
 mod client;
 mod config;
+mod fsview;
 mod multipart;
 mod read;
 mod write;
 
 pub use client::{BodyCheck, Client, ClientOptions, ListOptions, PutOptions};
 pub use config::{ClusterConfig, check_host_port};
+pub use fsview::StagedWrite;
 pub use tessera_proto::{
     BucketInfo, ClusterMap, ClusterStatus, ErrorCode, ListEntry, Listing, NodeInfo, NodeState,
     ObjectHeaders, ObjectInfo, RemoteError,

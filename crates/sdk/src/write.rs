@@ -26,8 +26,8 @@ use crate::{BodyCheck, Client, PutOptions, SdkError};
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 /// A write reservation and the task renewing it.
-struct Reservation {
-    id: u64,
+pub(crate) struct Reservation {
+    pub(crate) id: u64,
     _renewer: AbortOnDrop<()>,
 }
 
@@ -219,7 +219,7 @@ impl Client {
     /// chunks are reserved before their fragments are written, so the
     /// garbage collector leaves them alone until the commit however slow
     /// the source.
-    fn reserve(&self, map: &ClusterMap) -> Reservation {
+    pub(crate) fn reserve(&self, map: &ClusterMap) -> Reservation {
         let id: u64 = rand::random();
         let renew_every =
             std::time::Duration::from_millis((map.gc_grace_ms / 4).clamp(100, 60_000));
@@ -246,7 +246,7 @@ impl Client {
     /// that fails is replaced by the next one in the chunk's placement order,
     /// so a write succeeds while enough nodes remain; it never stores fewer
     /// fragments than the policy asks for.
-    async fn write_chunk(
+    pub(crate) async fn write_chunk(
         &self,
         chunk: Vec<u8>,
         policy: Policy,
@@ -281,6 +281,7 @@ impl Client {
         let n = policy.fragments();
         let mut holders: Vec<Option<NodeId>> = vec![None; n];
         let mut failures = Vec::new();
+        let mut full = false;
         let mut writes = FuturesUnordered::new();
         for index in 0..n {
             let Some(node) = ranked.next() else { break };
@@ -291,6 +292,7 @@ impl Client {
                 Ok(()) => holders[index] = Some(node),
                 Err(e) => {
                     debug!(%id, index, %node, error = %e, "fragment write failed; trying the next node");
+                    full |= e.code() == Some(ErrorCode::NoSpace);
                     failures.push(format!("node {node}: {e}"));
                     if let Some(next) = ranked.next() {
                         writes.push(self.write_to(next, addr_of(next), id, index, enc.clone()));
@@ -300,7 +302,7 @@ impl Client {
         }
         let stored = holders.iter().flatten().count();
         if stored < n {
-            return Err(SdkError::Placement(format!(
+            let message = format!(
                 "{policy} needs {n} nodes, only {stored} accepted fragments of chunk {id} ({} nodes up){}",
                 placement.len(),
                 if failures.is_empty() {
@@ -308,7 +310,13 @@ impl Client {
                 } else {
                     format!(": {}", failures.join("; "))
                 }
-            )));
+            );
+            // Nodes out of room is the cluster being full, which callers
+            // report as such (S3 and errno alike), not a generic failure.
+            if full {
+                return Err(Client::remote(ErrorCode::NoSpace, message));
+            }
+            return Err(SdkError::Placement(message));
         }
         let fragments = holders
             .into_iter()

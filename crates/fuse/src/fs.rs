@@ -1,0 +1,1363 @@
+//! The FUSE operations. Each request is answered from a task on the tokio
+//! runtime, so slow cluster calls never hold the kernel's other requests up;
+//! per-file state is behind one async lock per open file.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tessera_proto::{DirInfo, Found, ObjectData, ObjectInfo, Permission};
+use tessera_sdk::{Client, SdkError};
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::{debug, warn};
+
+use crate::attrs::{
+    self, Defaults, GID, KEY_MAX, MODE, MTIME, NAME_MAX, S_IFLNK, S_IFMT, S_IFREG, UID, errno,
+};
+use crate::cache::ChunkCache;
+use crate::file::{FileStore, OpenFile, Piece, records_of};
+use crate::inodes::{Inodes, ROOT, child, parent_of};
+
+/// How long the kernel may trust attributes and names without asking.
+const TTL: Duration = Duration::from_secs(1);
+/// Names fetched per directory page: one consistent view each.
+const DIR_PAGE: u32 = 10_000;
+/// Chunks the mount keeps decoded for readers.
+const CACHE_CHUNKS: usize = 24;
+
+/// What a mount serves and how.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub bucket: String,
+    /// Empty, or a key prefix ending in `/`: the mount's root.
+    pub prefix: String,
+    pub read_only: bool,
+    /// Owner of files and directories that record none.
+    pub uid: u32,
+    pub gid: u32,
+    /// An S3 access key whose grant on the bucket limits what the mount
+    /// may do (re-read every 10 s); `None`: the cluster certificate's full
+    /// access.
+    pub access_key: Option<String>,
+}
+
+pub(crate) struct Inner {
+    cfg: MountConfig,
+    client: Client,
+    store: Arc<FileStore>,
+    inodes: Mutex<Inodes>,
+    handles: Mutex<HashMap<u64, Arc<OpenHandle>>>,
+    dirs: Mutex<HashMap<u64, Arc<AsyncMutex<DirStream>>>>,
+    next_fh: AtomicU64,
+    /// The access key's permission, when the mount has one.
+    pub(crate) grant: Mutex<Option<Permission>>,
+    statfs: Mutex<Option<(Instant, [u64; 3])>>,
+    /// The root's mtime when the prefix has no entry of its own.
+    started_ms: u64,
+}
+
+struct OpenHandle {
+    ino: u64,
+    file: Arc<AsyncMutex<OpenFile>>,
+    writable: bool,
+    /// Where the last read ended: reads that continue it fetch ahead.
+    read_end: AtomicU64,
+}
+
+struct DirStream {
+    ino: u64,
+    /// One page of names: entry `i` of the stream is `buf[i - start]`.
+    buf: Vec<(String, bool)>,
+    start: u64,
+    /// Where the next page starts, relative to the directory (so that it
+    /// stays right when the directory is renamed meanwhile).
+    next: Option<String>,
+    fetched: bool,
+}
+
+pub struct TesseraFs {
+    pub(crate) inner: Arc<Inner>,
+    rt: tokio::runtime::Handle,
+}
+
+type Res<T> = Result<T, Errno>;
+
+fn name_of(name: &OsStr) -> Res<&str> {
+    let name = name.to_str().ok_or(Errno::EINVAL)?;
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if name.is_empty() || name.contains('/') {
+        return Err(Errno::EINVAL);
+    }
+    Ok(name)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn time_of(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+/// A stable number for a name listed but never looked up (readdir must
+/// give one; programs that use it stat the name anyway). High bit set, so
+/// it never equals a number the table hands out.
+fn listed_ino(path: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish() | (1 << 63)
+}
+
+impl TesseraFs {
+    pub async fn new(client: Client, cfg: MountConfig) -> Result<Self, SdkError> {
+        let map = client.cluster_map().await?;
+        let store = Arc::new(FileStore {
+            cache: Arc::new(ChunkCache::new(client.clone(), CACHE_CHUNKS)),
+            client: client.clone(),
+            bucket: cfg.bucket.clone(),
+            chunk_size: client.chunk_size() as u64,
+            inline_limit: map.inline_limit as u64,
+        });
+        let inner = Arc::new(Inner {
+            cfg,
+            client,
+            store,
+            inodes: Mutex::new(Inodes::default()),
+            handles: Mutex::default(),
+            dirs: Mutex::default(),
+            next_fh: AtomicU64::new(1),
+            grant: Mutex::new(None),
+            statfs: Mutex::new(None),
+            started_ms: now_ms(),
+        });
+        inner.refresh_grant().await?;
+        Ok(TesseraFs {
+            inner,
+            rt: tokio::runtime::Handle::current(),
+        })
+    }
+}
+
+impl Inner {
+    fn lock_inodes(&self) -> std::sync::MutexGuard<'_, Inodes> {
+        self.inodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+        }
+    }
+
+    fn key(&self, path: &str) -> String {
+        format!("{}{path}", self.cfg.prefix)
+    }
+
+    /// The prefix of directory `path` (`a/b/` for `a/b`; the mount's prefix
+    /// for its root).
+    fn dir_key(&self, path: &str) -> String {
+        if path.is_empty() {
+            self.cfg.prefix.clone()
+        } else {
+            format!("{}{path}/", self.cfg.prefix)
+        }
+    }
+
+    /// The directory a removal or rename must keep, if any.
+    fn keep(&self, parent: &str) -> Option<String> {
+        Some(self.dir_key(parent)).filter(|k| !k.is_empty())
+    }
+
+    fn path(&self, ino: u64) -> Res<(String, bool)> {
+        self.lock_inodes()
+            .get(ino)
+            .map(|n| (n.path.clone(), n.dir))
+            .ok_or(Errno::ENOENT)
+    }
+
+    fn child_path(&self, parent: u64, name: &OsStr) -> Res<String> {
+        let name = name_of(name)?;
+        let (p, dir) = self.path(parent)?;
+        if !dir {
+            return Err(Errno::ENOTDIR);
+        }
+        let path = child(&p, name);
+        if self.key(&path).len() + 1 > KEY_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        Ok(path)
+    }
+
+    async fn refresh_grant(&self) -> Result<(), SdkError> {
+        let Some(key) = &self.cfg.access_key else {
+            return Ok(());
+        };
+        let grants = self
+            .client
+            .grants(Some(&self.cfg.bucket), Some(key))
+            .await?;
+        let best = grants.iter().map(|g| g.permission).max();
+        *self.grant.lock().unwrap_or_else(|p| p.into_inner()) = best;
+        Ok(())
+    }
+
+    fn may(&self, need: Permission) -> Res<()> {
+        if need >= Permission::Write && self.cfg.read_only {
+            return Err(Errno::EROFS);
+        }
+        if self.cfg.access_key.is_none() {
+            return Ok(());
+        }
+        let have = *self.grant.lock().unwrap_or_else(|p| p.into_inner());
+        match have {
+            Some(p) if p >= need => Ok(()),
+            _ => Err(Errno::EACCES),
+        }
+    }
+
+    async fn attr_of_object(&self, ino: u64, o: &ObjectInfo) -> FileAttr {
+        let file = self.lock_inodes().get(ino).and_then(|n| n.file.clone());
+        match file {
+            Some(f) => {
+                let f = f.lock().await;
+                attrs::file_attr(ino, f.size(), f.info.mtime_ms, &f.meta, self.defaults())
+            }
+            None => attrs::object_attr(ino, o, self.defaults()),
+        }
+    }
+
+    async fn found_attr(&self, path: &str, found: Found) -> Res<FileAttr> {
+        match found {
+            Found::Nothing => Err(Errno::ENOENT),
+            Found::Dir(info) => {
+                let ino = self.lock_inodes().remember(path, true);
+                Ok(attrs::dir_attr(ino, info.as_ref(), self.defaults()))
+            }
+            Found::Object(o) => {
+                let ino = self.lock_inodes().remember(path, false);
+                Ok(self.attr_of_object(ino, &o).await)
+            }
+        }
+    }
+
+    async fn lookup(&self, parent: u64, name: &OsStr) -> Res<FileAttr> {
+        self.may(Permission::Read)?;
+        let path = self.child_path(parent, name)?;
+        let found = self
+            .client
+            .lookup(&self.cfg.bucket, &self.key(&path))
+            .await
+            .map_err(|e| errno(&e))?;
+        self.found_attr(&path, found).await
+    }
+
+    async fn getattr(&self, ino: u64) -> Res<FileAttr> {
+        self.may(Permission::Read)?;
+        let (path, _) = self.path(ino)?;
+        if ino == ROOT {
+            let info = DirInfo {
+                mtime_ms: self.started_ms,
+                ..DirInfo::default()
+            };
+            return Ok(attrs::dir_attr(ROOT, Some(&info), self.defaults()));
+        }
+        let file = self.lock_inodes().get(ino).and_then(|n| n.file.clone());
+        if let Some(f) = file {
+            let f = f.lock().await;
+            return Ok(attrs::file_attr(
+                ino,
+                f.size(),
+                f.info.mtime_ms,
+                &f.meta,
+                self.defaults(),
+            ));
+        }
+        let found = self
+            .client
+            .lookup(&self.cfg.bucket, &self.key(&path))
+            .await
+            .map_err(|e| errno(&e))?;
+        match found {
+            Found::Nothing => Err(Errno::ENOENT),
+            Found::Dir(info) => Ok(attrs::dir_attr(ino, info.as_ref(), self.defaults())),
+            Found::Object(o) => Ok(attrs::object_attr(ino, &o, self.defaults())),
+        }
+    }
+
+    /// The open state of file `ino`, shared with its other handles, or a
+    /// fresh one from the cluster (close-to-open: every first open looks).
+    async fn open_file(&self, ino: u64) -> Res<(Arc<AsyncMutex<OpenFile>>, bool)> {
+        let (path, dir) = self.path(ino)?;
+        if dir {
+            return Err(Errno::EISDIR);
+        }
+        {
+            let mut t = self.lock_inodes();
+            if let Some(n) = t.get_mut(ino)
+                && let Some(f) = &n.file
+            {
+                n.opens += 1;
+                return Ok((f.clone(), true));
+            }
+        }
+        let found = self
+            .client
+            .lookup(&self.cfg.bucket, &self.key(&path))
+            .await
+            .map_err(|e| errno(&e))?;
+        let info = match found {
+            Found::Object(o) => *o,
+            Found::Dir(_) => return Err(Errno::EISDIR),
+            Found::Nothing => return Err(Errno::ENOENT),
+        };
+        let records = records_of(&self.client, &info)
+            .await
+            .map_err(|e| errno(&e))?;
+        let version = (info.etag.clone(), info.mtime_ms);
+        let file = Arc::new(AsyncMutex::new(OpenFile::new(
+            self.store.clone(),
+            info,
+            records,
+        )));
+        let mut t = self.lock_inodes();
+        let n = t.get_mut(ino).ok_or(Errno::ENOENT)?;
+        if let Some(f) = &n.file {
+            // Another open won the race: share its state.
+            n.opens += 1;
+            return Ok((f.clone(), true));
+        }
+        let unchanged = n.version.as_ref() == Some(&version);
+        n.version = Some(version);
+        n.file = Some(file.clone());
+        n.opens += 1;
+        Ok((file, unchanged))
+    }
+
+    fn add_handle(&self, ino: u64, file: Arc<AsyncMutex<OpenFile>>, writable: bool) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let h = Arc::new(OpenHandle {
+            ino,
+            file,
+            writable,
+            read_end: AtomicU64::new(u64::MAX),
+        });
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, h);
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> Res<Arc<OpenHandle>> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno::EBADF)
+    }
+
+    async fn open(&self, ino: u64, flags: OpenFlags) -> Res<(u64, FopenFlags)> {
+        let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        self.may(if writable {
+            Permission::Write
+        } else {
+            Permission::Read
+        })?;
+        let (file, unchanged) = self.open_file(ino).await?;
+        let fh = self.add_handle(ino, file, writable);
+        let flags = if unchanged {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        Ok((fh, flags))
+    }
+
+    async fn create(
+        &self,
+        req_uid: u32,
+        req_gid: u32,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+    ) -> Res<(FileAttr, u64)> {
+        self.may(Permission::Write)?;
+        let path = self.child_path(parent, name)?;
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert(MODE.to_string(), format!("{:o}", S_IFREG | (mode & 0o7777)));
+        self.owner_meta(&mut meta, req_uid, req_gid);
+        let object = tessera_proto::NewObject {
+            size: 0,
+            etag: attrs_empty_etag(),
+            content_type: None,
+            user_meta: meta,
+            headers: Default::default(),
+            data: ObjectData::Inline(Vec::new()),
+            chunks: Vec::new(),
+        };
+        let info = self
+            .client
+            .patch_object(&self.cfg.bucket, &self.key(&path), object, None, true)
+            .await
+            .map_err(|e| errno(&e))?;
+        let file = Arc::new(AsyncMutex::new(OpenFile::new(
+            self.store.clone(),
+            info.clone(),
+            Vec::new(),
+        )));
+        let ino = {
+            let mut t = self.lock_inodes();
+            let ino = t.remember(&path, false);
+            if let Some(n) = t.get_mut(ino) {
+                n.file = Some(file.clone());
+                n.opens += 1;
+                n.unlinked = false;
+                n.version = Some((info.etag.clone(), info.mtime_ms));
+            }
+            ino
+        };
+        let fh = self.add_handle(ino, file, true);
+        Ok((attrs::object_attr(ino, &info, self.defaults()), fh))
+    }
+
+    /// Records an owner only when it differs from the mount's default.
+    fn owner_meta(
+        &self,
+        meta: &mut std::collections::BTreeMap<String, String>,
+        uid: u32,
+        gid: u32,
+    ) {
+        if uid != self.cfg.uid {
+            meta.insert(UID.to_string(), uid.to_string());
+        }
+        if gid != self.cfg.gid {
+            meta.insert(GID.to_string(), gid.to_string());
+        }
+    }
+
+    async fn read(&self, fh: u64, off: u64, size: u32) -> Res<Vec<u8>> {
+        self.may(Permission::Read)?;
+        let h = self.handle(fh)?;
+        let (pieces, ahead) = h.file.lock().await.read_plan(off, size as u64);
+        let sequential = h.read_end.swap(off + size as u64, Ordering::Relaxed) == off;
+        if sequential {
+            for r in ahead {
+                self.store.cache.prefetch(r);
+            }
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        for p in pieces {
+            match p {
+                Piece::Bytes(b) => out.extend_from_slice(&b),
+                Piece::Chunk(r, from, to) => {
+                    let bytes = self.store.cache.get(&r).await.map_err(|e| {
+                        warn!(chunk = %r.id, error = %e, "read failed");
+                        Errno::EIO
+                    })?;
+                    out.extend_from_slice(&bytes[from..to]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write(&self, fh: u64, off: u64, data: &[u8]) -> Res<u32> {
+        self.may(Permission::Write)?;
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Err(Errno::EBADF);
+        }
+        h.file
+            .lock()
+            .await
+            .write(off, data)
+            .await
+            .map_err(|e| errno(&e))?;
+        Ok(data.len() as u32)
+    }
+
+    /// Commits an open file under its current name, unless it was removed.
+    async fn commit(&self, ino: u64, file: &Arc<AsyncMutex<OpenFile>>) -> Res<()> {
+        let mut f = file.lock().await;
+        if !f.is_dirty() {
+            return Ok(());
+        }
+        let (path, unlinked) = {
+            let t = self.lock_inodes();
+            let n = t.get(ino).ok_or(Errno::ENOENT)?;
+            (n.path.clone(), n.unlinked)
+        };
+        if unlinked {
+            return Ok(());
+        }
+        let info = f.commit(&self.key(&path)).await.map_err(|e| {
+            warn!(path, error = %e, "commit failed");
+            errno(&e)
+        })?;
+        if let Some(info) = info
+            && let Some(n) = self.lock_inodes().get_mut(ino)
+        {
+            n.version = Some((info.etag, info.mtime_ms));
+        }
+        Ok(())
+    }
+
+    async fn flush(&self, fh: u64) -> Res<()> {
+        let h = self.handle(fh)?;
+        self.commit(h.ino, &h.file).await
+    }
+
+    async fn release(&self, fh: u64) -> Res<()> {
+        let h = self.handle(fh)?;
+        let result = self.commit(h.ino, &h.file).await;
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh);
+        let mut t = self.lock_inodes();
+        if let Some(n) = t.get_mut(h.ino) {
+            n.opens = n.opens.saturating_sub(1);
+            if n.opens == 0 {
+                n.file = None;
+            }
+        }
+        t.release_if_unused(h.ino);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        mtime: Option<TimeOrNow>,
+    ) -> Res<FileAttr> {
+        self.may(Permission::Write)?;
+        let (path, dir) = self.path(ino)?;
+        if dir {
+            if size.is_some() {
+                return Err(Errno::EISDIR);
+            }
+            let key = self.dir_key(&path);
+            if key.is_empty() {
+                return Err(Errno::EPERM);
+            }
+            let current = match self
+                .client
+                .lookup(&self.cfg.bucket, key.trim_end_matches('/'))
+                .await
+                .map_err(|e| errno(&e))?
+            {
+                Found::Dir(info) => info.unwrap_or_default(),
+                _ => return Err(Errno::ENOENT),
+            };
+            let info = DirInfo {
+                mode: mode.map(|m| m & 0o7777).or(current.mode),
+                uid: uid.or(current.uid),
+                gid: gid.or(current.gid),
+                mtime_ms: match mtime {
+                    Some(t) => time_of(t)
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                    None => current.mtime_ms,
+                },
+            };
+            self.client
+                .put_dir(&self.cfg.bucket, &key, info, false)
+                .await
+                .map_err(|e| errno(&e))?;
+            return Ok(attrs::dir_attr(ino, Some(&info), self.defaults()));
+        }
+        let (file, _) = self.open_file(ino).await?;
+        let result = async {
+            {
+                let mut f = file.lock().await;
+                if let Some(size) = size {
+                    f.truncate(size).await.map_err(|e| errno(&e))?;
+                }
+                if let Some(mode) = mode {
+                    let kind = attrs::object_mode(&f.meta) & S_IFMT;
+                    f.set_meta(MODE, Some(format!("{:o}", kind | (mode & 0o7777))));
+                }
+                if let Some(uid) = uid {
+                    f.set_meta(UID, Some(uid.to_string()));
+                }
+                if let Some(gid) = gid {
+                    f.set_meta(GID, Some(gid.to_string()));
+                }
+                if let Some(t) = mtime {
+                    f.set_meta(MTIME, Some(attrs::time_text(time_of(t))));
+                }
+            }
+            self.commit(ino, &file).await?;
+            let f = file.lock().await;
+            Ok(attrs::file_attr(
+                ino,
+                f.size(),
+                f.info.mtime_ms,
+                &f.meta,
+                self.defaults(),
+            ))
+        }
+        .await;
+        self.close_unopened(ino);
+        result
+    }
+
+    /// Undoes `open_file`'s count for a change made without a handle.
+    fn close_unopened(&self, ino: u64) {
+        let mut t = self.lock_inodes();
+        if let Some(n) = t.get_mut(ino) {
+            n.opens = n.opens.saturating_sub(1);
+            if n.opens == 0 {
+                n.file = None;
+            }
+        }
+    }
+
+    async fn mkdir(
+        &self,
+        uid: u32,
+        gid: u32,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+    ) -> Res<FileAttr> {
+        self.may(Permission::Write)?;
+        let path = self.child_path(parent, name)?;
+        let info = DirInfo {
+            mode: Some(mode & 0o7777),
+            uid: (uid != self.cfg.uid).then_some(uid),
+            gid: (gid != self.cfg.gid).then_some(gid),
+            mtime_ms: now_ms(),
+        };
+        self.client
+            .put_dir(&self.cfg.bucket, &self.dir_key(&path), info, true)
+            .await
+            .map_err(|e| errno(&e))?;
+        let ino = self.lock_inodes().remember(&path, true);
+        Ok(attrs::dir_attr(ino, Some(&info), self.defaults()))
+    }
+
+    async fn unlink(&self, parent: u64, name: &OsStr) -> Res<()> {
+        self.may(Permission::Write)?;
+        let path = self.child_path(parent, name)?;
+        let keep = self.keep(parent_of(&path));
+        self.client
+            .unlink(&self.cfg.bucket, &self.key(&path), keep.as_deref())
+            .await
+            .map_err(|e| errno(&e))?;
+        self.lock_inodes().removed(&path);
+        Ok(())
+    }
+
+    async fn rmdir(&self, parent: u64, name: &OsStr) -> Res<()> {
+        self.may(Permission::Write)?;
+        let path = self.child_path(parent, name)?;
+        let keep = self.keep(parent_of(&path));
+        match self
+            .client
+            .remove_dir(&self.cfg.bucket, &self.dir_key(&path), keep.as_deref())
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(tessera_proto::ErrorCode::NoSuchKey) => {
+                // No entry: a file by that name is "not a directory".
+                return match self.client.lookup(&self.cfg.bucket, &self.key(&path)).await {
+                    Ok(Found::Object(_)) => Err(Errno::ENOTDIR),
+                    _ => Err(Errno::ENOENT),
+                };
+            }
+            Err(e) => return Err(errno(&e)),
+        }
+        self.lock_inodes().removed(&path);
+        Ok(())
+    }
+
+    async fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> Res<()> {
+        self.may(Permission::Write)?;
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            return Err(Errno::EINVAL);
+        }
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(newparent, newname)?;
+        if from == to {
+            return Ok(());
+        }
+        let bucket = &self.cfg.bucket;
+        let src = self
+            .client
+            .lookup(bucket, &self.key(&from))
+            .await
+            .map_err(|e| errno(&e))?;
+        let dst = self
+            .client
+            .lookup(bucket, &self.key(&to))
+            .await
+            .map_err(|e| errno(&e))?;
+        let src_dir = match src {
+            Found::Nothing => return Err(Errno::ENOENT),
+            Found::Dir(_) => true,
+            Found::Object(_) => false,
+        };
+        match (&dst, src_dir) {
+            (Found::Nothing, _) => {}
+            _ if flags.contains(RenameFlags::RENAME_NOREPLACE) => return Err(Errno::EEXIST),
+            (Found::Object(_), true) => return Err(Errno::ENOTDIR),
+            (Found::Dir(_), false) => return Err(Errno::EISDIR),
+            _ => {}
+        }
+        let keep = self.keep(parent_of(&from));
+        let (from_key, to_key) = if src_dir {
+            if to.starts_with(&format!("{from}/")) {
+                return Err(Errno::EINVAL);
+            }
+            (self.dir_key(&from), self.dir_key(&to))
+        } else {
+            (self.key(&from), self.key(&to))
+        };
+        self.client
+            .rename_keeping(bucket, &from_key, &to_key, true, keep.as_deref())
+            .await
+            .map_err(|e| errno(&e))?;
+        self.lock_inodes().renamed(&from, &to);
+        Ok(())
+    }
+
+    async fn symlink(
+        &self,
+        uid: u32,
+        gid: u32,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+    ) -> Res<FileAttr> {
+        self.may(Permission::Write)?;
+        let path = self.child_path(parent, name)?;
+        let target = target.to_str().ok_or(Errno::EINVAL)?.as_bytes().to_vec();
+        if target.len() as u64 > self.store.inline_limit {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert(MODE.to_string(), format!("{:o}", S_IFLNK | 0o777));
+        self.owner_meta(&mut meta, uid, gid);
+        let object = tessera_proto::NewObject {
+            size: target.len() as u64,
+            etag: hex::encode(<md5::Md5 as md5::Digest>::digest(&target)),
+            content_type: None,
+            user_meta: meta,
+            headers: Default::default(),
+            data: ObjectData::Inline(target),
+            chunks: Vec::new(),
+        };
+        let info = self
+            .client
+            .patch_object(&self.cfg.bucket, &self.key(&path), object, None, true)
+            .await
+            .map_err(|e| errno(&e))?;
+        let ino = self.lock_inodes().remember(&path, false);
+        Ok(attrs::object_attr(ino, &info, self.defaults()))
+    }
+
+    async fn readlink(&self, ino: u64) -> Res<Vec<u8>> {
+        self.may(Permission::Read)?;
+        let (path, _) = self.path(ino)?;
+        let info = match self
+            .client
+            .lookup(&self.cfg.bucket, &self.key(&path))
+            .await
+            .map_err(|e| errno(&e))?
+        {
+            Found::Object(o) => o,
+            _ => return Err(Errno::ENOENT),
+        };
+        if !attrs::is_symlink(&info.user_meta) {
+            return Err(Errno::EINVAL);
+        }
+        match info.data {
+            ObjectData::Inline(b) => Ok(b),
+            ObjectData::Chunks(_) => {
+                let mut out = Vec::new();
+                self.client
+                    .read_object(&info, None, &mut out)
+                    .await
+                    .map_err(|e| errno(&e))?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Total and free 4 KiB blocks, and the bucket's data fraction, from
+    /// the cluster map (cached for 5 s).
+    async fn statfs(&self) -> Res<[u64; 3]> {
+        if let Some((at, v)) = *self.statfs.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < Duration::from_secs(5)
+        {
+            return Ok(v);
+        }
+        let map = self
+            .client
+            .cluster_map_fresh()
+            .await
+            .map_err(|e| errno(&e))?;
+        let policy = self
+            .client
+            .bucket(&self.cfg.bucket)
+            .await
+            .map_err(|e| errno(&e))?
+            .policy;
+        let (mut cap, mut used) = (0u64, 0u64);
+        for n in map.nodes.iter().filter(|n| n.writable()) {
+            cap += n.capacity;
+            used += n.used.min(n.capacity);
+        }
+        // What the bucket's policy turns raw bytes into.
+        let (data, all) = (policy.required() as u64, policy.fragments() as u64);
+        let blocks = cap / all * data / 4096;
+        let free = (cap - used) / all * data / 4096;
+        let v = [blocks, free, free];
+        *self.statfs.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), v));
+        Ok(v)
+    }
+
+    async fn readdir(&self, fh: u64, offset: u64, mut reply: ReplyDirectory) {
+        let stream = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned();
+        let Some(stream) = stream else {
+            return reply.error(Errno::EBADF);
+        };
+        let mut s = stream.lock().await;
+        if offset < 2 + s.start && s.start > 0 {
+            // A rewind past the page held: list again from the start.
+            s.buf.clear();
+            s.start = 0;
+            s.next = None;
+            s.fetched = false;
+        }
+        let mut idx = offset;
+        loop {
+            let (name, dir, ino) = match idx {
+                0 => (".".to_string(), true, s.ino),
+                1 => ("..".to_string(), true, ROOT),
+                _ => {
+                    let j = idx - 2;
+                    while j >= s.start + s.buf.len() as u64 && (!s.fetched || s.next.is_some()) {
+                        if let Err(e) = self.next_page(&mut s).await {
+                            return reply.error(e);
+                        }
+                    }
+                    let Some((name, dir)) = s.buf.get((j - s.start) as usize).cloned() else {
+                        break;
+                    };
+                    let (dirpath, _) = match self.path(s.ino) {
+                        Ok(p) => p,
+                        Err(e) => return reply.error(e),
+                    };
+                    let path = child(&dirpath, &name);
+                    let ino = self
+                        .lock_inodes()
+                        .by_path(&path)
+                        .unwrap_or_else(|| listed_ino(&path));
+                    (name, dir, ino)
+                }
+            };
+            let kind = if dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
+            if reply.add(INodeNo(ino), idx + 1, kind, &name) {
+                break;
+            }
+            idx += 1;
+        }
+        reply.ok();
+    }
+
+    async fn next_page(&self, s: &mut DirStream) -> Res<()> {
+        let (path, _) = self.path(s.ino)?;
+        let prefix = self.dir_key(&path);
+        let after = s.next.as_ref().map(|rel| format!("{prefix}{rel}"));
+        let page = self
+            .client
+            .list_dir(&self.cfg.bucket, &prefix, after.as_deref(), DIR_PAGE)
+            .await
+            .map_err(|e| errno(&e))?;
+        s.start += s.buf.len() as u64;
+        s.buf = page
+            .entries
+            .into_iter()
+            .filter(|e| e.name != "." && e.name != ".." && e.name.len() <= NAME_MAX)
+            .map(|e| (e.name, e.dir))
+            .collect();
+        s.next = page
+            .next
+            .and_then(|n| n.strip_prefix(&prefix).map(String::from));
+        s.fetched = true;
+        Ok(())
+    }
+
+    /// Commits every open file: before an unmount.
+    pub(crate) async fn flush_all(&self) {
+        let files = self.lock_inodes().open_files();
+        for (ino, file) in files {
+            if let Err(e) = self.commit(ino, &file).await {
+                warn!(ino, ?e, "could not save an open file before unmounting");
+            }
+        }
+    }
+}
+
+fn attrs_empty_etag() -> String {
+    hex::encode(<md5::Md5 as md5::Digest>::digest(b""))
+}
+
+macro_rules! spawn_reply {
+    ($self:ident, $reply:ident, |$inner:ident| $body:expr, |$v:ident| $ok:expr) => {{
+        let $inner = $self.inner.clone();
+        $self.rt.spawn(async move {
+            match $body.await {
+                Ok($v) => $ok,
+                Err(e) => {
+                    debug!(errno = ?e, "request refused");
+                    $reply.error(e)
+                }
+            }
+        });
+    }};
+}
+
+impl Filesystem for TesseraFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        if let Err(max) = config.set_max_readahead(1 << 20) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // The access key's grant is looked at again every 10 s, so that a
+        // revoked grant takes effect without a remount.
+        if self.inner.cfg.access_key.is_some() {
+            let inner = self.inner.clone();
+            self.rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    if let Err(e) = inner.refresh_grant().await {
+                        warn!(error = %e, "could not re-read the access key's grant");
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.to_owned();
+        spawn_reply!(self, reply, |inner| inner.lookup(parent.0, &name), |attr| {
+            reply.entry(&TTL, &attr, Generation(0))
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inner.lock_inodes().forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        spawn_reply!(self, reply, |inner| inner.getattr(ino.0), |attr| reply
+            .attr(&TTL, &attr));
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if mode.is_none() && uid.is_none() && gid.is_none() && size.is_none() && mtime.is_none() {
+            // atime only: not kept (as with noatime).
+            spawn_reply!(self, reply, |inner| inner.getattr(ino.0), |attr| reply
+                .attr(&TTL, &attr));
+            return;
+        }
+        spawn_reply!(
+            self,
+            reply,
+            |inner| inner.setattr(ino.0, mode, uid, gid, size, mtime),
+            |attr| reply.attr(&TTL, &attr)
+        );
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        spawn_reply!(self, reply, |inner| inner.readlink(ino.0), |data| reply
+            .data(&data));
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & S_IFMT != S_IFREG {
+            // Devices, fifos and sockets have no object form.
+            return reply.error(Errno::EPERM);
+        }
+        let (uid, gid, name) = (req.uid(), req.gid(), name.to_owned());
+        let inner = self.inner.clone();
+        self.rt.spawn(async move {
+            match inner.create(uid, gid, parent.0, &name, mode & !umask).await {
+                Ok((attr, fh)) => {
+                    let _ = inner.release(fh).await;
+                    reply.entry(&TTL, &attr, Generation(0));
+                }
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let (uid, gid, name) = (req.uid(), req.gid(), name.to_owned());
+        spawn_reply!(
+            self,
+            reply,
+            |inner| inner.mkdir(uid, gid, parent.0, &name, mode & !umask),
+            |attr| reply.entry(&TTL, &attr, Generation(0))
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        spawn_reply!(self, reply, |inner| inner.unlink(parent.0, &name), |_v| {
+            reply.ok()
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        spawn_reply!(self, reply, |inner| inner.rmdir(parent.0, &name), |_v| {
+            reply.ok()
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (uid, gid) = (req.uid(), req.gid());
+        let (name, target) = (link_name.to_owned(), target.to_owned());
+        spawn_reply!(
+            self,
+            reply,
+            |inner| inner.symlink(uid, gid, parent.0, &name, &target),
+            |attr| reply.entry(&TTL, &attr, Generation(0))
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        spawn_reply!(
+            self,
+            reply,
+            |inner| inner.rename(parent.0, &name, newparent.0, &newname, flags),
+            |_v| reply.ok()
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // An object has one name; a second name would be a copy.
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        spawn_reply!(self, reply, |inner| inner.open(ino.0, flags), |v| reply
+            .opened(FileHandle(v.0), v.1));
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        spawn_reply!(
+            self,
+            reply,
+            |inner| inner.read(fh.0, offset, size),
+            |data| { reply.data(&data) }
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        spawn_reply!(self, reply, |inner| inner.write(fh.0, offset, &data), |n| {
+            reply.written(n)
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        spawn_reply!(self, reply, |inner| inner.flush(fh.0), |_v| reply.ok());
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        spawn_reply!(self, reply, |inner| inner.release(fh.0), |_v| reply.ok());
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        spawn_reply!(self, reply, |inner| inner.flush(fh.0), |_v| reply.ok());
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if let Err(e) = self.inner.may(Permission::Read) {
+            return reply.error(e);
+        }
+        match self.inner.path(ino.0) {
+            Ok((_, true)) => {}
+            Ok(_) => return reply.error(Errno::ENOTDIR),
+            Err(e) => return reply.error(e),
+        }
+        let fh = self.inner.next_fh.fetch_add(1, Ordering::Relaxed);
+        let stream = DirStream {
+            ino: ino.0,
+            buf: Vec::new(),
+            start: 0,
+            next: None,
+            fetched: false,
+        };
+        self.inner
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(AsyncMutex::new(stream)));
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        let inner = self.inner.clone();
+        self.rt
+            .spawn(async move { inner.readdir(fh.0, offset, reply).await });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.inner
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are durable in meta when they return.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        spawn_reply!(self, reply, |inner| inner.statfs(), |v| reply.statfs(
+            v[0],
+            v[1],
+            v[2],
+            u64::MAX >> 1,
+            u64::MAX >> 1,
+            4096,
+            NAME_MAX as u32,
+            4096
+        ));
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (uid, gid, name) = (req.uid(), req.gid(), name.to_owned());
+        spawn_reply!(
+            self,
+            reply,
+            |inner| inner.create(uid, gid, parent.0, &name, mode & !umask),
+            |v| reply.created(
+                &TTL,
+                &v.0,
+                Generation(0),
+                FileHandle(v.1),
+                FopenFlags::empty()
+            )
+        );
+    }
+}
