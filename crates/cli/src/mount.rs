@@ -37,6 +37,9 @@ pub struct MountArgs {
     /// everything is EACCES, with `read` every change is.
     #[arg(long)]
     pub access_key: Option<String>,
+    /// Serve Prometheus metrics (`/metrics`) and `/health` on this address.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The line a foreground mount prints when it is ready; the background
@@ -77,6 +80,9 @@ pub async fn run(args: MountArgs) -> Result<()> {
                 args.mountpoint.display()
             )
         })?;
+    if let Some(addr) = args.metrics_listen {
+        crate::servers::serve_metrics(addr, mounted.metrics()).await?;
+    }
     tracing::info!(target = %args.target, at = %args.mountpoint.display(), "mounted");
     eprintln!("{READY}: {} at {}", args.target, args.mountpoint.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

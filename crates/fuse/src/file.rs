@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::attrs::MTIME;
 use crate::cache::ChunkCache;
+use crate::metrics::MountMetrics;
 
 /// Slots changed in memory before the oldest are written out: bounds the
 /// memory of a file written at random places.
@@ -33,6 +34,7 @@ pub struct FileStore {
     pub chunk_size: u64,
     /// Content up to this size is committed inline in meta.
     pub inline_limit: u64,
+    pub metrics: Arc<MountMetrics>,
 }
 
 enum Slot {
@@ -302,6 +304,8 @@ impl OpenFile {
             .map_err(|e| SdkError::Invalid(format!("chunk writer task: {e}")))?;
         match record {
             Ok(r) => {
+                MountMetrics::add(&self.store.metrics.chunks_written, 1);
+                MountMetrics::add(&self.store.metrics.chunk_bytes_written, r.len);
                 self.slots[i] = Slot::Written(r);
                 Ok(())
             }

@@ -26,6 +26,7 @@ use crate::attrs::{
 use crate::cache::ChunkCache;
 use crate::file::{FileStore, OpenFile, Piece, records_of};
 use crate::inodes::{Inodes, ROOT, child, parent_of};
+use crate::metrics::MountMetrics;
 
 /// How long the kernel may trust attributes and names without asking.
 const TTL: Duration = Duration::from_secs(1);
@@ -61,6 +62,7 @@ pub(crate) struct Inner {
     /// The access key's permission, when the mount has one.
     pub(crate) grant: Mutex<Option<Permission>>,
     statfs: Mutex<Option<(Instant, [u64; 3])>>,
+    pub(crate) metrics: Arc<MountMetrics>,
     /// The root's mtime when the prefix has no entry of its own.
     started_ms: u64,
 }
@@ -129,7 +131,9 @@ fn listed_ino(path: &str) -> u64 {
 impl TesseraFs {
     pub async fn new(client: Client, cfg: MountConfig) -> Result<Self, SdkError> {
         let map = client.cluster_map().await?;
+        let metrics = Arc::new(MountMetrics::default());
         let store = Arc::new(FileStore {
+            metrics: metrics.clone(),
             cache: Arc::new(ChunkCache::new(client.clone(), CACHE_CHUNKS)),
             client: client.clone(),
             bucket: cfg.bucket.clone(),
@@ -146,6 +150,7 @@ impl TesseraFs {
             next_fh: AtomicU64::new(1),
             grant: Mutex::new(None),
             statfs: Mutex::new(None),
+            metrics,
             started_ms: now_ms(),
         });
         inner.refresh_grant().await?;
@@ -478,6 +483,7 @@ impl Inner {
                 }
             }
         }
+        MountMetrics::add(&self.metrics.read_bytes, out.len() as u64);
         Ok(out)
     }
 
@@ -493,6 +499,7 @@ impl Inner {
             .write(off, data)
             .await
             .map_err(|e| errno(&e))?;
+        MountMetrics::add(&self.metrics.written_bytes, data.len() as u64);
         Ok(data.len() as u32)
     }
 
@@ -514,6 +521,9 @@ impl Inner {
             warn!(path, error = %e, "commit failed");
             errno(&e)
         })?;
+        if info.is_some() {
+            MountMetrics::add(&self.metrics.commits, 1);
+        }
         if let Some(info) = info
             && let Some(n) = self.lock_inodes().get_mut(ino)
         {
@@ -949,14 +959,18 @@ fn attrs_empty_etag() -> String {
     hex::encode(<md5::Md5 as md5::Digest>::digest(b""))
 }
 
+/// Answers a request from a task: `body` (given the shared state) is
+/// awaited, and its value passed to `ok` or its errno to the kernel.
 macro_rules! spawn_reply {
-    ($self:ident, $reply:ident, |$inner:ident| $body:expr, |$v:ident| $ok:expr) => {{
+    ($self:ident, $reply:ident, $op:literal, |$inner:ident| $body:expr, |$v:ident| $ok:expr) => {{
         let $inner = $self.inner.clone();
         $self.rt.spawn(async move {
-            match $body.await {
+            let result = $body.await;
+            $inner.metrics.op($op, result.is_err());
+            match result {
                 Ok($v) => $ok,
                 Err(e) => {
-                    debug!(errno = ?e, "request refused");
+                    debug!(op = $op, errno = ?e, "request refused");
                     $reply.error(e)
                 }
             }
@@ -989,9 +1003,13 @@ impl Filesystem for TesseraFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_owned();
-        spawn_reply!(self, reply, |inner| inner.lookup(parent.0, &name), |attr| {
-            reply.entry(&TTL, &attr, Generation(0))
-        });
+        spawn_reply!(
+            self,
+            reply,
+            "lookup",
+            |inner| inner.lookup(parent.0, &name),
+            |attr| { reply.entry(&TTL, &attr, Generation(0)) }
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -999,8 +1017,13 @@ impl Filesystem for TesseraFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        spawn_reply!(self, reply, |inner| inner.getattr(ino.0), |attr| reply
-            .attr(&TTL, &attr));
+        spawn_reply!(
+            self,
+            reply,
+            "getattr",
+            |inner| inner.getattr(ino.0),
+            |attr| reply.attr(&TTL, &attr)
+        );
     }
 
     fn setattr(
@@ -1023,21 +1046,32 @@ impl Filesystem for TesseraFs {
     ) {
         if mode.is_none() && uid.is_none() && gid.is_none() && size.is_none() && mtime.is_none() {
             // atime only: not kept (as with noatime).
-            spawn_reply!(self, reply, |inner| inner.getattr(ino.0), |attr| reply
-                .attr(&TTL, &attr));
+            spawn_reply!(
+                self,
+                reply,
+                "setattr",
+                |inner| inner.getattr(ino.0),
+                |attr| reply.attr(&TTL, &attr)
+            );
             return;
         }
         spawn_reply!(
             self,
             reply,
+            "setattr",
             |inner| inner.setattr(ino.0, mode, uid, gid, size, mtime),
             |attr| reply.attr(&TTL, &attr)
         );
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        spawn_reply!(self, reply, |inner| inner.readlink(ino.0), |data| reply
-            .data(&data));
+        spawn_reply!(
+            self,
+            reply,
+            "readlink",
+            |inner| inner.readlink(ino.0),
+            |data| reply.data(&data)
+        );
     }
 
     fn mknod(
@@ -1080,6 +1114,7 @@ impl Filesystem for TesseraFs {
         spawn_reply!(
             self,
             reply,
+            "mkdir",
             |inner| inner.mkdir(uid, gid, parent.0, &name, mode & !umask),
             |attr| reply.entry(&TTL, &attr, Generation(0))
         );
@@ -1087,16 +1122,24 @@ impl Filesystem for TesseraFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
-        spawn_reply!(self, reply, |inner| inner.unlink(parent.0, &name), |_v| {
-            reply.ok()
-        });
+        spawn_reply!(
+            self,
+            reply,
+            "unlink",
+            |inner| inner.unlink(parent.0, &name),
+            |_v| { reply.ok() }
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
-        spawn_reply!(self, reply, |inner| inner.rmdir(parent.0, &name), |_v| {
-            reply.ok()
-        });
+        spawn_reply!(
+            self,
+            reply,
+            "rmdir",
+            |inner| inner.rmdir(parent.0, &name),
+            |_v| { reply.ok() }
+        );
     }
 
     fn symlink(
@@ -1112,6 +1155,7 @@ impl Filesystem for TesseraFs {
         spawn_reply!(
             self,
             reply,
+            "symlink",
             |inner| inner.symlink(uid, gid, parent.0, &name, &target),
             |attr| reply.entry(&TTL, &attr, Generation(0))
         );
@@ -1131,6 +1175,7 @@ impl Filesystem for TesseraFs {
         spawn_reply!(
             self,
             reply,
+            "rename",
             |inner| inner.rename(parent.0, &name, newparent.0, &newname, flags),
             |_v| reply.ok()
         );
@@ -1149,8 +1194,9 @@ impl Filesystem for TesseraFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        spawn_reply!(self, reply, |inner| inner.open(ino.0, flags), |v| reply
-            .opened(FileHandle(v.0), v.1));
+        spawn_reply!(self, reply, "open", |inner| inner.open(ino.0, flags), |v| {
+            reply.opened(FileHandle(v.0), v.1)
+        });
     }
 
     fn read(
@@ -1167,6 +1213,7 @@ impl Filesystem for TesseraFs {
         spawn_reply!(
             self,
             reply,
+            "read",
             |inner| inner.read(fh.0, offset, size),
             |data| { reply.data(&data) }
         );
@@ -1185,9 +1232,13 @@ impl Filesystem for TesseraFs {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        spawn_reply!(self, reply, |inner| inner.write(fh.0, offset, &data), |n| {
-            reply.written(n)
-        });
+        spawn_reply!(
+            self,
+            reply,
+            "write",
+            |inner| inner.write(fh.0, offset, &data),
+            |n| { reply.written(n) }
+        );
     }
 
     fn flush(
@@ -1198,7 +1249,8 @@ impl Filesystem for TesseraFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        spawn_reply!(self, reply, |inner| inner.flush(fh.0), |_v| reply.ok());
+        spawn_reply!(self, reply, "flush", |inner| inner.flush(fh.0), |_v| reply
+            .ok());
     }
 
     fn release(
@@ -1211,7 +1263,9 @@ impl Filesystem for TesseraFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        spawn_reply!(self, reply, |inner| inner.release(fh.0), |_v| reply.ok());
+        spawn_reply!(self, reply, "release", |inner| inner.release(fh.0), |_v| {
+            reply.ok()
+        });
     }
 
     fn fsync(
@@ -1222,7 +1276,8 @@ impl Filesystem for TesseraFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        spawn_reply!(self, reply, |inner| inner.flush(fh.0), |_v| reply.ok());
+        spawn_reply!(self, reply, "fsync", |inner| inner.flush(fh.0), |_v| reply
+            .ok());
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -1292,16 +1347,17 @@ impl Filesystem for TesseraFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        spawn_reply!(self, reply, |inner| inner.statfs(), |v| reply.statfs(
-            v[0],
-            v[1],
-            v[2],
-            u64::MAX >> 1,
-            u64::MAX >> 1,
-            4096,
-            NAME_MAX as u32,
-            4096
-        ));
+        spawn_reply!(self, reply, "statfs", |inner| inner.statfs(), |v| reply
+            .statfs(
+                v[0],
+                v[1],
+                v[2],
+                u64::MAX >> 1,
+                u64::MAX >> 1,
+                4096,
+                NAME_MAX as u32,
+                4096
+            ));
     }
 
     fn setxattr(
@@ -1350,6 +1406,7 @@ impl Filesystem for TesseraFs {
         spawn_reply!(
             self,
             reply,
+            "create",
             |inner| inner.create(uid, gid, parent.0, &name, mode & !umask),
             |v| reply.created(
                 &TTL,

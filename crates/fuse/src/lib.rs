@@ -20,6 +20,7 @@ mod cache;
 mod file;
 mod fs;
 mod inodes;
+mod metrics;
 
 use std::path::{Path, PathBuf};
 
@@ -157,6 +158,12 @@ pub async fn mount(
 impl Mounted {
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// The mount's counters in the Prometheus text format.
+    pub fn metrics(&self) -> impl Fn() -> String + Clone + Send + Sync + 'static {
+        let m = self.inner.metrics.clone();
+        move || m.render()
     }
 
     /// Whether the session ended (unmounted from outside).
