@@ -1,7 +1,6 @@
 //! `tessera mount`: argument checks, running in the background unless
 //! `--foreground`, and a clean unmount on SIGINT/SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -112,31 +111,44 @@ fn launch_in_background(args: &MountArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding the tessera binary")?;
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
     argv.push("--foreground".into());
+    // The mount outlives this process, so its log goes to a file rather
+    // than to a terminal or pipe that is about to close.
+    let log_path = std::env::temp_dir().join(format!("tessera-mount.{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
     let mut child = std::process::Command::new(exe)
         .args(&argv)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .process_group(0)
         .spawn()
         .context("starting the mount process")?;
-    let stderr = child.stderr.take().context("mount process stderr")?;
-    let mut said = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap_or_default();
-        if line.starts_with(READY) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if said.lines().any(|l| l.starts_with(READY)) {
             eprintln!(
-                "mounted {} at {} (process {}; unmount with `fusermount3 -u {}` or kill -TERM {})",
+                "mounted {} at {} (process {}, log {}; unmount with `fusermount3 -u {}` or kill -TERM {})",
                 args.target,
                 args.mountpoint.display(),
                 child.id(),
+                log_path.display(),
                 args.mountpoint.display(),
                 child.id()
             );
             return Ok(());
         }
-        said.push(line);
+        if let Some(status) = child.try_wait()? {
+            bail!("mount failed ({status}):\n{}", said.trim_end());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "mount did not become ready within 60 s:\n{}",
+                said.trim_end()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let status = child.wait()?;
-    bail!("mount failed ({status}):\n{}", said.join("\n"))
 }
