@@ -894,3 +894,396 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+// ---- FUSE mounts (issue 6) ----
+
+static NEXT_MOUNT: AtomicU32 = AtomicU32::new(1);
+
+/// A `tessera mount --foreground` child process and the mount it made. It
+/// unmounts with SIGTERM (`unmount`, which checks a clean exit); dropped
+/// without that (a failing test), it still never leaves a mount behind:
+/// SIGTERM, then `fusermount3 -u -z`, then SIGKILL. A watchdog kills the
+/// mount process if the test runs past `TESSERA_FUSE_WATCHDOG` seconds
+/// (default 1200): a hung FUSE request would otherwise hang the test (and
+/// CI) forever, while a dead daemon makes the kernel fail every pending
+/// request with ENOTCONN, so the test fails instead.
+pub struct Mount {
+    pub path: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    watchdog: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Cluster {
+    /// Mounts `target` (BUCKET or BUCKET/PREFIX) on a fresh directory of
+    /// this cluster with `extra` flags (`--read-only`, `--access-key K`),
+    /// and waits until the kernel has the mount.
+    pub fn mount(&self, target: &str, extra: &[&str]) -> Mount {
+        let n = NEXT_MOUNT.fetch_add(1, Ordering::SeqCst);
+        let dir = self.path(&format!("mnt-{n}"));
+        std::fs::create_dir_all(&dir).expect("create mountpoint");
+        let dir = dir.canonicalize().expect("canonical mountpoint");
+        let log = self.dir.path().join(format!("mount-{n}.log"));
+        Mount::start(&self.cluster_file, target, &dir, extra, &log)
+    }
+
+    /// The `tessera mount` command line for `target` on `mountpoint` (not
+    /// started), logging into this cluster's directory as `mount-NAME.log`.
+    pub fn mount_command(&self, target: &str, mountpoint: &Path, extra: &[&str]) -> Command {
+        mount_command(&self.cluster_file, target, mountpoint, extra)
+    }
+}
+
+fn mount_command(cluster_file: &Path, target: &str, mountpoint: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("mount")
+        .arg(target)
+        .arg(mountpoint)
+        .arg("--cluster")
+        .arg(cluster_file)
+        .arg("--foreground")
+        .args(extra)
+        .env("TESSERA_LOG", "info,quinn=warn");
+    cmd
+}
+
+impl Mount {
+    pub fn start(
+        cluster_file: &Path,
+        target: &str,
+        mountpoint: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Mount {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("mount log file");
+        let err = out.try_clone().expect("mount log file");
+        let child = mount_command(cluster_file, target, mountpoint, extra)
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn tessera mount");
+        let limit = std::env::var("TESSERA_FUSE_WATCHDOG")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1200u64);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (pid, path) = (child.id() as i32, mountpoint.to_path_buf());
+        let handle = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(Duration::from_secs(limit))
+            {
+                eprintln!(
+                    "mount watchdog: {} still mounted after {limit}s: killing the mount process so that hung requests fail",
+                    path.display()
+                );
+                // SAFETY: plain kill(2) of our own child, not yet reaped
+                // (Mount joins this thread before it waits for the child).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                lazy_unmount(&path);
+            }
+        });
+        let mut m = Mount {
+            path: mountpoint.to_path_buf(),
+            log: log.to_path_buf(),
+            child: Some(child),
+            watchdog: Some((tx, handle)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if is_mounted(&m.path) {
+                return m;
+            }
+            if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                m.child = None;
+                panic!(
+                    "tessera mount {target} {} exited ({status}) before mounting:\n{}",
+                    m.path.display(),
+                    m.log_tail(30)
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} not in /proc/self/mountinfo 30s after `tessera mount {target}`:\n{}",
+                    m.path.display(),
+                    m.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A path inside the mount.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// The mount process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The last `lines` lines of the mount process's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    fn stop_watchdog(&mut self) {
+        if let Some((tx, handle)) = self.watchdog.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+
+    /// SIGTERM, as a person's Ctrl-C or systemd would: the process must
+    /// flush, unmount and exit 0 within 60 s, leaving no mount behind.
+    pub fn unmount(mut self) {
+        self.stop_watchdog();
+        let mut child = self.child.take().expect("mount process");
+        // SAFETY: kill(2) of our own child, which has not been reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = wait_child(&mut child, Duration::from_secs(60));
+        let still = is_mounted(&self.path);
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if still {
+            lazy_unmount(&self.path);
+        }
+        let log = self.log_tail(20);
+        let status = status
+            .unwrap_or_else(|| panic!("tessera mount did not exit within 60s of SIGTERM:\n{log}"));
+        assert!(
+            status.success(),
+            "tessera mount exited with {status} after SIGTERM:\n{log}"
+        );
+        assert!(
+            !still,
+            "{} was still mounted after tessera mount exited:\n{log}",
+            self.path.display()
+        );
+    }
+}
+
+impl Mount {
+    /// `fusermount3 -u` (not lazy), as a person would: the mount process
+    /// must then exit 0 by itself within 30 s.
+    pub fn unmount_with_fusermount(mut self) {
+        self.stop_watchdog();
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.path)
+            .output()
+            .expect("run fusermount3");
+        assert!(
+            out.status.success(),
+            "fusermount3 -u {} failed: {}",
+            self.path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut child = self.child.take().expect("mount process");
+        let status = wait_child(&mut child, Duration::from_secs(30));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let log = self.log_tail(20);
+        let status = status.unwrap_or_else(|| {
+            panic!("tessera mount still running 30s after fusermount3 -u:\n{log}")
+        });
+        assert!(
+            status.success(),
+            "tessera mount exited with {status} after fusermount3 -u:\n{log}"
+        );
+        assert!(!is_mounted(&self.path));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.stop_watchdog();
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) of our own child, which has not been reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            if wait_child(&mut child, Duration::from_secs(10)).is_none() {
+                lazy_unmount(&self.path);
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if is_mounted(&self.path) {
+            lazy_unmount(&self.path);
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} (last lines) ----\n{}",
+                self.log.display(),
+                self.log_tail(40)
+            );
+        }
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit.
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `fusermount3 -u -z`: detaches the mount even while it is busy.
+pub fn lazy_unmount(path: &Path) {
+    let _ = Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether the kernel lists `path` as a mount point of this process's
+/// mount namespace (/proc/self/mountinfo, field 5, octal escapes undone).
+pub fn is_mounted(path: &Path) -> bool {
+    let want = path.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|p| unescape_mountinfo(p) == want)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Closes `f` and reports close(2)'s error, which `drop` throws away: on
+/// a mount, close is where buffered data reaches the cluster and where
+/// ENOSPC, EIO or EACCES may first show.
+pub fn close_file(f: std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = f.into_raw_fd();
+    // SAFETY: we own `fd` (taken out of the File) and close it once.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Drops the kernel's cached pages of `f` (clean ones), so the next read
+/// goes to the file system, here the mount process and the cluster.
+pub fn forget_cached(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise on an open descriptor; advice only.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0, "posix_fadvise(DONTNEED) failed: {r}");
+}
+
+/// The errno of a failed operation, for asserting on it.
+pub fn errno<T: std::fmt::Debug>(what: &str, r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(v) => panic!("{what}: succeeded ({v:?}), expected an error"),
+        Err(e) => e
+            .raw_os_error()
+            .unwrap_or_else(|| panic!("{what}: an error without errno: {e}")),
+    }
+}
+
+/// The name of an errno, for messages.
+pub fn errno_name(e: i32) -> String {
+    let names = [
+        (libc::ENOENT, "ENOENT"),
+        (libc::EEXIST, "EEXIST"),
+        (libc::ENOTEMPTY, "ENOTEMPTY"),
+        (libc::ENAMETOOLONG, "ENAMETOOLONG"),
+        (libc::EROFS, "EROFS"),
+        (libc::ENOSPC, "ENOSPC"),
+        (libc::EIO, "EIO"),
+        (libc::EACCES, "EACCES"),
+        (libc::EPERM, "EPERM"),
+        (libc::ENOTSUP, "ENOTSUP"),
+        (libc::ENOSYS, "ENOSYS"),
+        (libc::ENOTDIR, "ENOTDIR"),
+        (libc::EISDIR, "EISDIR"),
+        (libc::EINVAL, "EINVAL"),
+        (libc::ENOTCONN, "ENOTCONN"),
+        (libc::EBUSY, "EBUSY"),
+        (libc::EXDEV, "EXDEV"),
+        (libc::ENODATA, "ENODATA"),
+    ];
+    names
+        .iter()
+        .find(|(n, _)| *n == e)
+        .map(|(_, s)| s.to_string())
+        .unwrap_or_else(|| format!("errno {e}"))
+}
+
+/// Asserts that `r` failed with `want`, naming both errnos otherwise.
+pub fn assert_errno<T: std::fmt::Debug>(what: &str, r: std::io::Result<T>, want: i32) {
+    let got = errno(what, r);
+    assert_eq!(
+        got,
+        want,
+        "{what}: expected {}, got {}",
+        errno_name(want),
+        errno_name(got)
+    );
+}
+
+/// Runs a command and insists that it succeeds; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        tail_lines(&String::from_utf8_lossy(&out.stdout), 40)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The last `n` lines of `s`.
+pub fn tail_lines(s: &str, n: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(n)..].join("\n")
+}
+
+/// How many mounts the kernel lists at `path` (stacked mounts count each).
+pub fn mount_count(path: &Path) -> usize {
+    let want = path.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| unescape_mountinfo(p) == want)
+        .count()
+}

@@ -76,6 +76,19 @@ ensure_test_clients() {
     ensure_py_module boto3 boto3
     have s3cmd || ensure_deb s3cmd have s3cmd
     have rclone || ensure_deb rclone have rclone
+    ensure_fuse_tools
+}
+
+# The FUSE mount's tests (tests/fuse*.rs) mount through the kernel's FUSE
+# with fusermount3 (package fuse3) and drive the mount with rsync, tar,
+# diff and cp; they need /dev/fuse, which no package can provide.
+ensure_fuse_tools() {
+    have fusermount3 || ensure_deb fuse3 have fusermount3
+    have rsync || ensure_deb rsync have rsync
+    have diff || ensure_deb diffutils have diff
+    have tar || ensure_deb tar have tar
+    [ -c /dev/fuse ] ||
+        die "/dev/fuse is missing: the FUSE tests need the kernel's FUSE (run 'modprobe fuse'; in a container, pass --device /dev/fuse and CAP_SYS_ADMIN)"
 }
 
 ensure_build_prereqs() {

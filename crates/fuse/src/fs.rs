@@ -63,6 +63,12 @@ pub(crate) struct Inner {
     pub(crate) grant: Mutex<Option<Permission>>,
     statfs: Mutex<Option<(Instant, [u64; 3])>>,
     pub(crate) metrics: Arc<MountMetrics>,
+    /// Held to read while a path is turned into a cluster call, and to
+    /// write by a rename from its meta command until the inode table
+    /// follows: otherwise a listing could ask for a name meta already
+    /// moved (and see it empty), or a lookup give the moved directory a
+    /// second inode.
+    names: tokio::sync::RwLock<()>,
     /// The root's mtime when the prefix has no entry of its own.
     started_ms: u64,
 }
@@ -151,6 +157,7 @@ impl TesseraFs {
             grant: Mutex::new(None),
             statfs: Mutex::new(None),
             metrics,
+            names: tokio::sync::RwLock::new(()),
             started_ms: now_ms(),
         });
         inner.refresh_grant().await?;
@@ -206,7 +213,8 @@ impl Inner {
             return Err(Errno::ENOTDIR);
         }
         let path = child(&p, name);
-        if self.key(&path).len() + 1 > KEY_MAX {
+        // A directory's entry adds a '/': meta refuses one over the limit.
+        if self.key(&path).len() > KEY_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
         Ok(path)
@@ -266,6 +274,7 @@ impl Inner {
 
     async fn lookup(&self, parent: u64, name: &OsStr) -> Res<FileAttr> {
         self.may(Permission::Read)?;
+        let _names = self.names.read().await;
         let path = self.child_path(parent, name)?;
         let found = self
             .client
@@ -277,6 +286,7 @@ impl Inner {
 
     async fn getattr(&self, ino: u64) -> Res<FileAttr> {
         self.may(Permission::Read)?;
+        let _names = self.names.read().await;
         let (path, _) = self.path(ino)?;
         if ino == ROOT {
             let info = DirInfo {
@@ -311,6 +321,7 @@ impl Inner {
     /// The open state of file `ino`, shared with its other handles, or a
     /// fresh one from the cluster (close-to-open: every first open looks).
     async fn open_file(&self, ino: u64) -> Res<(Arc<AsyncMutex<OpenFile>>, bool)> {
+        let _names = self.names.read().await;
         let (path, dir) = self.path(ino)?;
         if dir {
             return Err(Errno::EISDIR);
@@ -509,6 +520,7 @@ impl Inner {
         if !f.is_dirty() {
             return Ok(());
         }
+        let _names = self.names.read().await;
         let (path, unlinked) = {
             let t = self.lock_inodes();
             let n = t.get(ino).ok_or(Errno::ENOENT)?;
@@ -722,6 +734,7 @@ impl Inner {
         {
             return Err(Errno::EINVAL);
         }
+        let _names = self.names.write().await;
         let from = self.child_path(parent, name)?;
         let to = self.child_path(newparent, newname)?;
         if from == to {
@@ -922,6 +935,7 @@ impl Inner {
     }
 
     async fn next_page(&self, s: &mut DirStream) -> Res<()> {
+        let _names = self.names.read().await;
         let (path, _) = self.path(s.ino)?;
         let prefix = self.dir_key(&path);
         let after = s.next.as_ref().map(|rel| format!("{prefix}{rel}"));

@@ -30,7 +30,7 @@ use tessera_sdk::{Client, SdkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("{0}")]
+    #[error(transparent)]
     Sdk(#[from] SdkError),
     #[error("mount point {0}: {1}")]
     MountPoint(PathBuf, String),
