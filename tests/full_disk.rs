@@ -3,37 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Cluster, http_get, metric, random_file, same_file, wait_until};
-
-/// A small tmpfs mounted for the test's lifetime (needs root, as in CI).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> SmallDisk {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs and needs root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        // Lazy: the node process may still hold files open.
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+use common::{Cluster, SmallDisk, http_get, metric, random_file, same_file, wait_until};
 
 #[test]
 fn a_full_node_is_routed_around() {

@@ -25,13 +25,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    Cluster, close_file, env_size, forget_cached, random_file, run_ok, same_file, tail_lines,
+    Aws, Cluster, close_file, env_size, forget_cached, random_file, run_ok, same_file, tail_lines,
 };
 use rand::{Rng, RngCore, SeedableRng};
 
@@ -991,38 +991,7 @@ fn a_directory_of_10000_files_renames_atomically_under_listers() {
 // ---------------------------------------------------------------------------
 // 4. One namespace, two views: the mount and S3 (aws-cli).
 
-struct Aws {
-    endpoint: String,
-    key: String,
-    secret: String,
-}
-
 impl Aws {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("aws")
-            .arg("--endpoint-url")
-            .arg(&self.endpoint)
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", &self.key)
-            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .output()
-            .expect("aws-cli must be installed (tools/test installs it)")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "aws {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// Every key in the bucket (list-objects-v2, one page is plenty here).
     fn keys(&self, bucket: &str) -> BTreeMap<String, u64> {
         let v: serde_json::Value = serde_json::from_str(&self.ok(&[

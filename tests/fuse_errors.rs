@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Cluster, assert_errno, close_file, errno_name, forget_cached, is_mounted, lazy_unmount,
-    mount_count, random_file,
+    Cluster, SmallDisk, assert_errno, close_file, errno_name, forget_cached, is_mounted,
+    lazy_unmount, mount_count, random_file,
 };
 
 const MIB: u64 = 1 << 20;
@@ -565,31 +565,6 @@ fn unreadable_data_gives_eio_never_wrong_bytes() {
     let stderr = String::from_utf8_lossy(&cp.stderr);
     assert!(stderr.contains("Input/output error"), "cp: {stderr}");
     m.unmount();
-}
-
-/// A small tmpfs (needs root, as in CI), unmounted when dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> SmallDisk {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs and needs root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]

@@ -6,52 +6,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{Cluster, random_file, same_file};
-
-struct Aws {
-    endpoint: String,
-    key: String,
-    secret: String,
-}
-
-impl Aws {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("aws")
-            .arg("--endpoint-url")
-            .arg(&self.endpoint)
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", &self.key)
-            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .output()
-            .expect("aws-cli must be installed (tools/test installs it)")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "aws {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "aws {args:?} should have failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
+use common::{Aws, Cluster, random_file, same_file};
 
 impl Aws {
     /// `complete-multipart-upload` of `key` with parts 1 and 2 of these ETags.
