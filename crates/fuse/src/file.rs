@@ -450,7 +450,7 @@ impl OpenFile {
             (self.info.data.clone(), Vec::new(), self.info.etag.clone())
         } else if self.size <= store.inline_limit && self.size < store.chunk_size {
             let bytes = self.contents().await?;
-            let etag = hex::encode(Md5::digest(&bytes));
+            let etag = md5_hex(&bytes);
             (ObjectData::Inline(bytes), Vec::new(), etag)
         } else {
             for i in 0..self.slots.len() {
@@ -532,6 +532,11 @@ fn chunk_etag(refs: &[ChunkRef]) -> String {
         h.update(r.len.to_be_bytes());
     }
     format!("{}-{}", hex::encode(h.finalize()), refs.len().max(1))
+}
+
+/// The ETag S3 clients expect of content written in one piece.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    hex::encode(Md5::digest(bytes))
 }
 
 /// The records of an object's chunks, by id, for `OpenFile::new`.

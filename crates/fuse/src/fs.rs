@@ -24,7 +24,7 @@ use crate::attrs::{
     self, Defaults, GID, KEY_MAX, MODE, MTIME, NAME_MAX, S_IFLNK, S_IFMT, S_IFREG, UID, errno,
 };
 use crate::cache::ChunkCache;
-use crate::file::{FileStore, OpenFile, Piece, records_of};
+use crate::file::{FileStore, OpenFile, Piece, md5_hex, records_of};
 use crate::inodes::{Inodes, ROOT, child, parent_of};
 use crate::metrics::MountMetrics;
 
@@ -250,12 +250,14 @@ impl Inner {
     async fn attr_of_object(&self, ino: u64, o: &ObjectInfo) -> FileAttr {
         let file = self.lock_inodes().get(ino).and_then(|n| n.file.clone());
         match file {
-            Some(f) => {
-                let f = f.lock().await;
-                attrs::file_attr(ino, f.size(), f.info.mtime_ms, &f.meta, self.defaults())
-            }
+            Some(f) => self.open_attr(ino, &*f.lock().await),
             None => attrs::object_attr(ino, o, self.defaults()),
         }
+    }
+
+    /// An open file's attributes: its unsaved size and attributes count.
+    fn open_attr(&self, ino: u64, f: &OpenFile) -> FileAttr {
+        attrs::file_attr(ino, f.size(), f.info.mtime_ms, &f.meta, self.defaults())
     }
 
     async fn found_attr(&self, path: &str, found: Found) -> Res<FileAttr> {
@@ -297,14 +299,7 @@ impl Inner {
         }
         let file = self.lock_inodes().get(ino).and_then(|n| n.file.clone());
         if let Some(f) = file {
-            let f = f.lock().await;
-            return Ok(attrs::file_attr(
-                ino,
-                f.size(),
-                f.info.mtime_ms,
-                &f.meta,
-                self.defaults(),
-            ));
+            return Ok(self.open_attr(ino, &*f.lock().await));
         }
         let found = self
             .client
@@ -424,7 +419,7 @@ impl Inner {
         self.owner_meta(&mut meta, req_uid, req_gid);
         let object = tessera_proto::NewObject {
             size: 0,
-            etag: attrs_empty_etag(),
+            etag: md5_hex(b""),
             content_type: None,
             user_meta: meta,
             headers: Default::default(),
@@ -556,14 +551,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh);
-        let mut t = self.lock_inodes();
-        if let Some(n) = t.get_mut(h.ino) {
-            n.opens = n.opens.saturating_sub(1);
-            if n.opens == 0 {
-                n.file = None;
-            }
-        }
-        t.release_if_unused(h.ino);
+        self.lock_inodes().closed(h.ino);
         result
     }
 
@@ -636,29 +624,12 @@ impl Inner {
                 }
             }
             self.commit(ino, &file).await?;
-            let f = file.lock().await;
-            Ok(attrs::file_attr(
-                ino,
-                f.size(),
-                f.info.mtime_ms,
-                &f.meta,
-                self.defaults(),
-            ))
+            Ok(self.open_attr(ino, &*file.lock().await))
         }
         .await;
-        self.close_unopened(ino);
+        // Undoes `open_file`'s count: the change was made without a handle.
+        self.lock_inodes().closed(ino);
         result
-    }
-
-    /// Undoes `open_file`'s count for a change made without a handle.
-    fn close_unopened(&self, ino: u64) {
-        let mut t = self.lock_inodes();
-        if let Some(n) = t.get_mut(ino) {
-            n.opens = n.opens.saturating_sub(1);
-            if n.opens == 0 {
-                n.file = None;
-            }
-        }
     }
 
     async fn mkdir(
@@ -799,7 +770,7 @@ impl Inner {
         self.owner_meta(&mut meta, uid, gid);
         let object = tessera_proto::NewObject {
             size: target.len() as u64,
-            etag: hex::encode(<md5::Md5 as md5::Digest>::digest(&target)),
+            etag: md5_hex(&target),
             content_type: None,
             user_meta: meta,
             headers: Default::default(),
@@ -894,6 +865,12 @@ impl Inner {
             s.next = None;
             s.fetched = false;
         }
+        // Only to number names already known; a rename meanwhile just
+        // leaves them numbered like names never looked up.
+        let dirpath = match self.path(s.ino) {
+            Ok((p, _)) => p,
+            Err(e) => return reply.error(e),
+        };
         let mut idx = offset;
         loop {
             let (name, dir, ino) = match idx {
@@ -908,10 +885,6 @@ impl Inner {
                     }
                     let Some((name, dir)) = s.buf.get((j - s.start) as usize).cloned() else {
                         break;
-                    };
-                    let (dirpath, _) = match self.path(s.ino) {
-                        Ok(p) => p,
-                        Err(e) => return reply.error(e),
                     };
                     let path = child(&dirpath, &name);
                     let ino = self
@@ -967,10 +940,6 @@ impl Inner {
             }
         }
     }
-}
-
-fn attrs_empty_etag() -> String {
-    hex::encode(<md5::Md5 as md5::Digest>::digest(b""))
 }
 
 /// Answers a request from a task: `body` (given the shared state) is

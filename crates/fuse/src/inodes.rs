@@ -121,14 +121,18 @@ impl Inodes {
         }
     }
 
-    /// Drops an inode once it is neither referenced nor open.
-    pub fn release_if_unused(&mut self, ino: u64) {
-        if let Some(node) = self.by_ino.get(&ino)
-            && ino != ROOT
-            && node.lookups == 0
-            && node.opens == 0
-        {
-            self.drop_inode(ino);
+    /// One open of `ino` ended: the last one drops the open state, and
+    /// the inode too if the kernel no longer refers to it.
+    pub fn closed(&mut self, ino: u64) {
+        let Some(node) = self.by_ino.get_mut(&ino) else {
+            return;
+        };
+        node.opens = node.opens.saturating_sub(1);
+        if node.opens == 0 {
+            node.file = None;
+            if ino != ROOT && node.lookups == 0 {
+                self.drop_inode(ino);
+            }
         }
     }
 

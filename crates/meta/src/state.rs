@@ -384,33 +384,13 @@ impl StateMachine {
                     batch.retire(&old, *at_ms)?;
                 }
                 batch.store_chunks(&object.chunks)?;
-                let info = ObjectInfo {
-                    key: key.clone(),
-                    size: object.size,
-                    etag: object.etag.clone(),
-                    content_type: object.content_type.clone(),
-                    user_meta: object.user_meta.clone(),
-                    headers: object.headers.clone(),
-                    mtime_ms: *at_ms,
-                    data: object.data.clone(),
-                    parts: Vec::new(),
-                };
-                batch.put(OBJECTS, &okey, &info)?;
+                batch.put(OBJECTS, &okey, &committed(key, object, *at_ms))?;
                 batch.add(counter::OBJECTS, 1)?;
                 Outcome::Done
             }
-            Command::DeleteObject { bucket, key, at_ms } => {
-                self.bucket(bucket)?;
-                let okey = ObjectKey::new(bucket, key);
-                match self.store.get(OBJECTS, &okey)? {
-                    Some(old) => {
-                        batch.retire(&old, *at_ms)?;
-                        batch.delete(OBJECTS, &okey)?;
-                        Outcome::Deleted { existed: true }
-                    }
-                    None => Outcome::Deleted { existed: false },
-                }
-            }
+            Command::DeleteObject { bucket, key, at_ms } => Outcome::Deleted {
+                existed: self.remove_object(&mut batch, bucket, key, *at_ms)?,
+            },
             Command::ReportCorrupt { report } => {
                 let seq = self.counter(counter::CORRUPT)? + 1;
                 batch.put(CORRUPT, &seq, report)?;
@@ -745,16 +725,12 @@ impl StateMachine {
                 keep_dir,
                 at_ms,
             } => {
-                self.bucket(bucket)?;
-                let okey = ObjectKey::new(bucket, key);
-                let Some(old) = self.store.get(OBJECTS, &okey)? else {
+                if !self.remove_object(&mut batch, bucket, key, *at_ms)? {
                     return Err(refuse(
                         ErrorCode::NoSuchKey,
                         format!("no such key: {bucket}/{key}"),
                     ));
-                };
-                batch.retire(&old, *at_ms)?;
-                batch.delete(OBJECTS, &okey)?;
+                }
                 self.keep_dir(&mut batch, bucket, keep_dir.as_ref(), *at_ms)?;
                 Outcome::Deleted { existed: true }
             }
@@ -861,53 +837,21 @@ impl StateMachine {
     /// A commit must describe exactly the bytes it claims, on distinct known
     /// nodes, with fresh chunk ids: anything else is refused before it is
     /// written.
+    /// A new object keeps nothing of an older version: every chunk
+    /// reference comes with its record, in the same order; the rest is
+    /// what any commit is checked for.
     fn check_new_object(&self, o: &NewObject) -> Result<(), MetaError> {
-        let bad = |m: String| refuse(ErrorCode::BadRequest, m);
-        match &o.data {
-            ObjectData::Inline(bytes) => {
-                if bytes.len() as u64 != o.size || o.size > MAX_INLINE {
-                    return Err(bad(format!(
-                        "inline object of {} bytes claims size {}",
-                        bytes.len(),
-                        o.size
-                    )));
-                }
-                if !o.chunks.is_empty() {
-                    return Err(bad("inline object must not carry chunk records".into()));
-                }
-            }
-            ObjectData::Chunks(refs) => {
-                if refs.len() > MAX_CHUNKS_PER_OBJECT {
-                    return Err(refuse(
-                        ErrorCode::TooLarge,
-                        format!("{} chunks exceed the limit", refs.len()),
-                    ));
-                }
-                if refs.len() != o.chunks.len() {
-                    return Err(bad(
-                        "chunk references and chunk records differ in number".into()
-                    ));
-                }
-                let total: u64 = refs.iter().map(|r| r.len).sum();
-                if total != o.size {
-                    return Err(bad(format!(
-                        "chunks hold {total} bytes, object claims {}",
-                        o.size
-                    )));
-                }
-                let mut seen = HashSet::new();
-                for (r, c) in refs.iter().zip(&o.chunks) {
-                    if r.id != c.id || r.len != c.len || c.len == 0 {
-                        return Err(bad(format!("chunk {} does not match its reference", c.id)));
-                    }
-                    if !seen.insert(c.id) {
-                        return Err(bad(format!("chunk id {} is already in use", c.id)));
-                    }
-                    self.check_chunk_record(c)?;
-                }
-            }
+        if let ObjectData::Chunks(refs) = &o.data
+            && refs.len() <= MAX_CHUNKS_PER_OBJECT
+            && (refs.len() != o.chunks.len()
+                || refs.iter().zip(&o.chunks).any(|(r, c)| r.id != c.id))
+        {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                "chunk references and chunk records differ",
+            ));
         }
-        Ok(())
+        self.check_patch(o, None).map(|_| ())
     }
 
     /// A new chunk's record: a fresh id, a valid policy, one fragment per
@@ -942,6 +886,24 @@ impl StateMachine {
             }
         }
         Ok(())
+    }
+
+    /// Deletes an object, its chunks to garbage; whether it existed.
+    fn remove_object(
+        &self,
+        batch: &mut Counted<'_>,
+        bucket: &str,
+        key: &str,
+        at_ms: u64,
+    ) -> Result<bool, MetaError> {
+        self.bucket(bucket)?;
+        let okey = ObjectKey::new(bucket, key);
+        let Some(old) = self.store.get(OBJECTS, &okey)? else {
+            return Ok(false);
+        };
+        batch.retire(&old, at_ms)?;
+        batch.delete(OBJECTS, &okey)?;
+        Ok(true)
     }
 
     // ---- queries: read-only, never part of a command ----
@@ -1422,6 +1384,21 @@ impl StateMachine {
             None
         };
         Ok(Listing { entries, next })
+    }
+}
+
+/// The stored form of an object a writer committed at `at_ms`.
+fn committed(key: &str, o: &NewObject, at_ms: u64) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        size: o.size,
+        etag: o.etag.clone(),
+        content_type: o.content_type.clone(),
+        user_meta: o.user_meta.clone(),
+        headers: o.headers.clone(),
+        mtime_ms: at_ms,
+        data: o.data.clone(),
+        parts: Vec::new(),
     }
 }
 

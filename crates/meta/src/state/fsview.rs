@@ -188,6 +188,8 @@ impl StateMachine {
         old: Option<&ObjectInfo>,
     ) -> Result<Vec<ChunkRef>, MetaError> {
         let bad = |m: String| refuse(ErrorCode::BadRequest, m);
+        // Inline data (and its limit) is checked the same way for any
+        // commit; chunk references may keep chunks of `old`.
         let old_refs: &[ChunkRef] = match old.map(|o| &o.data) {
             Some(ObjectData::Chunks(refs)) => refs,
             _ => &[],
@@ -275,18 +277,7 @@ impl StateMachine {
             batch.add(counter::OBJECTS, 1)?;
         }
         batch.store_chunks(&object.chunks)?;
-        let info = ObjectInfo {
-            key: key.to_string(),
-            size: object.size,
-            etag: object.etag.clone(),
-            content_type: object.content_type.clone(),
-            user_meta: object.user_meta.clone(),
-            headers: object.headers.clone(),
-            mtime_ms: at_ms,
-            data: object.data.clone(),
-            parts: Vec::new(),
-        };
-        batch.put(OBJECTS, &okey, &info)
+        batch.put(OBJECTS, &okey, &super::committed(key, object, at_ms))
     }
 
     /// See `MetaRequest::Lookup`.
