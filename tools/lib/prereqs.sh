@@ -34,8 +34,15 @@ ensure_deb() {
 }
 
 libclang_present() {
-    # bindgen (for RocksDB) loads libclang at build time.
-    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* 2>/dev/null | grep -q .
+    # bindgen (for RocksDB) loads libclang itself (clang-sys), by the name
+    # libclang.so, from LIBCLANG_PATH or LLVM's library directories. Other
+    # libraries of LLVM (libclang-cpp.so.14 from libclang-cpp14) match a
+    # looser pattern but are not what it loads, so look for exactly that file.
+    local dir
+    for dir in ${LIBCLANG_PATH:-} /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib /usr/local/lib; do
+        [ -e "$dir/libclang.so" ] && return 0
+    done
+    return 1
 }
 
 # ensure_pip TOOL PACKAGE: installs the Python PACKAGE (pip, user-wide when
