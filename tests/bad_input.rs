@@ -6,7 +6,8 @@ use common::{Cluster, http_get, metric};
 use tessera_net::{Connection, Endpoint, read_frame, write_frame};
 use tessera_proto::{
     ChunkRecord, ChunkRef, ErrorCode, FRAME_HEADER_LEN, FragmentRecord, FrameKind, MAGIC,
-    MetaRequest, MetaResponse, NewObject, NodeRequest, NodeResponse, ObjectData, PROTOCOL_VERSION,
+    MetaQuery, MetaRequest, MetaResponse, NewObject, NodeRequest, NodeResponse, ObjectData,
+    PROTOCOL_VERSION, Proposal,
 };
 use tessera_sdk::ClusterConfig;
 use tessera_types::{ChunkId, NodeId, Policy};
@@ -179,10 +180,10 @@ async fn meta_refuses_bad_frames_and_bad_commits() {
         }
     };
     assert!(matches!(
-        call(MetaRequest::CreateBucket {
+        call(MetaRequest::Propose(Proposal::CreateBucket {
             name: "data".into(),
             policy: None
-        })
+        }))
         .await,
         MetaResponse::Bucket(_)
     ));
@@ -201,24 +202,27 @@ async fn meta_refuses_bad_frames_and_bad_commits() {
             .collect(),
     };
     let known: NodeId = c.node_id(0).parse().unwrap();
-    let commit = |rec: ChunkRecord, size: u64| MetaRequest::CommitObject {
-        bucket: "data".into(),
-        key: "k".into(),
-        write: None,
-        if_absent: false,
-        object: NewObject {
-            size,
-            etag: String::new(),
-            content_type: None,
-            headers: Default::default(),
-            user_meta: Default::default(),
-            data: ObjectData::Chunks(vec![ChunkRef {
-                id: rec.id,
-                len: rec.len,
-            }]),
-            chunks: vec![rec],
-        },
+    let commit = |rec: ChunkRecord, size: u64| {
+        MetaRequest::Propose(Proposal::CommitObject {
+            bucket: "data".into(),
+            key: "k".into(),
+            write: None,
+            if_absent: false,
+            object: NewObject {
+                size,
+                etag: String::new(),
+                content_type: None,
+                headers: Default::default(),
+                user_meta: Default::default(),
+                data: ObjectData::Chunks(vec![ChunkRef {
+                    id: rec.id,
+                    len: rec.len,
+                }]),
+                chunks: vec![rec],
+            },
+        })
     };
+
     let cases = [
         (
             "unknown node",
@@ -243,13 +247,13 @@ async fn meta_refuses_bad_frames_and_bad_commits() {
             other => panic!("{what}: got {other:?}"),
         }
     }
-    match call(MetaRequest::ListObjects {
+    match call(MetaRequest::Query(MetaQuery::ListObjects {
         bucket: "data".into(),
         prefix: String::new(),
         delimiter: None,
         start_after: None,
         max_keys: 10,
-    })
+    }))
     .await
     {
         MetaResponse::Listing(l) => assert!(l.entries.is_empty(), "a refused commit left {l:?}"),

@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use crate::ProtoError;
 
 /// Bumped on any incompatible change to frames or messages.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Negotiated in the TLS handshake: a peer that speaks another major version
 /// fails at connection time, before any frame is exchanged.
 pub const ALPN: &[u8] = b"tessera/1";
@@ -104,7 +104,11 @@ mod tests {
 
     #[test]
     fn refuses_bad_headers() {
-        let good = encode_frame(FrameKind::Request, &MetaRequest::ListBuckets).unwrap();
+        let good = encode_frame(
+            FrameKind::Request,
+            &MetaRequest::Query(crate::MetaQuery::ListBuckets),
+        )
+        .unwrap();
         let mut h: [u8; 8] = good[..8].try_into().unwrap();
         h[0] = b'X';
         assert!(matches!(
@@ -134,7 +138,11 @@ mod tests {
     #[test]
     fn refuses_garbage_and_trailing_payloads() {
         assert!(decode_payload::<MetaRequest>(&[0xff, 0xff, 0xff]).is_err());
-        let good = encode_frame(FrameKind::Request, &MetaRequest::ListBuckets).unwrap();
+        let good = encode_frame(
+            FrameKind::Request,
+            &MetaRequest::Query(crate::MetaQuery::ListBuckets),
+        )
+        .unwrap();
         let mut payload = good[8..].to_vec();
         payload.push(0);
         assert!(decode_payload::<MetaRequest>(&payload).is_err());

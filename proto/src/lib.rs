@@ -14,8 +14,8 @@ pub use frame::{
     decode_payload, encode_frame,
 };
 pub use messages::{
-    ErrorCode, FragmentInfo, Heartbeat, HeartbeatReply, MetaRequest, MetaResponse, NodeRequest,
-    NodeResponse, RemoteError,
+    ErrorCode, FragmentInfo, Heartbeat, HeartbeatReply, Lease, MetaQuery, MetaRequest,
+    MetaResponse, NodeRequest, NodeResponse, Proposal, RemoteError,
 };
 pub use model::{
     AccessKey, BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus,

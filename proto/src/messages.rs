@@ -18,6 +18,7 @@ pub enum NodeRequest {
         chunk: ChunkId,
         index: u8,
         len: u64,
+        #[serde(with = "tessera_types::fixed_bytes")]
         hash: Hash,
     },
     GetFragment {
@@ -54,6 +55,7 @@ pub enum NodeResponse {
     Stored,
     Fragment {
         len: u64,
+        #[serde(with = "tessera_types::fixed_bytes")]
         hash: Hash,
     },
     Deleted {
@@ -91,34 +93,44 @@ pub struct HeartbeatReply {
     pub gc_grace_ms: u64,
 }
 
+/// A request to meta: a query (read-only, answered from a consistent
+/// snapshot), a proposal (becomes one command of meta's log, applied whole
+/// or refused), or a lease (soft state meta keeps in memory and a restarted
+/// or newly elected meta rebuilds: node heartbeats and write reservations).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaRequest {
-    Heartbeat(Heartbeat),
+    Query(MetaQuery),
+    Propose(Proposal),
+    Lease(Lease),
+}
+
+impl From<MetaQuery> for MetaRequest {
+    fn from(q: MetaQuery) -> Self {
+        MetaRequest::Query(q)
+    }
+}
+
+impl From<Proposal> for MetaRequest {
+    fn from(p: Proposal) -> Self {
+        MetaRequest::Propose(p)
+    }
+}
+
+impl From<Lease> for MetaRequest {
+    fn from(l: Lease) -> Self {
+        MetaRequest::Lease(l)
+    }
+}
+
+/// Read-only requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaQuery {
     ClusterMap,
     Status,
-    CreateBucket {
-        name: String,
-        policy: Option<Policy>,
-    },
-    DeleteBucket {
-        name: String,
-    },
     GetBucket {
         name: String,
     },
     ListBuckets,
-    CommitObject {
-        bucket: String,
-        key: String,
-        object: NewObject,
-        /// The reservation the chunks were written under (`ReserveChunks`):
-        /// the commit is refused if it lapsed, since the collector may
-        /// then have taken the fragments.
-        write: Option<u64>,
-        /// Refused with `PreconditionFailed` if the key exists (S3's
-        /// `If-None-Match: *`), checked in the same step as the commit.
-        if_absent: bool,
-    },
     HeadObject {
         bucket: String,
         key: String,
@@ -126,22 +138,12 @@ pub enum MetaRequest {
     GetChunks {
         ids: Vec<ChunkId>,
     },
-    DeleteObject {
-        bucket: String,
-        key: String,
-    },
     ListObjects {
         bucket: String,
         prefix: String,
         delimiter: Option<String>,
         start_after: Option<String>,
         max_keys: u32,
-    },
-    ReportCorrupt {
-        chunk: ChunkId,
-        index: u8,
-        node: NodeId,
-        reason: String,
     },
     /// The fragments meta's records place on `node`, in (chunk, index)
     /// order, after `after`: what a deep scrub checks.
@@ -151,7 +153,8 @@ pub enum MetaRequest {
         limit: u32,
     },
     /// Which of these fragments, found on `node`'s disk, no record places
-    /// there: the garbage collector's question.
+    /// there (and no write in progress reserved): the garbage collector's
+    /// question.
     UnknownFragments {
         node: NodeId,
         items: Vec<(ChunkId, u8)>,
@@ -166,6 +169,76 @@ pub enum MetaRequest {
         after: Option<ChunkId>,
         limit: u32,
     },
+    /// Keys with their secrets blanked.
+    ListKeys,
+    /// One key with its secret (the S3 gateway verifies signatures with it).
+    GetKey {
+        id: String,
+    },
+    /// Grants, of one bucket or one key or all.
+    ListGrants {
+        bucket: Option<String>,
+        key: Option<String>,
+    },
+    GetUpload {
+        upload: String,
+    },
+    ListParts {
+        upload: String,
+    },
+    ListUploads {
+        bucket: String,
+    },
+    /// What `key` is seen as a file system: a directory (`key/` has an
+    /// entry or objects under it), an object, or nothing.
+    Lookup {
+        bucket: String,
+        key: String,
+    },
+    /// The names directly in directory `prefix` (empty or ending in `/`):
+    /// objects, and directories from objects under them or from entries,
+    /// in key order after `after` (a `next` from the previous page). Each
+    /// page is one consistent view.
+    ListDir {
+        bucket: String,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    },
+}
+
+/// Requests that become one command of meta's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    CreateBucket {
+        name: String,
+        policy: Option<Policy>,
+    },
+    DeleteBucket {
+        name: String,
+    },
+    CommitObject {
+        bucket: String,
+        key: String,
+        object: NewObject,
+        /// The reservation the chunks were written under (`ReserveChunks`):
+        /// the commit is refused if it lapsed, since the collector may
+        /// then have taken the fragments.
+        write: Option<u64>,
+        /// Refused with `PreconditionFailed` if the key exists (S3's
+        /// `If-None-Match: *`), checked in the same step as the commit.
+        if_absent: bool,
+    },
+    DeleteObject {
+        bucket: String,
+        key: String,
+    },
+    ReportCorrupt {
+        chunk: ChunkId,
+        index: u8,
+        node: NodeId,
+        reason: String,
+    },
     /// Moves fragments of a chunk to new nodes, after the new copies are
     /// stored: refused unless every `from` still holds its fragment.
     CommitRepair {
@@ -173,13 +246,6 @@ pub enum MetaRequest {
         moves: Vec<FragmentMove>,
     },
     StartScrub,
-    /// Protects the fragments of chunks being written from the garbage
-    /// collector until the commit, as long as the writer renews it (an
-    /// empty list renews) within the grace period.
-    ReserveChunks {
-        write: u64,
-        chunks: Vec<ChunkId>,
-    },
     DrainNode {
         node: NodeId,
     },
@@ -192,12 +258,6 @@ pub enum MetaRequest {
         id: Option<String>,
         secret: Option<String>,
     },
-    /// Keys with their secrets blanked.
-    ListKeys,
-    /// One key with its secret (the S3 gateway verifies signatures with it).
-    GetKey {
-        id: String,
-    },
     DeleteKey {
         id: String,
     },
@@ -206,11 +266,6 @@ pub enum MetaRequest {
         bucket: String,
         key: String,
         permission: Option<Permission>,
-    },
-    /// Grants, of one bucket or one key or all.
-    ListGrants {
-        bucket: Option<String>,
-        key: Option<String>,
     },
     /// Starts a multipart upload of `bucket/key`.
     CreateUpload {
@@ -237,15 +292,6 @@ pub enum MetaRequest {
     AbortUpload {
         upload: String,
     },
-    GetUpload {
-        upload: String,
-    },
-    ListParts {
-        upload: String,
-    },
-    ListUploads {
-        bucket: String,
-    },
     /// Moves object `from` to `to`, or, when both end in `/`, every object
     /// and directory entry under prefix `from` to the same name under `to`:
     /// one command, no data copied. `replace` lets an object rename
@@ -259,22 +305,6 @@ pub enum MetaRequest {
         to: String,
         replace: bool,
         keep_dir: Option<String>,
-    },
-    /// What `key` is seen as a file system: a directory (`key/` has an
-    /// entry or objects under it), an object, or nothing.
-    Lookup {
-        bucket: String,
-        key: String,
-    },
-    /// The names directly in directory `prefix` (empty or ending in `/`):
-    /// objects, and directories from objects under them or from entries,
-    /// in key order after `after` (a `next` from the previous page). Each
-    /// page is one consistent view.
-    ListDir {
-        bucket: String,
-        prefix: String,
-        after: Option<String>,
-        limit: u32,
     },
     /// Records directory `path` (ending in `/`) with `info`. With `create`
     /// it is refused with `PreconditionFailed` if the directory exists
@@ -312,6 +342,18 @@ pub enum MetaRequest {
         key: String,
         keep_dir: Option<String>,
     },
+}
+
+/// Soft state: what a node or a writer keeps alive by renewing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Lease {
+    /// A node's liveness (every couple of seconds); the reply says what the
+    /// node should be doing.
+    Heartbeat(Heartbeat),
+    /// Protects the fragments of chunks being written from the garbage
+    /// collector until the commit, as long as the writer renews it (an
+    /// empty list renews) within the grace period.
+    ReserveChunks { write: u64, chunks: Vec<ChunkId> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

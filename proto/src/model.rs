@@ -246,6 +246,7 @@ pub struct ExpectedFragment {
     pub chunk: ChunkId,
     pub index: u8,
     pub len: u64,
+    #[serde(with = "tessera_types::fixed_bytes")]
     pub hash: Hash,
 }
 
@@ -287,6 +288,7 @@ pub struct BucketInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FragmentRecord {
     pub node: NodeId,
+    #[serde(with = "tessera_types::fixed_bytes")]
     pub hash: Hash,
 }
 
@@ -298,6 +300,7 @@ pub struct ChunkRecord {
     pub policy: Policy,
     pub len: u64,
     pub fragment_len: u64,
+    #[serde(with = "tessera_types::fixed_bytes")]
     pub hash: Hash,
     pub fragments: Vec<FragmentRecord>,
 }

@@ -142,13 +142,6 @@ pub fn errno(e: &SdkError) -> Errno {
         Some(ErrorCode::BadRequest | ErrorCode::InvalidBucketName | ErrorCode::InvalidPolicy) => {
             Errno::EINVAL
         }
-        _ if no_space(e) => Errno::ENOSPC,
         _ => Errno::EIO,
     }
-}
-
-/// A write that found no node with room: the SDK reports it as a placement
-/// failure naming the nodes' `NoSpace` answers.
-fn no_space(e: &SdkError) -> bool {
-    matches!(e, SdkError::Placement(m) if m.contains("NoSpace"))
 }

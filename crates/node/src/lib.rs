@@ -13,8 +13,11 @@ mod store;
 mod upkeep;
 
 pub use server::{NodeConfig, RunningNode, load_or_create_node_id, start};
-pub use store::{FRAGMENT_HEADER_LEN, FragmentHeader, FragmentStore, MAX_FRAGMENT_LEN};
-pub use upkeep::UpkeepConfig;
+pub use store::{
+    FRAGMENT_HEADER_LEN, FragmentHeader, FragmentStore, HeaderError, MAX_FRAGMENT_LEN,
+    parse_fragment_name,
+};
+pub use upkeep::{UpkeepConfig, parse_scrub_state};
 
 use tessera_proto::{ErrorCode, RemoteError};
 

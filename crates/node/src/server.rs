@@ -4,20 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tessera_net::{
-    ConnectionPool, Endpoint, Identity, RecvStream, SendStream, call, read_frame, serve,
-    write_frame,
-};
+use tessera_meta_client::{MetaCallError, MetaClient};
+use tessera_net::{Endpoint, Identity, RecvStream, SendStream, read_frame, serve, write_frame};
 use tessera_proto::{
-    ErrorCode, FrameKind, Heartbeat, MetaRequest, MetaResponse, NodeRequest, NodeResponse,
-    RemoteError,
+    ErrorCode, FrameKind, Heartbeat, Lease, MetaResponse, NodeRequest, NodeResponse, RemoteError,
 };
 use tessera_types::NodeId;
 use tokio::io::AsyncReadExt;
 use tracing::{debug, info, warn};
 
 use crate::metrics::NodeMetrics;
-use crate::upkeep::{MetaLink, Upkeep, UpkeepConfig, collect_forever, scrub_forever};
+use crate::upkeep::{Upkeep, UpkeepConfig, collect_forever, scrub_forever};
 use crate::{FragmentStore, NodeError};
 
 #[derive(Debug, Clone)]
@@ -281,20 +278,20 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
 
     // Meta is retried at every heartbeat: a node must be back in the map as
     // soon as meta is, before meta's down and out periods run out.
-    let pool = ConnectionPool::with_hold_off(Endpoint::client(identity)?, config.heartbeat_every);
-    let link = MetaLink {
-        pool: pool.clone(),
-        addr: config.meta,
-    };
+    let meta = MetaClient::new(
+        Endpoint::client(identity)?,
+        config.meta,
+        config.heartbeat_every,
+    );
     let scrub = tokio::spawn(scrub_forever(
         node.clone(),
-        link.clone(),
+        meta.clone(),
         config.data_dir.clone(),
         config.upkeep.clone(),
     ));
     let gc = tokio::spawn(collect_forever(
         node.clone(),
-        link,
+        meta.clone(),
         config.upkeep.gc_interval,
     ));
     let n = node.clone();
@@ -310,13 +307,7 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
                 fragments: n.store.count(),
                 scrub: n.upkeep.progress(),
             };
-            let result = match pool.get(config.meta).await {
-                Ok(conn) => call::<_, MetaResponse>(&conn, &MetaRequest::Heartbeat(hb))
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
+            match meta.call(Lease::Heartbeat(hb)).await {
                 Ok(MetaResponse::HeartbeatReply(reply)) => {
                     if failing {
                         info!("heartbeats reach meta again");
@@ -329,20 +320,20 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
                         .gc_grace_ms
                         .store(reply.gc_grace_ms, Ordering::Relaxed);
                 }
-                Ok(MetaResponse::Error(e)) if e.code == ErrorCode::NodeRemoved => {
+                Err(MetaCallError::Refused(e)) if e.code == ErrorCode::NodeRemoved => {
                     // Keep serving reads, but say loudly why nothing else comes.
                     if !failing {
                         warn!(error = %e.message, "meta refuses this node");
                     }
                     failing = true;
                 }
-                Ok(other) => warn!(?other, "meta refused heartbeat"),
+                Ok(other) => warn!(?other, "meta answered a heartbeat oddly"),
+                Err(MetaCallError::Refused(e)) => warn!(error = %e, "meta refused a heartbeat"),
                 Err(e) => {
                     if !failing {
                         warn!(meta = %config.meta, error = %e, "heartbeat failed");
                     }
                     failing = true;
-                    pool.mark_failed(config.meta);
                 }
             }
             tokio::time::sleep(config.heartbeat_every).await;

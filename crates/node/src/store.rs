@@ -22,6 +22,15 @@ pub const FRAGMENT_HEADER_LEN: usize = 64;
 pub const MAX_FRAGMENT_LEN: u64 = 64 * 1024 * 1024;
 const IO_BUF: usize = 256 * 1024;
 
+/// Why a fragment file's header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("bad magic")]
+    BadMagic,
+    #[error("unknown format {0}")]
+    UnknownFormat(u8),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragmentHeader {
     pub chunk: ChunkId,
@@ -42,12 +51,14 @@ impl FragmentHeader {
         b
     }
 
-    pub fn decode(b: &[u8; FRAGMENT_HEADER_LEN]) -> Result<Self, String> {
+    /// Reads a header from a fragment file's first 64 bytes. Errors: not a
+    /// fragment file (magic), or a format this build does not know.
+    pub fn decode(b: &[u8; FRAGMENT_HEADER_LEN]) -> Result<Self, HeaderError> {
         if b[..4] != MAGIC {
-            return Err("bad magic".into());
+            return Err(HeaderError::BadMagic);
         }
         if b[4] != FORMAT {
-            return Err(format!("unknown format {}", b[4]));
+            return Err(HeaderError::UnknownFormat(b[4]));
         }
         let mut chunk = [0u8; 16];
         chunk.copy_from_slice(&b[8..24]);
@@ -81,7 +92,9 @@ fn name(chunk: ChunkId, index: u8) -> String {
     format!("{chunk}.{index}")
 }
 
-fn parse_name(file: &str) -> Option<(ChunkId, u8)> {
+/// The (chunk, index) a fragment file's name `<chunk hex>.<index>` gives;
+/// `None` for any other name.
+pub fn parse_fragment_name(file: &str) -> Option<(ChunkId, u8)> {
     let (c, i) = file.split_once('.')?;
     Some((c.parse().ok()?, i.parse().ok()?))
 }
@@ -105,7 +118,11 @@ fn walk_dir(root: &Path) -> Result<Vec<(PathBuf, ChunkId, u8)>, NodeError> {
             }
             for f in read(&b)? {
                 let f = f.map_err(|e| NodeError::io("listing fragments", e))?.path();
-                if let Some((c, i)) = f.file_name().and_then(|n| n.to_str()).and_then(parse_name) {
+                if let Some((c, i)) = f
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(parse_fragment_name)
+                {
                     out.push((f, c, i));
                 }
             }
@@ -304,8 +321,10 @@ impl FragmentStore {
                 what: what(),
                 why: "header is truncated".into(),
             })?;
-        let header =
-            FragmentHeader::decode(&raw).map_err(|why| NodeError::Corrupt { what: what(), why })?;
+        let header = FragmentHeader::decode(&raw).map_err(|e| NodeError::Corrupt {
+            what: what(),
+            why: e.to_string(),
+        })?;
         if header.chunk != chunk || header.index != index {
             return Err(NodeError::Corrupt {
                 what: what(),

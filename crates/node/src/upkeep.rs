@@ -4,14 +4,14 @@
 //! are older than meta's grace period). Both ask meta what should be here;
 //! neither changes a record.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tessera_net::{ConnectionPool, Pacer, call};
-use tessera_proto::{ExpectedFragment, MetaRequest, MetaResponse, ScrubProgress};
+use tessera_meta_client::{MetaCallError, MetaClient};
+use tessera_net::Pacer;
+use tessera_proto::{ExpectedFragment, MetaQuery, MetaResponse, Proposal, ScrubProgress};
 use tessera_types::ChunkId;
 use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
@@ -79,9 +79,15 @@ fn state_path(data_dir: &std::path::Path) -> PathBuf {
 }
 
 fn load_state(path: &std::path::Path) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
+    parse_scrub_state(&std::fs::read_to_string(path).ok()?)
+}
+
+/// The (finished at ms, request seq) a `scrub_state` file holds; `None` for
+/// anything else (a damaged file means "scrub again", never an error).
+pub fn parse_scrub_state(text: &str) -> Option<(u64, u64)> {
     let mut parts = text.split_whitespace();
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    let state = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    parts.next().is_none().then_some(state)
 }
 
 fn save_state(path: &std::path::Path, at_ms: u64, seq: u64) {
@@ -93,32 +99,18 @@ fn save_state(path: &std::path::Path, at_ms: u64, seq: u64) {
     }
 }
 
-/// Talks to meta for the upkeep tasks.
-#[derive(Clone)]
-pub(crate) struct MetaLink {
-    pub pool: ConnectionPool,
-    pub addr: SocketAddr,
-}
-
-impl MetaLink {
-    async fn ask(&self, req: &MetaRequest) -> Result<MetaResponse, String> {
-        let conn = self.pool.get(self.addr).await.map_err(|e| e.to_string())?;
-        match call::<_, MetaResponse>(&conn, req).await {
-            Ok(MetaResponse::Error(e)) => Err(e.to_string()),
-            Ok(r) => Ok(r),
-            Err(e) => {
-                if e.is_peer_failure() {
-                    self.pool.mark_failed(self.addr);
-                }
-                Err(e.to_string())
-            }
-        }
-    }
+/// Why an upkeep pass stopped (it is retried at the next one).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpkeepError {
+    #[error(transparent)]
+    Meta(#[from] MetaCallError),
+    #[error(transparent)]
+    Store(#[from] NodeError),
 }
 
 pub(crate) async fn scrub_forever(
     node: Arc<Node>,
-    meta: MetaLink,
+    meta: MetaClient,
     data_dir: PathBuf,
     config: UpkeepConfig,
 ) {
@@ -166,7 +158,11 @@ pub(crate) async fn scrub_forever(
 }
 
 /// One pass over what meta says this node holds: (checked, problems).
-async fn scrub_once(node: &Node, meta: &MetaLink, pacer: &Pacer) -> Result<(u64, u64), String> {
+async fn scrub_once(
+    node: &Node,
+    meta: &MetaClient,
+    pacer: &Pacer,
+) -> Result<(u64, u64), UpkeepError> {
     node.upkeep.update(|p| {
         p.running = true;
         p.checked = 0;
@@ -175,14 +171,14 @@ async fn scrub_once(node: &Node, meta: &MetaLink, pacer: &Pacer) -> Result<(u64,
     let (mut checked, mut found) = (0, 0);
     let mut after = None;
     loop {
-        let req = MetaRequest::NodeFragments {
+        let req = MetaQuery::NodeFragments {
             node: node.id,
             after,
             limit: PAGE as u32,
         };
-        let (items, more) = match meta.ask(&req).await? {
+        let (items, more) = match meta.call(req).await? {
             MetaResponse::NodeFragments { items, more } => (items, more),
-            other => return Err(format!("meta answered {other:?}")),
+            other => return Err(MetaCallError::unexpected(&other).into()),
         };
         for exp in &items {
             pacer.take(exp.len).await;
@@ -190,13 +186,13 @@ async fn scrub_once(node: &Node, meta: &MetaLink, pacer: &Pacer) -> Result<(u64,
                 found += 1;
                 NodeMetrics::add(&node.metrics.scrub_problems, 1);
                 warn!(chunk = %exp.chunk, index = exp.index, %why, "deep scrub found a bad fragment");
-                let report = MetaRequest::ReportCorrupt {
+                let report = Proposal::ReportCorrupt {
                     chunk: exp.chunk,
                     index: exp.index,
                     node: node.id,
                     reason: format!("deep scrub: {why}"),
                 };
-                meta.ask(&report).await?;
+                meta.call(report).await?;
             }
             checked += 1;
             NodeMetrics::add(&node.metrics.scrub_checked, 1);
@@ -241,7 +237,7 @@ async fn check(store: &FragmentStore, exp: &ExpectedFragment) -> Result<(), Stri
     Ok(())
 }
 
-pub(crate) async fn collect_forever(node: Arc<Node>, meta: MetaLink, every: Duration) {
+pub(crate) async fn collect_forever(node: Arc<Node>, meta: MetaClient, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let grace = node.upkeep.gc_grace_ms.load(Ordering::Relaxed);
@@ -256,18 +252,18 @@ pub(crate) async fn collect_forever(node: Arc<Node>, meta: MetaLink, every: Dura
     }
 }
 
-async fn collect_once(node: &Node, meta: &MetaLink, grace: Duration) -> Result<u64, String> {
+async fn collect_once(node: &Node, meta: &MetaClient, grace: Duration) -> Result<u64, UpkeepError> {
     let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(UNIX_EPOCH);
-    let inventory: Vec<(ChunkId, u8)> = node.store.inventory().await.map_err(|e| e.to_string())?;
+    let inventory: Vec<(ChunkId, u8)> = node.store.inventory().await?;
     let mut deleted = 0;
     for page in inventory.chunks(PAGE) {
-        let req = MetaRequest::UnknownFragments {
+        let req = MetaQuery::UnknownFragments {
             node: node.id,
             items: page.to_vec(),
         };
-        let unknown = match meta.ask(&req).await? {
+        let unknown = match meta.call(req).await? {
             MetaResponse::UnknownFragments(u) => u,
-            other => return Err(format!("meta answered {other:?}")),
+            other => return Err(MetaCallError::unexpected(&other).into()),
         };
         for (chunk, index) in unknown {
             match node.store.delete_if_older(chunk, index, cutoff).await {

@@ -12,11 +12,9 @@
 //! safe after a step than before it. It must not know about fragment files
 //! or the metadata store.
 
-mod placement;
 mod repairer;
 
-pub use placement::targets;
-pub use repairer::{RepairConfig, Repairer, RoundReport};
+pub use repairer::{BALANCE_TOLERANCE, RepairConfig, Repairer, RoundReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScrubError {
@@ -34,4 +32,6 @@ pub enum ScrubError {
     TooSlow(String),
     #[error("encoder task: {0}")]
     Task(String),
+    #[error("chunk {0}: not every planned move could be made; none was committed")]
+    Incomplete(String),
 }

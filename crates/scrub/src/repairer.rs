@@ -1,7 +1,6 @@
 //! The repair loop: repair work from meta first, then, when there is none,
 //! a rebalancing pass over all chunk records.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +13,14 @@ use tessera_sdk::Client;
 use tessera_types::{ChunkId, NodeId};
 use tracing::{debug, info, warn};
 
+use tessera_heal::{BalanceMove, Balancer, PassTrigger};
+use tessera_heal::{ClusterView, FragmentRestore, Restore, repair_step};
+
 use crate::ScrubError;
-use crate::placement::{ideal, targets};
+
+/// How far from its fair share a node may be before rebalancing moves data
+/// (0.02: within 2%).
+pub const BALANCE_TOLERANCE: f64 = 0.02;
 
 #[derive(Debug, Clone)]
 pub struct RepairConfig {
@@ -24,8 +29,8 @@ pub struct RepairConfig {
     pub rate: u64,
     /// Chunks worked on at once.
     pub parallel: usize,
-    /// A rebalancing pass runs at least this often, and whenever the
-    /// cluster map changed or repairs happened since the last one.
+    /// Loads are checked this often for drift (`tessera_heal::PassTrigger`);
+    /// a changed cluster map is noticed at once.
     pub rebalance_every: Duration,
     /// Pause when there is nothing to do, or nothing could be done.
     pub idle: Duration,
@@ -36,7 +41,7 @@ impl Default for RepairConfig {
         RepairConfig {
             rate: 256 << 20,
             parallel: 4,
-            rebalance_every: Duration::from_secs(600),
+            rebalance_every: Duration::from_secs(60),
             idle: Duration::from_secs(1),
         }
     }
@@ -53,6 +58,8 @@ pub struct RoundReport {
     pub chunks: usize,
     pub committed: usize,
     pub fragments: usize,
+    /// Chunks whose planned moves could not all be made.
+    pub unfinished: usize,
 }
 
 pub struct Repairer {
@@ -79,12 +86,10 @@ impl Repairer {
             "repairer running"
         );
         let mut last_epoch = None;
-        let mut last_pass: Option<Instant> = None;
-        let mut changed_since_pass = true;
+        let mut last_check: Option<Instant> = None;
         loop {
             match self.repair_round().await {
                 Ok(r) if r.chunks > 0 => {
-                    changed_since_pass |= r.committed > 0;
                     if r.committed == 0 {
                         // Nothing could be done (no target, sources down):
                         // wait for the cluster to change.
@@ -99,31 +104,32 @@ impl Repairer {
                     continue;
                 }
             }
-            let epoch = match self.client.cluster_map_fresh().await {
-                Ok(m) => m.epoch,
+            let map = match self.client.cluster_map_fresh().await {
+                Ok(m) => m,
                 Err(e) => {
                     warn!(error = %e, "cannot read the cluster map");
                     tokio::time::sleep(self.config.idle).await;
                     continue;
                 }
             };
-            let due = changed_since_pass
-                || last_epoch != Some(epoch)
-                || last_pass.is_none_or(|t| t.elapsed() >= self.config.rebalance_every);
-            if due {
-                match self.rebalance_pass().await {
-                    Ok(r) => {
-                        if r.fragments > 0 {
-                            info!(moved = r.fragments, "rebalancing pass moved fragments");
+            let changed = last_epoch != Some(map.epoch);
+            let look =
+                changed || last_check.is_none_or(|t| t.elapsed() >= self.config.rebalance_every);
+            if look {
+                last_check = Some(Instant::now());
+                match self.rebalance_pass(&map, changed).await {
+                    Ok(Some(r)) => {
+                        if r.fragments > 0 || r.unfinished > 0 {
+                            info!(
+                                moved = r.fragments,
+                                unfinished = r.unfinished,
+                                "rebalancing pass done"
+                            );
                         }
-                        last_epoch = Some(epoch);
-                        last_pass = Some(Instant::now());
-                        // Moves can make more moves worthwhile; look again.
-                        changed_since_pass = r.committed > 0;
-                        if changed_since_pass {
-                            continue;
-                        }
+                        last_epoch = Some(map.epoch);
+                        continue;
                     }
+                    Ok(None) => last_epoch = Some(map.epoch),
                     Err(e) => warn!(error = %e, "rebalancing pass failed; retrying"),
                 }
             }
@@ -139,60 +145,46 @@ impl Repairer {
             return Ok(RoundReport::default());
         }
         let map = self.client.cluster_map_fresh().await?;
+        let view = ClusterView::from_map(&map);
         let mut report = RoundReport {
             chunks: work.len(),
             ..Default::default()
         };
         let jobs = futures::stream::iter(work)
-            .map(|item| self.repair_chunk(item, &map))
+            .map(|item| self.repair_chunk(item, &map, &view))
             .buffer_unordered(self.config.parallel.max(1));
         tally(jobs, &mut report).await;
         Ok(report)
     }
 
     /// Restores one chunk as far as the cluster allows; returns the number
-    /// of fragments moved.
-    async fn repair_chunk(&self, item: RepairItem, map: &ClusterMap) -> Result<usize, ScrubError> {
+    /// of fragments moved. What to restore and where are
+    /// `tessera_heal::repair_step`'s decisions; this does the I/O.
+    async fn repair_chunk(
+        &self,
+        item: RepairItem,
+        map: &ClusterMap,
+        view: &ClusterView,
+    ) -> Result<usize, ScrubError> {
         let rec = &item.record;
-        let of = |s: FragmentState| -> Vec<usize> {
-            (0..item.states.len())
-                .filter(|&i| item.states[i] == s)
-                .collect()
-        };
-        let lost = of(FragmentState::Lost);
-        let moving = of(FragmentState::Move);
-        let holders: HashSet<NodeId> = rec.fragments.iter().map(|f| f.node).collect();
-        let kept: Vec<NodeId> = (0..rec.fragments.len())
-            .filter(|i| !lost.contains(i) && !moving.contains(i))
-            .map(|i| rec.fragments[i].node)
-            .collect();
-        let candidates = targets(map, rec.id, &holders, &kept);
-        // Lost fragments first: they are redundancy already gone. One whose
-        // node is still writable (rotten or missing on a healthy node) is
-        // rewritten there, where placement wants it.
-        let writable = |node: NodeId| map.nodes.iter().any(|n| n.id == node && n.writable());
-        let mut free = candidates.len();
-        let mut wanted: Vec<(usize, bool)> = Vec::new();
-        for &i in &lost {
-            if writable(rec.fragments[i].node) {
-                wanted.push((i, true));
-            } else if free > 0 {
-                free -= 1;
-                wanted.push((i, true));
-            }
-        }
-        for &i in moving.iter().take(free) {
-            wanted.push((i, false));
-        }
-        if wanted.is_empty() {
+        let nodes: Vec<NodeId> = rec.fragments.iter().map(|f| f.node).collect();
+        let Some(step) = repair_step(view, rec.id, &nodes, &item.states) else {
+            let index = item
+                .states
+                .iter()
+                .position(|s| matches!(s, FragmentState::Lost | FragmentState::Move))
+                .unwrap_or(0);
             return Err(ScrubError::NoTarget {
                 chunk: rec.id.to_string(),
-                index: lost.first().or(moving.first()).copied().unwrap_or(0),
+                index,
             });
-        }
-        let bodies = self.fragment_bodies(rec, &wanted, &lost).await?;
+        };
+        let lost: Vec<usize> = (0..item.states.len())
+            .filter(|&i| item.states[i] == FragmentState::Lost)
+            .collect();
+        let bodies = self.fragment_bodies(rec, &step.restore, &lost).await?;
         let started = Instant::now();
-        let moves = self.store_all(rec, map, bodies, candidates).await?;
+        let moves = self.store_all(rec, map, bodies, step.targets).await?;
         let n = moves.len();
         self.commit(rec, map, moves, started).await?;
         debug!(chunk = %rec.id, fragments = n, "chunk repaired");
@@ -222,29 +214,39 @@ impl Repairer {
     async fn fragment_bodies(
         &self,
         rec: &ChunkRecord,
-        wanted: &[(usize, bool)],
+        wanted: &[FragmentRestore],
         lost: &[usize],
-    ) -> Result<Vec<(usize, bool, Bytes)>, ScrubError> {
+    ) -> Result<Vec<Body>, ScrubError> {
         let mut out = Vec::with_capacity(wanted.len());
         let mut rebuild = Vec::new();
-        for &(i, is_lost) in wanted {
-            if is_lost {
-                rebuild.push(i);
+        for w in wanted {
+            let i = w.index;
+            if w.how == Restore::Rebuild {
+                rebuild.push((i, w.in_place));
                 continue;
             }
             self.pacer.take(rec.fragment_len).await;
             match self.client.read_fragment(rec, i).await {
-                Ok(b) => out.push((i, false, Bytes::from(b))),
+                Ok(b) => out.push(Body {
+                    index: i,
+                    rebuilt: false,
+                    in_place: false,
+                    bytes: Bytes::from(b),
+                }),
                 Err(e) => {
                     debug!(chunk = %rec.id, index = i, error = %e, "copy failed; rebuilding instead");
-                    rebuild.push(i);
+                    rebuild.push((i, false));
                 }
             }
         }
         if rebuild.is_empty() {
             return Ok(out);
         }
-        let avoid: Vec<usize> = lost.iter().chain(&rebuild).copied().collect();
+        let avoid: Vec<usize> = lost
+            .iter()
+            .copied()
+            .chain(rebuild.iter().map(|(i, _)| *i))
+            .collect();
         self.pacer
             .take(rec.fragment_len * rec.policy.required() as u64)
             .await;
@@ -255,7 +257,7 @@ impl Repairer {
             .await
             .map_err(|e| ScrubError::Task(e.to_string()))?
             .map_err(tessera_sdk::SdkError::from)?;
-        for i in rebuild {
+        for (i, in_place) in rebuild {
             // Encoding is deterministic: the rebuilt fragment must be the
             // one written at first, or something is badly wrong.
             if enc.hashes.get(i) != Some(&rec.fragments[i].hash)
@@ -266,7 +268,12 @@ impl Repairer {
                     index: i,
                 });
             }
-            out.push((i, true, enc.fragments[i].clone()));
+            out.push(Body {
+                index: i,
+                rebuilt: true,
+                in_place,
+                bytes: enc.fragments[i].clone(),
+            });
         }
         Ok(out)
     }
@@ -276,7 +283,7 @@ impl Repairer {
         &self,
         rec: &ChunkRecord,
         map: &ClusterMap,
-        bodies: Vec<(usize, bool, Bytes)>,
+        bodies: Vec<Body>,
         candidates: Vec<NodeId>,
     ) -> Result<Vec<FragmentMove>, ScrubError> {
         let addr_of = |node: NodeId| -> Option<SocketAddr> {
@@ -288,12 +295,17 @@ impl Repairer {
         let mut candidates = candidates.into_iter();
         let mut moves = Vec::new();
         let mut failures = Vec::new();
-        'bodies: for (index, rebuilt, body) in bodies {
+        'bodies: for Body {
+            index,
+            rebuilt,
+            in_place,
+            bytes: body,
+        } in bodies
+        {
             // A rotten or missing fragment on a healthy node is rewritten
             // where it was; elsewhere only if that node refuses it.
             let own = rec.fragments[index].node;
-            let in_place =
-                (rebuilt && map.nodes.iter().any(|n| n.id == own && n.writable())).then_some(own);
+            let in_place = in_place.then_some(own);
             for to in in_place.into_iter().chain(candidates.by_ref()) {
                 let Some(addr) = addr_of(to) else { continue };
                 self.pacer.take(body.len() as u64).await;
@@ -325,13 +337,26 @@ impl Repairer {
         Ok(moves)
     }
 
-    /// Walks every chunk record and moves fragments that sit on nodes
-    /// placement no longer prefers (after a node joined, or fragments went
-    /// to a spare node while another was down) onto preferred nodes that
-    /// are up. Moves only what differs: adding a node moves about its fair
-    /// share.
-    pub async fn rebalance_pass(&self) -> Result<RoundReport, ScrubError> {
-        let map = self.client.cluster_map_fresh().await?;
+    /// Walks every chunk record and moves fragments from nodes above their
+    /// fair share to nodes below it, as `tessera_heal::balance` plans:
+    /// after a node joins, or when straw2's spread leaves some nodes
+    /// fuller than others. Every move lowers the distance from fair
+    /// shares, so passes converge, and adding a node moves about its fair
+    /// share and no more.
+    ///
+    /// Runs a pass if `tessera_heal::PassTrigger` says one is due (`None`
+    /// otherwise): the map changed since the last pass (`map_changed`), or
+    /// the loads drifted.
+    pub async fn rebalance_pass(
+        &self,
+        map: &ClusterMap,
+        map_changed: bool,
+    ) -> Result<Option<RoundReport>, ScrubError> {
+        let view = ClusterView::from_map(map);
+        let mut balancer = Balancer::new(&view, BALANCE_TOLERANCE);
+        if !PassTrigger::default().due(&balancer, &view, map_changed) {
+            return Ok(None);
+        }
         let mut report = RoundReport::default();
         let mut after: Option<ChunkId> = None;
         loop {
@@ -340,58 +365,92 @@ impl Repairer {
             after = Some(last.id);
             let full = page.len() as u32 == SCAN_PAGE;
             report.chunks += page.len();
-            let jobs = futures::stream::iter(page)
-                .map(|rec| self.rebalance_chunk(rec, &map))
+            let mut planned = Vec::new();
+            for rec in page {
+                let nodes: Vec<NodeId> = rec.fragments.iter().map(|f| f.node).collect();
+                let moves = balancer.plan_chunk(rec.id, &nodes, rec.fragment_len);
+                if !moves.is_empty() {
+                    planned.push((rec, moves));
+                }
+            }
+            let jobs = futures::stream::iter(planned)
+                .map(|(rec, moves)| async {
+                    let result = self.move_fragments(&rec, &map, &moves).await;
+                    (rec, moves, result)
+                })
                 .buffer_unordered(self.config.parallel.max(1));
-            tally(jobs, &mut report).await;
-            if !full {
+            futures::pin_mut!(jobs);
+            while let Some((rec, moves, result)) = jobs.next().await {
+                match result {
+                    Ok(n) if n > 0 => {
+                        report.committed += 1;
+                        report.fragments += n;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!(chunk = %rec.id, error = %e, "rebalancing move left for a later pass");
+                        report.unfinished += 1;
+                        for m in &moves {
+                            balancer.undo(m, rec.fragment_len);
+                        }
+                    }
+                }
+            }
+            if !full || !balancer.needs_work() {
                 break;
             }
         }
-        Ok(report)
+        Ok(Some(report))
     }
 
-    async fn rebalance_chunk(
+    /// Copies fragments to the nodes the balancer chose and commits the
+    /// moves, all or none: the balancer plans a chunk's moves together (one
+    /// may make room in a zone for another), so committing only some could
+    /// break the zone spread.
+    async fn move_fragments(
         &self,
-        rec: ChunkRecord,
+        rec: &ChunkRecord,
         map: &ClusterMap,
+        moves: &[BalanceMove],
     ) -> Result<usize, ScrubError> {
-        let n = rec.fragments.len();
-        let Some(ideal) = ideal(map, rec.id, n) else {
-            return Ok(0);
-        };
-        let holders: HashSet<NodeId> = rec.fragments.iter().map(|f| f.node).collect();
-        let up = |node: &NodeId| map.nodes.iter().any(|m| m.id == *node && m.writable());
-        let readable = |node: &NodeId| {
-            map.nodes
-                .iter()
-                .any(|m| m.id == *node && m.state == tessera_proto::NodeState::Up)
-        };
-        let free: Vec<NodeId> = ideal
+        let wanted: Vec<FragmentRestore> = moves
             .iter()
-            .filter(|n| !holders.contains(n) && up(n))
-            .copied()
-            .collect();
-        let misplaced: Vec<usize> = (0..n)
-            .filter(|&i| {
-                !ideal.contains(&rec.fragments[i].node) && readable(&rec.fragments[i].node)
+            .map(|m| FragmentRestore {
+                index: m.index,
+                how: Restore::Copy,
+                in_place: false,
             })
             .collect();
-        if free.is_empty() || misplaced.is_empty() {
-            return Ok(0);
-        }
-        let wanted: Vec<(usize, bool)> = misplaced
-            .iter()
-            .take(free.len())
-            .map(|&i| (i, false))
-            .collect();
-        let bodies = self.fragment_bodies(&rec, &wanted, &[]).await?;
+        // A copy that cannot be read is rebuilt from the other fragments
+        // (verified against the recorded hash as any rebuild is).
+        let bodies = self.fragment_bodies(rec, &wanted, &[]).await?;
         let started = Instant::now();
-        let moves = self.store_all(&rec, map, bodies, free).await?;
-        let count = moves.len();
-        self.commit(&rec, map, moves, started).await?;
+        let mut out = Vec::new();
+        for body in bodies {
+            let Some(m) = moves.iter().find(|m| m.index == body.index) else {
+                continue;
+            };
+            let stored = self.store_all(rec, map, vec![body], vec![m.to]).await?;
+            out.extend(stored);
+        }
+        if out.len() < moves.len() {
+            // The copies stored are garbage for the collector.
+            return Err(ScrubError::Incomplete(rec.id.to_string()));
+        }
+        let count = out.len();
+        self.commit(rec, map, out, started).await?;
         Ok(count)
     }
+}
+
+/// A fragment's bytes, ready to store.
+struct Body {
+    index: usize,
+    /// Rebuilt from other fragments (not copied).
+    rebuilt: bool,
+    /// To be rewritten on the node that held it.
+    in_place: bool,
+    bytes: Bytes,
 }
 
 /// Counts what a stream of chunk jobs moved; a chunk that could not be

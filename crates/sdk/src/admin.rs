@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use tessera_codec::ChunkCodec;
 use tessera_proto::{
-    AccessKey, ChunkRecord, FragmentMove, Grant, MetaRequest, MetaResponse, Permission, RepairItem,
+    AccessKey, ChunkRecord, FragmentMove, Grant, MetaQuery, MetaResponse, Permission, Proposal,
+    RepairItem,
 };
 use tessera_types::{ChunkId, Hash, NodeId};
 
@@ -22,7 +23,7 @@ impl Client {
     /// Chunks that lost fragments or sit on draining nodes, the fewest
     /// spare fragments first.
     pub async fn repair_work(&self, limit: u32) -> Result<Vec<RepairItem>, SdkError> {
-        match self.meta(MetaRequest::RepairWork { limit }).await? {
+        match self.meta(MetaQuery::RepairWork { limit }).await? {
             MetaResponse::RepairWork(w) => Ok(w),
             other => Err(self.unexpected(other)),
         }
@@ -34,7 +35,7 @@ impl Client {
         after: Option<ChunkId>,
         limit: u32,
     ) -> Result<Vec<ChunkRecord>, SdkError> {
-        match self.meta(MetaRequest::ScanChunks { after, limit }).await? {
+        match self.meta(MetaQuery::ScanChunks { after, limit }).await? {
             MetaResponse::Chunks(c) => Ok(c),
             other => Err(self.unexpected(other)),
         }
@@ -46,10 +47,7 @@ impl Client {
         chunk: ChunkId,
         moves: Vec<FragmentMove>,
     ) -> Result<(), SdkError> {
-        match self
-            .meta(MetaRequest::CommitRepair { chunk, moves })
-            .await?
-        {
+        match self.meta(Proposal::CommitRepair { chunk, moves }).await? {
             MetaResponse::Ok => Ok(()),
             other => Err(self.unexpected(other)),
         }
@@ -57,21 +55,21 @@ impl Client {
 
     /// Asks every node for a deep scrub; returns the request's number.
     pub async fn start_scrub(&self) -> Result<u64, SdkError> {
-        match self.meta(MetaRequest::StartScrub).await? {
+        match self.meta(Proposal::StartScrub).await? {
             MetaResponse::ScrubStarted { seq } => Ok(seq),
             other => Err(self.unexpected(other)),
         }
     }
 
     pub async fn drain_node(&self, node: NodeId) -> Result<(), SdkError> {
-        match self.meta(MetaRequest::DrainNode { node }).await? {
+        match self.meta(Proposal::DrainNode { node }).await? {
             MetaResponse::Ok => Ok(()),
             other => Err(self.unexpected(other)),
         }
     }
 
     pub async fn remove_node(&self, node: NodeId) -> Result<(), SdkError> {
-        match self.meta(MetaRequest::RemoveNode { node }).await? {
+        match self.meta(Proposal::RemoveNode { node }).await? {
             MetaResponse::Ok => Ok(()),
             other => Err(self.unexpected(other)),
         }
@@ -84,7 +82,7 @@ impl Client {
         id: Option<String>,
         secret: Option<String>,
     ) -> Result<AccessKey, SdkError> {
-        let req = MetaRequest::CreateKey {
+        let req = Proposal::CreateKey {
             name: name.to_string(),
             id,
             secret,
@@ -97,7 +95,7 @@ impl Client {
 
     /// Every access key, secrets blanked.
     pub async fn list_keys(&self) -> Result<Vec<AccessKey>, SdkError> {
-        match self.meta(MetaRequest::ListKeys).await? {
+        match self.meta(MetaQuery::ListKeys).await? {
             MetaResponse::Keys(k) => Ok(k),
             other => Err(self.unexpected(other)),
         }
@@ -105,10 +103,7 @@ impl Client {
 
     /// One access key with its secret.
     pub async fn access_key(&self, id: &str) -> Result<AccessKey, SdkError> {
-        match self
-            .meta(MetaRequest::GetKey { id: id.to_string() })
-            .await?
-        {
+        match self.meta(MetaQuery::GetKey { id: id.to_string() }).await? {
             MetaResponse::Key(k) => Ok(k),
             other => Err(self.unexpected(other)),
         }
@@ -117,7 +112,7 @@ impl Client {
     /// Deletes a key and its grants; whether it existed.
     pub async fn delete_key(&self, id: &str) -> Result<bool, SdkError> {
         match self
-            .meta(MetaRequest::DeleteKey { id: id.to_string() })
+            .meta(Proposal::DeleteKey { id: id.to_string() })
             .await?
         {
             MetaResponse::Deleted { existed } => Ok(existed),
@@ -132,7 +127,7 @@ impl Client {
         key: &str,
         permission: Option<Permission>,
     ) -> Result<(), SdkError> {
-        let req = MetaRequest::SetGrant {
+        let req = Proposal::SetGrant {
             bucket: bucket.to_string(),
             key: key.to_string(),
             permission,
@@ -148,7 +143,7 @@ impl Client {
         bucket: Option<&str>,
         key: Option<&str>,
     ) -> Result<Vec<Grant>, SdkError> {
-        let req = MetaRequest::ListGrants {
+        let req = MetaQuery::ListGrants {
             bucket: bucket.map(str::to_string),
             key: key.map(str::to_string),
         };

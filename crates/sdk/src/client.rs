@@ -4,10 +4,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tessera_codec::ChunkCodec;
-use tessera_net::{ConnectionPool, Endpoint, Identity, call};
+use tessera_meta_client::MetaClient;
+use tessera_net::{ConnectionPool, Endpoint, Identity};
 use tessera_proto::{
-    BucketInfo, ClusterMap, ClusterStatus, ErrorCode, Listing, MetaRequest, MetaResponse, NodeInfo,
-    ObjectHeaders, ObjectInfo, RemoteError,
+    BucketInfo, ClusterMap, ClusterStatus, ErrorCode, Listing, MetaQuery, MetaRequest,
+    MetaResponse, NodeInfo, ObjectHeaders, ObjectInfo, Proposal, RemoteError,
 };
 use tessera_types::{NodeId, Policy};
 
@@ -91,12 +92,11 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    pub(crate) meta: SocketAddr,
+    /// Meta is retried after one second, not ten: nothing works without
+    /// it, so long-lived clients (gateways, the repairer) must be back as
+    /// soon as it is.
+    pub(crate) meta: MetaClient,
     pub(crate) pool: ConnectionPool,
-    /// Meta has a pool of its own that retries after one second, not ten:
-    /// nothing works without meta, so long-lived clients (gateways, the
-    /// repairer) must be back as soon as it is.
-    meta_pool: ConnectionPool,
     pub(crate) codec: ChunkCodec,
     pub(crate) options: ClientOptions,
     map: Mutex<Option<(Instant, Arc<ClusterMap>)>>,
@@ -136,12 +136,10 @@ impl Client {
         }
         let endpoint = Endpoint::client(identity)?;
         let pool = ConnectionPool::new(endpoint.clone());
-        let meta_pool = ConnectionPool::with_hold_off(endpoint, Duration::from_secs(1));
         let client = Client {
             inner: Arc::new(Inner {
-                meta,
+                meta: MetaClient::new(endpoint, meta, Duration::from_secs(1)),
                 pool,
-                meta_pool,
                 codec: ChunkCodec::default(),
                 write_budget: Arc::new(tokio::sync::Semaphore::new(options.chunks_in_flight)),
                 read_budget: Arc::new(tokio::sync::Semaphore::new(options.chunks_in_flight)),
@@ -154,22 +152,14 @@ impl Client {
         Ok(client)
     }
 
-    pub(crate) async fn meta(&self, req: MetaRequest) -> Result<MetaResponse, SdkError> {
-        let addr = self.inner.meta;
-        // One retry: a cached connection may have died since the last call.
-        for attempt in 0..2 {
-            let conn = self.inner.meta_pool.get(addr).await?;
-            match call::<_, MetaResponse>(&conn, &req).await {
-                Ok(MetaResponse::Error(e)) => return Err(SdkError::Remote(e)),
-                Ok(resp) => return Ok(resp),
-                Err(e) if attempt == 0 && e.is_peer_failure() => {
-                    conn.close(tessera_net::VarInt::from_u32(1), b"retry");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        unreachable!("the second attempt returns")
+    /// One request to meta.
+    pub(crate) async fn meta(&self, req: impl Into<MetaRequest>) -> Result<MetaResponse, SdkError> {
+        self.inner.meta.call(req).await.map_err(SdkError::from)
+    }
+
+    /// The meta client this client uses (for the repairer and tools).
+    pub fn meta_client(&self) -> &MetaClient {
+        &self.inner.meta
     }
 
     pub(crate) fn unexpected(&self, resp: MetaResponse) -> SdkError {
@@ -195,7 +185,7 @@ impl Client {
     }
 
     pub async fn cluster_map_fresh(&self) -> Result<Arc<ClusterMap>, SdkError> {
-        match self.meta(MetaRequest::ClusterMap).await? {
+        match self.meta(MetaQuery::ClusterMap).await? {
             MetaResponse::ClusterMap(m) => {
                 let m = Arc::new(m);
                 *self.inner.map.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -223,7 +213,7 @@ impl Client {
     }
 
     pub async fn status(&self) -> Result<ClusterStatus, SdkError> {
-        match self.meta(MetaRequest::Status).await? {
+        match self.meta(MetaQuery::Status).await? {
             MetaResponse::Status(s) => Ok(s),
             other => Err(self.unexpected(other)),
         }
@@ -235,7 +225,7 @@ impl Client {
         policy: Option<Policy>,
     ) -> Result<BucketInfo, SdkError> {
         match self
-            .meta(MetaRequest::CreateBucket {
+            .meta(Proposal::CreateBucket {
                 name: name.to_string(),
                 policy,
             })
@@ -248,7 +238,7 @@ impl Client {
 
     /// Deletes an empty bucket.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), SdkError> {
-        self.meta(MetaRequest::DeleteBucket {
+        self.meta(Proposal::DeleteBucket {
             name: name.to_string(),
         })
         .await
@@ -257,7 +247,7 @@ impl Client {
 
     pub async fn bucket(&self, name: &str) -> Result<BucketInfo, SdkError> {
         match self
-            .meta(MetaRequest::GetBucket {
+            .meta(MetaQuery::GetBucket {
                 name: name.to_string(),
             })
             .await?
@@ -268,7 +258,7 @@ impl Client {
     }
 
     pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>, SdkError> {
-        match self.meta(MetaRequest::ListBuckets).await? {
+        match self.meta(MetaQuery::ListBuckets).await? {
             MetaResponse::Buckets(b) => Ok(b),
             other => Err(self.unexpected(other)),
         }
@@ -276,7 +266,7 @@ impl Client {
 
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, SdkError> {
         match self
-            .meta(MetaRequest::HeadObject {
+            .meta(MetaQuery::HeadObject {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
             })
@@ -304,7 +294,7 @@ impl Client {
     /// Deletes an object; `false` when there was none.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SdkError> {
         match self
-            .meta(MetaRequest::DeleteObject {
+            .meta(Proposal::DeleteObject {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
             })
@@ -317,7 +307,7 @@ impl Client {
 
     /// One page of a bucket listing; pass `next` back as `start_after`.
     pub async fn list(&self, bucket: &str, opts: &ListOptions) -> Result<Listing, SdkError> {
-        let req = MetaRequest::ListObjects {
+        let req = MetaQuery::ListObjects {
             bucket: bucket.to_string(),
             prefix: opts.prefix.clone(),
             delimiter: opts.delimiter.clone(),

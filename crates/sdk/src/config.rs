@@ -60,10 +60,19 @@ fn read(path: &Path) -> Result<String, SdkError> {
 
 impl ClusterConfig {
     pub fn load(path: &Path) -> Result<Self, SdkError> {
-        let text = read(path)?;
-        let mut cfg: ClusterConfig = toml::from_str(&text)
-            .map_err(|e| SdkError::Config(format!("{}: {e}", path.display())))?;
-        cfg.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&read(path)?, &dir)
+            .map_err(|e| SdkError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// A cluster file's text, with relative paths taken from `dir`.
+    /// Errors: `Config` naming what is wrong (TOML syntax, a missing or
+    /// mistyped field, a meta address that is not `HOST:PORT`).
+    pub fn parse(text: &str, dir: &Path) -> Result<Self, SdkError> {
+        let mut cfg: ClusterConfig =
+            toml::from_str(text).map_err(|e| SdkError::Config(e.to_string()))?;
+        check_host_port(&cfg.meta).map_err(SdkError::Config)?;
+        cfg.dir = dir.to_path_buf();
         Ok(cfg)
     }
 

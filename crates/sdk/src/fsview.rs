@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use tessera_proto::{
-    ChunkRecord, ClusterMap, DirInfo, DirListing, Found, MetaRequest, MetaResponse, NewObject,
-    ObjectInfo,
+    ChunkRecord, ClusterMap, DirInfo, DirListing, Found, MetaQuery, MetaRequest, MetaResponse,
+    NewObject, ObjectInfo, Proposal,
 };
 use tessera_types::Policy;
 
@@ -61,7 +61,7 @@ impl Client {
     }
 
     /// Commits a new version of `key` that may reuse chunks of the current
-    /// one (see `MetaRequest::PatchObject`); new chunks must come from
+    /// one (see `Proposal::PatchObject`); new chunks must come from
     /// `staged`.
     pub async fn patch_object(
         &self,
@@ -75,7 +75,7 @@ impl Client {
             .filter(|_| !object.chunks.is_empty())
             .map(|s| s.reservation.id);
         match self
-            .meta(MetaRequest::PatchObject {
+            .meta(Proposal::PatchObject {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
                 object,
@@ -92,7 +92,7 @@ impl Client {
     /// What `key` is in the file-system view.
     pub async fn lookup(&self, bucket: &str, key: &str) -> Result<Found, SdkError> {
         match self
-            .meta(MetaRequest::Lookup {
+            .meta(MetaQuery::Lookup {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
             })
@@ -112,7 +112,7 @@ impl Client {
         limit: u32,
     ) -> Result<DirListing, SdkError> {
         match self
-            .meta(MetaRequest::ListDir {
+            .meta(MetaQuery::ListDir {
                 bucket: bucket.to_string(),
                 prefix: prefix.to_string(),
                 after: after.map(String::from),
@@ -134,7 +134,7 @@ impl Client {
         info: DirInfo,
         create: bool,
     ) -> Result<(), SdkError> {
-        self.expect_done(MetaRequest::PutDir {
+        self.expect_done(Proposal::PutDir {
             bucket: bucket.to_string(),
             path: path.to_string(),
             info,
@@ -150,7 +150,7 @@ impl Client {
         path: &str,
         keep_dir: Option<&str>,
     ) -> Result<(), SdkError> {
-        self.expect_done(MetaRequest::RemoveDir {
+        self.expect_done(Proposal::RemoveDir {
             bucket: bucket.to_string(),
             path: path.to_string(),
             keep_dir: keep_dir.map(String::from),
@@ -166,7 +166,7 @@ impl Client {
         key: &str,
         keep_dir: Option<&str>,
     ) -> Result<(), SdkError> {
-        self.expect_done(MetaRequest::Unlink {
+        self.expect_done(Proposal::Unlink {
             bucket: bucket.to_string(),
             key: key.to_string(),
             keep_dir: keep_dir.map(String::from),
@@ -184,7 +184,7 @@ impl Client {
         keep_dir: Option<&str>,
     ) -> Result<u64, SdkError> {
         match self
-            .meta(MetaRequest::Rename {
+            .meta(Proposal::Rename {
                 bucket: bucket.to_string(),
                 from: from.to_string(),
                 to: to.to_string(),
@@ -198,7 +198,7 @@ impl Client {
         }
     }
 
-    async fn expect_done(&self, req: MetaRequest) -> Result<(), SdkError> {
+    async fn expect_done(&self, req: impl Into<MetaRequest>) -> Result<(), SdkError> {
         match self.meta(req).await? {
             MetaResponse::Ok | MetaResponse::Deleted { .. } => Ok(()),
             other => Err(self.unexpected(other)),

@@ -28,20 +28,31 @@ mod write;
 pub use client::{BodyCheck, Client, ClientOptions, ListOptions, PutOptions};
 pub use config::{ClusterConfig, check_host_port};
 pub use fsview::StagedWrite;
+pub use tessera_meta_client::{MetaCallError, MetaClient};
 pub use tessera_proto::{
     BucketInfo, ClusterMap, ClusterStatus, ErrorCode, ListEntry, Listing, NodeInfo, NodeState,
     ObjectHeaders, ObjectInfo, RemoteError,
 };
 pub use tessera_types::Policy;
 
+/// What an SDK call can fail with. Callers match on variants and on
+/// `code()`, never on messages.
 #[derive(Debug, thiserror::Error)]
 pub enum SdkError {
     #[error("cluster file: {0}")]
     Config(String),
+    /// Meta or a node understood the request and refused it: `code()` says
+    /// why (`NoSuchKey`, `Conflict`, `PreconditionFailed`, ...).
     #[error("{}", .0.message)]
     Remote(RemoteError),
     #[error(transparent)]
     Net(#[from] tessera_net::NetError),
+    /// A call got no answer in time.
+    #[error("{what} did not answer within {after:?}")]
+    Timeout {
+        what: String,
+        after: std::time::Duration,
+    },
     #[error(
         "chunk {chunk} is unreadable: {got} of the {needed} fragments needed could be read ({failures})"
     )]
@@ -51,8 +62,13 @@ pub enum SdkError {
         got: usize,
         failures: String,
     },
+    /// A chunk could not be stored because the nodes that would take it are
+    /// out of space: the cluster is full.
+    #[error("no space: {0}")]
+    NoSpace(String),
+    /// Fewer nodes accepted a chunk's fragments than its policy needs.
     #[error("cannot store chunk: {0}")]
-    Placement(String),
+    NotEnoughNodes(String),
     #[error(transparent)]
     Codec(#[from] tessera_codec::CodecError),
     #[error("invalid range {start}..{end} for an object of {size} bytes")]
@@ -66,11 +82,37 @@ pub enum SdkError {
 }
 
 impl SdkError {
-    /// The remote error class, when the cluster refused the request.
+    /// The error class: a remote refusal's code, or the class of a typed
+    /// local failure (`NoSpace`, `NotEnoughNodes`).
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             SdkError::Remote(e) => Some(e.code),
+            SdkError::NoSpace(_) => Some(ErrorCode::NoSpace),
+            SdkError::NotEnoughNodes(_) => Some(ErrorCode::NotEnoughNodes),
             _ => None,
+        }
+    }
+
+    /// The state the call was based on changed meanwhile: look again.
+    pub fn is_conflict(&self) -> bool {
+        self.code() == Some(ErrorCode::Conflict)
+    }
+}
+
+impl From<tessera_meta_client::MetaCallError> for SdkError {
+    fn from(e: tessera_meta_client::MetaCallError) -> Self {
+        use tessera_meta_client::MetaCallError as M;
+        match e {
+            M::Refused(r) => SdkError::Remote(r),
+            M::Net { source, .. } => SdkError::Net(source),
+            M::Timeout { addr, after } => SdkError::Timeout {
+                what: format!("meta at {addr}"),
+                after,
+            },
+            M::Unexpected(what) => SdkError::Protocol {
+                peer: "meta".into(),
+                what,
+            },
         }
     }
 }

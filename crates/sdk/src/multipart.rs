@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use tessera_proto::{MetaRequest, MetaResponse, ObjectInfo, PartInfo, UploadInfo};
+use tessera_proto::{MetaQuery, MetaResponse, ObjectInfo, PartInfo, Proposal, UploadInfo};
 use tessera_types::validate_key;
 
 use crate::{Client, PutOptions, SdkError};
@@ -18,7 +18,7 @@ impl Client {
     ) -> Result<UploadInfo, SdkError> {
         validate_key(key)
             .map_err(|e| Client::remote(tessera_proto::ErrorCode::InvalidKey, e.to_string()))?;
-        let req = MetaRequest::CreateUpload {
+        let req = Proposal::CreateUpload {
             bucket: bucket.to_string(),
             key: key.to_string(),
             content_type: opts.content_type,
@@ -32,7 +32,7 @@ impl Client {
     }
 
     pub async fn upload(&self, id: &str) -> Result<UploadInfo, SdkError> {
-        let req = MetaRequest::GetUpload {
+        let req = MetaQuery::GetUpload {
             upload: id.to_string(),
         };
         match self.meta(req).await? {
@@ -47,7 +47,7 @@ impl Client {
         id: &str,
         parts: Vec<(u32, String)>,
     ) -> Result<ObjectInfo, SdkError> {
-        let req = MetaRequest::CompleteUpload {
+        let req = Proposal::CompleteUpload {
             upload: id.to_string(),
             parts,
         };
@@ -58,7 +58,7 @@ impl Client {
     }
 
     pub async fn abort_upload(&self, id: &str) -> Result<(), SdkError> {
-        let req = MetaRequest::AbortUpload {
+        let req = Proposal::AbortUpload {
             upload: id.to_string(),
         };
         match self.meta(req).await? {
@@ -68,7 +68,7 @@ impl Client {
     }
 
     pub async fn list_parts(&self, id: &str) -> Result<Vec<PartInfo>, SdkError> {
-        let req = MetaRequest::ListParts {
+        let req = MetaQuery::ListParts {
             upload: id.to_string(),
         };
         match self.meta(req).await? {
@@ -78,7 +78,7 @@ impl Client {
     }
 
     pub async fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadInfo>, SdkError> {
-        let req = MetaRequest::ListUploads {
+        let req = MetaQuery::ListUploads {
             bucket: bucket.to_string(),
         };
         match self.meta(req).await? {

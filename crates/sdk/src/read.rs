@@ -8,8 +8,8 @@ use std::ops::Range;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tessera_net::{NetError, read_exact_body, read_frame, write_frame};
 use tessera_proto::{
-    ChunkRecord, ChunkRef, FrameKind, MetaRequest, MetaResponse, NodeInfo, NodeRequest,
-    NodeResponse, NodeState, ObjectData, ObjectInfo,
+    ChunkRecord, ChunkRef, FrameKind, MetaQuery, MetaResponse, NodeInfo, NodeRequest, NodeResponse,
+    NodeState, ObjectData, ObjectInfo, Proposal,
 };
 use tessera_types::{ChunkId, NodeId};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -85,7 +85,7 @@ impl Client {
                 }
                 for batch in wanted.chunks(RECORD_BATCH) {
                     let ids: Vec<ChunkId> = batch.iter().map(|(r, _)| r.id).collect();
-                    let records = match self.meta(MetaRequest::GetChunks { ids }).await? {
+                    let records = match self.meta(MetaQuery::GetChunks { ids }).await? {
                         MetaResponse::Chunks(c) if c.len() == batch.len() => c,
                         other => {
                             return Err(SdkError::Protocol {
@@ -141,7 +141,7 @@ impl Client {
         let mut out = Vec::with_capacity(refs.len());
         for batch in refs.chunks(RECORD_BATCH) {
             let ids: Vec<ChunkId> = batch.iter().map(|r| r.id).collect();
-            match self.meta(MetaRequest::GetChunks { ids }).await? {
+            match self.meta(MetaQuery::GetChunks { ids }).await? {
                 MetaResponse::Chunks(c) if c.len() == batch.len() => out.extend(c),
                 other => {
                     return Err(SdkError::Protocol {
@@ -263,7 +263,7 @@ impl Client {
         let client = self.clone();
         tokio::spawn(async move {
             if let Err(e) = client
-                .meta(MetaRequest::ReportCorrupt {
+                .meta(Proposal::ReportCorrupt {
                     chunk,
                     index,
                     node,

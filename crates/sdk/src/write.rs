@@ -9,9 +9,8 @@ use md5::{Digest, Md5};
 use tessera_codec::{ChunkReader, EncodedChunk};
 use tessera_net::{read_frame, write_frame};
 use tessera_proto::{
-    ChunkRecord, ChunkRef, ClusterMap, ErrorCode, FragmentRecord, FrameKind, MetaRequest,
-    MetaResponse, NewObject, NodeRequest, NodeResponse, ObjectData, ObjectInfo, PartInfo,
-    UploadInfo,
+    ChunkRecord, ChunkRef, ClusterMap, ErrorCode, FragmentRecord, FrameKind, Lease, MetaResponse,
+    NewObject, NodeRequest, NodeResponse, ObjectData, ObjectInfo, PartInfo, Proposal, UploadInfo,
 };
 use tessera_types::{
     ChunkId, Hash, NodeId, PlacementCandidate, PlacementMap, Policy, validate_key,
@@ -79,7 +78,7 @@ impl Client {
         }
         let chunked = !object_is_inline(&object.data);
         match self
-            .meta(MetaRequest::CommitObject {
+            .meta(Proposal::CommitObject {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
                 object,
@@ -110,7 +109,7 @@ impl Client {
             (check.0)()?;
         }
         match self
-            .meta(MetaRequest::CommitPart {
+            .meta(Proposal::CommitPart {
                 upload: upload.id.clone(),
                 number,
                 part: object,
@@ -227,7 +226,7 @@ impl Client {
         let renewer = AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(renew_every).await;
-                let req = MetaRequest::ReserveChunks {
+                let req = Lease::ReserveChunks {
                     write: id,
                     chunks: vec![],
                 };
@@ -254,7 +253,7 @@ impl Client {
         write: u64,
     ) -> Result<ChunkRecord, SdkError> {
         let id = ChunkId::random();
-        self.meta(MetaRequest::ReserveChunks {
+        self.meta(Lease::ReserveChunks {
             write,
             chunks: vec![id],
         })
@@ -314,9 +313,9 @@ impl Client {
             // Nodes out of room is the cluster being full, which callers
             // report as such (S3 and errno alike), not a generic failure.
             if full {
-                return Err(Client::remote(ErrorCode::NoSpace, message));
+                return Err(SdkError::NoSpace(message));
             }
-            return Err(SdkError::Placement(message));
+            return Err(SdkError::NotEnoughNodes(message));
         }
         let fragments = holders
             .into_iter()

@@ -11,7 +11,7 @@ pub type Hash = [u8; 32];
 /// Identifies one chunk cluster-wide. Random, so that writers never coordinate
 /// to name their chunks and placement spreads evenly.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ChunkId(pub [u8; 16]);
+pub struct ChunkId(#[serde(with = "crate::fixed_bytes")] pub [u8; 16]);
 
 impl ChunkId {
     pub fn random() -> Self {

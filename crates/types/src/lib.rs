@@ -6,6 +6,7 @@
 //! disks, RocksDB or any frontend: everything here is pure and deterministic, so
 //! that the SDK and meta compute the same answer from the same cluster map.
 
+pub mod fixed_bytes;
 mod ids;
 mod names;
 pub mod placement;

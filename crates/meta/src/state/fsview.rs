@@ -1,25 +1,26 @@
 //! The file-system view of a bucket, for mounts: directories that exist with
 //! nothing under them, lookups that tell a directory from an object,
-//! directory listings, and copy-on-write commits that keep the chunks a
-//! write did not touch. S3 never sees any of this: directory entries live in
-//! their own table.
+//! directory listings, unlinks that keep the directory a name leaves, and
+//! copy-on-write commits that keep the chunks a write did not touch. S3
+//! never sees any of this: directory entries live in their own table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use tessera_proto::{
-    ChunkRef, DirEntry, DirInfo, DirListing, ErrorCode, Found, ListEntry, NewObject, ObjectData,
-    ObjectInfo,
-};
+use tessera_proto::{DirEntry, DirInfo, DirListing, Found, ListEntry, NewObject};
 use tessera_types::validate_key;
 
-use super::{Counted, MAX_INLINE, StateMachine, counter, refuse, tables::*};
+use super::buckets::BucketQueries;
+use super::chunks::{retire_chunks, store_chunks};
+use super::objects::{ObjectQueries, check_commit, committed, remove_object};
+use super::tables::{DIRS, OBJECTS, counter};
+use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::keys::ObjectKey;
-use crate::store::{KeyCodec, Step};
+use crate::store::{KeyCodec, Read, Step};
 
 /// Whether anything lies under a directory prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Occupancy {
+pub struct Occupancy {
     pub objects: bool,
     /// Directory entries under the prefix, not counting its own.
     pub subdirs: bool,
@@ -35,35 +36,163 @@ impl Occupancy {
     }
 }
 
+/// Errors: `BadRequest` unless `path` ends in `/`; `InvalidKey`.
 pub(super) fn check_dir_path(path: &str) -> Result<(), MetaError> {
     if !path.ends_with('/') {
         return Err(refuse(
-            ErrorCode::BadRequest,
+            Refused::BadRequest,
             format!("directory {path:?} must end in '/'"),
         ));
     }
-    validate_key(path).map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()))
+    validate_key(path).map_err(|e| refuse(Refused::InvalidKey, e.to_string()))
 }
 
-impl StateMachine {
-    pub(super) fn occupancy(&self, bucket: &str, path: &str) -> Result<Occupancy, MetaError> {
-        let mut objects = false;
-        self.store.scan(
-            OBJECTS,
-            &ObjectKey::new(bucket, path).encode(),
-            |_, k, _| {
-                objects = k.bucket == bucket && k.key.starts_with(path);
-                Ok(Step::Stop)
-            },
-        )?;
-        let entry = self
-            .store
-            .get(DIRS, &ObjectKey::new(bucket, path))?
-            .is_some();
+/// Gives `dir` an entry if it has none, so that it outlives the name a
+/// command takes out of it.
+pub(super) fn keep_dir(
+    tx: &mut Txn<'_>,
+    bucket: &str,
+    dir: Option<&str>,
+    at_ms: u64,
+) -> Result<(), MetaError> {
+    let Some(dir) = dir.filter(|d| !d.is_empty()) else {
+        return Ok(());
+    };
+    check_dir_path(dir)?;
+    let key = ObjectKey::new(bucket, dir);
+    if !tx.contains(DIRS, &key)? {
+        let info = DirInfo {
+            mtime_ms: at_ms,
+            ..DirInfo::default()
+        };
+        tx.put(DIRS, &key, &info)?;
+    }
+    Ok(())
+}
+
+pub(super) fn put_dir(
+    tx: &mut Txn<'_>,
+    bucket: &str,
+    path: &str,
+    info: &DirInfo,
+    create: bool,
+) -> Result<Applied, MetaError> {
+    tx.bucket(bucket)?;
+    check_dir_path(path)?;
+    if create && tx.occupancy(bucket, path)?.exists() {
+        return Err(refuse(
+            Refused::PreconditionFailed,
+            format!("{bucket}/{path} exists"),
+        ));
+    }
+    let key = path.strip_suffix('/').unwrap_or(path);
+    if create && tx.object_at(bucket, key)?.is_some() {
+        return Err(refuse(
+            Refused::PreconditionFailed,
+            format!("{bucket}/{key} exists as an object"),
+        ));
+    }
+    tx.put(DIRS, &ObjectKey::new(bucket, path), info)?;
+    Ok(Applied::Done)
+}
+
+pub(super) fn remove_dir(
+    tx: &mut Txn<'_>,
+    bucket: &str,
+    path: &str,
+    keep: Option<&str>,
+    at_ms: u64,
+) -> Result<Applied, MetaError> {
+    tx.bucket(bucket)?;
+    check_dir_path(path)?;
+    let occ = tx.occupancy(bucket, path)?;
+    if !occ.empty() {
+        return Err(refuse(
+            Refused::NotEmpty,
+            format!("{bucket}/{path} is not empty"),
+        ));
+    }
+    if !occ.entry {
+        return Err(refuse(
+            Refused::NoSuchKey,
+            format!("no directory {bucket}/{path}"),
+        ));
+    }
+    tx.delete(DIRS, &ObjectKey::new(bucket, path))?;
+    if keep != Some(path) {
+        keep_dir(tx, bucket, keep, at_ms)?;
+    }
+    Ok(Applied::Deleted { existed: true })
+}
+
+/// Deletes an object and keeps the directory it leaves. Errors:
+/// `NoSuchKey` if there is none.
+pub(super) fn unlink(
+    tx: &mut Txn<'_>,
+    bucket: &str,
+    key: &str,
+    keep: Option<&str>,
+    at_ms: u64,
+) -> Result<Applied, MetaError> {
+    if !remove_object(tx, bucket, key, at_ms)? {
+        return Err(refuse(
+            Refused::NoSuchKey,
+            format!("no such key: {bucket}/{key}"),
+        ));
+    }
+    keep_dir(tx, bucket, keep, at_ms)?;
+    Ok(Applied::Deleted { existed: true })
+}
+
+/// Drops every directory entry of a bucket (it is being deleted).
+pub(super) fn drop_bucket_dirs(tx: &mut Txn<'_>, bucket: &str) -> Result<(), MetaError> {
+    for (path, _) in tx.dir_entries_under(bucket, "")? {
+        tx.delete(DIRS, &ObjectKey::new(bucket, &path))?;
+    }
+    Ok(())
+}
+
+/// A commit whose chunk references may keep chunks of the current version
+/// (see `Proposal::PatchObject`); dropped chunks go to garbage.
+pub(super) fn patch_object(
+    tx: &mut Txn<'_>,
+    bucket: &str,
+    key: &str,
+    object: &NewObject,
+    if_absent: bool,
+    at_ms: u64,
+) -> Result<Applied, MetaError> {
+    tx.bucket(bucket)?;
+    validate_key(key).map_err(|e| refuse(Refused::InvalidKey, e.to_string()))?;
+    let okey = ObjectKey::new(bucket, key);
+    let old = tx.get(OBJECTS, &okey)?;
+    if if_absent && old.is_some() {
+        return Err(refuse(
+            Refused::PreconditionFailed,
+            format!("{bucket}/{key} exists"),
+        ));
+    }
+    let dropped = check_commit(tx, object, old.as_ref())?;
+    retire_chunks(tx, &dropped, at_ms)?;
+    if old.is_none() {
+        tx.add(counter::OBJECTS, 1);
+    }
+    store_chunks(tx, &object.chunks)?;
+    let info = committed(key, object, at_ms);
+    tx.put(OBJECTS, &okey, &info)?;
+    Ok(Applied::Object(Box::new(info)))
+}
+
+/// Queries of the file-system view.
+pub trait FsQueries: Read {
+    /// What lies under directory prefix `path`.
+    fn occupancy(&self, bucket: &str, path: &str) -> Result<Occupancy, MetaError> {
+        let objects = self.any_object_under(bucket, path)?;
+        let entry = self.contains(DIRS, &ObjectKey::new(bucket, path))?;
         let mut start = ObjectKey::new(bucket, path).encode();
         start.push(0);
         let mut subdirs = false;
-        self.store.scan(DIRS, &start, |_, k, _| {
+        self.scan(DIRS, &start, |_, k, _| {
             subdirs = k.bucket == bucket && k.key.starts_with(path);
             Ok(Step::Stop)
         })?;
@@ -74,236 +203,45 @@ impl StateMachine {
         })
     }
 
-    /// Gives `dir` an entry if it has none, so that it outlives the name a
-    /// command takes out of it.
-    pub(super) fn keep_dir(
-        &self,
-        batch: &mut Counted<'_>,
-        bucket: &str,
-        dir: Option<&String>,
-        at_ms: u64,
-    ) -> Result<(), MetaError> {
-        let Some(dir) = dir.filter(|d| !d.is_empty()) else {
-            return Ok(());
-        };
-        check_dir_path(dir)?;
-        let key = ObjectKey::new(bucket, dir);
-        if self.store.get(DIRS, &key)?.is_none() {
-            let info = DirInfo {
-                mtime_ms: at_ms,
-                ..DirInfo::default()
-            };
-            batch.put(DIRS, &key, &info)?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn put_dir(
-        &self,
-        batch: &mut Counted<'_>,
-        bucket: &str,
-        path: &str,
-        info: &DirInfo,
-        create: bool,
-    ) -> Result<(), MetaError> {
-        self.bucket(bucket)?;
-        check_dir_path(path)?;
-        if create && self.occupancy(bucket, path)?.exists() {
-            return Err(refuse(
-                ErrorCode::PreconditionFailed,
-                format!("{bucket}/{path} exists"),
-            ));
-        }
-        let key = path.strip_suffix('/').unwrap_or(path);
-        if create
-            && self
-                .store
-                .get(OBJECTS, &ObjectKey::new(bucket, key))?
-                .is_some()
-        {
-            return Err(refuse(
-                ErrorCode::PreconditionFailed,
-                format!("{bucket}/{key} exists as an object"),
-            ));
-        }
-        batch.put(DIRS, &ObjectKey::new(bucket, path), info)
-    }
-
-    pub(super) fn remove_dir(
-        &self,
-        batch: &mut Counted<'_>,
-        bucket: &str,
-        path: &str,
-    ) -> Result<(), MetaError> {
-        self.bucket(bucket)?;
-        check_dir_path(path)?;
-        let occ = self.occupancy(bucket, path)?;
-        if !occ.empty() {
-            return Err(refuse(
-                ErrorCode::NotEmpty,
-                format!("{bucket}/{path} is not empty"),
-            ));
-        }
-        if !occ.entry {
-            return Err(refuse(
-                ErrorCode::NoSuchKey,
-                format!("no directory {bucket}/{path}"),
-            ));
-        }
-        batch.delete(DIRS, &ObjectKey::new(bucket, path))
-    }
-
-    /// Directory entries under `from` (its own included), for a prefix
-    /// rename.
-    pub(super) fn dir_entries_under(
+    /// Directory entries under `from` (its own included).
+    fn dir_entries_under(
         &self,
         bucket: &str,
         from: &str,
     ) -> Result<Vec<(String, DirInfo)>, MetaError> {
         let mut out = Vec::new();
-        self.store
-            .scan(DIRS, &ObjectKey::new(bucket, from).encode(), |_, k, v| {
-                if k.bucket != bucket || !k.key.starts_with(from) {
-                    return Ok(Step::Stop);
-                }
-                out.push((k.key, v));
-                Ok(Step::Continue)
-            })?;
+        self.scan(DIRS, &ObjectKey::new(bucket, from).encode(), |_, k, v| {
+            if k.bucket != bucket || !k.key.starts_with(from) {
+                return Ok(Step::Stop);
+            }
+            out.push((k.key, v));
+            Ok(Step::Continue)
+        })?;
         Ok(out)
     }
 
-    /// Drops every directory entry of a bucket (it is being deleted).
-    pub(super) fn drop_dirs(&self, batch: &mut Counted<'_>, bucket: &str) -> Result<(), MetaError> {
-        for (path, _) in self.dir_entries_under(bucket, "")? {
-            batch.delete(DIRS, &ObjectKey::new(bucket, &path))?;
-        }
-        Ok(())
-    }
-
-    /// Checks a copy-on-write commit against the current version and
-    /// returns the chunks it drops.
-    pub(super) fn check_patch(
-        &self,
-        o: &NewObject,
-        old: Option<&ObjectInfo>,
-    ) -> Result<Vec<ChunkRef>, MetaError> {
-        let bad = |m: String| refuse(ErrorCode::BadRequest, m);
-        // Inline data (and its limit) is checked the same way for any
-        // commit; chunk references may keep chunks of `old`.
-        let old_refs: &[ChunkRef] = match old.map(|o| &o.data) {
-            Some(ObjectData::Chunks(refs)) => refs,
-            _ => &[],
-        };
-        let refs = match &o.data {
-            ObjectData::Inline(bytes) => {
-                if bytes.len() as u64 != o.size || o.size > MAX_INLINE || !o.chunks.is_empty() {
-                    return Err(bad("malformed inline object".into()));
-                }
-                return Ok(old_refs.to_vec());
-            }
-            ObjectData::Chunks(refs) => refs,
-        };
-        if refs.len() > super::MAX_CHUNKS_PER_OBJECT {
-            return Err(refuse(
-                ErrorCode::TooLarge,
-                format!("{} chunks exceed the limit", refs.len()),
-            ));
-        }
-        let total: u64 = refs.iter().map(|r| r.len).sum();
-        if total != o.size {
-            return Err(bad(format!(
-                "chunks hold {total} bytes, object claims {}",
-                o.size
-            )));
-        }
-        let new: HashMap<_, _> = o.chunks.iter().map(|c| (c.id, c)).collect();
-        if new.len() != o.chunks.len() {
-            return Err(bad("a chunk record appears twice".into()));
-        }
-        let kept: HashMap<_, _> = old_refs.iter().map(|r| (r.id, r.len)).collect();
-        let mut seen = HashSet::new();
-        for r in refs {
-            if !seen.insert(r.id) {
-                return Err(bad(format!("chunk {} is referenced twice", r.id)));
-            }
-            if let Some(c) = new.get(&r.id) {
-                if c.len != r.len || c.len == 0 {
-                    return Err(bad(format!("chunk {} does not match its reference", c.id)));
-                }
-                self.check_chunk_record(c)?;
-            } else if kept.get(&r.id) != Some(&r.len) {
-                return Err(refuse(
-                    ErrorCode::Conflict,
-                    format!(
-                        "chunk {} is not part of the current version: the object changed meanwhile",
-                        r.id
-                    ),
-                ));
-            }
-        }
-        if seen.len() != refs.len() || new.keys().any(|id| !seen.contains(id)) {
-            return Err(bad("a chunk record is not referenced".into()));
-        }
-        Ok(old_refs
-            .iter()
-            .filter(|r| !seen.contains(&r.id))
-            .copied()
-            .collect())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn patch_object(
-        &self,
-        batch: &mut Counted<'_>,
-        bucket: &str,
-        key: &str,
-        object: &NewObject,
-        if_absent: bool,
-        at_ms: u64,
-    ) -> Result<(), MetaError> {
-        self.bucket(bucket)?;
-        validate_key(key).map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()))?;
-        let okey = ObjectKey::new(bucket, key);
-        let old = self.store.get(OBJECTS, &okey)?;
-        if if_absent && old.is_some() {
-            return Err(refuse(
-                ErrorCode::PreconditionFailed,
-                format!("{bucket}/{key} exists"),
-            ));
-        }
-        let dropped = self.check_patch(object, old.as_ref())?;
-        batch.retire_chunks(&dropped, at_ms)?;
-        if old.is_none() {
-            batch.add(counter::OBJECTS, 1)?;
-        }
-        batch.store_chunks(&object.chunks)?;
-        batch.put(OBJECTS, &okey, &super::committed(key, object, at_ms))
-    }
-
-    /// See `MetaRequest::Lookup`.
-    pub fn lookup(&self, bucket: &str, key: &str) -> Result<Found, MetaError> {
+    /// See `MetaQuery::Lookup`.
+    fn lookup(&self, bucket: &str, key: &str) -> Result<Found, MetaError> {
         self.bucket(bucket)?;
         if key.is_empty() {
             return Ok(Found::Dir(None));
         }
         let dir = format!("{key}/");
-        if let Some(info) = self.store.get(DIRS, &ObjectKey::new(bucket, &dir))? {
+        if let Some(info) = self.get(DIRS, &ObjectKey::new(bucket, &dir))? {
             return Ok(Found::Dir(Some(info)));
         }
         if self.occupancy(bucket, &dir)?.exists() {
             return Ok(Found::Dir(None));
         }
-        Ok(
-            match self.store.get(OBJECTS, &ObjectKey::new(bucket, key))? {
-                Some(o) => Found::Object(Box::new(o)),
-                None => Found::Nothing,
-            },
-        )
+        Ok(match self.object_at(bucket, key)? {
+            Some(o) => Found::Object(Box::new(o)),
+            None => Found::Nothing,
+        })
     }
 
-    /// See `MetaRequest::ListDir`. Holds the writer's lock so that the
-    /// objects and the directory entries of a page come from one state.
-    pub fn list_dir(
+    /// See `MetaQuery::ListDir`. Read from one snapshot, so the objects and
+    /// the directory entries of a page come from one state.
+    fn list_dir(
         &self,
         bucket: &str,
         prefix: &str,
@@ -312,12 +250,11 @@ impl StateMachine {
     ) -> Result<DirListing, MetaError> {
         if !(prefix.is_empty() || prefix.ends_with('/')) {
             return Err(refuse(
-                ErrorCode::BadRequest,
+                Refused::BadRequest,
                 format!("directory {prefix:?} must be empty or end in '/'"),
             ));
         }
         let limit = limit.clamp(1, 10_000);
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let after = after.filter(|a| a.starts_with(prefix) && a.len() > prefix.len());
         let objects = self.list(bucket, prefix, Some("/"), after, limit)?;
         // Directory entries directly in `prefix`, or implied by deeper ones.
@@ -325,7 +262,7 @@ impl StateMachine {
         let mut dirs_cut = false;
         let mut start = ObjectKey::new(bucket, after.unwrap_or(prefix)).encode();
         start.push(0);
-        self.store.scan(DIRS, &start, |_, k, _| {
+        self.scan(DIRS, &start, |_, k, _| {
             if k.bucket != bucket || !k.key.starts_with(prefix) {
                 return Ok(Step::Stop);
             }
@@ -348,9 +285,15 @@ impl StateMachine {
             }
             Ok(Step::Seek(next))
         })?;
+        let dir_entry = |name: String| DirEntry {
+            name,
+            dir: true,
+            size: 0,
+            mtime_ms: 0,
+        };
         let mut merged: Vec<(String, DirEntry)> = Vec::new();
         for e in objects.entries {
-            let (key, entry) = match e {
+            merged.push(match e {
                 ListEntry::Object {
                     key,
                     size,
@@ -368,28 +311,13 @@ impl StateMachine {
                 }
                 ListEntry::CommonPrefix(p) => {
                     let name = p[prefix.len()..p.len() - 1].to_string();
-                    let entry = DirEntry {
-                        name,
-                        dir: true,
-                        size: 0,
-                        mtime_ms: 0,
-                    };
-                    (p, entry)
+                    (p, dir_entry(name))
                 }
-            };
-            merged.push((key, entry));
+            });
         }
         for d in dirs {
             let name = d[prefix.len()..d.len() - 1].to_string();
-            merged.push((
-                d,
-                DirEntry {
-                    name,
-                    dir: true,
-                    size: 0,
-                    mtime_ms: 0,
-                },
-            ));
+            merged.push((d, dir_entry(name)));
         }
         merged.sort_by(|a, b| a.0.cmp(&b.0));
         merged.dedup_by(|a, b| a.0 == b.0);
@@ -417,5 +345,205 @@ impl StateMachine {
             .filter(|e| !e.name.is_empty())
             .collect();
         Ok(DirListing { entries, next })
+    }
+}
+
+impl<R: Read + ?Sized> FsQueries for R {}
+
+#[cfg(test)]
+mod tests {
+    use super::super::StateQueries;
+    use super::super::testkit::*;
+    use super::*;
+    use tessera_proto::{ChunkRef, ObjectData};
+    use tessera_types::ChunkId;
+
+    fn names(l: &DirListing) -> Vec<String> {
+        l.entries
+            .iter()
+            .map(|e| format!("{}{}", e.name, if e.dir { "/" } else { "" }))
+            .collect()
+    }
+
+    #[test]
+    fn directories_of_the_file_system_view() {
+        let t = Kit::new();
+        t.bucket("bkt");
+        let dir = |path: &str, create: bool| {
+            t.apply(Command::PutDir {
+                bucket: "bkt".into(),
+                path: path.into(),
+                info: DirInfo::default(),
+                create,
+            })
+            .map_err(|r| r.kind)
+        };
+        let rmdir = |path: &str, keep: Option<&str>| {
+            t.apply(Command::RemoveDir {
+                bucket: "bkt".into(),
+                path: path.into(),
+                keep_dir: keep.map(String::from),
+                at_ms: 3,
+            })
+            .map_err(|r| r.kind)
+        };
+        for k in ["a/1", "a/b/2", "c", "c!", "d"] {
+            t.put("bkt", k, inline(b"x")).unwrap();
+        }
+        dir("e/", true).unwrap();
+        dir("a/f/g/", true).unwrap();
+        assert_eq!(dir("e/", true), Err(Refused::PreconditionFailed));
+        assert_eq!(dir("a/", true), Err(Refused::PreconditionFailed));
+        assert_eq!(dir("c/", true), Err(Refused::PreconditionFailed));
+        assert_eq!(dir("x", true), Err(Refused::BadRequest));
+        let r = t.sm.read();
+        // Entries never show in S3 listings.
+        let all = r.list("bkt", "", None, None, 100).unwrap();
+        assert_eq!(keys(&all), ["a/1", "a/b/2", "c", "c!", "d"]);
+        // Lookups tell directories (with or without an entry) from objects.
+        assert_eq!(r.lookup("bkt", "a").unwrap(), Found::Dir(None));
+        assert!(matches!(r.lookup("bkt", "e").unwrap(), Found::Dir(Some(_))));
+        assert!(matches!(r.lookup("bkt", "a/f").unwrap(), Found::Dir(None)));
+        assert!(matches!(r.lookup("bkt", "c").unwrap(), Found::Object(_)));
+        assert_eq!(r.lookup("bkt", "zz").unwrap(), Found::Nothing);
+        // Listings merge both, in key order, one name per directory.
+        let l = r.list_dir("bkt", "", None, 100).unwrap();
+        assert_eq!(names(&l), ["a/", "c", "c!", "d", "e/"]);
+        assert_eq!(l.next, None);
+        let l = r.list_dir("bkt", "a/", None, 100).unwrap();
+        assert_eq!(names(&l), ["1", "b/", "f/"]);
+        // Pages of two, continued from `next`, see each name once.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let l = r.list_dir("bkt", "", after.as_deref(), 2).unwrap();
+            seen.extend(names(&l));
+            match l.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a/", "c", "c!", "d", "e/"]);
+        drop(r);
+        // rmdir: only when empty; an implied directory has nothing to remove.
+        assert_eq!(rmdir("a/f/", None), Err(Refused::NotEmpty));
+        assert_eq!(rmdir("a/b/", None), Err(Refused::NotEmpty));
+        assert_eq!(rmdir("q/", None), Err(Refused::NoSuchKey));
+        rmdir("a/f/g/", Some("a/f/")).unwrap();
+        assert!(matches!(
+            t.sm.read().lookup("bkt", "a/f").unwrap(),
+            Found::Dir(Some(_))
+        ));
+        rmdir("a/f/", None).unwrap();
+        // Unlinking the last file keeps its directory when asked.
+        let unlink = |key: &str, keep: Option<&str>| {
+            t.apply(Command::Unlink {
+                bucket: "bkt".into(),
+                key: key.into(),
+                keep_dir: keep.map(String::from),
+                at_ms: 4,
+            })
+            .map_err(|r| r.kind)
+        };
+        unlink("a/b/2", Some("a/b/")).unwrap();
+        assert!(matches!(
+            t.sm.read().lookup("bkt", "a/b").unwrap(),
+            Found::Dir(Some(_))
+        ));
+        assert_eq!(unlink("a/b/2", None), Err(Refused::NoSuchKey));
+        // A directory rename moves entries too, and may replace an empty
+        // directory; a non-empty target is refused.
+        dir("e/x/", true).unwrap();
+        assert_eq!(t.rename("a/", "e/", true), Err(Refused::NotEmpty));
+        rmdir("e/x/", None).unwrap();
+        assert_eq!(
+            t.rename("a/", "e/", false),
+            Err(Refused::PreconditionFailed)
+        );
+        assert_eq!(t.rename("a/", "e/", true), Ok(1));
+        let r = t.sm.read();
+        assert_eq!(
+            names(&r.list_dir("bkt", "e/", None, 10).unwrap()),
+            ["1", "b/"]
+        );
+        assert_eq!(r.lookup("bkt", "a").unwrap(), Found::Nothing);
+        drop(r);
+        // An empty directory renames too.
+        assert_eq!(t.rename("e/b/", "h/", false), Ok(0));
+        assert!(matches!(
+            t.sm.read().lookup("bkt", "h").unwrap(),
+            Found::Dir(Some(_))
+        ));
+        // Deleting the bucket drops its entries.
+        for k in ["c", "c!", "d", "e/1"] {
+            unlink(k, None).unwrap();
+        }
+        rmdir("h/", None).unwrap();
+        dir("z/", true).unwrap();
+        t.ok(Command::DeleteBucket { name: "bkt".into() });
+        t.bucket("bkt");
+        assert_eq!(t.sm.read().lookup("bkt", "z").unwrap(), Found::Nothing);
+    }
+
+    #[test]
+    fn patches_keep_untouched_chunks_and_retire_the_rest() {
+        let t = Kit::new();
+        let nodes = t.nodes(7);
+        t.bucket("bkt");
+        let patch = |object: NewObject, if_absent: bool| {
+            t.apply(Command::PatchObject {
+                bucket: "bkt".into(),
+                key: "f".into(),
+                object,
+                if_absent,
+                at_ms: 9,
+            })
+            .map_err(|r| r.kind)
+        };
+        // Two chunks, then a patch that keeps the first and replaces the
+        // second.
+        let mut first = t.one_chunk(1, &nodes);
+        let second = t.one_chunk(2, &nodes);
+        let ObjectData::Chunks(mut refs) = first.data.clone() else {
+            unreachable!()
+        };
+        refs.push(ChunkRef {
+            id: ChunkId([2; 16]),
+            len: 10,
+        });
+        first.chunks.extend(second.chunks.clone());
+        first.data = ObjectData::Chunks(refs.clone());
+        first.size = 20;
+        patch(first.clone(), true).unwrap();
+        assert_eq!(patch(first.clone(), true), Err(Refused::PreconditionFailed));
+        let mut next = t.one_chunk(3, &nodes);
+        next.data = ObjectData::Chunks(vec![
+            refs[0],
+            ChunkRef {
+                id: ChunkId([3; 16]),
+                len: 10,
+            },
+        ]);
+        next.size = 20;
+        patch(next.clone(), false).unwrap();
+        let r = t.sm.read();
+        assert_eq!(r.counter(counter::GARBAGE).unwrap(), 1);
+        assert_eq!(r.counter(counter::OBJECTS).unwrap(), 1);
+        assert_eq!(r.object("bkt", "f").unwrap().data, next.data);
+        drop(r);
+        // A chunk of an older version (or of nobody) is refused: the object
+        // changed meanwhile.
+        let mut stale = inline(b"");
+        stale.data = ObjectData::Chunks(vec![refs[1]]);
+        stale.size = 10;
+        assert_eq!(patch(stale, false), Err(Refused::Conflict));
+        // A chunk referenced twice is refused.
+        let mut twice = inline(b"");
+        twice.data = ObjectData::Chunks(vec![refs[0], refs[0]]);
+        twice.size = 20;
+        assert_eq!(patch(twice, false), Err(Refused::BadRequest));
+        // Shrinking to inline data retires every chunk.
+        patch(inline(b"tiny"), false).unwrap();
+        assert_eq!(t.sm.read().counter(counter::GARBAGE).unwrap(), 3);
     }
 }

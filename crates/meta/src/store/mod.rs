@@ -1,23 +1,41 @@
-//! A small typed-table layer over RocksDB: one column family per table, keys
-//! encoded so that byte order is the order scans need, values versioned and
-//! length-checked. Nothing above this module touches RocksDB types directly
-//! except through `Batch` and `Store`.
+//! A small typed-table layer over an ordered key-value store: one table per
+//! column family, keys encoded so that byte order is the order scans need,
+//! values versioned and length-checked.
+//!
+//! The store itself sits behind [`MetaStore`]: RocksDB in production
+//! ([`RocksStore`]), a map in memory for tests and the simulator
+//! ([`MemStore`]). A store hands out read views ([`ReadView`]: a consistent
+//! snapshot) and takes whole write sets ([`WriteSet`]: applied atomically and
+//! made durable before `write` returns). Commands read through an
+//! [`Overlay`], a view of a snapshot plus the writes not yet written, so
+//! several commands can share one write set and each sees the ones before it.
 
+mod memory;
+mod overlay;
+#[cfg(feature = "server")]
+mod rocks;
+
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+pub use memory::MemStore;
+pub use overlay::Overlay;
+#[cfg(feature = "server")]
+pub use rocks::RocksStore;
 
 use crate::MetaError;
 
 /// Leading byte of every stored value; a value with another byte is refused,
 /// so a format change can never be misread silently.
-const VALUE_FORMAT: u8 = 2;
+pub const VALUE_FORMAT: u8 = 3;
 
+/// How a table's keys become bytes, in an order that scans rely on.
 pub trait KeyCodec: Sized {
     fn encode(&self) -> Vec<u8>;
+    /// Errors: `MetaError::Corrupt` for bytes no `encode` produced.
     fn decode(bytes: &[u8]) -> Result<Self, MetaError>;
 }
 
@@ -43,11 +61,14 @@ impl<K, V> Clone for Table<K, V> {
 }
 impl<K, V> Copy for Table<K, V> {}
 
+/// The stored form of a value: the format byte, then postcard.
 pub fn encode_value<V: Serialize>(v: &V) -> Result<Vec<u8>, MetaError> {
     postcard::to_extend(v, vec![VALUE_FORMAT])
         .map_err(|e| MetaError::Corrupt(format!("encoding value: {e}")))
 }
 
+/// Decodes a stored value of `table`. Errors: `MetaError::Corrupt` for an
+/// empty value, another format byte, a malformed body or trailing bytes.
 pub fn decode_value<V: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<V, MetaError> {
     let (&format, rest) = bytes
         .split_first()
@@ -68,124 +89,240 @@ pub fn decode_value<V: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<V,
     Ok(v)
 }
 
-pub struct Store {
-    db: DB,
+/// What a scan does next.
+pub enum Step {
+    Continue,
+    /// Jump forward to this key (never backwards).
+    Seek(Vec<u8>),
+    Stop,
 }
 
-impl Store {
-    pub fn open(path: &Path, tables: &[&'static str]) -> Result<Self, MetaError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        let cfs = tables
-            .iter()
-            .map(|t| ColumnFamilyDescriptor::new(*t, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Store { db })
+/// A position in one table of a read view, in key order.
+pub trait Cursor {
+    /// Moves to the first key at or after `key`.
+    fn seek(&mut self, key: &[u8]);
+    /// Moves to the last key of the table.
+    fn seek_to_last(&mut self) -> Result<(), MetaError>;
+    fn next(&mut self);
+    fn prev(&mut self) -> Result<(), MetaError>;
+    /// The entry here, or `None` past either end.
+    fn entry(&self) -> Option<(&[u8], &[u8])>;
+    /// Errors the underlying store met while moving.
+    fn status(&self) -> Result<(), MetaError>;
+}
+
+/// A consistent view of every table: one snapshot.
+pub trait ReadView {
+    fn get_raw(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
+    fn cursor(&self, table: &'static str) -> Result<Box<dyn Cursor + '_>, MetaError>;
+}
+
+/// An ordered, durable key-value store with snapshots and atomic writes.
+pub trait MetaStore: Send + Sync + 'static {
+    /// A snapshot of every table as of now; later writes are not seen.
+    fn read(&self) -> Box<dyn ReadView + '_>;
+    /// Applies every change of `set` at once, durable (synced) before it
+    /// returns. Errors: the store's, with nothing applied.
+    fn write(&self, set: WriteSet) -> Result<(), MetaError>;
+}
+
+/// Changes to apply together: per table, key -> new value or deletion.
+#[derive(Debug, Default, Clone)]
+pub struct WriteSet {
+    pub(crate) tables: BTreeMap<&'static str, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.tables.values().all(|t| t.is_empty())
     }
 
-    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, MetaError> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| MetaError::Corrupt(format!("missing column family {name}")))
+    /// Number of puts and deletes.
+    pub fn len(&self) -> usize {
+        self.tables.values().map(|t| t.len()).sum()
     }
 
-    pub fn get<K: KeyCodec, V: DeserializeOwned>(
+    pub(crate) fn set(&mut self, table: &'static str, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.tables.entry(table).or_default().insert(key, value);
+    }
+
+    pub(crate) fn lookup(&self, table: &'static str, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.tables.get(table).and_then(|t| t.get(key))
+    }
+
+    /// Takes every change of `other`, which wins where both touch a key.
+    pub(crate) fn absorb(&mut self, other: WriteSet) {
+        for (table, changes) in other.tables {
+            let mine = self.tables.entry(table).or_default();
+            if mine.is_empty() {
+                *mine = changes;
+            } else {
+                mine.extend(changes);
+            }
+        }
+    }
+}
+
+/// Typed reads over any view.
+pub trait Read: ReadView {
+    fn get<K: KeyCodec, V: DeserializeOwned>(
         &self,
         t: Table<K, V>,
         k: &K,
     ) -> Result<Option<V>, MetaError> {
-        match self.db.get_pinned_cf(self.cf(t.name)?, k.encode())? {
+        match self.get_raw(t.name, &k.encode())? {
             Some(bytes) => Ok(Some(decode_value(t.name, &bytes)?)),
             None => Ok(None),
         }
     }
 
+    fn contains<K: KeyCodec, V>(&self, t: Table<K, V>, k: &K) -> Result<bool, MetaError> {
+        Ok(self.get_raw(t.name, &k.encode())?.is_some())
+    }
+
     /// Visits entries from `start` in key order while `visit` returns
     /// `Continue`; `Seek(key)` jumps forward to `key`.
-    pub fn scan<K: KeyCodec, V: DeserializeOwned>(
+    fn scan<K: KeyCodec, V: DeserializeOwned>(
         &self,
         t: Table<K, V>,
         start: &[u8],
         mut visit: impl FnMut(&[u8], K, V) -> Result<Step, MetaError>,
     ) -> Result<(), MetaError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(t.name)?);
+        let mut it = self.cursor(t.name)?;
         it.seek(start);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        while let Some((k, v)) = it.entry() {
             let raw = k.to_vec();
-            let step = visit(&raw, K::decode(&raw)?, decode_value(t.name, v)?)?;
-            match step {
+            let value = decode_value(t.name, v)?;
+            match visit(&raw, K::decode(&raw)?, value)? {
                 Step::Continue => it.next(),
-                Step::Seek(to) => it.seek(to),
+                Step::Seek(to) => it.seek(&to),
                 Step::Stop => break,
             }
         }
-        it.status()?;
-        Ok(())
+        it.status()
     }
 
-    /// Visits entries from the end backwards, at most `limit`.
-    pub fn scan_rev<K: KeyCodec, V: DeserializeOwned>(
+    /// At most `limit` entries from the end backwards.
+    fn scan_rev<K: KeyCodec, V: DeserializeOwned>(
         &self,
         t: Table<K, V>,
         limit: usize,
     ) -> Result<Vec<(K, V)>, MetaError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(t.name)?);
-        it.seek_to_last();
+        let mut it = self.cursor(t.name)?;
+        it.seek_to_last()?;
         let mut out = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        while let Some((k, v)) = it.entry() {
             if out.len() >= limit {
                 break;
             }
             out.push((K::decode(k)?, decode_value(t.name, v)?));
-            it.prev();
+            it.prev()?;
         }
         it.status()?;
         Ok(out)
     }
+}
 
-    pub fn batch(&self) -> Batch<'_> {
-        Batch {
-            store: self,
-            wb: WriteBatch::default(),
+impl<R: ReadView + ?Sized> Read for R {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both stores, and an overlay on each, must agree on every read.
+    fn stores() -> Vec<(&'static str, Box<dyn MetaStore>, Option<tempfile::TempDir>)> {
+        let mut out: Vec<(&'static str, Box<dyn MetaStore>, Option<tempfile::TempDir>)> =
+            vec![("memory", Box::new(MemStore::new(&["t", "u"])), None)];
+        #[cfg(feature = "server")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let rocks = RocksStore::open(dir.path(), &["t", "u"]).unwrap();
+            out.push(("rocks", Box::new(rocks), Some(dir)));
+        }
+        out
+    }
+
+    fn keys(view: &dyn ReadView, table: &'static str, start: &[u8]) -> Vec<Vec<u8>> {
+        let mut c = view.cursor(table).unwrap();
+        c.seek(start);
+        let mut out = Vec::new();
+        while let Some((k, _)) = c.entry() {
+            out.push(k.to_vec());
+            c.next();
+        }
+        out
+    }
+
+    #[test]
+    fn snapshots_do_not_see_later_writes_and_overlays_merge_in_order() {
+        for (name, store, _dir) in stores() {
+            let mut set = WriteSet::default();
+            for k in [b"a", b"c", b"e"] {
+                set.set("t", k.to_vec(), Some(vec![1]));
+            }
+            set.set("u", b"x".to_vec(), Some(vec![2]));
+            store.write(set).unwrap();
+            let before = store.read();
+            let mut later = WriteSet::default();
+            later.set("t", b"b".to_vec(), Some(vec![3]));
+            store.write(later).unwrap();
+            assert_eq!(keys(&*before, "t", b""), [b"a", b"c", b"e"], "{name}");
+            assert_eq!(keys(&*store.read(), "t", b""), [b"a", b"b", b"c", b"e"]);
+            // An overlay shows its own puts and hides its deletes, in order,
+            // and seeks past both.
+            let base = store.read();
+            let mut ov = Overlay::new(&*base);
+            ov.put_raw("t", b"d".to_vec(), vec![4]);
+            ov.delete_raw("t", b"c".to_vec());
+            ov.put_raw("t", b"a".to_vec(), vec![5]);
+            assert_eq!(keys(&ov, "t", b""), [b"a", b"b", b"d", b"e"], "{name}");
+            assert_eq!(keys(&ov, "t", b"c"), [b"d", b"e"], "{name}");
+            assert_eq!(ov.get_raw("t", b"a").unwrap(), Some(vec![5]));
+            assert_eq!(ov.get_raw("t", b"c").unwrap(), None);
+            // Nested overlays see the outer one's writes.
+            let mut inner = Overlay::new(&ov);
+            inner.delete_raw("t", b"d".to_vec());
+            inner.put_raw("t", b"f".to_vec(), vec![6]);
+            assert_eq!(keys(&inner, "t", b""), [b"a", b"b", b"e", b"f"], "{name}");
+            assert_eq!(keys(&ov, "t", b""), [b"a", b"b", b"d", b"e"], "{name}");
+            let writes = inner.into_writes();
+            ov.absorb(writes);
+            assert_eq!(keys(&ov, "t", b""), [b"a", b"b", b"e", b"f"], "{name}");
+            let set = ov.into_writes();
+            drop(base);
+            store.write(set).unwrap();
+            assert_eq!(
+                keys(&*store.read(), "t", b""),
+                [b"a", b"b", b"e", b"f"],
+                "{name}"
+            );
+            let view = store.read();
+            let last: Vec<(Vec<u8>, Vec<u8>)> = {
+                let mut c = view.cursor("t").unwrap();
+                c.seek_to_last().unwrap();
+                let mut out = Vec::new();
+                while let Some((k, v)) = c.entry() {
+                    out.push((k.to_vec(), v.to_vec()));
+                    c.prev().unwrap();
+                }
+                out
+            };
+            assert_eq!(last.len(), 4, "{name}");
+            assert_eq!(last[0].0, b"f", "{name}");
+            assert_eq!(last[3], (b"a".to_vec(), vec![5]), "{name}");
         }
     }
-}
 
-pub enum Step {
-    Continue,
-    Seek(Vec<u8>),
-    Stop,
-}
-
-/// Changes applied together or not at all, synced to the WAL on commit.
-pub struct Batch<'a> {
-    store: &'a Store,
-    wb: WriteBatch,
-}
-
-impl Batch<'_> {
-    pub fn put<K: KeyCodec, V: Serialize>(
-        &mut self,
-        t: Table<K, V>,
-        k: &K,
-        v: &V,
-    ) -> Result<(), MetaError> {
-        self.wb
-            .put_cf(self.store.cf(t.name)?, k.encode(), encode_value(v)?);
-        Ok(())
-    }
-
-    pub fn delete<K: KeyCodec, V>(&mut self, t: Table<K, V>, k: &K) -> Result<(), MetaError> {
-        self.wb.delete_cf(self.store.cf(t.name)?, k.encode());
-        Ok(())
-    }
-
-    pub fn commit(self) -> Result<(), MetaError> {
-        let mut opts = WriteOptions::default();
-        // An acknowledged command must survive a crash of the machine.
-        opts.set_sync(true);
-        self.store.db.write_opt(self.wb, &opts)?;
-        Ok(())
+    #[test]
+    fn values_refuse_other_formats_and_trailing_bytes() {
+        let bytes = encode_value(&7u64).unwrap();
+        assert_eq!(decode_value::<u64>("t", &bytes).unwrap(), 7);
+        assert!(decode_value::<u64>("t", &[]).is_err());
+        let mut other = bytes.clone();
+        other[0] = VALUE_FORMAT + 1;
+        assert!(decode_value::<u64>("t", &other).is_err());
+        let mut long = bytes;
+        long.push(0);
+        assert!(decode_value::<u64>("t", &long).is_err());
     }
 }

@@ -1,0 +1,120 @@
+//! Meta commits per second: one meta process (RocksDB, fsync on), many
+//! concurrent small-object commits over QUIC with mutual TLS, the way S3
+//! gateways and mounts commit small files. Prints commits per second and
+//! latency percentiles; results in BENCHMARKS.md.
+//!
+//! `cargo bench --bench meta_commits [-- CONCURRENCY SECONDS]` (64 and 10
+//! by default).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tessera_meta::MetaConfig;
+use tessera_meta_client::MetaClient;
+use tessera_net::{ClusterCa, Endpoint, Identity};
+use tessera_proto::{MetaResponse, NewObject, ObjectData, Proposal};
+
+fn identity(ca: &ClusterCa, name: &str) -> Identity {
+    let (cert, key) = ca.issue(name).expect("issuing a certificate");
+    Identity::from_pem(ca.cert_pem(), &cert, &key).expect("loading an identity")
+}
+
+fn object(body: &[u8]) -> NewObject {
+    NewObject {
+        size: body.len() as u64,
+        etag: String::new(),
+        content_type: None,
+        headers: Default::default(),
+        user_meta: Default::default(),
+        data: ObjectData::Inline(body.to_vec()),
+        chunks: vec![],
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let concurrency: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(run(concurrency, Duration::from_secs(seconds)));
+}
+
+async fn run(concurrency: usize, duration: Duration) {
+    let dir = tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or_else(|_| ".".into()))
+        .expect("a temp dir");
+    let ca = ClusterCa::generate("bench").expect("a CA");
+    let server = identity(&ca, "meta");
+    let config = MetaConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    let meta = tessera_meta::start(config, &server)
+        .await
+        .expect("starting meta");
+    let addr = meta.local_addr().expect("meta's address");
+    let client = MetaClient::new(
+        Endpoint::client(&identity(&ca, "client")).expect("an endpoint"),
+        addr,
+        Duration::from_secs(1),
+    );
+    client
+        .call(Proposal::CreateBucket {
+            name: "bench".into(),
+            policy: None,
+        })
+        .await
+        .expect("creating the bucket");
+    let stop = Arc::new(AtomicBool::new(false));
+    let body = vec![7u8; 1024];
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let (client, stop, body) = (client.clone(), stop.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let at = Instant::now();
+                    let resp = client
+                        .call(Proposal::CommitObject {
+                            bucket: "bench".into(),
+                            key: format!("t{t}/{i}"),
+                            object: object(&body),
+                            write: None,
+                            if_absent: false,
+                        })
+                        .await;
+                    match resp {
+                        Ok(MetaResponse::Object(_)) => latencies.push(at.elapsed()),
+                        other => panic!("commit failed: {other:?}"),
+                    }
+                    i += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("a commit task"));
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    println!(
+        "meta commits: {concurrency} concurrent, {:.1} s: {} commits, {:.0} commits/s, p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+        elapsed.as_secs_f64(),
+        all.len(),
+        all.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        all[all.len() - 1],
+    );
+    meta.shutdown().await;
+}

@@ -1,0 +1,224 @@
+//! Meta's Prometheus metrics: cluster gauges from the status, and request
+//! counters kept by the RPC layer.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tessera_proto::NodeState;
+
+use super::Meta;
+use crate::MetaError;
+use crate::state::prelude::*;
+use crate::state::tables::counter;
+
+/// Requests answered, refused and malformed.
+#[derive(Default)]
+pub struct RequestCounters {
+    pub(super) requests: AtomicU64,
+    pub(super) refused: AtomicU64,
+    pub(super) bad_requests: AtomicU64,
+}
+
+impl Meta {
+    /// Prometheus text exposition: cluster gauges and request counters.
+    pub fn metrics_text(&self) -> Result<String, MetaError> {
+        let status = self.status()?;
+        let snap = self.sm.read();
+        let map = &status.map;
+        let count = |state: NodeState| map.nodes.iter().filter(|n| n.state == state).count() as u64;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, labels: &str, value: u64| {
+            if !help.is_empty() {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            }
+            let _ = writeln!(out, "{name}{labels} {value}");
+        };
+        let help = "Storage nodes by state.";
+        metric(
+            "tessera_meta_nodes",
+            "gauge",
+            help,
+            "{state=\"up\"}",
+            count(NodeState::Up),
+        );
+        metric(
+            "tessera_meta_nodes",
+            "gauge",
+            "",
+            "{state=\"down\"}",
+            count(NodeState::Down),
+        );
+        metric(
+            "tessera_meta_nodes",
+            "gauge",
+            "",
+            "{state=\"out\"}",
+            count(NodeState::Out),
+        );
+        metric(
+            "tessera_meta_cluster_epoch",
+            "gauge",
+            "Cluster map epoch.",
+            "",
+            map.epoch,
+        );
+        metric(
+            "tessera_meta_capacity_bytes",
+            "gauge",
+            "Capacity of all nodes.",
+            "",
+            map.nodes.iter().map(|n| n.capacity).sum(),
+        );
+        metric(
+            "tessera_meta_used_bytes",
+            "gauge",
+            "Bytes used on all nodes.",
+            "",
+            map.nodes.iter().map(|n| n.used).sum(),
+        );
+        metric(
+            "tessera_meta_buckets",
+            "gauge",
+            "Buckets.",
+            "",
+            snap.counter(counter::BUCKETS)?,
+        );
+        metric(
+            "tessera_meta_objects",
+            "gauge",
+            "Objects.",
+            "",
+            snap.counter(counter::OBJECTS)?,
+        );
+        metric(
+            "tessera_meta_chunks",
+            "gauge",
+            "Chunk records.",
+            "",
+            snap.counter(counter::CHUNKS)?,
+        );
+        let h = &status.health;
+        for (i, (label, value)) in [
+            ("healthy", h.healthy),
+            ("degraded", h.degraded),
+            ("at_risk", h.at_risk),
+            ("lost", h.lost),
+            ("misplaced", h.misplaced),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            metric(
+                "tessera_meta_chunks_by_health",
+                "gauge",
+                if i == 0 {
+                    "Live chunks by redundancy (misplaced: healthy, on a draining node)."
+                } else {
+                    ""
+                },
+                &format!("{{health=\"{label}\"}}"),
+                value,
+            );
+        }
+        let r = &status.repair;
+        metric(
+            "tessera_meta_repair_pending_fragments",
+            "gauge",
+            "Lost fragments still to rebuild.",
+            "",
+            r.pending_fragments,
+        );
+        metric(
+            "tessera_meta_repair_pending_bytes",
+            "gauge",
+            "Bytes of lost fragments still to rebuild.",
+            "",
+            r.pending_bytes,
+        );
+        metric(
+            "tessera_meta_repair_moving_fragments",
+            "gauge",
+            "Fragments on draining nodes still to move.",
+            "",
+            r.moving_fragments,
+        );
+        metric(
+            "tessera_meta_repair_rebuilt_fragments_total",
+            "counter",
+            "Fragments rebuilt from other fragments.",
+            "",
+            r.rebuilt_fragments,
+        );
+        metric(
+            "tessera_meta_repair_rebuilt_bytes_total",
+            "counter",
+            "Bytes of fragments rebuilt.",
+            "",
+            r.rebuilt_bytes,
+        );
+        metric(
+            "tessera_meta_repair_moved_fragments_total",
+            "counter",
+            "Fragments copied off draining or misplaced nodes.",
+            "",
+            r.moved_fragments,
+        );
+        metric(
+            "tessera_meta_repair_rate_bytes",
+            "gauge",
+            "Bytes rebuilt or moved per second over the last 30 s.",
+            "",
+            r.rate_bytes_per_s,
+        );
+        metric(
+            "tessera_meta_scrub_requests_total",
+            "counter",
+            "Deep scrubs requested (tessera scrub now).",
+            "",
+            status.scrub_seq,
+        );
+        metric(
+            "tessera_meta_corrupt_reports_total",
+            "counter",
+            "Corrupt fragments reported by readers.",
+            "",
+            snap.counter(counter::CORRUPT)?,
+        );
+        metric(
+            "tessera_meta_commands_applied_total",
+            "counter",
+            "State machine commands applied.",
+            "",
+            snap.counter(counter::APPLIED)?,
+        );
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        metric(
+            "tessera_meta_requests_total",
+            "counter",
+            "Requests answered.",
+            "",
+            get(&self.counters.requests),
+        );
+        metric(
+            "tessera_meta_requests_refused_total",
+            "counter",
+            "Requests answered with an error.",
+            "",
+            get(&self.counters.refused),
+        );
+        metric(
+            "tessera_meta_bad_requests_total",
+            "counter",
+            "Malformed or truncated requests.",
+            "",
+            get(&self.counters.bad_requests),
+        );
+        let b = &status.balance;
+        let _ = writeln!(
+            out,
+            "# HELP tessera_meta_load_fullest_over_fair Stored bytes of the fullest node over its capacity-weighted fair share.\n# TYPE tessera_meta_load_fullest_over_fair gauge\ntessera_meta_load_fullest_over_fair {}\n# HELP tessera_meta_load_max_deviation Largest deviation of a node's load from its fair share.\n# TYPE tessera_meta_load_max_deviation gauge\ntessera_meta_load_max_deviation {}",
+            b.fullest_over_fair, b.max_deviation
+        );
+        Ok(out)
+    }
+}

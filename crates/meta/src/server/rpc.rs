@@ -1,0 +1,530 @@
+//! The RPC edge: one request per QUIC stream, dispatched as a query (read
+//! from a snapshot on a blocking thread), a proposal (a command for the
+//! committer) or a lease (soft state). Refusals are typed inside meta and
+//! become wire error codes only here.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tessera_net::{RecvStream, SendStream, read_frame, write_frame};
+use tessera_proto::{
+    AccessKey, CorruptReport, ErrorCode, FrameKind, Heartbeat, HeartbeatReply, Lease, MetaQuery,
+    MetaRequest, MetaResponse, NodeAdmin, Proposal, RemoteError, UploadInfo,
+};
+use tracing::{debug, info, warn};
+
+use super::liveness::NodeReport;
+use super::{Meta, now_ms};
+use crate::MetaError;
+use crate::state::prelude::*;
+use crate::state::tables::{NodeRecord, counter};
+use crate::state::{Applied, Command, Refused, refuse};
+
+/// A request must arrive whole within this time, or the stream is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The wire's error class for a refusal.
+fn wire_code(kind: Refused) -> ErrorCode {
+    match kind {
+        Refused::BadRequest => ErrorCode::BadRequest,
+        Refused::InvalidBucketName => ErrorCode::InvalidBucketName,
+        Refused::InvalidKey => ErrorCode::InvalidKey,
+        Refused::InvalidPolicy => ErrorCode::InvalidPolicy,
+        Refused::NoSuchBucket => ErrorCode::NoSuchBucket,
+        Refused::BucketExists => ErrorCode::BucketExists,
+        Refused::BucketNotEmpty => ErrorCode::BucketNotEmpty,
+        Refused::NoSuchKey => ErrorCode::NoSuchKey,
+        Refused::NotFound => ErrorCode::NotFound,
+        Refused::TooLarge => ErrorCode::TooLarge,
+        Refused::Conflict => ErrorCode::Conflict,
+        Refused::NodeRemoved => ErrorCode::NodeRemoved,
+        Refused::NoSuchUpload => ErrorCode::NoSuchUpload,
+        Refused::InvalidPart => ErrorCode::InvalidPart,
+        Refused::EntityTooSmall => ErrorCode::EntityTooSmall,
+        Refused::PreconditionFailed => ErrorCode::PreconditionFailed,
+        Refused::NotEmpty => ErrorCode::NotEmpty,
+    }
+}
+
+/// An error as the wire carries it.
+pub(super) fn to_remote(e: &MetaError) -> RemoteError {
+    match e {
+        MetaError::Refused(r) => RemoteError::new(wire_code(r.kind), r.message.clone()),
+        other => RemoteError::new(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+/// What an applied command answers.
+fn response(applied: Applied) -> MetaResponse {
+    match applied {
+        Applied::Done | Applied::Repaired { .. } => MetaResponse::Ok,
+        Applied::Bucket(b) => MetaResponse::Bucket(b),
+        Applied::Object(o) => MetaResponse::Object(*o),
+        Applied::Deleted { existed } => MetaResponse::Deleted { existed },
+        Applied::Renamed { objects } => MetaResponse::Renamed { objects },
+        Applied::Upload(u) => MetaResponse::Upload(u),
+        Applied::Part(p) => MetaResponse::Part(p),
+        Applied::Key(k) => MetaResponse::Key(k),
+        Applied::ScrubRequested { seq } => MetaResponse::ScrubStarted { seq },
+    }
+}
+
+const KEY_ID_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+const UPLOAD_ID_CHARS: &[u8] = b"0123456789abcdef";
+const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// `len` characters of `alphabet` from the OS random source.
+fn random_text(alphabet: &[u8], len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+impl Meta {
+    /// Answers one request.
+    pub async fn handle(self: &Arc<Self>, req: MetaRequest) -> Result<MetaResponse, MetaError> {
+        match req {
+            MetaRequest::Query(q) => self.blocking(move |m| m.query(q)).await,
+            MetaRequest::Propose(p) => self.propose(p).await,
+            MetaRequest::Lease(l) => self.lease(l).await,
+        }
+    }
+
+    /// Runs reads of the store off the async threads.
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Meta) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let m = self.clone();
+        tokio::task::spawn_blocking(move || f(&m))
+            .await
+            .map_err(|e| MetaError::Internal(format!("query task: {e}")))?
+    }
+
+    /// Applies a command through the committer; a refusal is an error.
+    pub(super) async fn commit(
+        &self,
+        cmd: Command,
+        write: Option<u64>,
+    ) -> Result<Applied, MetaError> {
+        Ok(self.committer.propose(cmd, write).await??)
+    }
+
+    /// Answers a query from one snapshot. Blocking.
+    pub fn query(&self, q: MetaQuery) -> Result<MetaResponse, MetaError> {
+        use MetaQuery as Q;
+        if let Q::ClusterMap = q {
+            return Ok(MetaResponse::ClusterMap(self.cluster_map()?));
+        }
+        if let Q::Status = q {
+            return Ok(MetaResponse::Status(self.status()?));
+        }
+        if let Q::RepairWork { limit } = q {
+            let map = self.cluster_map()?;
+            let a = self.assess(&map)?;
+            let limit = (limit as usize).min(a.work.len());
+            return Ok(MetaResponse::RepairWork(a.work[..limit].to_vec()));
+        }
+        if let Q::UnknownFragments { node, items } = q {
+            // Under the reservations' lock, so a commit is wholly before or
+            // after this answer.
+            let held = self.reservations.lock();
+            let unknown = self.sm.read().unknown_fragments(node, &items)?;
+            let now = Instant::now();
+            return Ok(MetaResponse::UnknownFragments(
+                unknown
+                    .into_iter()
+                    .filter(|(c, _)| !held.reserved(c, now))
+                    .collect(),
+            ));
+        }
+        let r = self.sm.read();
+        Ok(match q {
+            Q::GetBucket { name } => MetaResponse::Bucket(r.bucket(&name)?),
+            Q::ListBuckets => MetaResponse::Buckets(r.buckets()?),
+            Q::HeadObject { bucket, key } => MetaResponse::Object(r.object(&bucket, &key)?),
+            Q::GetChunks { ids } => MetaResponse::Chunks(r.chunks(&ids)?),
+            Q::ListObjects {
+                bucket,
+                prefix,
+                delimiter,
+                start_after,
+                max_keys,
+            } => {
+                let max_keys = (max_keys as usize).clamp(1, 10_000);
+                MetaResponse::Listing(r.list(
+                    &bucket,
+                    &prefix,
+                    delimiter.as_deref(),
+                    start_after.as_deref(),
+                    max_keys,
+                )?)
+            }
+            Q::NodeFragments { node, after, limit } => {
+                let limit = (limit as usize).clamp(1, 10_000);
+                let (items, more) = r.node_fragments(node, after, limit)?;
+                MetaResponse::NodeFragments { items, more }
+            }
+            Q::ScanChunks { after, limit } => {
+                let limit = (limit as usize).clamp(1, 10_000);
+                MetaResponse::Chunks(r.scan_chunks(after, limit)?)
+            }
+            Q::ListKeys => MetaResponse::Keys(r.access_keys()?),
+            Q::GetKey { id } => MetaResponse::Key(r.access_key(&id)?),
+            Q::ListGrants { bucket, key } => {
+                MetaResponse::Grants(r.grants(bucket.as_deref(), key.as_deref())?)
+            }
+            Q::GetUpload { upload } => MetaResponse::Upload(r.upload(&upload)?),
+            Q::ListParts { upload } => {
+                r.upload(&upload)?;
+                MetaResponse::Parts(r.parts(&upload)?)
+            }
+            Q::ListUploads { bucket } => {
+                r.bucket(&bucket)?;
+                MetaResponse::Uploads(r.uploads(Some(&bucket))?)
+            }
+            Q::Lookup { bucket, key } => MetaResponse::Found(r.lookup(&bucket, &key)?),
+            Q::ListDir {
+                bucket,
+                prefix,
+                after,
+                limit,
+            } => MetaResponse::DirListing(r.list_dir(
+                &bucket,
+                &prefix,
+                after.as_deref(),
+                limit as usize,
+            )?),
+            Q::ClusterMap | Q::Status | Q::RepairWork { .. } | Q::UnknownFragments { .. } => {
+                return Err(MetaError::Internal("query answered above".into()));
+            }
+        })
+    }
+
+    /// Turns a proposal into a command (adding the time and any ids it
+    /// draws), applies it, and answers with what it did.
+    pub async fn propose(&self, p: Proposal) -> Result<MetaResponse, MetaError> {
+        use Proposal as P;
+        let at_ms = now_ms();
+        let (cmd, write) = match p {
+            P::CreateBucket { name, policy } => (
+                Command::CreateBucket {
+                    name,
+                    policy: policy.unwrap_or(self.config.default_policy),
+                    at_ms,
+                },
+                None,
+            ),
+            P::DeleteBucket { name } => (Command::DeleteBucket { name }, None),
+            P::CommitObject {
+                bucket,
+                key,
+                object,
+                write,
+                if_absent,
+            } => (
+                Command::CommitObject {
+                    bucket,
+                    key,
+                    object,
+                    at_ms,
+                    if_absent,
+                },
+                write,
+            ),
+            P::DeleteObject { bucket, key } => (Command::DeleteObject { bucket, key, at_ms }, None),
+            P::ReportCorrupt {
+                chunk,
+                index,
+                node,
+                reason,
+            } => {
+                warn!(%chunk, index, %node, %reason, "corrupt fragment reported");
+                let report = CorruptReport {
+                    chunk,
+                    index,
+                    node,
+                    reason,
+                    at_ms,
+                };
+                (Command::ReportCorrupt { report }, None)
+            }
+            P::CommitRepair { chunk, moves } => {
+                debug!(%chunk, ?moves, "repair proposed");
+                (Command::CommitRepair { chunk, moves }, None)
+            }
+            P::StartScrub => (Command::RequestScrub, None),
+            P::DrainNode { node } => (
+                Command::SetNodeAdmin {
+                    node,
+                    admin: NodeAdmin::Draining,
+                },
+                None,
+            ),
+            P::RemoveNode { node } => (Command::RemoveNode { node }, None),
+            P::CreateKey { name, id, secret } => {
+                let key = AccessKey {
+                    id: id.unwrap_or_else(|| random_text(KEY_ID_CHARS, 20)),
+                    secret: secret.unwrap_or_else(|| random_text(SECRET_CHARS, 40)),
+                    name,
+                    created_ms: at_ms,
+                    may_create_buckets: true,
+                };
+                (Command::CreateKey { key }, None)
+            }
+            P::DeleteKey { id } => (Command::DeleteKey { id }, None),
+            P::SetGrant {
+                bucket,
+                key,
+                permission,
+            } => (
+                Command::SetGrant {
+                    bucket,
+                    key,
+                    permission,
+                },
+                None,
+            ),
+            P::CreateUpload {
+                bucket,
+                key,
+                content_type,
+                user_meta,
+                headers,
+            } => {
+                let upload = UploadInfo {
+                    id: random_text(UPLOAD_ID_CHARS, 32),
+                    bucket,
+                    key,
+                    initiated_ms: at_ms,
+                    content_type,
+                    user_meta,
+                    headers,
+                };
+                (Command::CreateUpload { upload }, None)
+            }
+            P::CommitPart {
+                upload,
+                number,
+                part,
+                write,
+            } => (
+                Command::CommitPart {
+                    upload,
+                    number,
+                    part,
+                    at_ms,
+                },
+                write,
+            ),
+            P::CompleteUpload { upload, parts } => (
+                Command::CompleteUpload {
+                    upload,
+                    parts,
+                    at_ms,
+                },
+                None,
+            ),
+            P::AbortUpload { upload } => (Command::AbortUpload { upload, at_ms }, None),
+            P::Rename {
+                bucket,
+                from,
+                to,
+                replace,
+                keep_dir,
+            } => (
+                Command::Rename {
+                    bucket,
+                    from,
+                    to,
+                    replace,
+                    keep_dir,
+                    at_ms,
+                },
+                None,
+            ),
+            P::PutDir {
+                bucket,
+                path,
+                info,
+                create,
+            } => (
+                Command::PutDir {
+                    bucket,
+                    path,
+                    info,
+                    create,
+                },
+                None,
+            ),
+            P::RemoveDir {
+                bucket,
+                path,
+                keep_dir,
+            } => (
+                Command::RemoveDir {
+                    bucket,
+                    path,
+                    keep_dir,
+                    at_ms,
+                },
+                None,
+            ),
+            P::PatchObject {
+                bucket,
+                key,
+                object,
+                write,
+                if_absent,
+            } => (
+                Command::PatchObject {
+                    bucket,
+                    key,
+                    object,
+                    if_absent,
+                    at_ms,
+                },
+                write,
+            ),
+            P::Unlink {
+                bucket,
+                key,
+                keep_dir,
+            } => (
+                Command::Unlink {
+                    bucket,
+                    key,
+                    keep_dir,
+                    at_ms,
+                },
+                None,
+            ),
+        };
+        let touches_health = matches!(
+            cmd,
+            Command::ReportCorrupt { .. }
+                | Command::CommitRepair { .. }
+                | Command::SetNodeAdmin { .. }
+                | Command::RemoveNode { .. }
+        );
+        let removed = match &cmd {
+            Command::RemoveNode { node } => Some(*node),
+            _ => None,
+        };
+        let applied = self.commit(cmd, write).await?;
+        match &applied {
+            Applied::Repaired { bytes, .. } => self.status.repaired(*bytes),
+            Applied::Key(k) => info!(id = %k.id, name = %k.name, "access key created"),
+            Applied::ScrubRequested { seq } => info!(seq, "deep scrub requested"),
+            _ => {}
+        }
+        if let Some(node) = removed {
+            self.liveness.forget(node);
+            info!(%node, "node removed");
+        }
+        if touches_health {
+            self.status.invalidate();
+        }
+        Ok(response(applied))
+    }
+
+    /// Updates soft state.
+    async fn lease(self: &Arc<Self>, l: Lease) -> Result<MetaResponse, MetaError> {
+        match l {
+            Lease::Heartbeat(hb) => Ok(MetaResponse::HeartbeatReply(self.heartbeat(hb).await?)),
+            Lease::ReserveChunks { write, chunks } => {
+                self.reservations.reserve(write, chunks, Instant::now());
+                Ok(MetaResponse::Ok)
+            }
+        }
+    }
+
+    async fn heartbeat(self: &Arc<Self>, hb: Heartbeat) -> Result<HeartbeatReply, MetaError> {
+        let node = hb.node;
+        let (admin, known) = self
+            .blocking(move |m| {
+                let r = m.sm.read();
+                Ok((r.node_admin(node)?, r.node(node)?))
+            })
+            .await?;
+        if admin == NodeAdmin::Removed {
+            return Err(refuse(
+                Refused::NodeRemoved,
+                format!(
+                    "node {node} was removed from the cluster; to join again, start it on an empty data directory"
+                ),
+            ));
+        }
+        let changed = match &known {
+            Some(n) => n.addr != hb.addr || n.zone != hb.zone || n.capacity != hb.capacity,
+            None => true,
+        };
+        if changed {
+            let joined_ms = known.as_ref().map(|n| n.joined_ms).unwrap_or_else(now_ms);
+            let record = NodeRecord {
+                id: node,
+                addr: hb.addr.clone(),
+                zone: hb.zone.clone(),
+                capacity: hb.capacity,
+                joined_ms,
+            };
+            self.commit(Command::RegisterNode { node: record }, None)
+                .await?;
+            info!(%node, addr = %hb.addr, zone = ?hb.zone, capacity = hb.capacity, "node registered");
+        }
+        self.liveness.heard(
+            node,
+            NodeReport {
+                used: hb.used,
+                scrub: hb.scrub,
+            },
+            self.mono_ms(),
+        );
+        let scrub_seq = self
+            .blocking(|m| m.sm.read().counter(counter::SCRUB_SEQ))
+            .await?;
+        Ok(HeartbeatReply {
+            scrub_seq,
+            gc_grace_ms: self.config.gc_grace.as_millis() as u64,
+        })
+    }
+}
+
+pub(super) async fn handle_stream(meta: Arc<Meta>, mut send: SendStream, mut recv: RecvStream) {
+    let response = match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read_frame::<MetaRequest>(&mut recv, FrameKind::Request),
+    )
+    .await
+    {
+        Err(_) => MetaResponse::Error(RemoteError::new(
+            ErrorCode::BadRequest,
+            "request not received in time",
+        )),
+        Ok(Err(e)) => {
+            debug!(error = %e, "bad request frame");
+            meta.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            MetaResponse::Error(RemoteError::new(
+                ErrorCode::BadRequest,
+                format!("bad request: {e}"),
+            ))
+        }
+        Ok(Ok(req)) => match meta.handle(req).await {
+            Ok(resp) => resp,
+            Err(e) => MetaResponse::Error(to_remote(&e)),
+        },
+    };
+    meta.counters.requests.fetch_add(1, Ordering::Relaxed);
+    if matches!(response, MetaResponse::Error(_)) {
+        meta.counters.refused.fetch_add(1, Ordering::Relaxed);
+    }
+    if write_frame(&mut send, FrameKind::Response, &response)
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+    }
+}

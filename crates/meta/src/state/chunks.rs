@@ -1,0 +1,351 @@
+//! Chunk records, the index from nodes to the fragments they hold, and
+//! garbage: chunks no object refers to any more wait in `garbage` for the
+//! grace period, then `PurgeChunks` drops their records and index entries
+//! and the nodes find their fragments unreferenced.
+
+use std::collections::HashSet;
+
+use tessera_proto::{ChunkRecord, ChunkRef, ExpectedFragment, ObjectData, ObjectInfo};
+use tessera_types::{ChunkId, NodeId};
+
+use super::tables::{CHUNKS, DAMAGED, GARBAGE, GarbageRecord, NODE_FRAGMENTS, NODES, counter};
+use super::{Applied, Refused, Txn, refuse};
+use crate::MetaError;
+use crate::keys::{FragmentKey, NodeFragmentKey};
+use crate::store::{KeyCodec, Read, Step};
+
+/// Records new chunks and indexes their fragments by node.
+pub(super) fn store_chunks(tx: &mut Txn<'_>, chunks: &[ChunkRecord]) -> Result<(), MetaError> {
+    for chunk in chunks {
+        tx.put(CHUNKS, &chunk.id, chunk)?;
+        for (i, f) in chunk.fragments.iter().enumerate() {
+            let key = NodeFragmentKey {
+                node: f.node,
+                chunk: chunk.id,
+                index: i as u8,
+            };
+            tx.put(NODE_FRAGMENTS, &key, &())?;
+            tx.add_node(f.node, 1, chunk.fragment_len as i64);
+        }
+    }
+    tx.add(counter::CHUNKS, chunks.len() as i64);
+    Ok(())
+}
+
+/// Hands an object's chunks to garbage collection. Chunk records and the
+/// node index stay until their fragments are gone from the nodes.
+pub(super) fn retire(tx: &mut Txn<'_>, old: &ObjectInfo, at_ms: u64) -> Result<(), MetaError> {
+    if let ObjectData::Chunks(refs) = &old.data {
+        retire_chunks(tx, refs, at_ms)?;
+    }
+    tx.add(counter::OBJECTS, -1);
+    Ok(())
+}
+
+pub(super) fn retire_chunks(
+    tx: &mut Txn<'_>,
+    refs: &[ChunkRef],
+    at_ms: u64,
+) -> Result<(), MetaError> {
+    for r in refs {
+        tx.put(GARBAGE, &r.id, &GarbageRecord { since_ms: at_ms })?;
+        tx.add(counter::GARBAGE, 1);
+        if let Some(rec) = tx.get(CHUNKS, &r.id)? {
+            let n = rec.fragments.len() as i64;
+            tx.add(counter::GARBAGE_FRAGMENTS, n);
+            tx.add(counter::GARBAGE_BYTES, n * rec.fragment_len as i64);
+        }
+    }
+    Ok(())
+}
+
+/// A new chunk's record: a fresh id, a valid policy, one fragment per slot,
+/// each on a distinct known node. Errors: `BadRequest`, `InvalidPolicy`.
+pub(super) fn check_chunk_record(tx: &Txn<'_>, c: &ChunkRecord) -> Result<(), MetaError> {
+    let bad = |m: String| refuse(Refused::BadRequest, m);
+    if tx.contains(CHUNKS, &c.id)? {
+        return Err(bad(format!("chunk id {} is already in use", c.id)));
+    }
+    c.policy
+        .validate()
+        .map_err(|e| refuse(Refused::InvalidPolicy, e.to_string()))?;
+    if c.fragments.len() != c.policy.fragments() {
+        return Err(bad(format!(
+            "chunk {} has {} fragments, {} needs {}",
+            c.id,
+            c.fragments.len(),
+            c.policy,
+            c.policy.fragments()
+        )));
+    }
+    let mut nodes = HashSet::new();
+    for f in &c.fragments {
+        if !nodes.insert(f.node) {
+            return Err(bad(format!(
+                "chunk {} places two fragments on node {}",
+                c.id, f.node
+            )));
+        }
+        if !tx.contains(NODES, &f.node)? {
+            return Err(bad(format!("chunk {} names unknown node {}", c.id, f.node)));
+        }
+    }
+    Ok(())
+}
+
+/// Drops the records of garbage chunks (ids not in garbage are skipped).
+pub(super) fn purge(tx: &mut Txn<'_>, ids: &[ChunkId]) -> Result<Applied, MetaError> {
+    for id in ids {
+        if !tx.contains(GARBAGE, id)? {
+            continue;
+        }
+        tx.delete(GARBAGE, id)?;
+        tx.add(counter::GARBAGE, -1);
+        let Some(rec) = tx.get(CHUNKS, id)? else {
+            continue;
+        };
+        tx.delete(CHUNKS, id)?;
+        tx.add(counter::CHUNKS, -1);
+        let n = rec.fragments.len() as i64;
+        tx.add(counter::GARBAGE_FRAGMENTS, -n);
+        tx.add(counter::GARBAGE_BYTES, -n * rec.fragment_len as i64);
+        for (i, f) in rec.fragments.iter().enumerate() {
+            let index = i as u8;
+            let key = NodeFragmentKey {
+                node: f.node,
+                chunk: *id,
+                index,
+            };
+            tx.delete(NODE_FRAGMENTS, &key)?;
+            tx.delete(DAMAGED, &FragmentKey { chunk: *id, index })?;
+            tx.add_node(f.node, -1, -(rec.fragment_len as i64));
+        }
+    }
+    Ok(Applied::Done)
+}
+
+/// Queries of chunk records, the node index and garbage.
+pub trait ChunkQueries: Read {
+    /// Records in the order asked. Errors: `NotFound` for an id without one.
+    fn chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkRecord>, MetaError> {
+        ids.iter()
+            .map(|id| {
+                self.get(CHUNKS, id)?
+                    .ok_or_else(|| refuse(Refused::NotFound, format!("no chunk record {id}")))
+            })
+            .collect()
+    }
+
+    fn chunk(&self, id: ChunkId) -> Result<Option<ChunkRecord>, MetaError> {
+        self.get(CHUNKS, &id)
+    }
+
+    fn is_garbage(&self, id: ChunkId) -> Result<bool, MetaError> {
+        self.contains(GARBAGE, &id)
+    }
+
+    /// Whether the index places any fragment on `node`.
+    fn holds_fragments(&self, node: NodeId) -> Result<bool, MetaError> {
+        let mut any = false;
+        self.scan(
+            NODE_FRAGMENTS,
+            &node.encode(),
+            |_, k: NodeFragmentKey, ()| {
+                any = k.node == node;
+                Ok(Step::Stop)
+            },
+        )?;
+        Ok(any)
+    }
+
+    /// The (chunk, index) of every fragment the index places on `node`.
+    fn fragments_on(&self, node: NodeId) -> Result<Vec<(ChunkId, u8)>, MetaError> {
+        let mut out = Vec::new();
+        self.scan(
+            NODE_FRAGMENTS,
+            &node.encode(),
+            |_, k: NodeFragmentKey, ()| {
+                if k.node != node {
+                    return Ok(Step::Stop);
+                }
+                out.push((k.chunk, k.index));
+                Ok(Step::Continue)
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// The fragments the records place on `node`, after `after`, with
+    /// whether more follow.
+    fn node_fragments(
+        &self,
+        node: NodeId,
+        after: Option<(ChunkId, u8)>,
+        limit: usize,
+    ) -> Result<(Vec<ExpectedFragment>, bool), MetaError> {
+        let mut start = node.encode();
+        if let Some((chunk, index)) = after {
+            start = NodeFragmentKey { node, chunk, index }.encode();
+            start.push(0); // strictly after
+        }
+        let mut keys = Vec::new();
+        let mut more = false;
+        self.scan(NODE_FRAGMENTS, &start, |_, k: NodeFragmentKey, ()| {
+            if k.node != node {
+                return Ok(Step::Stop);
+            }
+            if keys.len() == limit {
+                more = true;
+                return Ok(Step::Stop);
+            }
+            keys.push(k);
+            Ok(Step::Continue)
+        })?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            // An index entry without its record would be a bug; skip it
+            // rather than fail a whole scrub.
+            if let Some(rec) = self.get(CHUNKS, &k.chunk)?
+                && let Some(f) = rec.fragments.get(k.index as usize)
+            {
+                out.push(ExpectedFragment {
+                    chunk: k.chunk,
+                    index: k.index,
+                    len: rec.fragment_len,
+                    hash: f.hash,
+                });
+            }
+        }
+        Ok((out, more))
+    }
+
+    /// Of `items` found on `node`, those no record places there.
+    fn unknown_fragments(
+        &self,
+        node: NodeId,
+        items: &[(ChunkId, u8)],
+    ) -> Result<Vec<(ChunkId, u8)>, MetaError> {
+        let mut out = Vec::new();
+        for &(chunk, index) in items {
+            let key = NodeFragmentKey { node, chunk, index };
+            if !self.contains(NODE_FRAGMENTS, &key)? {
+                out.push((chunk, index));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live (not garbage) chunk records in id order after `after`, at most
+    /// `limit` looked at. A page of only garbage still hands back its last
+    /// record so the caller moves on.
+    fn scan_chunks(
+        &self,
+        after: Option<ChunkId>,
+        limit: usize,
+    ) -> Result<Vec<ChunkRecord>, MetaError> {
+        let mut start = Vec::new();
+        if let Some(a) = after {
+            start = a.encode();
+            start.push(0);
+        }
+        let mut page = Vec::new();
+        self.scan(CHUNKS, &start, |_, _: ChunkId, rec| {
+            if page.len() == limit {
+                return Ok(Step::Stop);
+            }
+            page.push(rec);
+            Ok(Step::Continue)
+        })?;
+        let last = page.last().cloned();
+        let mut live = Vec::with_capacity(page.len());
+        for rec in page {
+            if !self.contains(GARBAGE, &rec.id)? {
+                live.push(rec);
+            }
+        }
+        if live.is_empty()
+            && let Some(last) = last
+        {
+            live.push(last);
+        }
+        Ok(live)
+    }
+
+    /// Garbage chunks that became garbage before `cutoff_ms`, at most
+    /// `limit`.
+    fn garbage_before(&self, cutoff_ms: u64, limit: usize) -> Result<Vec<ChunkId>, MetaError> {
+        let mut out = Vec::new();
+        self.scan(GARBAGE, &[], |_, id: ChunkId, g: GarbageRecord| {
+            if out.len() == limit {
+                return Ok(Step::Stop);
+            }
+            if g.since_ms < cutoff_ms {
+                out.push(id);
+            }
+            Ok(Step::Continue)
+        })?;
+        Ok(out)
+    }
+
+    /// When the oldest garbage chunk became garbage (scans the table).
+    fn oldest_garbage_ms(&self) -> Result<Option<u64>, MetaError> {
+        let mut oldest: Option<u64> = None;
+        self.scan(GARBAGE, &[], |_, _: ChunkId, g: GarbageRecord| {
+            oldest = Some(oldest.map_or(g.since_ms, |o| o.min(g.since_ms)));
+            Ok(Step::Continue)
+        })?;
+        Ok(oldest)
+    }
+}
+
+impl<R: Read + ?Sized> ChunkQueries for R {}
+
+#[cfg(test)]
+mod tests {
+    use super::super::StateQueries;
+    use super::super::cluster::ClusterQueries;
+    use super::super::testkit::*;
+    use super::*;
+
+    #[test]
+    fn garbage_is_purged_after_its_time_with_its_index() {
+        let t = Kit::new();
+        let nodes = t.nodes(6);
+        t.bucket("bkt");
+        t.put("bkt", "a", t.one_chunk(1, &nodes)).unwrap();
+        t.put("bkt", "b", t.one_chunk(2, &nodes)).unwrap();
+        t.ok(Command::DeleteObject {
+            bucket: "bkt".into(),
+            key: "b".into(),
+            at_ms: 5,
+        });
+        let r = t.sm.read();
+        assert!(r.garbage_before(5, 10).unwrap().is_empty());
+        let old = r.garbage_before(6, 10).unwrap();
+        assert_eq!(old, vec![ChunkId([2; 16])]);
+        assert_eq!(r.oldest_garbage_ms().unwrap(), Some(5));
+        // A live chunk in the list is left alone.
+        drop(r);
+        t.ok(Command::PurgeChunks {
+            ids: vec![ChunkId([2; 16]), ChunkId([1; 16])],
+        });
+        let r = t.sm.read();
+        assert!(r.chunks(&[ChunkId([2; 16])]).is_err());
+        assert!(r.chunk(ChunkId([1; 16])).unwrap().is_some());
+        assert_eq!(r.counter(counter::CHUNKS).unwrap(), 1);
+        assert_eq!(r.counter(counter::GARBAGE).unwrap(), 0);
+        assert_eq!(r.counter(counter::GARBAGE_BYTES).unwrap(), 0);
+        assert_eq!(r.node_stats(nodes[0]).unwrap().fragments, 1);
+        let unknown = r
+            .unknown_fragments(nodes[0], &[(ChunkId([1; 16]), 0), (ChunkId([2; 16]), 0)])
+            .unwrap();
+        assert_eq!(unknown, vec![(ChunkId([2; 16]), 0)]);
+        let (held, more) = r.node_fragments(nodes[0], None, 10).unwrap();
+        assert_eq!((held.len(), more), (1, false));
+        assert_eq!(
+            r.fragments_on(nodes[1]).unwrap(),
+            vec![(ChunkId([1; 16]), 1)]
+        );
+        assert_eq!(r.scan_chunks(None, 10).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,221 @@
+//! The commands of the log and where each is applied. A command holds
+//! everything it needs (timestamps, ids drawn by the proposer), so applying
+//! it is a pure function of the state and the command.
+
+use serde::{Deserialize, Serialize};
+use tessera_proto::{
+    AccessKey, CorruptReport, DirInfo, FragmentMove, NewObject, NodeAdmin, Permission, UploadInfo,
+};
+use tessera_types::{ChunkId, NodeId, Policy};
+
+use super::tables::NodeRecord;
+use super::txn::Txn;
+use super::{
+    Applied, access, buckets, chunks, cluster, fsview, healing, multipart, objects, rename,
+};
+use crate::MetaError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Records a node or its new address, zone or capacity.
+    RegisterNode {
+        node: NodeRecord,
+    },
+    CreateBucket {
+        name: String,
+        policy: Policy,
+        at_ms: u64,
+    },
+    /// Deletes an empty bucket with its directory entries and grants.
+    DeleteBucket {
+        name: String,
+    },
+    /// Makes a new object visible; its chunks are already stored.
+    CommitObject {
+        bucket: String,
+        key: String,
+        object: NewObject,
+        at_ms: u64,
+        /// Only if no object has the key.
+        if_absent: bool,
+    },
+    DeleteObject {
+        bucket: String,
+        key: String,
+        at_ms: u64,
+    },
+    ReportCorrupt {
+        report: CorruptReport,
+    },
+    /// Points fragments of a chunk at their new nodes (repair, drain,
+    /// rebalance); the copies are already stored.
+    CommitRepair {
+        chunk: ChunkId,
+        moves: Vec<FragmentMove>,
+    },
+    SetNodeAdmin {
+        node: NodeId,
+        admin: NodeAdmin,
+    },
+    /// Forgets a node that holds nothing any more.
+    RemoveNode {
+        node: NodeId,
+    },
+    /// Drops garbage chunks' records; the nodes then delete the fragments.
+    PurgeChunks {
+        ids: Vec<ChunkId>,
+    },
+    RequestScrub,
+    CreateKey {
+        key: AccessKey,
+    },
+    /// Deletes a key and every grant to it.
+    DeleteKey {
+        id: String,
+    },
+    SetGrant {
+        bucket: String,
+        key: String,
+        permission: Option<Permission>,
+    },
+    CreateUpload {
+        upload: UploadInfo,
+    },
+    CommitPart {
+        upload: String,
+        number: u32,
+        part: NewObject,
+        at_ms: u64,
+    },
+    /// Makes the listed parts the object; parts not listed become garbage.
+    CompleteUpload {
+        upload: String,
+        parts: Vec<(u32, String)>,
+        at_ms: u64,
+    },
+    AbortUpload {
+        upload: String,
+        at_ms: u64,
+    },
+    /// See `Proposal::Rename`.
+    Rename {
+        bucket: String,
+        from: String,
+        to: String,
+        replace: bool,
+        keep_dir: Option<String>,
+        at_ms: u64,
+    },
+    /// See `Proposal::PutDir`.
+    PutDir {
+        bucket: String,
+        path: String,
+        info: DirInfo,
+        create: bool,
+    },
+    /// See `Proposal::RemoveDir`.
+    RemoveDir {
+        bucket: String,
+        path: String,
+        keep_dir: Option<String>,
+        at_ms: u64,
+    },
+    /// See `Proposal::PatchObject`.
+    PatchObject {
+        bucket: String,
+        key: String,
+        object: NewObject,
+        if_absent: bool,
+        at_ms: u64,
+    },
+    /// See `Proposal::Unlink`.
+    Unlink {
+        bucket: String,
+        key: String,
+        keep_dir: Option<String>,
+        at_ms: u64,
+    },
+}
+
+/// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
+pub(super) fn apply(tx: &mut Txn<'_>, cmd: &Command) -> Result<Applied, MetaError> {
+    use Command as C;
+    match cmd {
+        C::RegisterNode { node } => cluster::register_node(tx, node),
+        C::SetNodeAdmin { node, admin } => cluster::set_node_admin(tx, *node, *admin),
+        C::RemoveNode { node } => cluster::remove_node(tx, *node),
+        C::RequestScrub => cluster::request_scrub(tx),
+        C::CreateBucket {
+            name,
+            policy,
+            at_ms,
+        } => buckets::create_bucket(tx, name, *policy, *at_ms),
+        C::DeleteBucket { name } => buckets::delete_bucket(tx, name),
+        C::CommitObject {
+            bucket,
+            key,
+            object,
+            at_ms,
+            if_absent,
+        } => objects::commit_object(tx, bucket, key, object, *at_ms, *if_absent),
+        C::DeleteObject { bucket, key, at_ms } => Ok(Applied::Deleted {
+            existed: objects::remove_object(tx, bucket, key, *at_ms)?,
+        }),
+        C::PurgeChunks { ids } => chunks::purge(tx, ids),
+        C::ReportCorrupt { report } => healing::report_corrupt(tx, report),
+        C::CommitRepair { chunk, moves } => healing::commit_repair(tx, *chunk, moves),
+        C::CreateKey { key } => access::create_key(tx, key),
+        C::DeleteKey { id } => access::delete_key(tx, id),
+        C::SetGrant {
+            bucket,
+            key,
+            permission,
+        } => access::set_grant(tx, bucket, key, *permission),
+        C::CreateUpload { upload } => multipart::create_upload(tx, upload),
+        C::CommitPart {
+            upload,
+            number,
+            part,
+            at_ms,
+        } => multipart::commit_part(tx, upload, *number, part, *at_ms),
+        C::CompleteUpload {
+            upload,
+            parts,
+            at_ms,
+        } => multipart::complete_upload(tx, upload, parts, *at_ms),
+        C::AbortUpload { upload, at_ms } => multipart::abort_upload(tx, upload, *at_ms),
+        C::Rename {
+            bucket,
+            from,
+            to,
+            replace,
+            keep_dir,
+            at_ms,
+        } => rename::rename(tx, bucket, from, to, *replace, keep_dir.as_deref(), *at_ms),
+        C::PutDir {
+            bucket,
+            path,
+            info,
+            create,
+        } => fsview::put_dir(tx, bucket, path, info, *create),
+        C::RemoveDir {
+            bucket,
+            path,
+            keep_dir,
+            at_ms,
+        } => fsview::remove_dir(tx, bucket, path, keep_dir.as_deref(), *at_ms),
+        C::PatchObject {
+            bucket,
+            key,
+            object,
+            if_absent,
+            at_ms,
+        } => fsview::patch_object(tx, bucket, key, object, *if_absent, *at_ms),
+        C::Unlink {
+            bucket,
+            key,
+            keep_dir,
+            at_ms,
+        } => fsview::unlink(tx, bucket, key, keep_dir.as_deref(), *at_ms),
+    }
+}

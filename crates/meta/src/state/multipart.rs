@@ -1,0 +1,324 @@
+//! Multipart uploads (S3's rules): parts are committed as they arrive,
+//! each with its own chunks; completion joins the listed parts' chunks into
+//! one object without copying data (the ETag is S3's MD5 of the parts' MD5s
+//! and "-N"); parts not listed, and aborted uploads, become garbage.
+
+use tessera_proto::{ChunkRef, NewObject, ObjectData, ObjectInfo, PartInfo, UploadInfo};
+use tessera_types::validate_key;
+
+use super::buckets::BucketQueries;
+use super::chunks::{retire, retire_chunks, store_chunks};
+use super::objects::{MAX_CHUNKS_PER_OBJECT, check_new_object};
+use super::tables::{OBJECTS, PARTS, UPLOADS, counter};
+use super::{Applied, Refused, Txn, refuse};
+use crate::MetaError;
+use crate::keys::ObjectKey;
+use crate::store::{Read, Step};
+
+/// Smallest part S3 accepts, except for the last one (bytes).
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// Part numbers run from 1 to this.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+fn part_key(upload: &str, number: u32) -> ObjectKey {
+    ObjectKey::new(upload, &format!("{number:05}"))
+}
+
+pub(super) fn create_upload(tx: &mut Txn<'_>, upload: &UploadInfo) -> Result<Applied, MetaError> {
+    tx.bucket(&upload.bucket)?;
+    validate_key(&upload.key).map_err(|e| refuse(Refused::InvalidKey, e.to_string()))?;
+    if tx.get(UPLOADS, &upload.id)?.is_some() {
+        return Err(refuse(
+            Refused::Conflict,
+            format!("upload id {} is in use", upload.id),
+        ));
+    }
+    tx.put(UPLOADS, &upload.id, upload)?;
+    Ok(Applied::Upload(upload.clone()))
+}
+
+pub(super) fn commit_part(
+    tx: &mut Txn<'_>,
+    upload: &str,
+    number: u32,
+    part: &NewObject,
+    at_ms: u64,
+) -> Result<Applied, MetaError> {
+    tx.upload(upload)?;
+    if !(1..=MAX_PART_NUMBER).contains(&number) {
+        return Err(refuse(
+            Refused::BadRequest,
+            format!("part numbers run from 1 to {MAX_PART_NUMBER}"),
+        ));
+    }
+    let ObjectData::Chunks(refs) = &part.data else {
+        return Err(refuse(Refused::BadRequest, "parts are stored as chunks"));
+    };
+    check_new_object(tx, part)?;
+    let pkey = part_key(upload, number);
+    if let Some(old) = tx.get(PARTS, &pkey)? {
+        retire_chunks(tx, &old.chunks, at_ms)?;
+    }
+    store_chunks(tx, &part.chunks)?;
+    let info = PartInfo {
+        number,
+        size: part.size,
+        etag: part.etag.clone(),
+        mtime_ms: at_ms,
+        chunks: refs.clone(),
+    };
+    tx.put(PARTS, &pkey, &info)?;
+    Ok(Applied::Part(info))
+}
+
+pub(super) fn complete_upload(
+    tx: &mut Txn<'_>,
+    upload: &str,
+    parts: &[(u32, String)],
+    at_ms: u64,
+) -> Result<Applied, MetaError> {
+    let info = tx.upload(upload)?;
+    let stored = tx.parts(upload)?;
+    if parts.is_empty() {
+        return Err(refuse(Refused::InvalidPart, "a completion needs parts"));
+    }
+    let mut refs: Vec<ChunkRef> = Vec::new();
+    let mut md5s = Vec::new();
+    let mut size = 0u64;
+    let mut sizes = Vec::with_capacity(parts.len());
+    let mut last = 0;
+    for (i, (number, etag)) in parts.iter().enumerate() {
+        if *number <= last {
+            return Err(refuse(
+                Refused::InvalidPart,
+                "parts must be listed in ascending order",
+            ));
+        }
+        last = *number;
+        let etag = etag.trim_matches('"');
+        let Some(p) = stored
+            .iter()
+            .find(|p| p.number == *number && p.etag == etag)
+        else {
+            return Err(refuse(
+                Refused::InvalidPart,
+                format!("part {number} with ETag {etag} was not uploaded"),
+            ));
+        };
+        if i + 1 < parts.len() && p.size < MIN_PART_SIZE {
+            return Err(refuse(
+                Refused::EntityTooSmall,
+                format!(
+                    "part {number} is {} bytes; all but the last must be at least 5 MiB",
+                    p.size
+                ),
+            ));
+        }
+        size += p.size;
+        sizes.push(p.size);
+        refs.extend(p.chunks.iter().copied());
+        md5s.push(p.etag.clone());
+    }
+    if refs.len() > MAX_CHUNKS_PER_OBJECT {
+        return Err(refuse(Refused::TooLarge, "too many chunks in one object"));
+    }
+    for p in &stored {
+        if !parts.iter().any(|(n, _)| *n == p.number) {
+            retire_chunks(tx, &p.chunks, at_ms)?;
+        }
+        tx.delete(PARTS, &part_key(upload, p.number))?;
+    }
+    tx.delete(UPLOADS, &upload.to_string())?;
+    let okey = ObjectKey::new(&info.bucket, &info.key);
+    if let Some(old) = tx.get(OBJECTS, &okey)? {
+        retire(tx, &old, at_ms)?;
+    }
+    let object = ObjectInfo {
+        key: info.key.clone(),
+        size,
+        etag: multipart_etag(&md5s),
+        content_type: info.content_type.clone(),
+        user_meta: info.user_meta.clone(),
+        headers: info.headers.clone(),
+        mtime_ms: at_ms,
+        data: ObjectData::Chunks(refs),
+        parts: sizes,
+    };
+    tx.put(OBJECTS, &okey, &object)?;
+    tx.add(counter::OBJECTS, 1);
+    Ok(Applied::Object(Box::new(object)))
+}
+
+pub(super) fn abort_upload(
+    tx: &mut Txn<'_>,
+    upload: &str,
+    at_ms: u64,
+) -> Result<Applied, MetaError> {
+    tx.upload(upload)?;
+    for p in tx.parts(upload)? {
+        retire_chunks(tx, &p.chunks, at_ms)?;
+        tx.delete(PARTS, &part_key(upload, p.number))?;
+    }
+    tx.delete(UPLOADS, &upload.to_string())?;
+    Ok(Applied::Deleted { existed: true })
+}
+
+/// S3's multipart ETag: the MD5 of the parts' binary MD5s, then "-N".
+pub fn multipart_etag(part_md5s: &[String]) -> String {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    for e in part_md5s {
+        h.update(hex::decode(e).unwrap_or_default());
+    }
+    format!("{}-{}", hex::encode(h.finalize()), part_md5s.len())
+}
+
+/// Queries of uploads in progress.
+pub trait MultipartQueries: Read {
+    /// Errors: `NoSuchUpload`.
+    fn upload(&self, id: &str) -> Result<UploadInfo, MetaError> {
+        self.get(UPLOADS, &id.to_string())?
+            .ok_or_else(|| refuse(Refused::NoSuchUpload, format!("no such upload: {id}")))
+    }
+
+    fn part(&self, upload: &str, number: u32) -> Result<Option<PartInfo>, MetaError> {
+        self.get(PARTS, &part_key(upload, number))
+    }
+
+    /// An upload's parts in part-number order.
+    fn parts(&self, upload: &str) -> Result<Vec<PartInfo>, MetaError> {
+        let mut out = Vec::new();
+        self.scan(
+            PARTS,
+            &ObjectKey::bucket_prefix(upload),
+            |_, k: ObjectKey, p| {
+                if k.bucket != upload {
+                    return Ok(Step::Stop);
+                }
+                out.push(p);
+                Ok(Step::Continue)
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Uploads in progress, of one bucket or (with `None`) all.
+    fn uploads(&self, bucket: Option<&str>) -> Result<Vec<UploadInfo>, MetaError> {
+        let mut out = Vec::new();
+        self.scan(UPLOADS, &[], |_, _, u: UploadInfo| {
+            if bucket.is_none_or(|b| b == u.bucket) {
+                out.push(u);
+            }
+            Ok(Step::Continue)
+        })?;
+        Ok(out)
+    }
+}
+
+impl<R: Read + ?Sized> MultipartQueries for R {}
+
+#[cfg(test)]
+mod tests {
+    use super::super::StateQueries;
+    use super::super::objects::ObjectQueries;
+    use super::super::testkit::*;
+    use super::*;
+    use tessera_proto::ChunkRecord;
+    use tessera_types::NodeId;
+
+    fn part_of(id: u8, size: u64, nodes: &[NodeId]) -> NewObject {
+        let mut rec: ChunkRecord = chunk_record(id, &nodes[..6]);
+        rec.len = size;
+        NewObject {
+            size,
+            etag: hex::encode([id; 16]),
+            content_type: None,
+            headers: Default::default(),
+            user_meta: Default::default(),
+            data: ObjectData::Chunks(vec![ChunkRef {
+                id: rec.id,
+                len: size,
+            }]),
+            chunks: vec![rec],
+        }
+    }
+
+    #[test]
+    fn uploads_complete_from_listed_parts_and_retire_the_rest() {
+        let t = Kit::new();
+        let nodes = t.nodes(6);
+        t.bucket("bkt");
+        let upload = UploadInfo {
+            id: "u1".into(),
+            bucket: "bkt".into(),
+            key: "big".into(),
+            initiated_ms: 1,
+            content_type: None,
+            user_meta: Default::default(),
+            headers: Default::default(),
+        };
+        t.ok(Command::CreateUpload {
+            upload: upload.clone(),
+        });
+        assert_eq!(
+            t.refused(Command::CreateUpload { upload }),
+            Refused::Conflict
+        );
+        let part = |n: u32, id: u8, size: u64| Command::CommitPart {
+            upload: "u1".into(),
+            number: n,
+            part: part_of(id, size, &nodes),
+            at_ms: 2,
+        };
+        t.ok(part(1, 1, MIN_PART_SIZE));
+        t.ok(part(2, 2, 10));
+        t.ok(part(3, 3, 10));
+        // Part 2 again replaces the first upload of it.
+        t.ok(part(2, 4, 10));
+        assert_eq!(t.refused(part(0, 5, 10)), Refused::BadRequest);
+        let r = t.sm.read();
+        assert_eq!(r.parts("u1").unwrap().len(), 3);
+        assert_eq!(r.counter(counter::GARBAGE).unwrap(), 1);
+        drop(r);
+        let complete = |parts: Vec<(u32, String)>| Command::CompleteUpload {
+            upload: "u1".into(),
+            parts,
+            at_ms: 3,
+        };
+        let e = |id: u8| hex::encode([id; 16]);
+        assert_eq!(t.refused(complete(vec![])), Refused::InvalidPart);
+        assert_eq!(
+            t.refused(complete(vec![(1, e(1)), (1, e(1))])),
+            Refused::InvalidPart
+        );
+        assert_eq!(t.refused(complete(vec![(2, e(2))])), Refused::InvalidPart);
+        assert_eq!(
+            t.refused(complete(vec![(2, e(4)), (3, e(3))])),
+            Refused::EntityTooSmall
+        );
+        let Applied::Object(o) = t.ok(complete(vec![(1, e(1)), (2, format!("\"{}\"", e(4)))]))
+        else {
+            panic!("no object")
+        };
+        assert_eq!(o.size, MIN_PART_SIZE + 10);
+        assert_eq!(o.parts, vec![MIN_PART_SIZE, 10]);
+        assert!(o.etag.ends_with("-2"));
+        let r = t.sm.read();
+        assert_eq!(r.object("bkt", "big").unwrap().etag, o.etag);
+        // Part 3 was not listed: garbage, with the replaced part 2.
+        assert_eq!(r.counter(counter::GARBAGE).unwrap(), 2);
+        assert!(r.uploads(None).unwrap().is_empty());
+        assert_eq!(
+            r.upload("u1").unwrap_err().refused(),
+            Some(Refused::NoSuchUpload)
+        );
+        drop(r);
+        assert_eq!(
+            t.refused(Command::AbortUpload {
+                upload: "u1".into(),
+                at_ms: 4
+            }),
+            Refused::NoSuchUpload
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! Meta's tables (one column family each), the counters kept beside them,
+//! and the stored records that are meta's own (not wire types).
+
+use serde::{Deserialize, Serialize};
+use tessera_proto::{
+    AccessKey, BucketInfo, ChunkRecord, CorruptReport, DirInfo, NodeAdmin, ObjectInfo, PartInfo,
+    Permission, UploadInfo,
+};
+use tessera_types::{ChunkId, NodeId};
+
+use super::RecordedOutcome;
+use crate::keys::{FragmentKey, NodeFragmentKey, ObjectKey};
+use crate::store::Table;
+
+/// A storage node as the cluster map records it; liveness is not here (it is
+/// soft state kept by the server from heartbeats).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub addr: String,
+    pub zone: Option<String>,
+    /// Bytes.
+    pub capacity: u64,
+    pub joined_ms: u64,
+}
+
+/// What meta's records place on a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub fragments: u64,
+    /// Bytes of those fragments.
+    pub bytes: u64,
+}
+
+/// A chunk no object refers to any more; its fragments may be deleted after
+/// the safety delay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GarbageRecord {
+    pub since_ms: u64,
+}
+
+pub const NODES: Table<NodeId, NodeRecord> = Table::new("nodes");
+pub const BUCKETS: Table<String, BucketInfo> = Table::new("buckets");
+/// Objects by (bucket, key).
+pub const OBJECTS: Table<ObjectKey, ObjectInfo> = Table::new("objects");
+pub const CHUNKS: Table<ChunkId, ChunkRecord> = Table::new("chunks");
+/// The index from a node to the fragments it holds.
+pub const NODE_FRAGMENTS: Table<NodeFragmentKey, ()> = Table::new("node_fragments");
+pub const GARBAGE: Table<ChunkId, GarbageRecord> = Table::new("garbage");
+/// Every corruption report by sequence number (history).
+pub const CORRUPT: Table<u64, CorruptReport> = Table::new("corrupt");
+pub const COUNTERS: Table<String, u64> = Table::new("counters");
+/// Operator state of nodes that are not plainly active (absent = active).
+pub const NODE_ADMIN: Table<NodeId, NodeAdmin> = Table::new("node_admin");
+/// Fragments and bytes the records place on each node.
+pub const NODE_STATS: Table<NodeId, NodeStats> = Table::new("node_stats");
+/// Fragments reported corrupt or missing and not yet rebuilt.
+pub const DAMAGED: Table<FragmentKey, CorruptReport> = Table::new("damaged");
+/// S3 access keys by id.
+pub const KEYS: Table<String, AccessKey> = Table::new("keys");
+/// Grants by (bucket, key id): the object-key encoding keeps a bucket's
+/// grants together.
+pub const GRANTS: Table<ObjectKey, Permission> = Table::new("grants");
+/// Multipart uploads in progress, by id.
+pub const UPLOADS: Table<String, UploadInfo> = Table::new("uploads");
+/// Their parts by (upload id, zero-padded part number).
+pub const PARTS: Table<ObjectKey, PartInfo> = Table::new("parts");
+/// Directories of the file-system view by (bucket, path ending in `/`).
+pub const DIRS: Table<ObjectKey, DirInfo> = Table::new("dirs");
+/// The outcome of each recent log entry, by index.
+pub const OUTCOMES: Table<u64, RecordedOutcome> = Table::new("outcomes");
+
+pub const ALL: &[&str] = &[
+    DIRS.name,
+    UPLOADS.name,
+    PARTS.name,
+    KEYS.name,
+    GRANTS.name,
+    NODE_ADMIN.name,
+    DAMAGED.name,
+    NODES.name,
+    BUCKETS.name,
+    OBJECTS.name,
+    CHUNKS.name,
+    NODE_FRAGMENTS.name,
+    GARBAGE.name,
+    CORRUPT.name,
+    COUNTERS.name,
+    OUTCOMES.name,
+    NODE_STATS.name,
+];
+
+/// Names of the counters kept beside the tables.
+pub mod counter {
+    /// The index of the last applied log entry.
+    pub const APPLIED: &str = "applied";
+    pub const EPOCH: &str = "epoch";
+    pub const BUCKETS: &str = "buckets";
+    pub const OBJECTS: &str = "objects";
+    pub const CHUNKS: &str = "chunks";
+    pub const CORRUPT: &str = "corrupt";
+    /// Chunk records waiting in the garbage table.
+    pub const GARBAGE: &str = "garbage";
+    /// Bytes of fragments of chunks waiting in the garbage table.
+    pub const GARBAGE_BYTES: &str = "garbage_bytes";
+    /// Fragments of chunks waiting in the garbage table.
+    pub const GARBAGE_FRAGMENTS: &str = "garbage_fragments";
+    pub const SCRUB_SEQ: &str = "scrub_seq";
+    pub const REBUILT_FRAGMENTS: &str = "repair_rebuilt_fragments";
+    pub const REBUILT_BYTES: &str = "repair_rebuilt_bytes";
+    pub const MOVED_FRAGMENTS: &str = "repair_moved_fragments";
+    pub const MOVED_BYTES: &str = "repair_moved_bytes";
+}

@@ -1,0 +1,165 @@
+//! Writes not yet written, seen through a read view: what lets several
+//! commands share one write set (group commit) while each reads the state
+//! the ones before it left.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use super::{Cursor, ReadView, WriteSet};
+use crate::MetaError;
+
+/// A read view of `base` with pending changes on top; its changes become one
+/// [`WriteSet`] with [`Overlay::into_writes`].
+pub struct Overlay<'a> {
+    base: &'a dyn ReadView,
+    writes: WriteSet,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(base: &'a dyn ReadView) -> Self {
+        Overlay {
+            base,
+            writes: WriteSet::default(),
+        }
+    }
+
+    pub fn put_raw(&mut self, table: &'static str, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.set(table, key, Some(value));
+    }
+
+    pub fn delete_raw(&mut self, table: &'static str, key: Vec<u8>) {
+        self.writes.set(table, key, None);
+    }
+
+    /// Takes the changes of an inner overlay (a command that succeeded).
+    pub fn absorb(&mut self, writes: WriteSet) {
+        self.writes.absorb(writes);
+    }
+
+    pub fn into_writes(self) -> WriteSet {
+        self.writes
+    }
+
+    pub fn writes(&self) -> &WriteSet {
+        &self.writes
+    }
+}
+
+impl ReadView for Overlay<'_> {
+    fn get_raw(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        match self.writes.lookup(table, key) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get_raw(table, key),
+        }
+    }
+
+    fn cursor(&self, table: &'static str) -> Result<Box<dyn Cursor + '_>, MetaError> {
+        let base = self.base.cursor(table)?;
+        match self.writes.tables.get(table) {
+            Some(pending) if !pending.is_empty() => Ok(Box::new(Merged {
+                base,
+                pending,
+                mine: None,
+                from_pending: false,
+            })),
+            _ => Ok(base),
+        }
+    }
+}
+
+/// The base cursor and the pending changes of one table, merged in key
+/// order: a pending value hides the base's at the same key, a pending
+/// deletion hides it altogether. Forward only: commands never scan
+/// backwards.
+struct Merged<'a> {
+    base: Box<dyn Cursor + 'a>,
+    pending: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The first pending change at or after the position.
+    mine: Option<(&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+    /// Whether the current entry is the pending one.
+    from_pending: bool,
+}
+
+impl Merged<'_> {
+    fn pending_from(&mut self, bound: Bound<&[u8]>) {
+        self.mine = self
+            .pending
+            .range::<[u8], _>((bound, Bound::Unbounded))
+            .next();
+    }
+
+    /// Skips deletions and decides which side the current entry is on.
+    fn settle(&mut self) {
+        loop {
+            let Some((pk, pv)) = self.mine else {
+                self.from_pending = false;
+                return;
+            };
+            let base_key = self.base.entry().map(|(k, _)| k);
+            match base_key.map(|b| pk.as_slice().cmp(b)) {
+                Some(std::cmp::Ordering::Greater) => {
+                    self.from_pending = false;
+                    return;
+                }
+                order => {
+                    if pv.is_some() {
+                        self.from_pending = true;
+                        return;
+                    }
+                    // A deletion: hide the base entry it deletes, if any.
+                    if order == Some(std::cmp::Ordering::Equal) {
+                        self.base.next();
+                    }
+                    self.pending_from(Bound::Excluded(pk.as_slice()));
+                }
+            }
+        }
+    }
+}
+
+impl Cursor for Merged<'_> {
+    fn seek(&mut self, key: &[u8]) {
+        self.base.seek(key);
+        self.pending_from(Bound::Included(key));
+        self.settle();
+    }
+
+    fn seek_to_last(&mut self) -> Result<(), MetaError> {
+        Err(MetaError::Internal(
+            "reverse scans inside a command are not supported".into(),
+        ))
+    }
+
+    fn next(&mut self) {
+        if self.from_pending {
+            if let Some((pk, _)) = self.mine {
+                if self.base.entry().is_some_and(|(k, _)| k == pk.as_slice()) {
+                    self.base.next();
+                }
+                self.pending_from(Bound::Excluded(pk.as_slice()));
+            }
+        } else {
+            self.base.next();
+        }
+        self.settle();
+    }
+
+    fn prev(&mut self) -> Result<(), MetaError> {
+        self.seek_to_last()
+    }
+
+    fn entry(&self) -> Option<(&[u8], &[u8])> {
+        if self.from_pending {
+            match self.mine {
+                Some((k, Some(v))) => Some((k.as_slice(), v.as_slice())),
+                _ => None,
+            }
+        } else {
+            self.base.entry()
+        }
+    }
+
+    fn status(&self) -> Result<(), MetaError> {
+        self.base.status()
+    }
+}

@@ -1,0 +1,119 @@
+//! The store on RocksDB: one column family per table, reads from snapshots,
+//! each write set one `WriteBatch` synced to the WAL.
+
+use std::path::Path;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, DBRawIteratorWithThreadMode, Options, SnapshotWithThreadMode,
+    WriteBatch, WriteOptions,
+};
+
+use super::{Cursor, MetaStore, ReadView, WriteSet};
+use crate::MetaError;
+
+pub struct RocksStore {
+    db: DB,
+}
+
+impl RocksStore {
+    /// Opens (or creates) the database at `path` with a column family per
+    /// table. Errors: RocksDB's (a locked or damaged database).
+    pub fn open(path: &Path, tables: &[&'static str]) -> Result<Self, MetaError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = tables
+            .iter()
+            .map(|t| ColumnFamilyDescriptor::new(*t, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(RocksStore { db })
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, MetaError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| MetaError::Corrupt(format!("missing column family {name}")))
+    }
+}
+
+impl MetaStore for RocksStore {
+    fn read(&self) -> Box<dyn ReadView + '_> {
+        Box::new(RocksView {
+            store: self,
+            snap: self.db.snapshot(),
+        })
+    }
+
+    fn write(&self, set: WriteSet) -> Result<(), MetaError> {
+        let mut wb = WriteBatch::default();
+        for (table, changes) in &set.tables {
+            let cf = self.cf(table)?;
+            for (k, v) in changes {
+                match v {
+                    Some(v) => wb.put_cf(cf, k, v),
+                    None => wb.delete_cf(cf, k),
+                }
+            }
+        }
+        let mut opts = WriteOptions::default();
+        // An acknowledged command must survive a crash of the machine.
+        opts.set_sync(true);
+        self.db.write_opt(wb, &opts)?;
+        Ok(())
+    }
+}
+
+struct RocksView<'a> {
+    store: &'a RocksStore,
+    snap: SnapshotWithThreadMode<'a, DB>,
+}
+
+impl ReadView for RocksView<'_> {
+    fn get_raw(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        let cf = self.store.cf(table)?;
+        Ok(self.snap.get_pinned_cf(cf, key)?.map(|v| v.to_vec()))
+    }
+
+    fn cursor(&self, table: &'static str) -> Result<Box<dyn Cursor + '_>, MetaError> {
+        let cf = self.store.cf(table)?;
+        Ok(Box::new(RocksCursor {
+            it: self.snap.raw_iterator_cf(cf),
+        }))
+    }
+}
+
+struct RocksCursor<'a> {
+    it: DBRawIteratorWithThreadMode<'a, DB>,
+}
+
+impl Cursor for RocksCursor<'_> {
+    fn seek(&mut self, key: &[u8]) {
+        self.it.seek(key);
+    }
+
+    fn seek_to_last(&mut self) -> Result<(), MetaError> {
+        self.it.seek_to_last();
+        Ok(())
+    }
+
+    fn next(&mut self) {
+        if self.it.valid() {
+            self.it.next();
+        }
+    }
+
+    fn prev(&mut self) -> Result<(), MetaError> {
+        if self.it.valid() {
+            self.it.prev();
+        }
+        Ok(())
+    }
+
+    fn entry(&self) -> Option<(&[u8], &[u8])> {
+        self.it.item()
+    }
+
+    fn status(&self) -> Result<(), MetaError> {
+        Ok(self.it.status()?)
+    }
+}
