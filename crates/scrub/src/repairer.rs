@@ -375,7 +375,7 @@ impl Repairer {
             }
             let jobs = futures::stream::iter(planned)
                 .map(|(rec, moves)| async {
-                    let result = self.move_fragments(&rec, &map, &moves).await;
+                    let result = self.move_fragments(&rec, map, &moves).await;
                     (rec, moves, result)
                 })
                 .buffer_unordered(self.config.parallel.max(1));

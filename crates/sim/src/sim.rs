@@ -162,6 +162,8 @@ struct Repairer {
     pass_moved: u64,
     pass_limit: u64,
     last_pass: Option<u64>,
+    /// The round (by its start) that found no pass due.
+    pass_declined: Option<u64>,
     /// The map epoch at the last pass.
     pass_epoch: Option<u64>,
     tick_at: Option<u64>,
@@ -170,6 +172,9 @@ struct Repairer {
     round: Option<std::rc::Rc<(ClusterMap, ClusterView)>>,
     /// When the round began.
     round_at: u64,
+    /// The round's assessment was cut at the batch limit: more work waits,
+    /// so the next round starts as soon as this one's work is taken.
+    round_full: bool,
 }
 
 pub struct Sim {
@@ -260,10 +265,12 @@ impl Sim {
                 pass_moved: 0,
                 pass_limit: 0,
                 last_pass: None,
+                pass_declined: None,
                 pass_epoch: None,
                 tick_at: None,
                 round: None,
                 round_at: 0,
+                round_full: false,
             },
             objects: Vec::new(),
             next_object: 0,
@@ -1091,10 +1098,12 @@ impl Sim {
         if !self.repairer.up || !self.meta.up {
             return Ok(());
         }
-        // A new round when this one's work ran out, but not more than every
-        // few seconds: between repairs, rebalancing moves keep going.
+        // A new round when this one's work ran out: at once if the last
+        // assessment was cut at the batch limit, otherwise not more often
+        // than every ROUND_EVERY (between repairs, rebalancing moves go on).
         let stale = self.now >= self.repairer.round_at + ROUND_EVERY;
-        if self.repairer.round.is_none() || (self.repairer.work.is_empty() && stale) {
+        let more = self.repairer.round_full;
+        if self.repairer.round.is_none() || (self.repairer.work.is_empty() && (stale || more)) {
             self.repairer.round_at = self.now;
             self.report.repair_rounds += 1;
             self.refresh_liveness();
@@ -1117,6 +1126,7 @@ impl Sim {
                 }
             }
             self.check_plan_sorted(&a.work)?;
+            self.repairer.round_full = a.work.len() >= self.cfg.repair_batch;
             let mut work: VecDeque<RepairItem> = a
                 .work
                 .into_iter()
@@ -1160,7 +1170,7 @@ impl Sim {
         if self.repairer.jobs.is_empty()
             && self.repairer.work.is_empty()
             && self.repairer.moves.is_empty()
-            && self.plan_rebalance(map)?
+            && self.plan_rebalance(map, view)?
         {
             // A new pass wants a fresh look at the cluster next time.
             self.repairer.round = None;
@@ -1223,27 +1233,30 @@ impl Sim {
 
     /// Plans a rebalancing pass if one is due and wanted; whether it
     /// planned moves.
-    fn plan_rebalance(&mut self, map: &ClusterMap) -> Result<bool, Violation> {
+    /// Starts a rebalancing pass if one is due, judged on the round's map
+    /// and view (a round that found none due is not asked again).
+    fn plan_rebalance(&mut self, map: &ClusterMap, view: &ClusterView) -> Result<bool, Violation> {
         if self
             .repairer
             .last_pass
             .is_some_and(|t| self.now < t + REBALANCE_EVERY)
+            || self.repairer.pass_declined == Some(self.repairer.round_at)
         {
             return Ok(false);
         }
-        let view = ClusterView::from_map(map);
-        let mut balancer = Balancer::new(&view, self.cfg.balance_tolerance);
+        let mut balancer = Balancer::new(view, self.cfg.balance_tolerance);
         let changed = self.repairer.pass_epoch != Some(map.epoch);
         let trigger = PassTrigger {
             drift: self.cfg.balance_drift,
         };
-        if !trigger.due(&balancer, &view, changed) {
+        if !trigger.due(&balancer, view, changed) {
+            self.repairer.pass_declined = Some(self.repairer.round_at);
             return Ok(false);
         }
         self.repairer.last_pass = Some(self.now);
         self.repairer.pass_epoch = Some(map.epoch);
         let planned = self.plan_pass(&mut balancer)?;
-        let (l1, biggest) = self.distance_from_fair(&view, &planned);
+        let (l1, biggest) = self.distance_from_fair(view, &planned);
         self.repairer.pass_limit = l1 / 2 + biggest;
         self.repairer.pass_moved = 0;
         let any = !planned.is_empty();

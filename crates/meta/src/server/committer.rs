@@ -2,7 +2,10 @@
 //! every proposal waiting (up to `MAX_BATCH`), gives each the next log
 //! index, and applies them as one batch: one write, one fsync, for however
 //! many concurrent commits (small-object PUTs, parts, repairs) there were.
-//! While a batch is being written, the next one gathers.
+//! The fsync is pipelined: the committer writes a batch without waiting
+//! and hands its replies to a syncer thread, which syncs once for every
+//! batch written so far and only then answers them; meanwhile the next
+//! batch is applied.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -37,9 +40,15 @@ impl Committer {
     ) -> Result<Self, MetaError> {
         let (queue, rx) = mpsc::channel();
         let next = sm.applied_index()? + 1;
+        let (synced, to_sync) = mpsc::channel();
+        let syncer_sm = sm.clone();
+        std::thread::Builder::new()
+            .name("meta-syncer".into())
+            .spawn(move || sync_and_answer(syncer_sm, to_sync))
+            .map_err(|e| MetaError::Internal(format!("starting the syncer: {e}")))?;
         std::thread::Builder::new()
             .name("meta-committer".into())
-            .spawn(move || run(sm, reservations, rx, next))
+            .spawn(move || run(sm, reservations, rx, synced, next))
             .map_err(|e| MetaError::Internal(format!("starting the committer: {e}")))?;
         Ok(Committer { queue })
     }
@@ -65,10 +74,37 @@ fn lapsed() -> Refusal {
     )
 }
 
+/// A written batch waiting for its sync: each reply with its outcome.
+type Written = Vec<(oneshot::Sender<Result<Outcome, MetaError>>, Outcome)>;
+
+/// Syncs once for every batch written so far, then answers them.
+fn sync_and_answer(sm: Arc<StateMachine<RocksStore>>, rx: mpsc::Receiver<Written>) {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batches.push(more);
+        }
+        match sm.sync() {
+            Ok(()) => {
+                for (reply, outcome) in batches.into_iter().flatten() {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "syncing committed batches failed");
+                for (reply, _) in batches.into_iter().flatten() {
+                    let _ = reply.send(Err(MetaError::Internal(format!("syncing the batch: {e}"))));
+                }
+            }
+        }
+    }
+}
+
 fn run(
     sm: Arc<StateMachine<RocksStore>>,
     reservations: Arc<Reservations>,
     rx: mpsc::Receiver<Pending>,
+    synced: mpsc::Sender<Written>,
     mut next: u64,
 ) {
     while let Ok(first) = rx.recv() {
@@ -96,16 +132,22 @@ fn run(
             .enumerate()
             .map(|(i, p)| (next + i as u64, &p.cmd))
             .collect();
-        match sm.apply_batch(&entries) {
+        match sm.apply_batch_buffered(&entries) {
             Ok(outcomes) => {
                 next += ready.len() as u64;
+                let mut written = Vec::with_capacity(ready.len());
                 for (p, outcome) in ready.into_iter().zip(outcomes) {
                     if outcome.is_ok()
                         && let Some(w) = p.write
                     {
                         held.release(w);
                     }
-                    let _ = p.reply.send(Ok(outcome));
+                    written.push((p.reply, outcome));
+                }
+                if let Err(mpsc::SendError(lost)) = synced.send(written) {
+                    for (reply, _) in lost {
+                        let _ = reply.send(Err(MetaError::Internal("the syncer stopped".into())));
+                    }
                 }
             }
             Err(e) => {

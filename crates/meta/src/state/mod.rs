@@ -16,7 +16,14 @@
 //! - The whole batch (every command's changes, the outcomes and the applied
 //!   index) is one atomic, synced write: one fsync however many commands
 //!   (group commit). A crash loses whole batches, never part of one, and a
-//!   batch is only acknowledged after its write.
+//!   batch is only acknowledged after its write. `apply_batch_buffered`
+//!   writes the batch without waiting and a later `sync` makes it (and
+//!   every batch before it) durable, so the server's committer applies the
+//!   next batch while the last one's fsync runs; it acknowledges a batch
+//!   only after a sync that covers it. A query in that window may see a
+//!   batch not yet acknowledged, as it may see any commit in flight; if
+//!   meta crashes before the sync, that batch is lost whole and nobody was
+//!   told it succeeded.
 //! - Commands carry their own timestamps and random ids; apply never reads
 //!   the clock or a random source, so the same entries give the same state
 //!   on any replica (ready to sit behind Raft).
@@ -189,6 +196,29 @@ impl<S: MetaStore> StateMachine<S> {
     /// their outcomes in the same order. Errors: a storage failure (nothing
     /// of the batch is written), or an index not above the last applied.
     pub fn apply_batch(&self, entries: &[(u64, &Command)]) -> Result<Vec<Outcome>, MetaError> {
+        self.apply_entries(entries, true)
+    }
+
+    /// `apply_batch`, but durable only once `sync` returns: a group
+    /// committer applies the next batch while this one's fsync runs, and
+    /// acknowledges neither before its sync. Reads see the batch at once.
+    pub fn apply_batch_buffered(
+        &self,
+        entries: &[(u64, &Command)],
+    ) -> Result<Vec<Outcome>, MetaError> {
+        self.apply_entries(entries, false)
+    }
+
+    /// Makes every batch applied before it durable.
+    pub fn sync(&self) -> Result<(), MetaError> {
+        self.store.sync()
+    }
+
+    fn apply_entries(
+        &self,
+        entries: &[(u64, &Command)],
+        synced: bool,
+    ) -> Result<Vec<Outcome>, MetaError> {
         let _one_writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = self.store.read();
         let mut batch = Overlay::new(&*snapshot);
@@ -227,7 +257,11 @@ impl<S: MetaStore> StateMachine<S> {
         }
         let writes = batch.into_writes();
         drop(snapshot);
-        self.store.write(writes)?;
+        if synced {
+            self.store.write(writes)?;
+        } else {
+            self.store.write_buffered(writes)?;
+        }
         Ok(outcomes)
     }
 }

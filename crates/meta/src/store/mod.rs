@@ -124,6 +124,18 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Applies every change of `set` at once, durable (synced) before it
     /// returns. Errors: the store's, with nothing applied.
     fn write(&self, set: WriteSet) -> Result<(), MetaError>;
+    /// Applies every change of `set` at once, visible to later reads and
+    /// writes but durable only after the next `sync` returns (writes reach
+    /// the disk in order: a sync covers every write before it). Errors: the
+    /// store's, with nothing applied.
+    fn write_buffered(&self, set: WriteSet) -> Result<(), MetaError> {
+        self.write(set)
+    }
+    /// Makes every write before it durable. Errors: the store's (then
+    /// nothing since the last successful sync may be assumed durable).
+    fn sync(&self) -> Result<(), MetaError> {
+        Ok(())
+    }
 }
 
 /// Changes to apply together: per table, key -> new value or deletion.

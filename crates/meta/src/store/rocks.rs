@@ -1,5 +1,6 @@
 //! The store on RocksDB: one column family per table, reads from snapshots,
-//! each write set one `WriteBatch` synced to the WAL.
+//! each write set one `WriteBatch` in the WAL, synced at once or by a later
+//! `sync` (one fsync for every batch written since the last).
 
 use std::path::Path;
 
@@ -45,6 +46,21 @@ impl MetaStore for RocksStore {
     }
 
     fn write(&self, set: WriteSet) -> Result<(), MetaError> {
+        self.write_batch(set, true)
+    }
+
+    fn write_buffered(&self, set: WriteSet) -> Result<(), MetaError> {
+        self.write_batch(set, false)
+    }
+
+    fn sync(&self) -> Result<(), MetaError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+impl RocksStore {
+    fn write_batch(&self, set: WriteSet, sync: bool) -> Result<(), MetaError> {
         let mut wb = WriteBatch::default();
         for (table, changes) in &set.tables {
             let cf = self.cf(table)?;
@@ -56,8 +72,9 @@ impl MetaStore for RocksStore {
             }
         }
         let mut opts = WriteOptions::default();
-        // An acknowledged command must survive a crash of the machine.
-        opts.set_sync(true);
+        // An acknowledged command must survive a crash of the machine: synced
+        // here, or by `sync` before it is acknowledged.
+        opts.set_sync(sync);
         self.db.write_opt(wb, &opts)?;
         Ok(())
     }
