@@ -167,7 +167,8 @@ pub enum MetaQuery {
     RepairWork {
         limit: u32,
     },
-    /// Live chunk records in id order after `after` (rebalancing walks them).
+    /// Live chunk records in id order after `after` (rebalancing walks
+    /// them): `limit` of them, fewer only when there are no more.
     ScanChunks {
         after: Option<ChunkId>,
         limit: u32,

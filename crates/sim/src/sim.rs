@@ -1267,8 +1267,8 @@ impl Sim {
         Ok(any)
     }
 
-    /// Visits every live chunk record in id order, a page at a time (a
-    /// page whose records are all garbage still hands back its last one).
+    /// Visits every live chunk record in id order, a page at a time, as the
+    /// repairer walks them (a short page is the last).
     fn live_chunks(
         &mut self,
         mut visit: impl FnMut(&mut Sim, ChunkRecord) -> Result<(), Violation>,
