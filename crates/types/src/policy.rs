@@ -6,11 +6,35 @@ use serde::{Deserialize, Serialize};
 use crate::TypesError;
 
 /// How a chunk is protected: Reed-Solomon `ec:K+M` (any K of K+M fragments
-/// rebuild the chunk) or `rep:N` (N full copies).
+/// rebuild the chunk) or `rep:N` (N full copies). Decoding checks the
+/// limits (`validate`): a policy from the network or the disk is never
+/// `ec:0+0` or wider than the codec takes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "PolicyFields")]
 pub enum Policy {
     Erasure { data: u8, parity: u8 },
     Replicated { copies: u8 },
+}
+
+/// `Policy` as encoded, before its limits are checked.
+#[derive(Deserialize)]
+#[serde(rename = "Policy")]
+enum PolicyFields {
+    Erasure { data: u8, parity: u8 },
+    Replicated { copies: u8 },
+}
+
+impl TryFrom<PolicyFields> for Policy {
+    type Error = TypesError;
+
+    fn try_from(f: PolicyFields) -> Result<Self, TypesError> {
+        let p = match f {
+            PolicyFields::Erasure { data, parity } => Policy::Erasure { data, parity },
+            PolicyFields::Replicated { copies } => Policy::Replicated { copies },
+        };
+        p.validate()?;
+        Ok(p)
+    }
 }
 
 impl Policy {
@@ -112,6 +136,26 @@ impl FromStr for Policy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn decoding_checks_the_limits() {
+        let good = Policy::erasure(4, 2).unwrap();
+        let bytes = postcard::to_allocvec(&good).unwrap();
+        assert_eq!(postcard::from_bytes::<Policy>(&bytes).unwrap(), good);
+        for bad in [
+            Policy::Erasure { data: 0, parity: 0 },
+            Policy::Erasure {
+                data: 33,
+                parity: 1,
+            },
+            Policy::Replicated { copies: 0 },
+        ] {
+            let bytes = postcard::to_allocvec(&bad).unwrap();
+            assert!(postcard::from_bytes::<Policy>(&bytes).is_err(), "{bad}");
+            let json = serde_json::to_string(&bad).unwrap();
+            assert!(serde_json::from_str::<Policy>(&json).is_err(), "{json}");
+        }
+    }
+
     use super::*;
 
     #[test]
