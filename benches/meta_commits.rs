@@ -13,23 +13,11 @@ use std::time::{Duration, Instant};
 use tessera_meta::MetaConfig;
 use tessera_meta_client::MetaClient;
 use tessera_net::{ClusterCa, Endpoint, Identity};
-use tessera_proto::{MetaResponse, NewObject, ObjectData, Proposal};
+use tessera_proto::{MetaResponse, NewObject, Proposal};
 
 fn identity(ca: &ClusterCa, name: &str) -> Identity {
     let (cert, key) = ca.issue(name).expect("issuing a certificate");
     Identity::from_pem(ca.cert_pem(), &cert, &key).expect("loading an identity")
-}
-
-fn object(body: &[u8]) -> NewObject {
-    NewObject {
-        size: body.len() as u64,
-        etag: String::new(),
-        content_type: None,
-        headers: Default::default(),
-        user_meta: Default::default(),
-        data: ObjectData::Inline(body.to_vec()),
-        chunks: vec![],
-    }
 }
 
 fn main() {
@@ -83,7 +71,7 @@ async fn run(concurrency: usize, duration: Duration) {
                         .call(Proposal::CommitObject {
                             bucket: "bench".into(),
                             key: format!("t{t}/{i}"),
-                            object: object(&body),
+                            object: NewObject::inline(&body),
                             write: None,
                             if_absent: false,
                         })

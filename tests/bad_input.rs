@@ -5,9 +5,8 @@ mod common;
 use common::{Cluster, http_get, metric};
 use tessera_net::{Connection, Endpoint, read_frame, write_frame};
 use tessera_proto::{
-    ChunkRecord, ChunkRef, ErrorCode, FRAME_HEADER_LEN, FragmentRecord, FrameKind, MAGIC,
-    MetaQuery, MetaRequest, MetaResponse, NewObject, NodeRequest, NodeResponse, ObjectData,
-    PROTOCOL_VERSION, Proposal,
+    ChunkRecord, ErrorCode, FRAME_HEADER_LEN, FragmentRecord, FrameKind, MAGIC, MetaQuery,
+    MetaRequest, MetaResponse, NewObject, NodeRequest, NodeResponse, PROTOCOL_VERSION, Proposal,
 };
 use tessera_sdk::ClusterConfig;
 use tessera_types::{ChunkId, NodeId, Policy};
@@ -210,15 +209,7 @@ async fn meta_refuses_bad_frames_and_bad_commits() {
             if_absent: false,
             object: NewObject {
                 size,
-                etag: String::new(),
-                content_type: None,
-                headers: Default::default(),
-                user_meta: Default::default(),
-                data: ObjectData::Chunks(vec![ChunkRef {
-                    id: rec.id,
-                    len: rec.len,
-                }]),
-                chunks: vec![rec],
+                ..NewObject::of_chunks(vec![rec])
             },
         })
     };

@@ -362,6 +362,43 @@ pub struct NewObject {
     pub chunks: Vec<ChunkRecord>,
 }
 
+impl NewObject {
+    /// An object of `records` in order (its size their lengths' sum), with
+    /// no ETag, content type or metadata.
+    pub fn of_chunks(records: Vec<ChunkRecord>) -> Self {
+        NewObject {
+            size: records.iter().map(|r| r.len).sum(),
+            etag: String::new(),
+            content_type: None,
+            user_meta: BTreeMap::new(),
+            headers: ObjectHeaders::default(),
+            data: ObjectData::Chunks(
+                records
+                    .iter()
+                    .map(|r| ChunkRef {
+                        id: r.id,
+                        len: r.len,
+                    })
+                    .collect(),
+            ),
+            chunks: records,
+        }
+    }
+
+    /// An inline object of `body`, with no ETag, content type or metadata.
+    pub fn inline(body: &[u8]) -> Self {
+        NewObject {
+            size: body.len() as u64,
+            etag: String::new(),
+            content_type: None,
+            user_meta: BTreeMap::new(),
+            headers: ObjectHeaders::default(),
+            data: ObjectData::Inline(body.to_vec()),
+            chunks: vec![],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ListEntry {
     Object {

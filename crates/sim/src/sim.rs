@@ -19,8 +19,8 @@ use tessera_meta::state::tables::counter;
 use tessera_meta::store::MemStore;
 use tessera_meta::{Applied, Command, NodeRecord, Outcome, Refused, StateMachine};
 use tessera_proto::{
-    ChunkRecord, ChunkRef, ClusterMap, CorruptReport, FragmentMove, FragmentRecord, FragmentState,
-    LoadBalance, NewObject, NodeAdmin, NodeInfo, ObjectData, RepairItem, ScrubProgress,
+    ChunkRecord, ClusterMap, CorruptReport, FragmentMove, FragmentRecord, FragmentState,
+    LoadBalance, NewObject, NodeAdmin, NodeInfo, RepairItem, ScrubProgress,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
@@ -1049,27 +1049,10 @@ impl Sim {
 }
 
 fn commit_cmd(key: &str, records: &[ChunkRecord], at_ms: u64) -> Command {
-    let size = records.iter().map(|r| r.len).sum();
     Command::CommitObject {
         bucket: BUCKET.into(),
         key: key.into(),
-        object: NewObject {
-            size,
-            etag: String::new(),
-            content_type: None,
-            headers: Default::default(),
-            user_meta: Default::default(),
-            data: ObjectData::Chunks(
-                records
-                    .iter()
-                    .map(|r| ChunkRef {
-                        id: r.id,
-                        len: r.len,
-                    })
-                    .collect(),
-            ),
-            chunks: records.to_vec(),
-        },
+        object: NewObject::of_chunks(records.to_vec()),
         at_ms,
         if_absent: true,
     }

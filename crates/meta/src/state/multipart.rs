@@ -230,16 +230,8 @@ mod tests {
         let mut rec: ChunkRecord = chunk_record(id, &nodes[..6]);
         rec.len = size;
         NewObject {
-            size,
             etag: hex::encode([id; 16]),
-            content_type: None,
-            headers: Default::default(),
-            user_meta: Default::default(),
-            data: ObjectData::Chunks(vec![ChunkRef {
-                id: rec.id,
-                len: size,
-            }]),
-            chunks: vec![rec],
+            ..NewObject::of_chunks(vec![rec])
         }
     }
 

@@ -3,9 +3,7 @@
 
 use std::cell::Cell;
 
-use tessera_proto::{
-    ChunkRecord, ChunkRef, FragmentRecord, ListEntry, Listing, NewObject, ObjectData,
-};
+use tessera_proto::{ChunkRecord, FragmentRecord, ListEntry, Listing, NewObject};
 use tessera_types::{ChunkId, NodeId, Policy};
 
 pub use super::Command;
@@ -100,19 +98,7 @@ impl Kit {
 
     /// An object of one 10-byte chunk `[id; 16]` on the first six nodes.
     pub fn one_chunk(&self, id: u8, nodes: &[NodeId]) -> NewObject {
-        let rec = chunk_record(id, &nodes[..6]);
-        NewObject {
-            size: 10,
-            etag: String::new(),
-            content_type: None,
-            headers: Default::default(),
-            user_meta: Default::default(),
-            data: ObjectData::Chunks(vec![ChunkRef {
-                id: rec.id,
-                len: 10,
-            }]),
-            chunks: vec![rec],
-        }
+        NewObject::of_chunks(vec![chunk_record(id, &nodes[..6])])
     }
 }
 
@@ -135,15 +121,7 @@ pub fn chunk_record(id: u8, on: &[NodeId]) -> ChunkRecord {
 }
 
 pub fn inline(bytes: &[u8]) -> NewObject {
-    NewObject {
-        size: bytes.len() as u64,
-        etag: String::new(),
-        content_type: None,
-        headers: Default::default(),
-        user_meta: Default::default(),
-        data: ObjectData::Inline(bytes.to_vec()),
-        chunks: vec![],
-    }
+    NewObject::inline(bytes)
 }
 
 /// A listing as keys, common prefixes marked with `*`.
