@@ -9,7 +9,7 @@ use tessera_meta::state::{Command, RecordedOutcome};
 use tessera_meta::store::{KeyCodec, decode_value};
 use tessera_meta::{FragmentKey, NodeFragmentKey, ObjectKey};
 use tessera_proto::{
-    AccessKey, BucketInfo, ChunkRecord, CorruptReport, DirInfo, NodeAdmin, ObjectInfo, PartInfo,
+    AccessKey, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport, DirInfo, NodeAdmin, ObjectInfo, PartInfo,
     Permission, UploadInfo,
 };
 use tessera_types::{ChunkId, NodeId};
@@ -29,7 +29,14 @@ fuzz_target!(|data: &[u8]| {
         0 => drop(decode_value::<NodeRecord>(t, rest)),
         1 => drop(decode_value::<BucketInfo>(t, rest)),
         2 => drop(decode_value::<ObjectInfo>(t, rest)),
-        3 => drop(decode_value::<ChunkRecord>(t, rest)),
+        // A chunk record, and its placement read past the hashes: whenever
+        // the record decodes, the placement is the same chunk.
+        3 => {
+            let placement = decode_value::<ChunkPlacement>(t, rest);
+            if let Ok(rec) = decode_value::<ChunkRecord>(t, rest) {
+                assert_eq!(placement.ok(), Some(ChunkPlacement::from(&rec)));
+            }
+        }
         4 => drop(decode_value::<GarbageRecord>(t, rest)),
         5 => drop(decode_value::<CorruptReport>(t, rest)),
         6 => drop(decode_value::<u64>(t, rest)),

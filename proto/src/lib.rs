@@ -18,11 +18,11 @@ pub use messages::{
     MetaResponse, NodeRequest, NodeResponse, Proposal, RemoteError,
 };
 pub use model::{
-    AccessKey, BucketInfo, ChunkHealth, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus,
-    CorruptReport, DirEntry, DirInfo, DirListing, ExpectedFragment, Found, FragmentMove,
-    FragmentRecord, FragmentState, Grant, ListEntry, Listing, LoadBalance, NewObject, NodeAdmin,
-    NodeInfo, NodeState, ObjectData, ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem,
-    RepairProgress, ScrubProgress, UploadInfo,
+    AccessKey, BucketInfo, ChunkHealth, ChunkPlacement, ChunkRecord, ChunkRef, ClusterMap,
+    ClusterStatus, CorruptReport, DirEntry, DirInfo, DirListing, ExpectedFragment, Found,
+    FragmentMove, FragmentNodes, FragmentRecord, FragmentState, Grant, ListEntry, Listing,
+    LoadBalance, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectHeaders, ObjectInfo,
+    PartInfo, Permission, RepairItem, RepairProgress, ScrubProgress, UploadInfo,
 };
 
 #[derive(Debug, thiserror::Error)]

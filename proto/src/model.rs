@@ -305,6 +305,97 @@ pub struct ChunkRecord {
     pub fragments: Vec<FragmentRecord>,
 }
 
+/// Where a chunk's fragments are, decoded from the encoding of a
+/// `ChunkRecord` (postcard, the same field order) with the hashes skipped
+/// and no allocation for up to 16 fragments: what placement decisions and
+/// checks read when they walk every chunk. `nodes[i]` holds fragment `i`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChunkPlacement {
+    pub id: ChunkId,
+    pub policy: Policy,
+    /// Bytes of data in the chunk.
+    pub len: u64,
+    /// Bytes in each fragment.
+    pub fragment_len: u64,
+    #[serde(rename = "hash")]
+    _hash: SkippedBytes,
+    #[serde(rename = "fragments", deserialize_with = "fragment_nodes")]
+    pub nodes: FragmentNodes,
+}
+
+impl From<&ChunkRecord> for ChunkPlacement {
+    fn from(c: &ChunkRecord) -> Self {
+        ChunkPlacement {
+            id: c.id,
+            policy: c.policy,
+            len: c.len,
+            fragment_len: c.fragment_len,
+            _hash: SkippedBytes,
+            nodes: c.fragments.iter().map(|f| f.node).collect(),
+        }
+    }
+}
+
+/// The holders of a chunk's fragments, in fragment order.
+pub type FragmentNodes = smallvec::SmallVec<[NodeId; 16]>;
+
+/// A byte string read past (a hash the reader does not need).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SkippedBytes;
+
+impl<'de> Deserialize<'de> for SkippedBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SkippedBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<SkippedBytes, E> {
+                Ok(SkippedBytes)
+            }
+            // Self-describing formats write fixed bytes as a sequence.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SkippedBytes, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(SkippedBytes)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// `FragmentRecord` without its hash.
+#[derive(Deserialize)]
+struct FragmentNode {
+    node: NodeId,
+    #[serde(rename = "hash")]
+    _hash: SkippedBytes,
+}
+
+fn fragment_nodes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FragmentNodes, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = FragmentNodes;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence of fragment records")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<FragmentNodes, A::Error> {
+            let mut nodes = FragmentNodes::new();
+            while let Some(f) = seq.next_element::<FragmentNode>()? {
+                nodes.push(f.node);
+            }
+            Ok(nodes)
+        }
+    }
+    d.deserialize_seq(V)
+}
+
 /// A chunk as an object refers to it; offsets follow from the lengths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
@@ -455,4 +546,45 @@ pub struct DirListing {
     pub entries: Vec<DirEntry>,
     /// Pass as `after` for the next page; `None` when complete.
     pub next: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(fragments: usize) -> ChunkRecord {
+        ChunkRecord {
+            id: ChunkId([9; 16]),
+            policy: "ec:8+3".parse().unwrap(),
+            len: 4 << 20,
+            fragment_len: 1 << 19,
+            hash: [7; 32],
+            fragments: (0..fragments)
+                .map(|i| FragmentRecord {
+                    node: NodeId(1000 + i as u64),
+                    hash: [i as u8; 32],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_placement_reads_a_chunk_record() {
+        // Past the inline capacity too.
+        for n in [0, 11, 40] {
+            let rec = record(n);
+            let bytes = postcard::to_allocvec(&rec).unwrap();
+            let p: ChunkPlacement = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(
+                (p.id, p.policy, p.len, p.fragment_len),
+                (rec.id, rec.policy, rec.len, rec.fragment_len)
+            );
+            let nodes: Vec<NodeId> = rec.fragments.iter().map(|f| f.node).collect();
+            assert_eq!(p.nodes.as_slice(), nodes.as_slice());
+            // Cut short anywhere: an error, never a panic.
+            for cut in 0..bytes.len() {
+                assert!(postcard::from_bytes::<ChunkPlacement>(&bytes[..cut]).is_err());
+            }
+        }
+    }
 }

@@ -24,14 +24,18 @@ pub fn repair_targets(
     kept: &[NodeId],
 ) -> Vec<NodeId> {
     let zone_of = |id: NodeId| view.index(id).and_then(|i| view.zone_at(i));
-    let mut held: HashMap<ZoneIndex, usize> = HashMap::new();
+    // Zones are numbered densely: per-zone tables are vectors.
+    let zones = view.zones_count();
+    let mut held = vec![0usize; zones];
     for z in kept.iter().filter_map(|&n| zone_of(n)) {
-        *held.entry(z).or_default() += 1;
+        if let Some(h) = held.get_mut(z as usize) {
+            *h += 1;
+        }
     }
     // Each zone's candidates as (rank, node), in rank order; the heap holds
     // each zone's next candidate as (fragments in the zone, rank, queue).
     let mut queues: Vec<(ZoneIndex, Vec<(usize, NodeId)>)> = Vec::new();
-    let mut queue_of: HashMap<ZoneIndex, usize> = HashMap::new();
+    let mut queue_of: Vec<Option<usize>> = vec![None; zones];
     let mut candidates = 0;
     // Enough of the rank for the greedy picks: in every zone, more nodes
     // than the chunk can hold there plus two, without ranking the rest.
@@ -41,7 +45,10 @@ pub fn repair_targets(
         if holders.contains(&id) {
             continue;
         }
-        let q = *queue_of.entry(z).or_insert_with(|| {
+        let Some(slot) = queue_of.get_mut(z as usize) else {
+            continue;
+        };
+        let q = *slot.get_or_insert_with(|| {
             queues.push((z, Vec::new()));
             queues.len() - 1
         });
@@ -51,7 +58,7 @@ pub fn repair_targets(
     let mut heap: BinaryHeap<Reverse<(usize, usize, usize)>> = BinaryHeap::new();
     for (q, (z, ids)) in queues.iter().enumerate() {
         if let Some(&(rank, _)) = ids.first() {
-            let count = held.get(z).copied().unwrap_or(0);
+            let count = held.get(*z as usize).copied().unwrap_or(0);
             heap.push(Reverse((count, rank, q)));
         }
     }

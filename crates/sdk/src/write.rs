@@ -270,7 +270,7 @@ impl Client {
             zone: n.zone.clone(),
             weight: n.capacity,
         }));
-        let mut ranked = placement.rank(id).into_iter();
+        let mut ranked = placement.ranking(id);
         let addr_of = |node: NodeId| -> Option<SocketAddr> {
             map.nodes
                 .iter()

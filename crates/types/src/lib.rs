@@ -14,7 +14,7 @@ mod policy;
 
 pub use ids::{ChunkId, Hash, NodeId};
 pub use names::{MAX_KEY_LEN, validate_bucket_name, validate_key};
-pub use placement::{PlacementCandidate, PlacementMap};
+pub use placement::{PlacementCandidate, PlacementMap, Ranking};
 pub use policy::Policy;
 
 /// Errors from validating user input against Tessera's rules.

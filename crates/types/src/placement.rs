@@ -95,10 +95,25 @@ impl PlacementMap {
     pub fn new(candidates: impl IntoIterator<Item = PlacementCandidate>) -> Self {
         let mut candidates: Vec<_> = candidates.into_iter().filter(|c| c.weight > 0).collect();
         // Order must not depend on how the caller listed the nodes, even when
-        // one id comes twice.
-        candidates.sort_by(|a, b| (a.id, &a.zone, a.weight).cmp(&(b.id, &b.zone, b.weight)));
-        candidates.dedup_by_key(|c| c.id);
-        candidates.sort_by(|a, b| (domain(a), a.id).cmp(&(domain(b), b.id)));
+        // one id comes twice. (Callers usually list them in id order, once.)
+        if !candidates.is_sorted_by(|a, b| a.id < b.id) {
+            candidates.sort_by(|a, b| (a.id, &a.zone, a.weight).cmp(&(b.id, &b.zone, b.weight)));
+            candidates.dedup_by_key(|c| c.id);
+        }
+        // Grouped by domain (named zones in name order, then zoneless
+        // nodes), by id within: sorted on numbers, with the few zone names
+        // ranked once, not compared at every step of the sort.
+        let mut names: Vec<String> = candidates.iter().filter_map(|c| c.zone.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let domain_rank = |c: &PlacementCandidate| match c.zone.as_deref() {
+            Some(z) => (
+                0u8,
+                names.binary_search_by(|n| n.as_str().cmp(z)).unwrap_or(0) as u64,
+            ),
+            None => (1u8, c.id.0),
+        };
+        candidates.sort_by_cached_key(|c| (domain_rank(c), c.id));
 
         let mut map = PlacementMap {
             one_weight: candidates.windows(2).all(|w| w[0].weight == w[1].weight),
@@ -164,6 +179,19 @@ impl PlacementMap {
             out.extend(tier.iter().map(Entry::id));
         }
         out
+    }
+
+    /// `rank(chunk)` computed lazily: the first nodes cost what `place`
+    /// costs, and the rest are ranked only if a caller goes past them (a
+    /// writer walks on past nodes that refuse a fragment; nearly always it
+    /// needs only the first few).
+    pub fn ranking(&self, chunk: ChunkId) -> Ranking<'_> {
+        Ranking {
+            map: self,
+            chunk,
+            known: Vec::new(),
+            next: 0,
+        }
     }
 
     /// The `n` nodes that hold a chunk's fragments, fragment `i` on node `i`.
@@ -248,6 +276,40 @@ impl PlacementMap {
         } else {
             u_of(bits).ln() / weight
         }
+    }
+}
+
+/// The nodes of `PlacementMap::rank` one at a time, from
+/// `PlacementMap::ranking`.
+#[derive(Debug, Clone)]
+pub struct Ranking<'a> {
+    map: &'a PlacementMap,
+    chunk: ChunkId,
+    known: Vec<NodeId>,
+    next: usize,
+}
+
+impl Iterator for Ranking<'_> {
+    type Item = NodeId;
+
+    fn next(&mut self) -> Option<NodeId> {
+        if self.next == self.known.len() {
+            let len = self.map.len();
+            if self.known.len() == len {
+                return None;
+            }
+            // `place(n)` is the prefix of `rank`: ask for twice as many, and
+            // past a quarter of the nodes rank them all at once.
+            let want = (self.known.len() * 2).max(16);
+            self.known = if want >= len / 4 {
+                self.map.rank(self.chunk)
+            } else {
+                self.map.top(self.chunk, want)
+            };
+        }
+        let node = self.known.get(self.next).copied();
+        self.next += 1;
+        node
     }
 }
 
@@ -521,6 +583,19 @@ mod tests {
                     assert!(*k >= depth, "rank went back to a shallower tier");
                     depth = depth.max(*k);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn ranking_is_rank() {
+        // Large enough that the ranking extends itself several times.
+        for cands in layouts().into_iter().chain([nodes(1_000, 10)]) {
+            let map = PlacementMap::new(cands);
+            for i in 0..50 {
+                let c = ChunkId((i as u128 * 0x9e37_79b9_7f4a_7c15).to_le_bytes());
+                assert_eq!(map.ranking(c).collect::<Vec<_>>(), map.rank(c));
+                assert_eq!(map.ranking(c).take(3).count(), map.len().min(3));
             }
         }
     }

@@ -96,22 +96,31 @@ pub trait ClusterQueries: Read {
     /// id order: three scans, not a lookup per node (the cluster map is
     /// asked for often).
     fn node_table(&self) -> Result<Vec<(NodeRecord, NodeAdmin, NodeStats)>, MetaError> {
-        let mut admins = std::collections::HashMap::new();
+        // The tables are small and keyed alike: sorted vectors and a binary
+        // search cost less than hashing every id twice.
+        let mut admins = Vec::new();
         self.scan(NODE_ADMIN, &[], |_, id: NodeId, a| {
-            admins.insert(id, a);
+            admins.push((id, a));
             Ok(Step::Continue)
         })?;
-        let mut stats = std::collections::HashMap::new();
+        let mut stats = Vec::new();
         self.scan(NODE_STATS, &[], |_, id: NodeId, s| {
-            stats.insert(id, s);
+            stats.push((id, s));
             Ok(Step::Continue)
         })?;
+        admins.sort_unstable_by_key(|(id, _)| *id);
+        stats.sort_unstable_by_key(|(id, _)| *id);
+        fn find<T: Copy + Default>(table: &[(NodeId, T)], id: NodeId) -> T {
+            table
+                .binary_search_by_key(&id, |(k, _)| *k)
+                .map(|i| table[i].1)
+                .unwrap_or_default()
+        }
         Ok(self
             .nodes()?
             .into_iter()
             .map(|n| {
-                let admin = admins.get(&n.id).copied().unwrap_or_default();
-                let s = stats.get(&n.id).copied().unwrap_or_default();
+                let (admin, s) = (find(&admins, n.id), find(&stats, n.id));
                 (n, admin, s)
             })
             .collect())

@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use tessera_heal::{Health, condition, fragment_state};
 use tessera_proto::{
-    ChunkHealth, ClusterMap, CorruptReport, FragmentMove, FragmentState, NodeAdmin, RepairItem,
+    ChunkHealth, ChunkPlacement, ClusterMap, CorruptReport, FragmentMove, FragmentState, NodeAdmin,
+    RepairItem,
 };
 use tessera_types::{ChunkId, NodeId};
 
@@ -20,7 +21,7 @@ use super::tables::{CHUNKS, CORRUPT, DAMAGED, GARBAGE, NODE_FRAGMENTS, counter};
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::keys::{FragmentKey, NodeFragmentKey};
-use crate::store::{KeyCodec, Read, Step};
+use crate::store::{KeyCodec, Read, Step, Table};
 
 /// What a fragment on each node that is not plainly up and active is (nodes
 /// absent from the map hold `Ok` fragments).
@@ -187,7 +188,7 @@ pub trait HealingQueries: Read {
     /// chunks.
     fn assess(&self, classes: &NodeClasses, limit: usize) -> Result<Assessment, MetaError> {
         let damaged = self.damaged()?;
-        let mut affected: HashSet<ChunkId> = damaged.keys().copied().collect();
+        let mut affected: Vec<ChunkId> = damaged.keys().copied().collect();
         for (node, class) in classes {
             if *class == FragmentState::Ok {
                 continue;
@@ -199,11 +200,17 @@ pub trait HealingQueries: Read {
                     if k.node != *node {
                         return Ok(Step::Stop);
                     }
-                    affected.insert(k.chunk);
+                    affected.push(k.chunk);
                     Ok(Step::Continue)
                 },
             )?;
         }
+        // In id order the lookups below walk the chunk table forwards.
+        affected.sort_unstable();
+        affected.dedup();
+        // Health needs only where fragments are; whole records (with their
+        // hashes) are read for the chunks planned, a few hundred at most.
+        const PLACEMENTS: Table<ChunkId, ChunkPlacement> = Table::new(CHUNKS.name);
         let mut a = Assessment::default();
         let mut candidates = Vec::new();
         let mut unhealthy = 0u64;
@@ -211,23 +218,23 @@ pub trait HealingQueries: Read {
             if self.is_garbage(id)? {
                 continue;
             }
-            let Some(record) = self.chunk(id)? else {
+            let Some(p) = self.get(PLACEMENTS, &id)? else {
                 continue;
             };
             let bad = damaged.get(&id);
-            let states: Vec<FragmentState> = record
-                .fragments
+            let states: Vec<FragmentState> = p
+                .nodes
                 .iter()
                 .enumerate()
-                .map(|(i, f)| {
+                .map(|(i, node)| {
                     if bad.is_some_and(|b| b.contains(&(i as u8))) {
                         FragmentState::Lost
                     } else {
-                        classes.get(&f.node).copied().unwrap_or(FragmentState::Ok)
+                        classes.get(node).copied().unwrap_or(FragmentState::Ok)
                     }
                 })
                 .collect();
-            let c = condition(record.policy.required(), &states);
+            let c = condition(p.policy.required(), &states);
             match c.health {
                 Health::Healthy => {}
                 Health::Misplaced => a.health.misplaced += 1,
@@ -245,10 +252,10 @@ pub trait HealingQueries: Read {
                 continue;
             }
             a.pending_fragments += c.lost as u64;
-            a.pending_bytes += c.lost as u64 * record.fragment_len;
+            a.pending_bytes += c.lost as u64 * p.fragment_len;
             a.moving_fragments += c.moving as u64;
-            a.moving_bytes += c.moving as u64 * record.fragment_len;
-            candidates.push((id, c, RepairItem { record, states }));
+            a.moving_bytes += c.moving as u64 * p.fragment_len;
+            candidates.push((id, c, states));
         }
         let total = self
             .counter(counter::CHUNKS)?
@@ -256,10 +263,12 @@ pub trait HealingQueries: Read {
         a.health.total = total;
         a.health.healthy = total.saturating_sub(unhealthy);
         a.lost_chunks.sort();
-        a.work = tessera_heal::plan(candidates, limit)
-            .into_iter()
-            .map(|(_, _, item)| item)
-            .collect();
+        for (id, _, states) in tessera_heal::plan(candidates, limit) {
+            let record = self.chunk(id)?.ok_or_else(|| {
+                MetaError::Corrupt(format!("chunk {id} vanished from a snapshot"))
+            })?;
+            a.work.push(RepairItem { record, states });
+        }
         Ok(a)
     }
 }

@@ -10,7 +10,9 @@ use tessera_types::NodeId;
 use super::StateQueries;
 use super::tables::{COUNTERS, NODE_STATS};
 use crate::MetaError;
-use crate::store::{Cursor, KeyCodec, Overlay, Read, ReadView, Table, WriteSet, encode_value};
+use crate::store::{
+    Cursor, KeyCodec, Overlay, Read, ReadView, Table, ValueReader, WriteSet, encode_value,
+};
 
 pub struct Txn<'a> {
     view: Overlay<'a>,
@@ -88,6 +90,19 @@ impl<'a> Txn<'a> {
 impl ReadView for Txn<'_> {
     fn get_raw(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
         self.view.get_raw(table, key)
+    }
+
+    fn contains_raw(&self, table: &'static str, key: &[u8]) -> Result<bool, MetaError> {
+        self.view.contains_raw(table, key)
+    }
+
+    fn read_raw(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        read: ValueReader,
+    ) -> Result<bool, MetaError> {
+        self.view.read_raw(table, key, read)
     }
 
     fn cursor(&self, table: &'static str) -> Result<Box<dyn Cursor + '_>, MetaError> {

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use smallvec::SmallVec;
 
-use super::{Cursor, MetaStore, ReadView, WriteSet};
+use super::{Cursor, MetaStore, ReadView, ValueReader, WriteSet};
 use crate::MetaError;
 
 type Tables = BTreeMap<&'static str, BTreeMap<Key, Vec<u8>>>;
@@ -99,6 +99,24 @@ impl ReadView for MemView {
     fn get_raw(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
         let map = self.tables.get(table).ok_or_else(|| missing(table))?;
         Ok(map.get(&Key::of(key)).cloned())
+    }
+
+    fn contains_raw(&self, table: &'static str, key: &[u8]) -> Result<bool, MetaError> {
+        let map = self.tables.get(table).ok_or_else(|| missing(table))?;
+        Ok(map.contains_key(&Key::of(key)))
+    }
+
+    fn read_raw(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        read: ValueReader,
+    ) -> Result<bool, MetaError> {
+        let map = self.tables.get(table).ok_or_else(|| missing(table))?;
+        match map.get(&Key::of(key)) {
+            Some(v) => read(v).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     fn cursor(&self, table: &'static str) -> Result<Box<dyn Cursor + '_>, MetaError> {

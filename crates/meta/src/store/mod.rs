@@ -111,9 +111,29 @@ pub trait Cursor {
     fn status(&self) -> Result<(), MetaError>;
 }
 
+/// What `ReadView::read_raw` runs on a value where it lies.
+pub type ValueReader<'a> = &'a mut dyn FnMut(&[u8]) -> Result<(), MetaError>;
+
 /// A consistent view of every table: one snapshot.
 pub trait ReadView {
     fn get_raw(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
+    /// Whether `key` has a value, without copying it out.
+    fn contains_raw(&self, table: &'static str, key: &[u8]) -> Result<bool, MetaError> {
+        Ok(self.get_raw(table, key)?.is_some())
+    }
+    /// Runs `read` on the value of `key` where it lies, without copying it
+    /// out; `false` (and `read` not run) if there is none.
+    fn read_raw(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        read: ValueReader,
+    ) -> Result<bool, MetaError> {
+        match self.get_raw(table, key)? {
+            Some(v) => read(&v).map(|()| true),
+            None => Ok(false),
+        }
+    }
     fn cursor(&self, table: &'static str) -> Result<Box<dyn Cursor + '_>, MetaError>;
 }
 
@@ -182,14 +202,16 @@ pub trait Read: ReadView {
         t: Table<K, V>,
         k: &K,
     ) -> Result<Option<V>, MetaError> {
-        match self.get_raw(t.name, &k.encode())? {
-            Some(bytes) => Ok(Some(decode_value(t.name, &bytes)?)),
-            None => Ok(None),
-        }
+        let mut value = None;
+        self.read_raw(t.name, &k.encode(), &mut |bytes| {
+            value = Some(decode_value(t.name, bytes)?);
+            Ok(())
+        })?;
+        Ok(value)
     }
 
     fn contains<K: KeyCodec, V>(&self, t: Table<K, V>, k: &K) -> Result<bool, MetaError> {
-        Ok(self.get_raw(t.name, &k.encode())?.is_some())
+        self.contains_raw(t.name, &k.encode())
     }
 
     /// Visits entries from `start` in key order while `visit` returns
@@ -203,9 +225,8 @@ pub trait Read: ReadView {
         let mut it = self.cursor(t.name)?;
         it.seek(start);
         while let Some((k, v)) = it.entry() {
-            let raw = k.to_vec();
             let value = decode_value(t.name, v)?;
-            match visit(&raw, K::decode(&raw)?, value)? {
+            match visit(k, K::decode(k)?, value)? {
                 Step::Continue => it.next(),
                 Step::Seek(to) => it.seek(&to),
                 Step::Stop => break,

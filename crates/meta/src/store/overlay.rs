@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::{Cursor, ReadView, WriteSet};
+use super::{Cursor, ReadView, ValueReader, WriteSet};
 use crate::MetaError;
 
 /// A read view of `base` with pending changes on top; its changes become one
@@ -50,6 +50,26 @@ impl ReadView for Overlay<'_> {
         match self.writes.lookup(table, key) {
             Some(v) => Ok(v.clone()),
             None => self.base.get_raw(table, key),
+        }
+    }
+
+    fn contains_raw(&self, table: &'static str, key: &[u8]) -> Result<bool, MetaError> {
+        match self.writes.lookup(table, key) {
+            Some(v) => Ok(v.is_some()),
+            None => self.base.contains_raw(table, key),
+        }
+    }
+
+    fn read_raw(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        read: ValueReader,
+    ) -> Result<bool, MetaError> {
+        match self.writes.lookup(table, key) {
+            Some(Some(v)) => read(v).map(|()| true),
+            Some(None) => Ok(false),
+            None => self.base.read_raw(table, key, read),
         }
     }
 

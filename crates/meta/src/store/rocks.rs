@@ -9,7 +9,7 @@ use rocksdb::{
     WriteBatch, WriteOptions,
 };
 
-use super::{Cursor, MetaStore, ReadView, WriteSet};
+use super::{Cursor, MetaStore, ReadView, ValueReader, WriteSet};
 use crate::MetaError;
 
 pub struct RocksStore {
@@ -89,6 +89,24 @@ impl ReadView for RocksView<'_> {
     fn get_raw(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
         let cf = self.store.cf(table)?;
         Ok(self.snap.get_pinned_cf(cf, key)?.map(|v| v.to_vec()))
+    }
+
+    fn contains_raw(&self, table: &'static str, key: &[u8]) -> Result<bool, MetaError> {
+        let cf = self.store.cf(table)?;
+        Ok(self.snap.get_pinned_cf(cf, key)?.is_some())
+    }
+
+    fn read_raw(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        read: ValueReader,
+    ) -> Result<bool, MetaError> {
+        let cf = self.store.cf(table)?;
+        match self.snap.get_pinned_cf(cf, key)? {
+            Some(v) => read(&v).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     fn cursor(&self, table: &'static str) -> Result<Box<dyn Cursor + '_>, MetaError> {
