@@ -15,6 +15,10 @@ use tessera_meta_client::MetaClient;
 use tessera_net::{ClusterCa, Endpoint, Identity};
 use tessera_proto::{MetaResponse, NewObject, Proposal};
 
+// The allocator the `tessera` binary runs meta with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn identity(ca: &ClusterCa, name: &str) -> Identity {
     let (cert, key) = ca.issue(name).expect("issuing a certificate");
     Identity::from_pem(ca.cert_pem(), &cert, &key).expect("loading an identity")

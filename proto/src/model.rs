@@ -405,7 +405,10 @@ pub struct ChunkRef {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ObjectData {
-    Inline(Vec<u8>),
+    /// Written as one byte string, not a sequence of numbers: postcard's
+    /// encoding is the same either way, but a kilobyte then costs one copy,
+    /// not a thousand calls (a fifth of meta's CPU per small commit).
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
     Chunks(Vec<ChunkRef>),
 }
 
@@ -566,6 +569,26 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// Inline bodies as byte strings: the stored and wire bytes are what
+    /// they were as a sequence of numbers, both ways.
+    #[test]
+    fn inline_bodies_keep_their_encoding() {
+        #[derive(Serialize, Deserialize)]
+        enum AsSequence {
+            Inline(Vec<u8>),
+            #[allow(dead_code)]
+            Chunks(Vec<ChunkRef>),
+        }
+        let body: Vec<u8> = (0..1500u32).map(|i| (i * 7) as u8).collect();
+        let new = postcard::to_allocvec(&ObjectData::Inline(body.clone())).unwrap();
+        let old = postcard::to_allocvec(&AsSequence::Inline(body.clone())).unwrap();
+        assert_eq!(new, old);
+        assert_eq!(
+            postcard::from_bytes::<ObjectData>(&old).unwrap(),
+            ObjectData::Inline(body)
+        );
     }
 
     #[test]
