@@ -22,7 +22,7 @@ pub use model::{
     CorruptReport, DirEntry, DirInfo, DirListing, ExpectedFragment, Found, FragmentMove,
     FragmentRecord, FragmentState, Grant, ListEntry, Listing, LoadBalance, NewObject, NodeAdmin,
     NodeInfo, NodeState, ObjectData, ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem,
-    RepairProgress, ScrubProgress, UploadInfo,
+    RepairProgress, ScrubProgress, UploadInfo, WriteCondition,
 };
 
 #[derive(Debug, thiserror::Error)]

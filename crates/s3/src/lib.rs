@@ -10,5 +10,6 @@
 mod checksum;
 mod edge;
 mod gateway;
+mod rules;
 
 pub use gateway::{Gateway, GatewayConfig, router};
