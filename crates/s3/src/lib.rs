@@ -12,4 +12,5 @@ mod edge;
 mod gateway;
 mod rules;
 
+pub use edge::keep_log_event;
 pub use gateway::{Gateway, GatewayConfig, router};
