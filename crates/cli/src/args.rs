@@ -325,6 +325,10 @@ pub enum BucketCommand {
         /// ec:K+M or rep:N; default: the cluster's default policy.
         #[arg(long)]
         policy: Option<Policy>,
+        /// S3 access key id that owns the bucket (default: the cluster
+        /// file's `bucket_owner`, which `tessera dev` sets to its key).
+        #[arg(long)]
+        owner: Option<String>,
         #[command(flatten)]
         cluster: ClusterArg,
     },
