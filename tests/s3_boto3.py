@@ -296,6 +296,10 @@ assert url.startswith(f"http://boto.{domain}:{port}/"), url
 assert http(url) == (200, b"by host name")
 assert s3.get_object(Bucket="boto", Key="virtual/x")["Body"].read() == b"by host name"
 
+# A credential scope with an upper-case region (s3cmd's default "US") is
+# accepted.
+assert "boto" in [b["Name"] for b in client(region_name="US").list_buckets()["Buckets"]]
+
 # A gateway configured with a region refuses others.
 assert error_code(lambda: client(url=region_endpoint).list_buckets()) == "AuthorizationHeaderMalformed"
 assert "boto" in [b["Name"] for b in client(url=region_endpoint, region_name=region).list_buckets()["Buckets"]]

@@ -52,8 +52,9 @@ impl Gateway {
             .as_ref()
             .ok_or_else(|| s3_error!(AccessDenied, "anonymous requests are not allowed"))?;
         if let Some(want) = &self.config.region {
+            // s3s keeps regions lower-cased (vendor/s3s/TESSERA.md).
             let got = req.region.as_ref().map_or("", |r| r.as_str());
-            if got != want {
+            if !got.eq_ignore_ascii_case(want) {
                 return Err(s3_error!(
                     AuthorizationHeaderMalformed,
                     "the region '{got}' is wrong; expecting '{want}'"
