@@ -77,7 +77,7 @@ async fn run(concurrency: usize, duration: Duration) {
                             key: format!("t{t}/{i}"),
                             object: NewObject::inline(&body),
                             write: None,
-                            if_absent: false,
+                            condition: Default::default(),
                         })
                         .await;
                     match resp {

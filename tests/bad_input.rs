@@ -206,7 +206,7 @@ async fn meta_refuses_bad_frames_and_bad_commits() {
             bucket: "data".into(),
             key: "k".into(),
             write: None,
-            if_absent: false,
+            condition: Default::default(),
             object: NewObject {
                 size,
                 ..NewObject::of_chunks(vec![rec])

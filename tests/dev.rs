@@ -73,6 +73,29 @@ fn dev_cluster_serves_and_stops_cleanly() {
     let out = dir.path().join("out");
     cli(&["get", "demo/file", out.to_str().unwrap()]);
     assert!(same_file(&src, &out));
+    // The S3 key dev printed owns what its CLI created: no `bucket allow`.
+    let printed = |name: &str| {
+        banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("{name} not in {banner}"))
+            .to_string()
+    };
+    let ls = Command::new("aws")
+        .args(["--endpoint-url", &format!("http://{ip}:9000")])
+        .args(["s3", "ls", "s3://demo/"])
+        .env("AWS_ACCESS_KEY_ID", printed("AWS_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", printed("AWS_SECRET_ACCESS_KEY"))
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("aws-cli must be installed (tools/test installs it)");
+    assert!(
+        ls.status.success() && String::from_utf8_lossy(&ls.stdout).contains("file"),
+        "the dev key cannot list a bucket dev's CLI made: {}{}",
+        String::from_utf8_lossy(&ls.stdout),
+        String::from_utf8_lossy(&ls.stderr)
+    );
     let status: serde_json::Value = serde_json::from_str(&cli(&["status", "--json"])).unwrap();
     assert_eq!(status["nodes"].as_array().unwrap().len(), 6);
     assert_eq!(status["default_policy"], "ec:4+2");

@@ -47,6 +47,13 @@ fn access_keys_and_grants() {
     assert!(err.contains("no access key"), "{err}");
     let err = c.fails(&["bucket", "allow", "logs", &id, "admin"]);
     assert!(err.contains("read, write or owner"), "{err}");
+    // `bucket create --owner KEY` grants the bucket to KEY; an unknown key
+    // is refused before the bucket exists.
+    let out = c.ok(&["bucket", "create", "owned", "--owner", "TESSERADEVKEY0001"]);
+    assert!(out.contains("owned by TESSERADEVKEY0001"), "{out}");
+    let err = c.fails(&["bucket", "create", "orphan", "--owner", "NOSUCHKEY0000000"]);
+    assert!(err.contains("no access key"), "{err}");
+    assert!(!c.ok(&["bucket", "ls"]).contains("orphan"));
 
     // Listing shows keys and grants, never a secret.
     let ls = c.ok(&["key", "ls", "--json"]);
@@ -95,6 +102,7 @@ fn access_keys_and_grants() {
     let err = c.fails(&["key", "rm", &id]);
     assert!(err.contains("no access key"), "{err}");
     c.ok(&["bucket", "rm", "logs"]);
+    c.ok(&["bucket", "rm", "owned"]);
     let ls = c.json(&["key", "ls", "--json"]);
     let left = ls.as_array().unwrap();
     assert_eq!(left.len(), 1, "{ls}");

@@ -296,6 +296,10 @@ assert url.startswith(f"http://boto.{domain}:{port}/"), url
 assert http(url) == (200, b"by host name")
 assert s3.get_object(Bucket="boto", Key="virtual/x")["Body"].read() == b"by host name"
 
+# A credential scope with an upper-case region (s3cmd's default "US") is
+# accepted.
+assert "boto" in [b["Name"] for b in client(region_name="US").list_buckets()["Buckets"]]
+
 # A gateway configured with a region refuses others.
 assert error_code(lambda: client(url=region_endpoint).list_buckets()) == "AuthorizationHeaderMalformed"
 assert "boto" in [b["Name"] for b in client(url=region_endpoint, region_name=region).list_buckets()["Buckets"]]
@@ -362,6 +366,85 @@ assert [p["Prefix"] for p in grouped["CommonPrefixes"]] == ["mpu/"] and not grou
 for k, i in zip(("mpu/a", "mpu/b", "mpu/b"), ids):
     s3.abort_multipart_upload(Bucket="replicated", Key=k, UploadId=i)
 assert not s3.list_multipart_uploads(Bucket="replicated").get("Uploads")
+
+# S3's request-level rules (crates/s3/src/rules.rs), each refused in S3's
+# XML error form with S3's status, and conditional writes.
+def refusal(fn):
+    try:
+        fn()
+    except ClientError as e:
+        return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
+    raise AssertionError("expected an error")
+
+# If-Match is a compare-and-swap: a stale ETag is 412 and keeps the object;
+# on a free key it is 404 and creates nothing.
+first = s3.put_object(Bucket="boto", Key="cas", Body=b"one")["ETag"]
+stale = '"' + hashlib.md5(b"not the current body").hexdigest() + '"'
+assert refusal(lambda: s3.put_object(Bucket="boto", Key="cas", Body=b"two", IfMatch=stale)) == (412, "PreconditionFailed")
+assert s3.get_object(Bucket="boto", Key="cas")["Body"].read() == b"one"
+second = s3.put_object(Bucket="boto", Key="cas", Body=b"two", IfMatch=first)["ETag"]
+assert refusal(lambda: s3.put_object(Bucket="boto", Key="cas", Body=b"three", IfMatch=first)) == (412, "PreconditionFailed")
+assert s3.get_object(Bucket="boto", Key="cas")["Body"].read() == b"two"
+assert refusal(lambda: s3.put_object(Bucket="boto", Key="cas-free", Body=b"x", IfMatch=first)) == (404, "NoSuchKey")
+assert refusal(lambda: s3.head_object(Bucket="boto", Key="cas-free"))[0] == 404
+# If-None-Match: * creates only; an ETag there, or both headers, is not S3's.
+assert refusal(lambda: s3.put_object(Bucket="boto", Key="cas", Body=b"x", IfNoneMatch="*")) == (412, "PreconditionFailed")
+s3.put_object(Bucket="boto", Key="cas-free", Body=b"created", IfNoneMatch="*")
+assert refusal(lambda: s3.put_object(Bucket="boto", Key="cas", Body=b"x", IfNoneMatch=second)) == (501, "NotImplemented")
+assert refusal(lambda: s3.put_object(Bucket="boto", Key="cas", Body=b"x", IfMatch=second,
+                                     IfNoneMatch="*")) == (501, "NotImplemented")
+assert s3.get_object(Bucket="boto", Key="cas")["Body"].read() == b"two"
+
+# CompleteMultipartUpload: If-Match as on PUT; a failed condition leaves the
+# upload to complete later. A body listing no parts is MalformedXML; parts
+# out of order are InvalidPartOrder.
+up = s3.create_multipart_upload(Bucket="boto", Key="cas")["UploadId"]
+etag1 = s3.upload_part(Bucket="boto", Key="cas", UploadId=up, PartNumber=1, Body=b"multi")["ETag"]
+etag2 = s3.upload_part(Bucket="boto", Key="cas", UploadId=up, PartNumber=2, Body=b"part")["ETag"]
+parts = {"Parts": [{"PartNumber": 1, "ETag": etag1}]}
+assert refusal(lambda: s3.complete_multipart_upload(Bucket="boto", Key="cas", UploadId=up, MultipartUpload=parts,
+                                                    IfMatch=first)) == (412, "PreconditionFailed")
+assert refusal(lambda: s3.complete_multipart_upload(Bucket="boto", Key="cas", UploadId=up, MultipartUpload=parts,
+                                                    IfNoneMatch="*")) == (412, "PreconditionFailed")
+status, body = signed("POST", f"/boto/cas?uploadId={up}", b"<CompleteMultipartUpload></CompleteMultipartUpload>")
+assert status == 400 and b"<Code>MalformedXML</Code>" in body, (status, body)
+assert refusal(lambda: s3.complete_multipart_upload(
+    Bucket="boto", Key="cas", UploadId=up,
+    MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": etag2}, {"PartNumber": 1, "ETag": etag1}]},
+)) == (400, "InvalidPartOrder")
+assert s3.get_object(Bucket="boto", Key="cas")["Body"].read() == b"two"
+s3.complete_multipart_upload(Bucket="boto", Key="cas", UploadId=up, MultipartUpload=parts, IfMatch=second)
+assert s3.get_object(Bucket="boto", Key="cas")["Body"].read() == b"multi"
+
+# DeleteObjects names at most 1,000 keys: 1,001 is MalformedXML and deletes
+# nothing.
+keys = [{"Key": f"many/{i}"} for i in range(1001)]
+s3.put_object(Bucket="boto", Key="many/0", Body=b"0")
+assert refusal(lambda: s3.delete_objects(Bucket="boto", Delete={"Objects": keys})) == (400, "MalformedXML")
+assert s3.get_object(Bucket="boto", Key="many/0")["Body"].read() == b"0"
+assert len(s3.delete_objects(Bucket="boto", Delete={"Objects": keys[:1000]})["Deleted"]) == 1000
+assert refusal(lambda: s3.get_object(Bucket="boto", Key="many/0"))[0] == 404
+
+# Keys, metadata, part numbers, page sizes, copies.
+assert refusal(lambda: s3.put_object(Bucket="boto", Key="k" * 1025, Body=b"x")) == (400, "KeyTooLongError")
+s3.put_object(Bucket="boto", Key="k" * 1024, Body=b"x")
+assert refusal(lambda: s3.create_multipart_upload(Bucket="boto", Key="k" * 1025)) == (400, "KeyTooLongError")
+assert refusal(lambda: s3.put_object(Bucket="boto", Key="meta", Body=b"x",
+                                     Metadata={"m": "v" * 2048})) == (400, "MetadataTooLarge")
+up = s3.create_multipart_upload(Bucket="boto", Key="numbers")["UploadId"]
+for n in (0, 10001):
+    assert refusal(lambda: s3.upload_part(Bucket="boto", Key="numbers", UploadId=up, PartNumber=n,
+                                          Body=b"x")) == (400, "InvalidArgument"), n
+s3.abort_multipart_upload(Bucket="boto", Key="numbers", UploadId=up)
+assert refusal(lambda: s3.get_object(Bucket="boto", Key="cas", PartNumber=10001)) == (400, "InvalidArgument")
+assert s3.list_objects_v2(Bucket="boto", MaxKeys=5000)["MaxKeys"] == 1000
+status, body = signed("GET", "/boto?list-type=2&max-keys=-1")
+assert status == 400 and b"<Code>InvalidArgument</Code>" in body, (status, body)
+assert refusal(lambda: s3.copy_object(Bucket="boto", Key="cas", CopySource="boto/cas")) == (400, "InvalidRequest")
+s3.copy_object(Bucket="boto", Key="cas", CopySource="boto/cas", MetadataDirective="REPLACE", Metadata={"n": "1"})
+assert refusal(lambda: s3.copy_object(Bucket="boto", Key="copy", CopySource="boto/cas",
+                                      CopySourceIfMatch=stale)) == (412, "PreconditionFailed")
+assert refusal(lambda: s3.head_object(Bucket="boto", Key="copy"))[0] == 404
 
 print("boto3: all checks passed")
 

@@ -34,6 +34,31 @@ fn boto3_drives_the_gateway() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
 
+    // The run was refused many times (412, 404, 400, 403, 501 for what is
+    // not implemented): each is an INFO line with its request id and S3
+    // code; ERROR is for the server's own failures, and there were none.
+    let log = std::fs::read_to_string(c.path("s3.log")).unwrap();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "client errors logged as ERROR:\n{}",
+        errors.join("\n")
+    );
+    for code in [
+        "PreconditionFailed",
+        "MalformedXML",
+        "SignatureDoesNotMatch",
+        "NoSuchKey",
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains(" INFO ")
+                && l.contains("request refused")
+                && l.contains("request_id=")
+                && l.contains(&format!("code={code}"))),
+            "no INFO line for {code}:\n{log}"
+        );
+    }
+
     // The gateway's own routes: health, and Prometheus counters that saw
     // the run (bucket names cannot contain '_', so no bucket is hidden).
     let addr: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();

@@ -22,7 +22,7 @@ pub use model::{
     ClusterStatus, CorruptReport, DirEntry, DirInfo, DirListing, ExpectedFragment, Found,
     FragmentMove, FragmentNodes, FragmentRecord, FragmentState, Grant, ListEntry, Listing,
     LoadBalance, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectHeaders, ObjectInfo,
-    PartInfo, Permission, RepairItem, RepairProgress, ScrubProgress, UploadInfo,
+    PartInfo, Permission, RepairItem, RepairProgress, ScrubProgress, UploadInfo, WriteCondition,
 };
 
 #[derive(Debug, thiserror::Error)]

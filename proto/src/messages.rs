@@ -6,7 +6,7 @@ use tessera_types::{ChunkId, Hash, NodeId, Policy};
 use crate::model::{
     AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
     ExpectedFragment, Found, FragmentMove, Grant, Listing, NewObject, ObjectHeaders, ObjectInfo,
-    PartInfo, Permission, RepairItem, ScrubProgress, UploadInfo,
+    PartInfo, Permission, RepairItem, ScrubProgress, UploadInfo, WriteCondition,
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
@@ -229,9 +229,9 @@ pub enum Proposal {
         /// the commit is refused if it lapsed, since the collector may
         /// then have taken the fragments.
         write: Option<u64>,
-        /// Refused with `PreconditionFailed` if the key exists (S3's
-        /// `If-None-Match: *`), checked in the same step as the commit.
-        if_absent: bool,
+        /// What the key must hold for the commit to happen, checked in the
+        /// same step as the commit.
+        condition: WriteCondition,
     },
     DeleteObject {
         bucket: String,
@@ -288,10 +288,12 @@ pub enum Proposal {
         part: NewObject,
         write: Option<u64>,
     },
-    /// Makes the listed parts, in order, the object; ETags are checked.
+    /// Makes the listed parts, in order, the object; ETags are checked, and
+    /// `condition` against the key's current object in the same step.
     CompleteUpload {
         upload: String,
         parts: Vec<(u32, String)>,
+        condition: WriteCondition,
     },
     AbortUpload {
         upload: String,
@@ -431,6 +433,8 @@ pub enum ErrorCode {
     BadDigest,
     /// A directory that still holds something.
     NotEmpty,
+    /// A completion lists its parts out of ascending order.
+    InvalidPartOrder,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -444,6 +444,26 @@ pub struct ObjectHeaders {
     pub checksums: BTreeMap<String, String>,
 }
 
+/// What a write requires of the object it replaces, checked by meta in the
+/// same step as the commit, so that it is a compare-and-swap and not a look
+/// followed by a write (S3 API reference, PutObject and
+/// CompleteMultipartUpload: `If-Match`, `If-None-Match`; S3 User Guide,
+/// "Conditional writes").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteCondition {
+    /// Whatever the key holds, or nothing.
+    #[default]
+    Any,
+    /// No object has the key (`If-None-Match: *`); else `PreconditionFailed`.
+    Absent,
+    /// Some object has the key (`If-Match: *`); else `NoSuchKey`.
+    Exists,
+    /// The current object's ETag is this one, without quotes (`If-Match:
+    /// "ETAG"`): `NoSuchKey` if no object has the key, `PreconditionFailed`
+    /// if its ETag differs.
+    ETag(String),
+}
+
 /// An object as a writer commits it, after its chunks are on the nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewObject {

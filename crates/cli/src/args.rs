@@ -325,6 +325,10 @@ pub enum BucketCommand {
         /// ec:K+M or rep:N; default: the cluster's default policy.
         #[arg(long)]
         policy: Option<Policy>,
+        /// S3 access key id that owns the bucket (default: the cluster
+        /// file's `bucket_owner`, which `tessera dev` sets to its key).
+        #[arg(long)]
+        owner: Option<String>,
         #[command(flatten)]
         cluster: ClusterArg,
     },
@@ -358,13 +362,21 @@ pub enum BucketCommand {
 }
 
 fn init_logging(default: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        .with_filter(tracing_subscriber::filter::filter_fn(
+            tessera_s3::keep_log_event,
+        ));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
         .try_init();
 }
 

@@ -312,11 +312,28 @@ async fn bucket(command: BucketCommand) -> Result<()> {
         BucketCommand::Create {
             name,
             policy,
+            owner,
             cluster,
         } => {
+            let owner = owner.or(load_cluster(&cluster.cluster)?.bucket_owner);
             let client = connect(&cluster).await?;
+            // A missing owner key is refused before the bucket exists.
+            if let Some(key) = &owner {
+                client
+                    .access_key(key)
+                    .await
+                    .with_context(|| format!("no access key {key} to own the bucket"))?;
+            }
             let b = client.create_bucket(&name, policy).await?;
-            println!("created bucket {} ({})", b.name, b.policy);
+            match owner {
+                Some(key) => {
+                    client
+                        .set_grant(&name, &key, Some(tessera_proto::Permission::Owner))
+                        .await?;
+                    println!("created bucket {} ({}), owned by {key}", b.name, b.policy);
+                }
+                None => println!("created bucket {} ({})", b.name, b.policy),
+            }
         }
         BucketCommand::Ls { cluster } => {
             let client = connect(&cluster).await?;

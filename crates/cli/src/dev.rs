@@ -156,6 +156,13 @@ pub async fn run(args: DevArgs) -> Result<()> {
                 .await?
         }
     };
+    // What dev's CLI creates belongs to dev's key: `tessera bucket create`
+    // and the S3 key it prints work on the same buckets.
+    let mut cfg = cfg;
+    if cfg.bucket_owner.as_deref() != Some(key.id.as_str()) {
+        cfg.bucket_owner = Some(key.id.clone());
+        servers::save_cluster(&cfg, &file)?;
+    }
     let s3_listen = args
         .s3_listen
         .unwrap_or_else(|| SocketAddr::new(args.meta_listen.ip(), 9000));

@@ -60,15 +60,21 @@ pub fn create_cluster(
         down_after: None,
         out_after: None,
         gc_grace: None,
+        bucket_owner: None,
         dir: dir.to_path_buf(),
     };
+    save_cluster(&cfg, &file)?;
+    Ok(cfg)
+}
+
+/// Writes cluster file `file` (readable by its owner only).
+pub fn save_cluster(cfg: &ClusterConfig, file: &Path) -> Result<()> {
     let text = format!(
         "# Tessera cluster file. Clients need meta, ca_cert, cert and key;\n\
          # only servers and admins need ca_key.\n{}",
         cfg.to_toml()
     );
-    write_private(&file, &text)?;
-    Ok(cfg)
+    write_private(file, &text)
 }
 
 pub fn init(dir: &Path, meta: &str, policy: Policy, force: bool) -> Result<()> {

@@ -1,7 +1,9 @@
 //! What every HTTP request meets before the S3 protocol layer: a request
 //! id (in `x-amz-request-id` and in every XML error body, which s3s leaves
-//! without one), S3's limit on the size of the header section, and the
-//! counters behind `/metrics`.
+//! without one), S3's limit on the size of the header section, the
+//! counters behind `/metrics`, and the one log line of each refusal: a 4xx
+//! is the client's problem (INFO, with the request id and S3 error code),
+//! a 5xx the server's (ERROR).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -128,8 +130,12 @@ pub async fn edge(
         )
             .into_response()
     } else {
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
         let response = next.run(req).await;
-        with_request_id_in_error(response, &id).await
+        let (response, code) = with_request_id_in_error(response, &id).await;
+        log_refusal(response.status(), code.as_deref(), &id, &method, &path);
+        response
     };
     metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     let class = match response.status().as_u16() {
@@ -146,8 +152,34 @@ pub async fn edge(
     response
 }
 
-/// Puts `<RequestId>` into an S3 error body that lacks one.
-async fn with_request_id_in_error(response: Response, id: &str) -> Response {
+/// One line per refused request, with its request id and S3 error code:
+/// ERROR for the server's own failures (5xx), INFO for the rest: 4xx (a
+/// malformed or unsigned request, a missing key: the client's to fix) and
+/// 501 NotImplemented (an operation this gateway does not offer; nothing
+/// failed).
+fn log_refusal(status: StatusCode, code: Option<&str>, id: &str, method: &Method, path: &str) {
+    let code = code.unwrap_or("-");
+    let status_code = status.as_u16();
+    if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
+        tracing::error!(request_id = %id, %method, path = %path, status = status_code, code = %code, "request failed");
+    } else if status.is_client_error() || status.is_server_error() {
+        tracing::info!(request_id = %id, %method, path = %path, status = status_code, code = %code, "request refused");
+    }
+}
+
+/// s3s logs at ERROR every refusal it serializes, malformed XML bodies and
+/// every 5xx it answers, client errors included and without the request
+/// id; [`edge`] logs each refusal itself at the level its status deserves.
+/// Binaries that host the gateway filter their log output with this:
+/// `false` for s3s's ERROR events.
+pub fn keep_log_event(meta: &tracing::Metadata<'_>) -> bool {
+    let from_s3s = meta.target() == "s3s" || meta.target().starts_with("s3s::");
+    !(from_s3s && *meta.level() == tracing::Level::ERROR)
+}
+
+/// Puts `<RequestId>` into an S3 error body that lacks one; returns the
+/// error's `<Code>` too.
+async fn with_request_id_in_error(response: Response, id: &str) -> (Response, Option<String>) {
     let is_xml_error = response.status().as_u16() >= 400
         && response
             .headers()
@@ -155,15 +187,19 @@ async fn with_request_id_in_error(response: Response, id: &str) -> Response {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.contains("xml"));
     if !is_xml_error {
-        return response;
+        return (response, None);
     }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
         // Too big to be an error document, or broken: say only the status.
         parts.headers.remove(header::CONTENT_LENGTH);
-        return Response::from_parts(parts, Body::empty());
+        return (Response::from_parts(parts, Body::empty()), None);
     };
     let text = String::from_utf8_lossy(&bytes);
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code.to_string());
     let body = match text.rfind("</Error>") {
         Some(at) if !text.contains("<RequestId>") => {
             format!("{}<RequestId>{id}</RequestId>{}", &text[..at], &text[at..])
@@ -171,7 +207,7 @@ async fn with_request_id_in_error(response: Response, id: &str) -> Response {
         _ => text.into_owned(),
     };
     parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body))
+    (Response::from_parts(parts, Body::from(body)), code)
 }
 
 #[cfg(test)]
@@ -186,7 +222,8 @@ mod tests {
             "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>",
         )
             .into_response();
-        let r = with_request_id_in_error(r, "ABC").await;
+        let (r, code) = with_request_id_in_error(r, "ABC").await;
+        assert_eq!(code.as_deref(), Some("NoSuchKey"));
         let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),

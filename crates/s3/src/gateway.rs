@@ -9,6 +9,7 @@ use tessera_proto::{ErrorCode, ListEntry, ObjectHeaders, ObjectInfo, Permission,
 use tessera_sdk::{Client, ListOptions, PutOptions, SdkError};
 
 use crate::checksum::{BodyChecksums, ResponseChecksums};
+use crate::rules;
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::debug;
 
@@ -51,8 +52,9 @@ impl Gateway {
             .as_ref()
             .ok_or_else(|| s3_error!(AccessDenied, "anonymous requests are not allowed"))?;
         if let Some(want) = &self.config.region {
+            // s3s keeps regions lower-cased (vendor/s3s/TESSERA.md).
             let got = req.region.as_ref().map_or("", |r| r.as_str());
-            if got != want {
+            if !got.eq_ignore_ascii_case(want) {
                 return Err(s3_error!(
                     AuthorizationHeaderMalformed,
                     "the region '{got}' is wrong; expecting '{want}'"
@@ -101,6 +103,7 @@ fn to_s3(e: SdkError) -> S3Error {
         Some(ErrorCode::NotFound) => S3ErrorCode::InvalidAccessKeyId,
         Some(ErrorCode::NoSuchUpload) => S3ErrorCode::NoSuchUpload,
         Some(ErrorCode::InvalidPart) => S3ErrorCode::InvalidPart,
+        Some(ErrorCode::InvalidPartOrder) => S3ErrorCode::InvalidPartOrder,
         Some(ErrorCode::EntityTooSmall) => S3ErrorCode::EntityTooSmall,
         Some(ErrorCode::BadRequest) => S3ErrorCode::InvalidArgument,
         Some(ErrorCode::PreconditionFailed) => S3ErrorCode::PreconditionFailed,
@@ -167,6 +170,27 @@ fn preconditions(
         return Err(S3Error::new(S3ErrorCode::NotModified));
     }
     Ok(())
+}
+
+/// [`preconditions`] on a copy's source, from the `x-amz-copy-source-if-*`
+/// fields that CopyObject's and UploadPartCopy's (distinct) inputs share: a
+/// copy that is not made is a failed precondition (412), never a 304.
+macro_rules! copy_source_conditions {
+    ($src:expr, $input:expr) => {
+        preconditions(
+            $src,
+            $input.copy_source_if_match.as_ref(),
+            $input.copy_source_if_none_match.as_ref(),
+            $input.copy_source_if_modified_since.as_ref(),
+            $input.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(|e| match e.code() {
+            S3ErrorCode::NotModified => {
+                s3_error!(PreconditionFailed, "the copy source's conditions failed")
+            }
+            _ => e,
+        })
+    };
 }
 
 /// Stored checksums into the `checksum_*` fields an S3 output shares.
@@ -324,7 +348,13 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
-        check_metadata(req.input.metadata.as_ref())?;
+        rules::key(&req.input.key)?;
+        rules::metadata(req.input.metadata.as_ref())?;
+        rules::body_length(req.input.content_length)?;
+        let condition = rules::write_condition(
+            req.input.if_match.as_ref(),
+            req.input.if_none_match.as_ref(),
+        )?;
         // A browser form upload (POST policy) arrives here too; s3s does not
         // pass on the form's file name, so `${filename}` cannot be filled in.
         if req.method == axum::http::Method::POST && req.input.key.contains("${filename}") {
@@ -345,8 +375,6 @@ impl S3 for Gateway {
             Some(b64) => Some(decode_md5(b64)?),
             None => None,
         };
-        // Conditional create: If-None-Match: * (other forms are for reads).
-        let if_absent = matches!(input.if_none_match, Some(dto::ETagCondition::Any));
         let opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
             user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
@@ -357,7 +385,7 @@ impl S3 for Gateway {
                 input.cache_control,
                 input.expires.as_ref(),
             ),
-            if_absent,
+            condition,
             content_md5,
             body_check: Some(sums.check()),
         };
@@ -406,7 +434,7 @@ impl S3 for Gateway {
                 ),
                 None,
             ),
-            (None, Some(n)) => part_range(&info, n)?,
+            (None, Some(n)) => part_range(&info, rules::part_number(n)?)?,
             (None, None) => (None, None),
         };
         let len = range.as_ref().map_or(info.size, |r| r.end - r.start);
@@ -469,7 +497,7 @@ impl S3 for Gateway {
             )
             .await?;
         let (range, parts_count) = match input.part_number {
-            Some(n) => part_range(&info, n)?,
+            Some(n) => part_range(&info, rules::part_number(n)?)?,
             None => (None, None),
         };
         let sums = ResponseChecksums::of(
@@ -502,7 +530,7 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Read)
             .await?;
         let input = req.input;
-        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000);
+        let max_keys = rules::page_size("max-keys", input.max_keys)?;
         let url = wants_url(&input.encoding_type);
         // The continuation token is the last key or prefix returned.
         let after = input
@@ -544,6 +572,7 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         let input = req.input;
+        rules::delete_keys(input.delete.objects.len())?;
         let quiet = input.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
@@ -581,12 +610,18 @@ impl S3 for Gateway {
             .copy_source(&req, &req.input.copy_source, &req.input.bucket)
             .await?;
         let input = &req.input;
+        rules::key(&input.key)?;
         let replace = input
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
+        let same = matches!(&input.copy_source, dto::CopySource::Bucket { bucket, key, .. }
+            if **bucket == *input.bucket && **key == *input.key);
+        rules::copy_changes_something(same, replace)?;
+        copy_source_conditions!(&src, input)?;
+        rules::copy_length(src.size)?;
         let opts = if replace {
-            check_metadata(input.metadata.as_ref())?;
+            rules::metadata(input.metadata.as_ref())?;
             let mut headers = object_headers(
                 input.content_encoding.clone(),
                 input.content_disposition.clone(),
@@ -638,7 +673,8 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
-        check_metadata(req.input.metadata.as_ref())?;
+        rules::key(&req.input.key)?;
+        rules::metadata(req.input.metadata.as_ref())?;
         let input = req.input;
         let opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
@@ -671,14 +707,14 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::UploadPartOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
+        let number = rules::part_number(req.input.part_number)?;
+        rules::body_length(req.input.content_length)?;
         let sums = BodyChecksums::from_request(&req.headers, req.trailing_headers.clone(), None)?;
         let input = req.input;
         let upload = self
             .upload_of(&input.upload_id, &input.bucket, &input.key)
             .await?;
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
-        let number = u32::try_from(input.part_number)
-            .map_err(|_| s3_error!(InvalidArgument, "part numbers run from 1 to 10000"))?;
         let reader = sums.watch(body);
         let computed = sums.results();
         let part = self
@@ -704,29 +740,16 @@ impl S3 for Gateway {
             .copy_source(&req, &req.input.copy_source, &req.input.bucket)
             .await?;
         let input = &req.input;
+        let number = rules::part_number(input.part_number)?;
         let upload = self
             .upload_of(&input.upload_id, &input.bucket, &input.key)
             .await?;
-        let number = u32::try_from(input.part_number)
-            .map_err(|_| s3_error!(InvalidArgument, "part numbers run from 1 to 10000"))?;
-        preconditions(
-            &src,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
-        )
-        // A copy that is not done is a failed precondition, never a 304.
-        .map_err(|e| match e.code() {
-            S3ErrorCode::NotModified => {
-                s3_error!(PreconditionFailed, "the copy source's conditions failed")
-            }
-            _ => e,
-        })?;
+        copy_source_conditions!(&src, input)?;
         let range = match &input.copy_source_range {
             Some(r) => copy_range(r, src.size)?,
             None => 0..src.size,
         };
+        rules::copy_length(range.end - range.start)?;
         let (body, reader) = self.read_source(&src, range);
         let part = self
             .client
@@ -751,26 +774,14 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         let input = req.input;
+        let parts = rules::completed_parts(input.multipart_upload.and_then(|m| m.parts))?;
+        let condition =
+            rules::write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         self.upload_of(&input.upload_id, &input.bucket, &input.key)
             .await?;
-        let mut parts = Vec::new();
-        for p in input
-            .multipart_upload
-            .and_then(|m| m.parts)
-            .unwrap_or_default()
-        {
-            let (Some(n), Some(etag)) = (p.part_number, p.e_tag) else {
-                return Err(s3_error!(
-                    MalformedXML,
-                    "each part needs a PartNumber and an ETag"
-                ));
-            };
-            let n = u32::try_from(n).map_err(|_| s3_error!(InvalidPart))?;
-            parts.push((n, etag.value().to_string()));
-        }
         let info = self
             .client
-            .complete_upload(&input.upload_id, parts)
+            .complete_upload(&input.upload_id, parts, condition)
             .await
             .map_err(to_s3)?;
         Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
@@ -807,8 +818,8 @@ impl S3 for Gateway {
         let input = req.input;
         self.upload_of(&input.upload_id, &input.bucket, &input.key)
             .await?;
-        let after = input.part_number_marker.unwrap_or(0);
-        let max = input.max_parts.unwrap_or(1000).clamp(1, 1000);
+        let after = rules::part_number_marker(input.part_number_marker)?;
+        let max = rules::page_size("max-parts", input.max_parts)?.max(1);
         let all = self
             .client
             .list_parts(&input.upload_id)
@@ -851,7 +862,7 @@ impl S3 for Gateway {
             .await?;
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let max = input.max_uploads.unwrap_or(1000).clamp(1, 1000) as usize;
+        let max = rules::page_size("max-uploads", input.max_uploads)?.max(1) as usize;
         let url = wants_url(&input.encoding_type);
         let mut all = self
             .client
@@ -938,7 +949,7 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Read)
             .await?;
         let input = req.input;
-        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000);
+        let max_keys = rules::page_size("max-keys", input.max_keys)?;
         let url = wants_url(&input.encoding_type);
         let (contents, prefixes, next) = self
             .list(
@@ -1037,24 +1048,6 @@ where
     }))
 }
 
-/// S3's limit on user metadata: the UTF-8 bytes of all names and values.
-const MAX_USER_METADATA: usize = 2048;
-
-fn check_metadata(meta: Option<&dto::Metadata>) -> S3Result<()> {
-    let size: usize = meta
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    if size > MAX_USER_METADATA {
-        return Err(s3_error!(
-            MetadataTooLarge,
-            "user metadata is {size} bytes; at most {MAX_USER_METADATA} are allowed"
-        ));
-    }
-    Ok(())
-}
-
 /// System metadata from a request's headers.
 fn object_headers(
     content_encoding: Option<String>,
@@ -1087,7 +1080,7 @@ fn checksum_mode(mode: &Option<dto::ChecksumMode>) -> bool {
 /// `partNumber=N` on GET and HEAD: the bytes of part N of a multipart
 /// object, and how many parts it has. An object written in one piece has
 /// one part, itself.
-fn part_range(info: &ObjectInfo, n: i32) -> S3Result<(Option<std::ops::Range<u64>>, Option<i32>)> {
+fn part_range(info: &ObjectInfo, n: u32) -> S3Result<(Option<std::ops::Range<u64>>, Option<i32>)> {
     if info.parts.is_empty() {
         return match n {
             1 => Ok((None, None)),

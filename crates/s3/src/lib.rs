@@ -10,5 +10,7 @@
 mod checksum;
 mod edge;
 mod gateway;
+mod rules;
 
+pub use edge::keep_log_event;
 pub use gateway::{Gateway, GatewayConfig, router};

@@ -8,7 +8,7 @@ use tessera_meta_client::MetaClient;
 use tessera_net::{ConnectionPool, Endpoint, Identity};
 use tessera_proto::{
     BucketInfo, ClusterMap, ClusterStatus, ErrorCode, Listing, MetaQuery, MetaRequest,
-    MetaResponse, NodeInfo, ObjectHeaders, ObjectInfo, Proposal, RemoteError,
+    MetaResponse, NodeInfo, ObjectHeaders, ObjectInfo, Proposal, RemoteError, WriteCondition,
 };
 use tessera_types::{NodeId, Policy};
 
@@ -57,8 +57,9 @@ pub struct PutOptions {
     /// committed: an error refuses the write; checksums it returns are
     /// stored with the object.
     pub body_check: Option<BodyCheck>,
-    /// Store only if the key is free (refused with `PreconditionFailed`).
-    pub if_absent: bool,
+    /// What the key must hold for the object to be stored, checked by meta
+    /// with the commit (refused with `PreconditionFailed` or `NoSuchKey`).
+    pub condition: WriteCondition,
     /// The MD5 the body must have; otherwise nothing is committed
     /// (`BadDigest`).
     pub content_md5: Option<[u8; 16]>,

@@ -33,6 +33,11 @@ pub struct ClusterConfig {
     /// Meta: unreferenced data is deleted once older than this (for example "6h").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc_grace: Option<String>,
+    /// The S3 access key id that owns buckets `tessera bucket create` makes
+    /// without `--owner` (`tessera dev` sets its key here, so that its key
+    /// can use what its CLI creates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_owner: Option<String>,
     #[serde(skip)]
     pub dir: PathBuf,
 }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use tessera_proto::{MetaQuery, MetaResponse, ObjectInfo, PartInfo, Proposal, UploadInfo};
+use tessera_proto::{
+    MetaQuery, MetaResponse, ObjectInfo, PartInfo, Proposal, UploadInfo, WriteCondition,
+};
 use tessera_types::validate_key;
 
 use crate::{Client, PutOptions, SdkError};
@@ -41,15 +43,18 @@ impl Client {
         }
     }
 
-    /// Makes `parts` (number, ETag), in ascending order, the object.
+    /// Makes `parts` (number, ETag), in ascending order, the object, if
+    /// the key's current object meets `condition` at that moment.
     pub async fn complete_upload(
         &self,
         id: &str,
         parts: Vec<(u32, String)>,
+        condition: WriteCondition,
     ) -> Result<ObjectInfo, SdkError> {
         let req = Proposal::CompleteUpload {
             upload: id.to_string(),
             parts,
+            condition,
         };
         match self.meta(req).await? {
             MetaResponse::Object(o) => Ok(o),

@@ -61,7 +61,7 @@ impl Client {
     ) -> Result<ObjectInfo, SdkError> {
         validate_key(key).map_err(|e| Client::remote(ErrorCode::InvalidKey, e.to_string()))?;
         let policy = self.bucket(bucket).await?.policy;
-        let (if_absent, content_md5) = (opts.if_absent, opts.content_md5);
+        let (condition, content_md5) = (opts.condition.clone(), opts.content_md5);
         let check = opts.body_check.clone();
         let (mut object, write) = self.write_body(body, policy, opts, true).await?;
         if let Some(md5) = content_md5
@@ -83,7 +83,7 @@ impl Client {
                 key: key.to_string(),
                 object,
                 write: chunked.then_some(write.id),
-                if_absent,
+                condition,
             })
             .await?
         {

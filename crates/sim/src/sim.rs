@@ -1066,7 +1066,7 @@ fn commit_cmd(key: &str, records: &[ChunkRecord], at_ms: u64) -> Command {
         key: key.into(),
         object: NewObject::of_chunks(records.to_vec()),
         at_ms,
-        if_absent: true,
+        condition: tessera_proto::WriteCondition::Absent,
     }
 }
 

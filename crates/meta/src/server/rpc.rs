@@ -42,6 +42,7 @@ fn wire_code(kind: Refused) -> ErrorCode {
         Refused::NoSuchUpload => ErrorCode::NoSuchUpload,
         Refused::InvalidPart => ErrorCode::InvalidPart,
         Refused::EntityTooSmall => ErrorCode::EntityTooSmall,
+        Refused::InvalidPartOrder => ErrorCode::InvalidPartOrder,
         Refused::PreconditionFailed => ErrorCode::PreconditionFailed,
         Refused::NotEmpty => ErrorCode::NotEmpty,
     }
@@ -224,14 +225,14 @@ impl Meta {
                 key,
                 object,
                 write,
-                if_absent,
+                condition,
             } => (
                 Command::CommitObject {
                     bucket,
                     key,
                     object,
                     at_ms,
-                    if_absent,
+                    condition,
                 },
                 write,
             ),
@@ -320,10 +321,15 @@ impl Meta {
                 },
                 write,
             ),
-            P::CompleteUpload { upload, parts } => (
+            P::CompleteUpload {
+                upload,
+                parts,
+                condition,
+            } => (
                 Command::CompleteUpload {
                     upload,
                     parts,
+                    condition,
                     at_ms,
                 },
                 None,

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
     AccessKey, CorruptReport, DirInfo, FragmentMove, NewObject, NodeAdmin, Permission, UploadInfo,
+    WriteCondition,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
@@ -36,8 +37,7 @@ pub enum Command {
         key: String,
         object: NewObject,
         at_ms: u64,
-        /// Only if no object has the key.
-        if_absent: bool,
+        condition: WriteCondition,
     },
     DeleteObject {
         bucket: String,
@@ -91,6 +91,7 @@ pub enum Command {
     CompleteUpload {
         upload: String,
         parts: Vec<(u32, String)>,
+        condition: WriteCondition,
         at_ms: u64,
     },
     AbortUpload {
@@ -156,8 +157,8 @@ pub(super) fn apply(tx: &mut Txn<'_>, cmd: &Command) -> Result<Applied, MetaErro
             key,
             object,
             at_ms,
-            if_absent,
-        } => objects::commit_object(tx, bucket, key, object, *at_ms, *if_absent),
+            condition,
+        } => objects::commit_object(tx, bucket, key, object, *at_ms, condition),
         C::DeleteObject { bucket, key, at_ms } => Ok(Applied::Deleted {
             existed: objects::remove_object(tx, bucket, key, *at_ms)?,
         }),
@@ -181,8 +182,9 @@ pub(super) fn apply(tx: &mut Txn<'_>, cmd: &Command) -> Result<Applied, MetaErro
         C::CompleteUpload {
             upload,
             parts,
+            condition,
             at_ms,
-        } => multipart::complete_upload(tx, upload, parts, *at_ms),
+        } => multipart::complete_upload(tx, upload, parts, condition, *at_ms),
         C::AbortUpload { upload, at_ms } => multipart::abort_upload(tx, upload, *at_ms),
         C::Rename {
             bucket,

@@ -95,6 +95,8 @@ pub enum Refused {
     InvalidPart,
     EntityTooSmall,
     PreconditionFailed,
+    /// A completion lists its parts out of ascending order.
+    InvalidPartOrder,
     /// A directory that still holds something.
     NotEmpty,
 }
@@ -349,7 +351,7 @@ mod tests {
             key: key.into(),
             object: inline(body),
             at_ms: 2,
-            if_absent: true,
+            condition: tessera_proto::WriteCondition::Absent,
         };
         let (a, b, a_again) = (put("a", b"1"), put("b", b"2"), put("a", b"3"));
         let rename = Command::Rename {

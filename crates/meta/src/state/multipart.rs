@@ -3,12 +3,14 @@
 //! one object without copying data (the ETag is S3's MD5 of the parts' MD5s
 //! and "-N"); parts not listed, and aborted uploads, become garbage.
 
-use tessera_proto::{ChunkRef, NewObject, ObjectData, ObjectInfo, PartInfo, UploadInfo};
+use tessera_proto::{
+    ChunkRef, NewObject, ObjectData, ObjectInfo, PartInfo, UploadInfo, WriteCondition,
+};
 use tessera_types::validate_key;
 
 use super::buckets::BucketQueries;
 use super::chunks::{retire, retire_chunks, store_chunks};
-use super::objects::{MAX_CHUNKS_PER_OBJECT, check_new_object};
+use super::objects::{MAX_CHUNKS_PER_OBJECT, check_condition, check_new_object};
 use super::tables::{OBJECTS, PARTS, UPLOADS, counter};
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
@@ -75,12 +77,15 @@ pub(super) fn complete_upload(
     tx: &mut Txn<'_>,
     upload: &str,
     parts: &[(u32, String)],
+    condition: &WriteCondition,
     at_ms: u64,
 ) -> Result<Applied, MetaError> {
     let info = tx.upload(upload)?;
     let stored = tx.parts(upload)?;
+    // S3 answers MalformedXML to a completion without parts: a request
+    // fault, which the gateway catches first.
     if parts.is_empty() {
-        return Err(refuse(Refused::InvalidPart, "a completion needs parts"));
+        return Err(refuse(Refused::BadRequest, "a completion needs parts"));
     }
     let mut refs: Vec<ChunkRef> = Vec::new();
     let mut md5s = Vec::new();
@@ -90,7 +95,7 @@ pub(super) fn complete_upload(
     for (i, (number, etag)) in parts.iter().enumerate() {
         if *number <= last {
             return Err(refuse(
-                Refused::InvalidPart,
+                Refused::InvalidPartOrder,
                 "parts must be listed in ascending order",
             ));
         }
@@ -122,6 +127,10 @@ pub(super) fn complete_upload(
     if refs.len() > MAX_CHUNKS_PER_OBJECT {
         return Err(refuse(Refused::TooLarge, "too many chunks in one object"));
     }
+    let okey = ObjectKey::new(&info.bucket, &info.key);
+    let old = tx.get(OBJECTS, &okey)?;
+    // A failed condition leaves the upload as it was: the client may retry.
+    check_condition(condition, old.as_ref(), &info.bucket, &info.key)?;
     for p in &stored {
         if !parts.iter().any(|(n, _)| *n == p.number) {
             retire_chunks(tx, &p.chunks, at_ms)?;
@@ -129,8 +138,7 @@ pub(super) fn complete_upload(
         tx.delete(PARTS, &part_key(upload, p.number))?;
     }
     tx.delete(UPLOADS, &upload.to_string())?;
-    let okey = ObjectKey::new(&info.bucket, &info.key);
-    if let Some(old) = tx.get(OBJECTS, &okey)? {
+    if let Some(old) = old {
         retire(tx, &old, at_ms)?;
     }
     let object = ObjectInfo {
@@ -249,6 +257,7 @@ mod tests {
             user_meta: Default::default(),
             headers: Default::default(),
         };
+        let upload2 = upload.clone();
         t.ok(Command::CreateUpload {
             upload: upload.clone(),
         });
@@ -275,19 +284,32 @@ mod tests {
         let complete = |parts: Vec<(u32, String)>| Command::CompleteUpload {
             upload: "u1".into(),
             parts,
+            condition: WriteCondition::Any,
             at_ms: 3,
         };
         let e = |id: u8| hex::encode([id; 16]);
-        assert_eq!(t.refused(complete(vec![])), Refused::InvalidPart);
+        assert_eq!(t.refused(complete(vec![])), Refused::BadRequest);
         assert_eq!(
             t.refused(complete(vec![(1, e(1)), (1, e(1))])),
-            Refused::InvalidPart
+            Refused::InvalidPartOrder
         );
         assert_eq!(t.refused(complete(vec![(2, e(2))])), Refused::InvalidPart);
         assert_eq!(
             t.refused(complete(vec![(2, e(4)), (3, e(3))])),
             Refused::EntityTooSmall
         );
+        // A condition that fails leaves the upload to be completed again.
+        let conditional = |condition| Command::CompleteUpload {
+            upload: "u1".into(),
+            parts: vec![(1, e(1)), (2, e(4))],
+            condition,
+            at_ms: 3,
+        };
+        assert_eq!(
+            t.refused(conditional(WriteCondition::ETag("nope".into()))),
+            Refused::NoSuchKey
+        );
+        assert_eq!(t.sm.read().parts("u1").unwrap().len(), 3);
         let Applied::Object(o) = t.ok(complete(vec![(1, e(1)), (2, format!("\"{}\"", e(4)))]))
         else {
             panic!("no object")
@@ -297,8 +319,42 @@ mod tests {
         assert!(o.etag.ends_with("-2"));
         let r = t.sm.read();
         assert_eq!(r.object("bkt", "big").unwrap().etag, o.etag);
-        // Part 3 was not listed: garbage, with the replaced part 2.
-        assert_eq!(r.counter(counter::GARBAGE).unwrap(), 2);
+        drop(r);
+        // The key now holds an object: a second upload completes only while
+        // the ETag it names is still the current one.
+        t.ok(Command::CreateUpload {
+            upload: UploadInfo {
+                id: "u2".into(),
+                ..upload2
+            },
+        });
+        t.ok(Command::CommitPart {
+            upload: "u2".into(),
+            number: 1,
+            part: part_of(6, 10, &nodes),
+            at_ms: 4,
+        });
+        let second = |condition| Command::CompleteUpload {
+            upload: "u2".into(),
+            parts: vec![(1, e(6))],
+            condition,
+            at_ms: 5,
+        };
+        assert_eq!(
+            t.refused(second(WriteCondition::ETag("stale".into()))),
+            Refused::PreconditionFailed
+        );
+        assert_eq!(
+            t.refused(second(WriteCondition::Absent)),
+            Refused::PreconditionFailed
+        );
+        assert_eq!(t.sm.read().object("bkt", "big").unwrap().etag, o.etag);
+        t.ok(second(WriteCondition::ETag(o.etag.clone())));
+        assert_eq!(t.sm.read().object("bkt", "big").unwrap().size, 10);
+        let r = t.sm.read();
+        // Part 3 was not listed: garbage, with the replaced part 2 and the
+        // two chunks of the object the second upload replaced.
+        assert_eq!(r.counter(counter::GARBAGE).unwrap(), 4);
         assert!(r.uploads(None).unwrap().is_empty());
         assert_eq!(
             r.upload("u1").unwrap_err().refused(),

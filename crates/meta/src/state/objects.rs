@@ -8,7 +8,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tessera_proto::{ChunkRef, ListEntry, Listing, NewObject, ObjectData, ObjectInfo};
+use tessera_proto::{
+    ChunkRef, ListEntry, Listing, NewObject, ObjectData, ObjectInfo, WriteCondition,
+};
 use tessera_types::validate_key;
 
 use super::buckets::BucketQueries;
@@ -32,19 +34,15 @@ pub(super) fn commit_object(
     key: &str,
     object: &NewObject,
     at_ms: u64,
-    if_absent: bool,
+    condition: &WriteCondition,
 ) -> Result<Applied, MetaError> {
     tx.bucket(bucket)?;
     validate_key(key).map_err(|e| refuse(Refused::InvalidKey, e.to_string()))?;
     check_new_object(tx, object)?;
     let okey = ObjectKey::new(bucket, key);
-    if let Some(old) = tx.get(OBJECTS, &okey)? {
-        if if_absent {
-            return Err(refuse(
-                Refused::PreconditionFailed,
-                format!("{bucket}/{key} exists"),
-            ));
-        }
+    let old = tx.get(OBJECTS, &okey)?;
+    check_condition(condition, old.as_ref(), bucket, key)?;
+    if let Some(old) = old {
         retire(tx, &old, at_ms)?;
     }
     store_chunks(tx, &object.chunks)?;
@@ -52,6 +50,36 @@ pub(super) fn commit_object(
     tx.put(OBJECTS, &okey, &info)?;
     tx.add(counter::OBJECTS, 1);
     Ok(Applied::Object(Box::new(info)))
+}
+
+/// Checks a write's `condition` against the key's current object `old`, in
+/// the command that commits the write: a compare-and-swap. Errors:
+/// `NoSuchKey` (`Exists`, `ETag` on a free key: S3 answers 404 to `If-Match`
+/// there), `PreconditionFailed`.
+pub(super) fn check_condition(
+    condition: &WriteCondition,
+    old: Option<&ObjectInfo>,
+    bucket: &str,
+    key: &str,
+) -> Result<(), MetaError> {
+    match (condition, old) {
+        (WriteCondition::Any, _)
+        | (WriteCondition::Absent, None)
+        | (WriteCondition::Exists, Some(_)) => Ok(()),
+        (WriteCondition::ETag(want), Some(o)) if *want == o.etag => Ok(()),
+        (WriteCondition::Absent, Some(_)) => Err(refuse(
+            Refused::PreconditionFailed,
+            format!("{bucket}/{key} exists"),
+        )),
+        (WriteCondition::ETag(want), Some(o)) => Err(refuse(
+            Refused::PreconditionFailed,
+            format!("{bucket}/{key} has ETag {}, not {want}", o.etag),
+        )),
+        (WriteCondition::Exists | WriteCondition::ETag(_), None) => Err(refuse(
+            Refused::NoSuchKey,
+            format!("no such key: {bucket}/{key}"),
+        )),
+    }
 }
 
 /// Deletes an object, its chunks to garbage; whether it existed.
@@ -416,10 +444,54 @@ mod tests {
             key: "k".into(),
             object: inline(b"v"),
             at_ms,
-            if_absent: true,
+            condition: WriteCondition::Absent,
         };
         assert!(matches!(t.ok(cmd(1)), Applied::Object(o) if o.mtime_ms == 1));
         assert_eq!(t.refused(cmd(2)), Refused::PreconditionFailed);
         assert_eq!(t.sm.read().object("bkt", "k").unwrap().mtime_ms, 1);
+    }
+
+    #[test]
+    fn if_match_is_a_compare_and_swap_in_the_commit() {
+        let t = Kit::new();
+        t.bucket("bkt");
+        let cmd = |key: &str, body: &[u8], at_ms, condition| Command::CommitObject {
+            bucket: "bkt".into(),
+            key: key.into(),
+            object: NewObject {
+                etag: hex::encode(body),
+                ..inline(body)
+            },
+            at_ms,
+            condition,
+        };
+        let etag = |e: &[u8]| WriteCondition::ETag(hex::encode(e));
+        // A free key: If-Match (an ETag or *) is NoSuchKey and creates
+        // nothing.
+        assert_eq!(
+            t.refused(cmd("k", b"v1", 1, etag(b"v1"))),
+            Refused::NoSuchKey
+        );
+        assert_eq!(
+            t.refused(cmd("k", b"v1", 1, WriteCondition::Exists)),
+            Refused::NoSuchKey
+        );
+        assert!(t.sm.read().object_at("bkt", "k").unwrap().is_none());
+        t.ok(cmd("k", b"v1", 1, WriteCondition::Any));
+        // A stale ETag keeps the object; the current one replaces it.
+        assert_eq!(
+            t.refused(cmd("k", b"v2", 2, etag(b"old"))),
+            Refused::PreconditionFailed
+        );
+        assert_eq!(t.sm.read().object("bkt", "k").unwrap().mtime_ms, 1);
+        t.ok(cmd("k", b"v2", 3, etag(b"v1")));
+        // The swap moved the ETag on: the first writer's ETag is now stale.
+        assert_eq!(
+            t.refused(cmd("k", b"v3", 4, etag(b"v1"))),
+            Refused::PreconditionFailed
+        );
+        t.ok(cmd("k", b"v3", 5, WriteCondition::Exists));
+        let o = t.sm.read().object("bkt", "k").unwrap();
+        assert_eq!((o.mtime_ms, o.etag), (5, hex::encode(b"v3")));
     }
 }

@@ -92,7 +92,7 @@ impl Kit {
             key: key.into(),
             object,
             at_ms: 1,
-            if_absent: false,
+            condition: Default::default(),
         })
     }
 

@@ -1,0 +1,355 @@
+//! S3's request-level rules: the limits and the forms a request must keep
+//! before anything is read or written, each checked here and only here, as
+//! the S3 API reference states it (the operation's page, "Request Syntax"
+//! and "Errors"; the User Guide's "Amazon S3 multipart upload limits" and
+//! "Conditional writes").
+//!
+//! Which error wins when several apply: the signature (s3s), then access to
+//! the bucket (`AccessDenied`, `NoSuchBucket`), then these rules in the
+//! order each operation calls them (all are pure: they look only at the
+//! request), then what depends on stored state (`NoSuchKey`,
+//! `NoSuchUpload`, `InvalidPart`, `PreconditionFailed`), which meta decides
+//! in the step that commits, so that no other write slips in between.
+
+use s3s::dto::{self, ETagCondition};
+use s3s::{S3Result, s3_error};
+use tessera_proto::WriteCondition;
+
+/// Longest object key, in UTF-8 bytes (User Guide, "Naming Amazon S3
+/// objects"): `KeyTooLongError`.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Most user-defined metadata on one object: the UTF-8 bytes of every name
+/// and value together (User Guide, "Working with object metadata"):
+/// `MetadataTooLarge`.
+pub const MAX_USER_METADATA: usize = 2048;
+
+/// Part numbers run from 1 to this (User Guide, "Amazon S3 multipart upload
+/// limits"): `InvalidArgument`.
+pub const MAX_PART_NUMBER: i32 = 10_000;
+
+/// Largest object one PutObject may carry, and largest part, in bytes: 5 GiB
+/// (PutObject; multipart upload limits): `EntityTooLarge`.
+pub const MAX_PUT_BYTES: u64 = 5 << 30;
+
+/// Largest source CopyObject and UploadPartCopy copy in one request (bytes):
+/// 5 GiB (CopyObject, UploadPartCopy): `InvalidRequest`.
+pub const MAX_COPY_BYTES: u64 = 5 << 30;
+
+/// Most keys one DeleteObjects request may name (DeleteObjects): more, or
+/// none, is `MalformedXML` and nothing is deleted.
+pub const MAX_DELETE_KEYS: usize = 1000;
+
+/// Most entries in one page of ListObjects(V2), ListParts and
+/// ListMultipartUploads; larger `max-keys`, `max-parts` and `max-uploads`
+/// are lowered to it, as S3 does.
+pub const MAX_PAGE: i32 = 1000;
+
+/// An object key: at most [`MAX_KEY_BYTES`].
+pub fn key(key: &str) -> S3Result<()> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(s3_error!(
+            KeyTooLongError,
+            "the key is {} bytes; at most {MAX_KEY_BYTES} are allowed",
+            key.len()
+        ));
+    }
+    Ok(())
+}
+
+/// User metadata (`x-amz-meta-*`): at most [`MAX_USER_METADATA`] bytes.
+pub fn metadata(meta: Option<&dto::Metadata>) -> S3Result<()> {
+    let size: usize = meta
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if size > MAX_USER_METADATA {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "user metadata is {size} bytes; at most {MAX_USER_METADATA} are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// A `partNumber` (UploadPart, UploadPartCopy, GetObject, HeadObject):
+/// 1 to [`MAX_PART_NUMBER`].
+pub fn part_number(n: i32) -> S3Result<u32> {
+    match u32::try_from(n) {
+        Ok(n) if (1..=MAX_PART_NUMBER as u32).contains(&n) => Ok(n),
+        _ => Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive"
+        )),
+    }
+}
+
+/// The declared length of a PutObject or UploadPart body (bytes): at most
+/// [`MAX_PUT_BYTES`].
+pub fn body_length(len: Option<i64>) -> S3Result<()> {
+    match len {
+        Some(n) if n > 0 && n as u64 > MAX_PUT_BYTES => Err(s3_error!(
+            EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed size of {MAX_PUT_BYTES} bytes"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The bytes a copy reads from its source: at most [`MAX_COPY_BYTES`].
+pub fn copy_length(len: u64) -> S3Result<()> {
+    if len > MAX_COPY_BYTES {
+        return Err(s3_error!(
+            InvalidRequest,
+            "The specified copy source is larger than the maximum allowable size for a copy source: {MAX_COPY_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+/// CopyObject onto its own source must change something: S3 refuses a copy
+/// to itself that keeps the metadata (`x-amz-metadata-directive: COPY`).
+pub fn copy_changes_something(same_object: bool, replace_metadata: bool) -> S3Result<()> {
+    if same_object && !replace_metadata {
+        return Err(s3_error!(
+            InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+        ));
+    }
+    Ok(())
+}
+
+/// The keys a DeleteObjects request names: 1 to [`MAX_DELETE_KEYS`].
+pub fn delete_keys(n: usize) -> S3Result<()> {
+    if n == 0 || n > MAX_DELETE_KEYS {
+        return Err(s3_error!(
+            MalformedXML,
+            "a DeleteObjects request names from 1 to {MAX_DELETE_KEYS} keys; this one names {n}"
+        ));
+    }
+    Ok(())
+}
+
+/// The parts a CompleteMultipartUpload body lists, as (number, ETag without
+/// quotes): at least one (else `MalformedXML`), each with a PartNumber and
+/// an ETag (`MalformedXML`), numbers in range (`InvalidArgument`) and
+/// ascending (`InvalidPartOrder`). Whether each was uploaded is meta's to
+/// say (`InvalidPart`).
+pub fn completed_parts(parts: Option<Vec<dto::CompletedPart>>) -> S3Result<Vec<(u32, String)>> {
+    let parts = parts.unwrap_or_default();
+    if parts.is_empty() {
+        return Err(s3_error!(
+            MalformedXML,
+            "CompleteMultipartUpload lists no parts"
+        ));
+    }
+    let mut out: Vec<(u32, String)> = Vec::with_capacity(parts.len());
+    for p in parts {
+        let (Some(n), Some(etag)) = (p.part_number, p.e_tag) else {
+            return Err(s3_error!(
+                MalformedXML,
+                "each part needs a PartNumber and an ETag"
+            ));
+        };
+        let n = part_number(n)?;
+        if out.last().is_some_and(|(last, _)| *last >= n) {
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "The list of parts was not in ascending order. Parts must be ordered by part number."
+            ));
+        }
+        out.push((n, etag.value().to_string()));
+    }
+    Ok(out)
+}
+
+/// A write's `If-Match` and `If-None-Match` (PutObject,
+/// CompleteMultipartUpload) as the condition meta checks with the commit.
+/// S3 takes `If-None-Match` only as `*`, and not together with `If-Match`:
+/// anything else is `NotImplemented`.
+pub fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<WriteCondition> {
+    match (if_match, if_none_match) {
+        (None, None) => Ok(WriteCondition::Any),
+        (None, Some(ETagCondition::Any)) => Ok(WriteCondition::Absent),
+        (Some(ETagCondition::Any), None) => Ok(WriteCondition::Exists),
+        (Some(ETagCondition::ETag(e)), None) => Ok(WriteCondition::ETag(e.value().to_string())),
+        (None, Some(ETagCondition::ETag(_))) => Err(s3_error!(
+            NotImplemented,
+            "A header you provided implies functionality that is not implemented: If-None-Match on a write takes only *"
+        )),
+        (Some(_), Some(_)) => Err(s3_error!(
+            NotImplemented,
+            "A header you provided implies functionality that is not implemented: If-Match with If-None-Match on a write"
+        )),
+    }
+}
+
+/// A page size (`max-keys`, `max-parts`, `max-uploads`): absent means
+/// [`MAX_PAGE`], larger is lowered to it, negative is `InvalidArgument`.
+pub fn page_size(name: &str, value: Option<i32>) -> S3Result<i32> {
+    match value {
+        None => Ok(MAX_PAGE),
+        Some(n) if n < 0 => Err(s3_error!(
+            InvalidArgument,
+            "{name} must be an integer from 0 to 2147483647"
+        )),
+        Some(n) => Ok(n.min(MAX_PAGE)),
+    }
+}
+
+/// A `part-number-marker` (ListParts): not negative.
+pub fn part_number_marker(value: Option<i32>) -> S3Result<i32> {
+    match value {
+        Some(n) if n < 0 => Err(s3_error!(
+            InvalidArgument,
+            "part-number-marker must be an integer from 0 to 2147483647"
+        )),
+        v => Ok(v.unwrap_or(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3s::S3ErrorCode;
+
+    fn code<T: std::fmt::Debug>(r: S3Result<T>) -> S3ErrorCode {
+        r.unwrap_err().code().clone()
+    }
+
+    #[test]
+    fn keys_and_metadata_have_s3s_limits() {
+        assert!(key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
+        assert_eq!(
+            code(key(&"k".repeat(MAX_KEY_BYTES + 1))),
+            S3ErrorCode::KeyTooLongError
+        );
+        // Bytes, not characters: 512 two-byte characters fit, 513 do not.
+        assert!(key(&"é".repeat(512)).is_ok());
+        assert!(key(&"é".repeat(513)).is_err());
+        let mut m = dto::Metadata::default();
+        m.insert("a".into(), "v".repeat(MAX_USER_METADATA - 1));
+        assert!(metadata(Some(&m)).is_ok());
+        m.insert("b".into(), String::new());
+        assert_eq!(code(metadata(Some(&m))), S3ErrorCode::MetadataTooLarge);
+    }
+
+    #[test]
+    fn part_numbers_and_sizes() {
+        assert_eq!(part_number(1).unwrap(), 1);
+        assert_eq!(part_number(10_000).unwrap(), 10_000);
+        for bad in [0, -1, 10_001, i32::MAX] {
+            assert_eq!(code(part_number(bad)), S3ErrorCode::InvalidArgument);
+        }
+        assert!(body_length(Some(5 << 30)).is_ok());
+        assert!(body_length(None).is_ok());
+        assert_eq!(
+            code(body_length(Some((5 << 30) + 1))),
+            S3ErrorCode::EntityTooLarge
+        );
+        assert!(copy_length(5 << 30).is_ok());
+        assert_eq!(
+            code(copy_length((5 << 30) + 1)),
+            S3ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(copy_changes_something(true, false)),
+            S3ErrorCode::InvalidRequest
+        );
+        assert!(copy_changes_something(true, true).is_ok());
+        assert!(copy_changes_something(false, false).is_ok());
+    }
+
+    #[test]
+    fn delete_objects_names_one_to_a_thousand_keys() {
+        assert!(delete_keys(1).is_ok());
+        assert!(delete_keys(1000).is_ok());
+        assert_eq!(code(delete_keys(1001)), S3ErrorCode::MalformedXML);
+        assert_eq!(code(delete_keys(0)), S3ErrorCode::MalformedXML);
+    }
+
+    #[test]
+    fn completions_list_parts_in_order() {
+        let part = |n: i32| dto::CompletedPart {
+            part_number: Some(n),
+            e_tag: Some(dto::ETag::Strong(format!("e{n}"))),
+            ..Default::default()
+        };
+        assert_eq!(
+            completed_parts(Some(vec![part(1), part(3)])).unwrap(),
+            vec![(1, "e1".to_string()), (3, "e3".to_string())]
+        );
+        assert_eq!(code(completed_parts(None)), S3ErrorCode::MalformedXML);
+        assert_eq!(
+            code(completed_parts(Some(vec![]))),
+            S3ErrorCode::MalformedXML
+        );
+        let no_etag = dto::CompletedPart {
+            part_number: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(completed_parts(Some(vec![no_etag]))),
+            S3ErrorCode::MalformedXML
+        );
+        assert_eq!(
+            code(completed_parts(Some(vec![part(2), part(1)]))),
+            S3ErrorCode::InvalidPartOrder
+        );
+        assert_eq!(
+            code(completed_parts(Some(vec![part(1), part(1)]))),
+            S3ErrorCode::InvalidPartOrder
+        );
+        assert_eq!(
+            code(completed_parts(Some(vec![part(0)]))),
+            S3ErrorCode::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn write_conditions() {
+        let etag = ETagCondition::ETag(dto::ETag::Strong("abc".into()));
+        let any = ETagCondition::Any;
+        assert_eq!(write_condition(None, None).unwrap(), WriteCondition::Any);
+        assert_eq!(
+            write_condition(None, Some(&any)).unwrap(),
+            WriteCondition::Absent
+        );
+        assert_eq!(
+            write_condition(Some(&any), None).unwrap(),
+            WriteCondition::Exists
+        );
+        assert_eq!(
+            write_condition(Some(&etag), None).unwrap(),
+            WriteCondition::ETag("abc".into())
+        );
+        assert_eq!(
+            code(write_condition(None, Some(&etag))),
+            S3ErrorCode::NotImplemented
+        );
+        assert_eq!(
+            code(write_condition(Some(&etag), Some(&any))),
+            S3ErrorCode::NotImplemented
+        );
+    }
+
+    #[test]
+    fn page_sizes() {
+        assert_eq!(page_size("max-keys", None).unwrap(), 1000);
+        assert_eq!(page_size("max-keys", Some(0)).unwrap(), 0);
+        assert_eq!(page_size("max-keys", Some(5000)).unwrap(), 1000);
+        assert_eq!(
+            code(page_size("max-keys", Some(-1))),
+            S3ErrorCode::InvalidArgument
+        );
+        assert_eq!(part_number_marker(None).unwrap(), 0);
+        assert_eq!(
+            code(part_number_marker(Some(-1))),
+            S3ErrorCode::InvalidArgument
+        );
+    }
+}
