@@ -78,15 +78,14 @@ pub(super) fn check_chunk_record(tx: &Txn<'_>, c: &ChunkRecord) -> Result<(), Me
             c.policy.fragments()
         )));
     }
-    let mut nodes: Vec<NodeId> = c.fragments.iter().map(|f| f.node).collect();
-    nodes.sort_unstable();
-    if let Some(w) = nodes.windows(2).find(|w| w[0] == w[1]) {
-        return Err(bad(format!(
-            "chunk {} places two fragments on node {}",
-            c.id, w[0]
-        )));
-    }
-    for f in &c.fragments {
+    for (i, f) in c.fragments.iter().enumerate() {
+        // At most 48 fragments: looking back costs less than hashing.
+        if c.fragments[..i].iter().any(|g| g.node == f.node) {
+            return Err(bad(format!(
+                "chunk {} places two fragments on node {}",
+                c.id, f.node
+            )));
+        }
         if !tx.contains(NODES, &f.node)? {
             return Err(bad(format!("chunk {} names unknown node {}", c.id, f.node)));
         }
