@@ -348,7 +348,6 @@ g = s3.get_object(Bucket="boto", Key="posted/hello.txt")
 assert g["Body"].read() == b"posted through a form" and g["ContentType"] == "text/plain", g
 
 # What is not implemented says so.
-assert error_code(lambda: s3.get_bucket_tagging(Bucket="boto")) == "NotImplemented"
 assert error_code(lambda: s3.put_bucket_versioning(
     Bucket="boto", VersioningConfiguration={"Status": "Enabled"})) == "NotImplemented"
 
@@ -445,6 +444,155 @@ s3.copy_object(Bucket="boto", Key="cas", CopySource="boto/cas", MetadataDirectiv
 assert refusal(lambda: s3.copy_object(Bucket="boto", Key="copy", CopySource="boto/cas",
                                       CopySourceIfMatch=stale)) == (412, "PreconditionFailed")
 assert refusal(lambda: s3.head_object(Bucket="boto", Key="copy"))[0] == 404
+
+# Object tags (S3 API reference: PutObjectTagging, GetObjectTagging,
+# DeleteObjectTagging; x-amz-tagging on PutObject, CopyObject and
+# CreateMultipartUpload; x-amz-tagging-count on GET and HEAD).
+def tagset(d):
+    return [{"Key": k, "Value": v} for k, v in d.items()]
+
+
+def tags_of(k, bucket="boto"):
+    return {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=k)["TagSet"]}
+
+
+s3.put_object(Bucket="boto", Key="tagged", Body=b"t", Tagging="project=tessera&empty=&sp%20ace=a%26b")
+assert tags_of("tagged") == {"project": "tessera", "empty": "", "sp ace": "a&b"}, tags_of("tagged")
+assert s3.get_object(Bucket="boto", Key="tagged")["TagCount"] == 3
+h = s3.head_object(Bucket="boto", Key="tagged")
+assert h["ResponseMetadata"]["HTTPHeaders"]["x-amz-tagging-count"] == "3", h
+assert "TagCount" not in s3.get_object(Bucket="boto", Key="cas")
+assert s3.get_object_tagging(Bucket="boto", Key="cas")["TagSet"] == []
+longest = {"k" * 128: "v" * 256, "é" * 128: "é" * 256}
+s3.put_object_tagging(Bucket="boto", Key="tagged", Tagging={"TagSet": tagset(longest)})
+assert tags_of("tagged") == longest
+after = s3.head_object(Bucket="boto", Key="tagged")
+assert (after["ETag"], after["LastModified"]) == (h["ETag"], h["LastModified"]), "tagging changes only the tags"
+ten = {f"k{i}": f"v{i}" for i in range(10)}
+s3.put_object_tagging(Bucket="boto", Key="tagged", Tagging={"TagSet": tagset(ten)})
+eleven = dict(ten, k10="v10")
+for bad in (tagset(eleven),
+            [{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}],
+            tagset({"k" * 129: "v"}),
+            tagset({"k": "v" * 257}),
+            tagset({"aws:reserved": "v"})):
+    assert refusal(lambda: s3.put_object_tagging(Bucket="boto", Key="tagged", Tagging={"TagSet": bad})) == (400, "InvalidTag"), bad
+assert tags_of("tagged") == ten, "refused taggings change nothing"
+status, body = signed("PUT", "/boto/tagged?tagging", b"<Tagging><TagSet><Tag><Key>a</Key>")
+assert status == 400 and b"<Code>MalformedXML</Code>" in body, (status, body)
+assert tags_of("tagged") == ten
+for op in (lambda: s3.put_object_tagging(Bucket="boto", Key="no-such", Tagging={"TagSet": tagset({"a": "b"})}),
+           lambda: s3.get_object_tagging(Bucket="boto", Key="no-such"),
+           lambda: s3.delete_object_tagging(Bucket="boto", Key="no-such")):
+    assert refusal(op) == (404, "NoSuchKey")
+# x-amz-tagging on PUT is checked as the XML is, and a refusal stores nothing.
+header11 = "&".join(f"{k}={v}" for k, v in eleven.items())
+assert refusal(lambda: s3.put_object(Bucket="boto", Key="tag-refused", Body=b"x", Tagging=header11)) == (400, "InvalidTag")
+assert refusal(lambda: s3.put_object(Bucket="boto", Key="tag-refused", Body=b"x", Tagging="a=1&a=2")) == (400, "InvalidTag")
+assert refusal(lambda: s3.head_object(Bucket="boto", Key="tag-refused"))[0] == 404
+s3.delete_object_tagging(Bucket="boto", Key="tagged")
+assert s3.get_object_tagging(Bucket="boto", Key="tagged")["TagSet"] == []
+assert "TagCount" not in s3.get_object(Bucket="boto", Key="tagged")
+# Tags belong to the version: an overwrite without tags has none.
+s3.put_object_tagging(Bucket="boto", Key="tagged", Tagging={"TagSet": tagset({"a": "1"})})
+s3.put_object(Bucket="boto", Key="tagged", Body=b"new")
+assert tags_of("tagged") == {}
+# Copies keep the source's tags (COPY, the default) or take the request's
+# (x-amz-tagging-directive: REPLACE).
+s3.put_object(Bucket="boto", Key="tag-src", Body=b"s", Tagging="from=source")
+s3.copy_object(Bucket="boto", Key="tag-copy", CopySource="boto/tag-src")
+assert tags_of("tag-copy") == {"from": "source"}
+s3.copy_object(Bucket="boto", Key="tag-copy", CopySource="boto/tag-src", TaggingDirective="REPLACE", Tagging="new=1")
+assert tags_of("tag-copy") == {"new": "1"}
+s3.copy_object(Bucket="boto", Key="tag-copy", CopySource="boto/tag-src", TaggingDirective="REPLACE")
+assert tags_of("tag-copy") == {}
+assert refusal(lambda: s3.copy_object(Bucket="boto", Key="tag-copy", CopySource="boto/tag-src",
+                                      TaggingDirective="REPLACE", Tagging=header11)) == (400, "InvalidTag")
+# Multipart uploads carry their tags to the object.
+up = s3.create_multipart_upload(Bucket="boto", Key="tag-mp", Tagging="mp=yes")["UploadId"]
+e1 = s3.upload_part(Bucket="boto", Key="tag-mp", UploadId=up, PartNumber=1, Body=b"m")["ETag"]
+s3.complete_multipart_upload(Bucket="boto", Key="tag-mp", UploadId=up,
+                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}]})
+assert tags_of("tag-mp") == {"mp": "yes"}
+assert refusal(lambda: s3.create_multipart_upload(Bucket="boto", Key="tag-mp", Tagging=header11)) == (400, "InvalidTag")
+
+# Bucket tags (PutBucketTagging, GetBucketTagging, DeleteBucketTagging): a
+# bucket without tags is NoSuchTagSet; at most 50 tags.
+assert refusal(lambda: s3.get_bucket_tagging(Bucket="boto")) == (404, "NoSuchTagSet")
+s3.put_bucket_tagging(Bucket="boto", Tagging={"TagSet": tagset({"env": "test", "team": ""})})
+got = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket="boto")["TagSet"]}
+assert got == {"env": "test", "team": ""}, got
+fifty = {f"b{i}": "v" for i in range(50)}
+s3.put_bucket_tagging(Bucket="boto", Tagging={"TagSet": tagset(fifty)})
+assert len(s3.get_bucket_tagging(Bucket="boto")["TagSet"]) == 50
+for bad in (tagset(dict(fifty, b50="v")), [{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}],
+            tagset({"k" * 129: "v"})):
+    assert refusal(lambda: s3.put_bucket_tagging(Bucket="boto", Tagging={"TagSet": bad})) == (400, "InvalidTag")
+assert len(s3.get_bucket_tagging(Bucket="boto")["TagSet"]) == 50
+s3.delete_bucket_tagging(Bucket="boto")
+assert refusal(lambda: s3.get_bucket_tagging(Bucket="boto")) == (404, "NoSuchTagSet")
+assert refusal(lambda: s3.get_bucket_tagging(Bucket="no-such-bucket")) == (404, "NoSuchBucket")
+
+# Storage classes (x-amz-storage-class on PutObject, CopyObject and
+# CreateMultipartUpload): kept and returned on HEAD, GET and listings;
+# S3 names no class on HEAD/GET for STANDARD. Unknown and archive classes
+# are InvalidStorageClass and store nothing.
+s3.put_object(Bucket="boto", Key="class/ia", Body=b"i", StorageClass="STANDARD_IA")
+assert s3.head_object(Bucket="boto", Key="class/ia")["StorageClass"] == "STANDARD_IA"
+assert s3.get_object(Bucket="boto", Key="class/ia")["StorageClass"] == "STANDARD_IA"
+s3.put_object(Bucket="boto", Key="class/std", Body=b"s", StorageClass="STANDARD")
+assert "StorageClass" not in s3.head_object(Bucket="boto", Key="class/std")
+for bad in ("GLACIER", "NOT_A_CLASS"):
+    assert refusal(lambda: s3.put_object(Bucket="boto", Key="class/bad", Body=b"x",
+                                         StorageClass=bad)) == (400, "InvalidStorageClass"), bad
+assert refusal(lambda: s3.head_object(Bucket="boto", Key="class/bad"))[0] == 404
+# A copy onto itself that changes only the class is allowed; a copy takes
+# the request's class, STANDARD when it names none.
+s3.copy_object(Bucket="boto", Key="class/std", CopySource="boto/class/std", StorageClass="ONEZONE_IA")
+assert s3.head_object(Bucket="boto", Key="class/std")["StorageClass"] == "ONEZONE_IA"
+s3.copy_object(Bucket="boto", Key="class/copy", CopySource="boto/class/ia")
+assert "StorageClass" not in s3.head_object(Bucket="boto", Key="class/copy")
+up = s3.create_multipart_upload(Bucket="boto", Key="class/mp", StorageClass="GLACIER_IR")["UploadId"]
+p1 = s3.upload_part(Bucket="boto", Key="class/mp", UploadId=up, PartNumber=1, Body=b"a" * (5 << 20))["ETag"]
+p2 = s3.upload_part(Bucket="boto", Key="class/mp", UploadId=up, PartNumber=2, Body=b"b" * 1000)["ETag"]
+s3.complete_multipart_upload(Bucket="boto", Key="class/mp", UploadId=up, MultipartUpload={
+    "Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]})
+assert refusal(lambda: s3.create_multipart_upload(Bucket="boto", Key="class/x",
+                                                  StorageClass="DEEP_ARCHIVE")) == (400, "InvalidStorageClass")
+listed = {o["Key"]: o["StorageClass"] for o in s3.list_objects_v2(Bucket="boto", Prefix="class/")["Contents"]}
+assert listed == {"class/copy": "STANDARD", "class/ia": "STANDARD_IA", "class/mp": "GLACIER_IR",
+                  "class/std": "ONEZONE_IA"}, listed
+assert {o["Key"]: o["StorageClass"] for o in s3.list_objects(Bucket="boto", Prefix="class/")["Contents"]} == listed
+
+# ListObjectsV2 fetch-owner: objects show the bucket's owner key (the key
+# that created it); without it no Owner.
+owned = s3.list_objects_v2(Bucket="boto", Prefix="class/", FetchOwner=True)["Contents"]
+assert all(o["Owner"]["ID"] == key and o["Owner"]["DisplayName"] == "boto" for o in owned), owned
+assert all("Owner" not in o for o in s3.list_objects_v2(Bucket="boto", Prefix="class/")["Contents"])
+
+# GetObjectAttributes: what was asked for; ObjectParts for multipart
+# objects, paged; the stored whole-object checksums.
+a = s3.get_object_attributes(Bucket="boto", Key="class/ia",
+                             ObjectAttributes=["ETag", "ObjectSize", "StorageClass", "Checksum"])
+assert a["ETag"].strip('"') == hashlib.md5(b"i").hexdigest(), a
+assert a["ObjectSize"] == 1 and a["StorageClass"] == "STANDARD_IA", a
+assert a["Checksum"]["ChecksumCRC64NVME"] and a["Checksum"]["ChecksumType"] == "FULL_OBJECT", a
+assert "ObjectParts" not in a and "LastModified" in a, a
+a = s3.get_object_attributes(Bucket="boto", Key="class/std", ObjectAttributes=["ObjectSize"])
+assert a["ObjectSize"] == 1 and "ETag" not in a and "StorageClass" not in a, a
+a = s3.get_object_attributes(Bucket="boto", Key="class/mp", ObjectAttributes=["ObjectParts", "StorageClass"],
+                             MaxParts=1)
+parts = a["ObjectParts"]
+assert parts["TotalPartsCount"] == 2 and parts["IsTruncated"] and parts["NextPartNumberMarker"] == 1, a
+assert [(p["PartNumber"], p["Size"]) for p in parts["Parts"]] == [(1, 5 << 20)], a
+assert a["StorageClass"] == "GLACIER_IR", a
+rest = s3.get_object_attributes(Bucket="boto", Key="class/mp", ObjectAttributes=["ObjectParts"],
+                                PartNumberMarker=1)["ObjectParts"]
+assert [(p["PartNumber"], p["Size"]) for p in rest["Parts"]] == [(2, 1000)] and not rest["IsTruncated"], rest
+assert refusal(lambda: s3.get_object_attributes(Bucket="boto", Key="class/none",
+                                                ObjectAttributes=["ETag"])) == (404, "NoSuchKey")
+status, body = signed("GET", "/boto/class/ia?attributes", headers={"x-amz-object-attributes": "Size"})
+assert status == 400 and b"<Code>InvalidArgument</Code>" in body, (status, body)
 
 print("boto3: all checks passed")
 

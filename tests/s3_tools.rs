@@ -1,6 +1,8 @@
 //! s3cmd and rclone, as they come, against the gateway: s3cmd's bucket and
 //! object commands, and `rclone copy` + `rclone check` of a tree of 500
-//! small files and two files over 100 MiB (tools/test installs both).
+//! small files and two files over 100 MiB (tools/test installs both); and
+//! aws-cli's own ways of tagging (`s3api` tagging shorthand, `s3 cp
+//! --storage-class`), refusals included.
 //!
 //! s3cmd keeps its default `bucket_location`, "US", which it signs into the
 //! credential scope: upper-case regions are accepted (vendor/s3s).
@@ -10,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Cluster, random_file, same_file};
+use common::{Aws, Cluster, random_file, same_file};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd
@@ -104,4 +106,133 @@ fn rclone_copy_and_check_a_tree() {
     let back = c.path("big2.back");
     rclone(&["copyto", "tess:tree/copy/big2", back.to_str().unwrap()]);
     assert!(same_file(&tree.join("big2"), Path::new(&back)));
+}
+
+/// aws-cli writes tags in its shorthand (`TagSet=[{Key=..,Value=..}]`) and
+/// storage classes through `s3 cp --storage-class`; refusals come back as
+/// S3's codes in its error text.
+#[test]
+fn aws_cli_tags_and_storage_classes() {
+    let mut c = Cluster::start(6);
+    let endpoint = c.start_s3();
+    let (key, secret) = credentials(&c);
+    let aws = Aws {
+        endpoint,
+        key,
+        secret,
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&aws.ok(args)).expect("aws JSON")
+    };
+    aws.ok(&["s3", "mb", "s3://tags"]);
+    let file = c.path("f");
+    random_file(&file, 10_000, 3);
+    let f = file.to_str().unwrap();
+    aws.ok(&[
+        "s3",
+        "cp",
+        f,
+        "s3://tags/ia",
+        "--storage-class",
+        "STANDARD_IA",
+    ]);
+    let head = json(&["s3api", "head-object", "--bucket", "tags", "--key", "ia"]);
+    assert_eq!(head["StorageClass"], "STANDARD_IA", "{head}");
+    let ls = json(&["s3api", "list-objects-v2", "--bucket", "tags"]);
+    assert_eq!(ls["Contents"][0]["StorageClass"], "STANDARD_IA", "{ls}");
+    let err = aws.fails(&["s3", "cp", f, "s3://tags/g", "--storage-class", "GLACIER"]);
+    assert!(err.contains("InvalidStorageClass"), "{err}");
+
+    let tag = |k: &str, tagging: &str| {
+        aws.run(&[
+            "s3api",
+            "put-object-tagging",
+            "--bucket",
+            "tags",
+            "--key",
+            k,
+            "--tagging",
+            tagging,
+        ])
+    };
+    // The shorthand cannot write an empty value; JSON can.
+    let out = tag(
+        "ia",
+        r#"{"TagSet":[{"Key":"team","Value":"storage"},{"Key":"tier","Value":""}]}"#,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let object_tags = || {
+        json(&[
+            "s3api",
+            "get-object-tagging",
+            "--bucket",
+            "tags",
+            "--key",
+            "ia",
+        ])
+    };
+    let got = object_tags();
+    let mut pairs: Vec<(String, String)> = got["TagSet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["Key"].as_str().unwrap().to_string(),
+                t["Value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    assert_eq!(
+        pairs,
+        [
+            ("team".to_string(), "storage".to_string()),
+            ("tier".to_string(), String::new())
+        ]
+    );
+    let refused = |out: std::process::Output, code: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(code), "{err}");
+    };
+    let eleven: Vec<String> = (0..11).map(|i| format!("{{Key=k{i},Value=v}}")).collect();
+    refused(
+        tag("ia", &format!("TagSet=[{}]", eleven.join(","))),
+        "InvalidTag",
+    );
+    refused(
+        tag("ia", "TagSet=[{Key=a,Value=1},{Key=a,Value=2}]"),
+        "InvalidTag",
+    );
+    refused(
+        tag(
+            "ia",
+            &format!("TagSet=[{{Key={},Value=v}}]", "k".repeat(129)),
+        ),
+        "InvalidTag",
+    );
+    refused(tag("missing", "TagSet=[{Key=a,Value=1}]"), "NoSuchKey");
+    let got = object_tags();
+    assert_eq!(got["TagSet"].as_array().unwrap().len(), 2, "{got}");
+
+    // Bucket tags: none is NoSuchTagSet; set, read, delete.
+    refused(
+        aws.run(&["s3api", "get-bucket-tagging", "--bucket", "tags"]),
+        "NoSuchTagSet",
+    );
+    aws.ok(&[
+        "s3api",
+        "put-bucket-tagging",
+        "--bucket",
+        "tags",
+        "--tagging",
+        "TagSet=[{Key=env,Value=test}]",
+    ]);
+    let got = json(&["s3api", "get-bucket-tagging", "--bucket", "tags"]);
+    assert_eq!(got["TagSet"][0]["Key"], "env", "{got}");
+    aws.ok(&["s3api", "delete-bucket-tagging", "--bucket", "tags"]);
+    refused(
+        aws.run(&["s3api", "get-bucket-tagging", "--bucket", "tags"]),
+        "NoSuchTagSet",
+    );
 }

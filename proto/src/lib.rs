@@ -21,8 +21,10 @@ pub use model::{
     AccessKey, BucketInfo, ChunkHealth, ChunkPlacement, ChunkRecord, ChunkRef, ClusterMap,
     ClusterStatus, CorruptReport, DirEntry, DirInfo, DirListing, ExpectedFragment, Found,
     FragmentMove, FragmentNodes, FragmentRecord, FragmentState, Grant, ListEntry, Listing,
-    LoadBalance, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectHeaders, ObjectInfo,
-    PartInfo, Permission, RepairItem, RepairProgress, ScrubProgress, UploadInfo, WriteCondition,
+    LoadBalance, MAX_BUCKET_TAGS, MAX_OBJECT_TAGS, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS,
+    NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectHeaders, ObjectInfo, PartInfo,
+    Permission, RepairItem, RepairProgress, ScrubProgress, TagSet, UploadInfo, WriteCondition,
+    tag_set_fault,
 };
 
 #[derive(Debug, thiserror::Error)]

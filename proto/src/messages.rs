@@ -6,7 +6,7 @@ use tessera_types::{ChunkId, Hash, NodeId, Policy};
 use crate::model::{
     AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
     ExpectedFragment, Found, FragmentMove, Grant, Listing, NewObject, ObjectHeaders, ObjectInfo,
-    PartInfo, Permission, RepairItem, ScrubProgress, UploadInfo, WriteCondition,
+    PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo, WriteCondition,
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
@@ -209,6 +209,10 @@ pub enum MetaQuery {
         after: Option<String>,
         limit: u32,
     },
+    /// A bucket's tags (empty when it has none).
+    GetBucketTags {
+        bucket: String,
+    },
 }
 
 /// Requests that become one command of meta's log.
@@ -348,6 +352,20 @@ pub enum Proposal {
         key: String,
         keep_dir: Option<String>,
     },
+    /// Replaces the tags of the current object at `key` (empty: removes
+    /// them); answers the object. `NoSuchKey` if there is none,
+    /// `InvalidTag` beyond S3's limits.
+    SetObjectTags {
+        bucket: String,
+        key: String,
+        tags: TagSet,
+    },
+    /// Replaces a bucket's tags (empty: removes them). `InvalidTag` beyond
+    /// S3's limits.
+    SetBucketTags {
+        bucket: String,
+        tags: TagSet,
+    },
 }
 
 /// Soft state: what a node or a writer keeps alive by renewing it.
@@ -398,6 +416,7 @@ pub enum MetaResponse {
     },
     Found(Found),
     DirListing(DirListing),
+    Tags(TagSet),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,
@@ -435,6 +454,8 @@ pub enum ErrorCode {
     NotEmpty,
     /// A completion lists its parts out of ascending order.
     InvalidPartOrder,
+    /// A tag set beyond S3's limits (count, key or value length).
+    InvalidTag,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

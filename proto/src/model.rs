@@ -442,6 +442,49 @@ pub struct ObjectHeaders {
     /// algorithm (`crc32`, `crc32c`, `sha1`, `sha256`, `crc64nvme`) to its
     /// base64 digest.
     pub checksums: BTreeMap<String, String>,
+    /// S3's storage class as the writer named it (`x-amz-storage-class`);
+    /// `None` is `STANDARD`. Every class is stored under the bucket's
+    /// policy: the name is kept and returned, nothing more (yet).
+    pub storage_class: Option<String>,
+    /// The object's tags (S3 API reference, PutObjectTagging), at most
+    /// [`MAX_OBJECT_TAGS`]; they belong to this version of the object.
+    pub tags: TagSet,
+}
+
+/// Tags of an object or a bucket: key to value, keys unique.
+pub type TagSet = BTreeMap<String, String>;
+
+/// Most tags on one object (S3 User Guide, "Categorizing your storage
+/// using tags"; PutObjectTagging: `InvalidTag`).
+pub const MAX_OBJECT_TAGS: usize = 10;
+/// Most tags on one bucket (PutBucketTagging: `InvalidTag`).
+pub const MAX_BUCKET_TAGS: usize = 50;
+/// Longest tag key, in Unicode characters (not bytes); a key is never empty.
+pub const MAX_TAG_KEY_CHARS: usize = 128;
+/// Longest tag value, in Unicode characters; a value may be empty.
+pub const MAX_TAG_VALUE_CHARS: usize = 256;
+
+/// Why a tag set breaks S3's limits (`max` tags: [`MAX_OBJECT_TAGS`] or
+/// [`MAX_BUCKET_TAGS`]), as a message for people; `None` when it keeps
+/// them. Meta and the S3 gateway check by this one rule.
+pub fn tag_set_fault(tags: &TagSet, max: usize) -> Option<String> {
+    if tags.len() > max {
+        return Some(format!("{} tags; at most {max} are allowed", tags.len()));
+    }
+    for (k, v) in tags {
+        let chars = k.chars().count();
+        if chars == 0 || chars > MAX_TAG_KEY_CHARS {
+            return Some(format!(
+                "a tag key is {chars} characters; 1 to {MAX_TAG_KEY_CHARS} are allowed"
+            ));
+        }
+        if v.chars().count() > MAX_TAG_VALUE_CHARS {
+            return Some(format!(
+                "the value of tag {k:?} is over {MAX_TAG_VALUE_CHARS} characters"
+            ));
+        }
+    }
+    None
 }
 
 /// What a write requires of the object it replaces, checked by meta in the
@@ -520,6 +563,8 @@ pub enum ListEntry {
         size: u64,
         etag: String,
         mtime_ms: u64,
+        /// `None` is `STANDARD`.
+        storage_class: Option<String>,
     },
     CommonPrefix(String),
 }

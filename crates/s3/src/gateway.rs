@@ -5,7 +5,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{self, StreamingBlob, Timestamp};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use tessera_proto::{ErrorCode, ListEntry, ObjectHeaders, ObjectInfo, Permission, UploadInfo};
+use tessera_proto::{
+    ErrorCode, ListEntry, ObjectHeaders, ObjectInfo, Permission, TagSet, UploadInfo,
+};
 use tessera_sdk::{Client, ListOptions, PutOptions, SdkError};
 
 use crate::checksum::{BodyChecksums, ResponseChecksums};
@@ -108,6 +110,7 @@ fn to_s3(e: SdkError) -> S3Error {
         Some(ErrorCode::BadRequest) => S3ErrorCode::InvalidArgument,
         Some(ErrorCode::PreconditionFailed) => S3ErrorCode::PreconditionFailed,
         Some(ErrorCode::BadDigest) => S3ErrorCode::BadDigest,
+        Some(ErrorCode::InvalidTag) => S3ErrorCode::InvalidTag,
         Some(ErrorCode::NoSpace | ErrorCode::NotEnoughNodes) => S3ErrorCode::ServiceUnavailable,
         _ => S3ErrorCode::InternalError,
     };
@@ -224,6 +227,8 @@ macro_rules! object_output {
         out.metadata = Some(info.user_meta.clone().into_iter().collect());
         out.accept_ranges = Some("bytes".into());
         out.parts_count = $parts_count;
+        // S3 names the class only when it is not STANDARD.
+        out.storage_class = h.storage_class.clone().map(dto::StorageClass::from);
         out.checksum_type = sums.kind.clone();
         set_checksums!(out, sums);
         out
@@ -351,6 +356,8 @@ impl S3 for Gateway {
         rules::key(&req.input.key)?;
         rules::metadata(req.input.metadata.as_ref())?;
         rules::body_length(req.input.content_length)?;
+        let tags = rules::tagging_header(req.input.tagging.as_deref())?;
+        let storage_class = rules::storage_class(req.input.storage_class.as_ref())?;
         let condition = rules::write_condition(
             req.input.if_match.as_ref(),
             req.input.if_none_match.as_ref(),
@@ -378,13 +385,17 @@ impl S3 for Gateway {
         let opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
             user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
-            headers: object_headers(
-                input.content_encoding,
-                input.content_disposition,
-                input.content_language,
-                input.cache_control,
-                input.expires.as_ref(),
-            ),
+            headers: ObjectHeaders {
+                storage_class,
+                tags,
+                ..object_headers(
+                    input.content_encoding,
+                    input.content_disposition,
+                    input.content_language,
+                    input.cache_control,
+                    input.expires.as_ref(),
+                )
+            },
             condition,
             content_md5,
             body_check: Some(sums.check()),
@@ -463,6 +474,7 @@ impl S3 for Gateway {
             }
         });
         let mut out = object_output!(dto::GetObjectOutput, &info, sums, parts_count);
+        out.tag_count = tag_count(&info.headers.tags);
         out.body = Some(StreamingBlob::wrap(ReaderStream::new(rx)));
         out.content_length = Some(len as i64);
         out.content_range = content_range;
@@ -507,7 +519,12 @@ impl S3 for Gateway {
         );
         let mut out = object_output!(dto::HeadObjectOutput, &info, sums, parts_count);
         out.content_length = Some(range.as_ref().map_or(info.size, |r| r.end - r.start) as i64);
-        Ok(S3Response::new(out))
+        let mut resp = S3Response::new(out);
+        // HeadObjectOutput has no field for it; GET's header, on HEAD too.
+        if let Some(n) = tag_count(&info.headers.tags) {
+            resp.headers.insert(TAG_COUNT_HEADER, n.into());
+        }
+        Ok(resp)
     }
 
     async fn delete_object(
@@ -537,7 +554,7 @@ impl S3 for Gateway {
             .continuation_token
             .clone()
             .or_else(|| input.start_after.clone());
-        let (contents, prefixes, next) = self
+        let (mut contents, prefixes, next) = self
             .list(
                 &input.bucket,
                 input.prefix.clone(),
@@ -547,6 +564,12 @@ impl S3 for Gateway {
                 url,
             )
             .await?;
+        if input.fetch_owner == Some(true) {
+            let owner = self.bucket_owner(&input.bucket).await?;
+            for o in &mut contents {
+                o.owner = owner.clone();
+            }
+        }
         let enc = |s: Option<String>| s.map(|s| encode_if(url, s));
         Ok(S3Response::new(dto::ListObjectsV2Output {
             name: Some(input.bucket),
@@ -617,10 +640,16 @@ impl S3 for Gateway {
             .is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
         let same = matches!(&input.copy_source, dto::CopySource::Bucket { bucket, key, .. }
             if **bucket == *input.bucket && **key == *input.key);
-        rules::copy_changes_something(same, replace)?;
+        let storage_class = rules::storage_class(input.storage_class.as_ref())?;
+        rules::copy_changes_something(same, replace || input.storage_class.is_some())?;
+        let tags = if rules::tagging_directive(input.tagging_directive.as_ref())? {
+            rules::tagging_header(input.tagging.as_deref())?
+        } else {
+            src.headers.tags.clone()
+        };
         copy_source_conditions!(&src, input)?;
         rules::copy_length(src.size)?;
-        let opts = if replace {
+        let mut opts = if replace {
             rules::metadata(input.metadata.as_ref())?;
             let mut headers = object_headers(
                 input.content_encoding.clone(),
@@ -650,6 +679,10 @@ impl S3 for Gateway {
                 ..Default::default()
             }
         };
+        // The class is the request's (STANDARD when absent), never the
+        // source's, as in S3; tags follow x-amz-tagging-directive.
+        opts.headers.storage_class = storage_class;
+        opts.headers.tags = tags;
         let (body, reader) = self.read_source(&src, 0..src.size);
         let info = self
             .client
@@ -675,17 +708,23 @@ impl S3 for Gateway {
             .await?;
         rules::key(&req.input.key)?;
         rules::metadata(req.input.metadata.as_ref())?;
+        let tags = rules::tagging_header(req.input.tagging.as_deref())?;
+        let storage_class = rules::storage_class(req.input.storage_class.as_ref())?;
         let input = req.input;
         let opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
             user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
-            headers: object_headers(
-                input.content_encoding,
-                input.content_disposition,
-                input.content_language,
-                input.cache_control,
-                input.expires.as_ref(),
-            ),
+            headers: ObjectHeaders {
+                storage_class,
+                tags,
+                ..object_headers(
+                    input.content_encoding,
+                    input.content_disposition,
+                    input.content_language,
+                    input.cache_control,
+                    input.expires.as_ref(),
+                )
+            },
             ..Default::default()
         };
         let upload = self
@@ -978,6 +1017,190 @@ impl S3 for Gateway {
             ..Default::default()
         }))
     }
+
+    /// PutObjectTagging: replaces the tag set of the current object
+    /// (S3 API reference, PutObjectTagging).
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<dto::PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::PutObjectTaggingOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Write)
+            .await?;
+        let input = req.input;
+        let tags = rules::object_tagging(input.tagging)?;
+        self.client
+            .set_object_tags(&input.bucket, &input.key, tags)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::PutObjectTaggingOutput::default()))
+    }
+
+    /// GetObjectTagging: the object's tags, an empty `<TagSet/>` when it
+    /// has none (S3 API reference, GetObjectTagging).
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<dto::GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::GetObjectTaggingOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Read)
+            .await?;
+        let info = self
+            .client
+            .head(&req.input.bucket, &req.input.key)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::GetObjectTaggingOutput {
+            tag_set: tag_set(info.headers.tags),
+            version_id: None,
+        }))
+    }
+
+    /// DeleteObjectTagging: removes every tag (204; NoSuchKey for a
+    /// missing key).
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<dto::DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectTaggingOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Write)
+            .await?;
+        self.client
+            .set_object_tags(&req.input.bucket, &req.input.key, TagSet::new())
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::DeleteObjectTaggingOutput::default()))
+    }
+
+    /// PutBucketTagging: replaces the bucket's tags; the bucket's owner
+    /// only (S3 API reference, PutBucketTagging).
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<dto::PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<dto::PutBucketTaggingOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let input = req.input;
+        let tags = rules::bucket_tagging(input.tagging)?;
+        self.client
+            .set_bucket_tags(&input.bucket, tags)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::PutBucketTaggingOutput::default()))
+    }
+
+    /// GetBucketTagging: `NoSuchTagSet` (404) when the bucket has no tags
+    /// (S3 API reference, GetBucketTagging).
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<dto::GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<dto::GetBucketTaggingOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Read)
+            .await?;
+        let tags = self
+            .client
+            .bucket_tags(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        if tags.is_empty() {
+            return Err(s3_error!(NoSuchTagSet, "The TagSet does not exist"));
+        }
+        Ok(S3Response::new(dto::GetBucketTaggingOutput {
+            tag_set: tag_set(tags),
+        }))
+    }
+
+    /// DeleteBucketTagging: removes the bucket's tags (204, also when it
+    /// had none).
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<dto::DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketTaggingOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        self.client
+            .set_bucket_tags(&req.input.bucket, TagSet::new())
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::DeleteBucketTaggingOutput::default()))
+    }
+
+    /// GetObjectAttributes: the attributes asked for in
+    /// `x-amz-object-attributes` (S3 API reference, GetObjectAttributes):
+    /// ETag, ObjectSize, StorageClass, Checksum (the stored whole-object
+    /// checksums; none for multipart objects, which keep none), and
+    /// ObjectParts for a multipart object (part numbers and sizes, paged by
+    /// `max-parts` and `part-number-marker`).
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<dto::GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<dto::GetObjectAttributesOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Read)
+            .await?;
+        let input = &req.input;
+        let wanted = rules::object_attributes(&input.object_attributes)?;
+        let max_parts = rules::page_size("max-parts", input.max_parts)?;
+        let marker = rules::part_number_marker(input.part_number_marker)?;
+        let info = self
+            .client
+            .head(&input.bucket, &input.key)
+            .await
+            .map_err(to_s3)?;
+        let mut out = dto::GetObjectAttributesOutput {
+            last_modified: Some(timestamp(info.mtime_ms)),
+            ..Default::default()
+        };
+        if wanted.etag {
+            out.e_tag = Some(etag(&info));
+        }
+        if wanted.size {
+            out.object_size = Some(info.size as i64);
+        }
+        if wanted.storage_class {
+            out.storage_class = Some(dto::StorageClass::from(
+                info.headers
+                    .storage_class
+                    .clone()
+                    .unwrap_or_else(|| dto::StorageClass::STANDARD.to_string()),
+            ));
+        }
+        if wanted.checksum {
+            let sums = ResponseChecksums::of(&info.headers.checksums, true, true);
+            if sums.kind.is_some() {
+                out.checksum = Some(dto::Checksum {
+                    checksum_crc32: sums.crc32,
+                    checksum_crc32c: sums.crc32c,
+                    checksum_crc64nvme: sums.crc64nvme,
+                    checksum_sha1: sums.sha1,
+                    checksum_sha256: sums.sha256,
+                    checksum_type: sums.kind,
+                });
+            }
+        }
+        if wanted.parts && !info.parts.is_empty() {
+            let first = marker as usize;
+            let page: Vec<dto::ObjectPart> = info
+                .parts
+                .iter()
+                .enumerate()
+                .skip(first)
+                .take(max_parts as usize)
+                .map(|(i, size)| dto::ObjectPart {
+                    part_number: Some(i as i32 + 1),
+                    size: Some(*size as i64),
+                    ..Default::default()
+                })
+                .collect();
+            let last = page.last().and_then(|p| p.part_number);
+            let truncated = first + page.len() < info.parts.len();
+            out.object_parts = Some(dto::GetObjectAttributesParts {
+                total_parts_count: Some(info.parts.len() as i32),
+                part_number_marker: Some(marker),
+                next_part_number_marker: last,
+                max_parts: Some(max_parts),
+                is_truncated: Some(truncated),
+                parts: Some(page),
+            });
+        }
+        Ok(S3Response::new(out))
+    }
 }
 
 type Listed = (Vec<dto::Object>, Vec<dto::CommonPrefix>, Option<String>);
@@ -1062,8 +1285,26 @@ fn object_headers(
         content_language,
         cache_control,
         expires: expires.map(unix_seconds),
-        checksums: Default::default(),
+        ..Default::default()
     }
+}
+
+/// The `x-amz-tagging-count` header (GetObject): how many tags an object
+/// has, left out when it has none, as S3 does.
+const TAG_COUNT_HEADER: &str = "x-amz-tagging-count";
+
+fn tag_count(tags: &TagSet) -> Option<i32> {
+    (!tags.is_empty()).then_some(tags.len() as i32)
+}
+
+/// Tags as S3 writes them in a `<TagSet>`.
+fn tag_set(tags: TagSet) -> dto::TagSet {
+    tags.into_iter()
+        .map(|(k, v)| dto::Tag {
+            key: Some(k),
+            value: Some(v),
+        })
+        .collect()
 }
 
 fn expires(h: &ObjectHeaders) -> Option<Timestamp> {
@@ -1196,6 +1437,30 @@ impl Gateway {
         (ExactLength { inner: rx, left }, reader)
     }
 
+    /// Who owns a bucket's objects as listings show it (`fetch-owner`):
+    /// objects record no writer, so every object shows the bucket's owner
+    /// key (ID: the access key id; DisplayName: the key's name), or none
+    /// when no key owns the bucket.
+    async fn bucket_owner(&self, bucket: &str) -> S3Result<Option<dto::Owner>> {
+        let grants = self
+            .client
+            .grants(Some(bucket), None)
+            .await
+            .map_err(to_s3)?;
+        let Some(g) = grants.iter().find(|g| g.permission == Permission::Owner) else {
+            return Ok(None);
+        };
+        let name = match self.client.access_key(&g.key).await {
+            Ok(k) => k.name,
+            // The key went since the grant was read: its id still says who.
+            Err(_) => g.key.clone(),
+        };
+        Ok(Some(dto::Owner {
+            id: Some(g.key.clone()),
+            display_name: Some(name),
+        }))
+    }
+
     /// The upload `id`, which must belong to `bucket/key`.
     async fn upload_of(&self, id: &str, bucket: &str, key: &str) -> S3Result<UploadInfo> {
         let upload = self.client.upload(id).await.map_err(to_s3)?;
@@ -1233,14 +1498,18 @@ impl Gateway {
                     size,
                     etag,
                     mtime_ms,
+                    storage_class,
                 } => contents.push(dto::Object {
                     key: Some(encode_if(url, key)),
                     size: Some(size as i64),
                     e_tag: Some(dto::ETag::Strong(etag)),
                     last_modified: Some(timestamp(mtime_ms)),
-                    storage_class: Some(dto::ObjectStorageClass::from_static(
-                        dto::ObjectStorageClass::STANDARD,
-                    )),
+                    storage_class: Some(match storage_class {
+                        Some(c) => dto::ObjectStorageClass::from(c),
+                        None => {
+                            dto::ObjectStorageClass::from_static(dto::ObjectStorageClass::STANDARD)
+                        }
+                    }),
                     ..Default::default()
                 }),
                 ListEntry::CommonPrefix(p) => prefixes.push(dto::CommonPrefix {

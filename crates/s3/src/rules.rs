@@ -13,7 +13,7 @@
 
 use s3s::dto::{self, ETagCondition};
 use s3s::{S3Result, s3_error};
-use tessera_proto::WriteCondition;
+use tessera_proto::{MAX_BUCKET_TAGS, MAX_OBJECT_TAGS, TagSet, WriteCondition, tag_set_fault};
 
 /// Longest object key, in UTF-8 bytes (User Guide, "Naming Amazon S3
 /// objects"): `KeyTooLongError`.
@@ -109,9 +109,10 @@ pub fn copy_length(len: u64) -> S3Result<()> {
 }
 
 /// CopyObject onto its own source must change something: S3 refuses a copy
-/// to itself that keeps the metadata (`x-amz-metadata-directive: COPY`).
-pub fn copy_changes_something(same_object: bool, replace_metadata: bool) -> S3Result<()> {
-    if same_object && !replace_metadata {
+/// to itself that keeps the metadata (`x-amz-metadata-directive: COPY`) and
+/// names no storage class (`changes` is false then).
+pub fn copy_changes_something(same_object: bool, changes: bool) -> S3Result<()> {
+    if same_object && !changes {
         return Err(s3_error!(
             InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
@@ -210,6 +211,159 @@ pub fn part_number_marker(value: Option<i32>) -> S3Result<i32> {
         )),
         v => Ok(v.unwrap_or(0)),
     }
+}
+
+/// Tag keys users may not set: S3 reserves the `aws:` prefix for its own
+/// (User Guide, "Categorizing your storage using tags").
+const RESERVED_TAG_PREFIX: &str = "aws:";
+
+/// A tag set as a request carries it: keys unique (else `InvalidTag`), not
+/// `aws:`-prefixed, then S3's limits ([`tag_set_fault`]: at most `max`
+/// tags, keys of 1 to 128 Unicode characters, values up to 256), each
+/// broken limit `InvalidTag` (PutObjectTagging, PutBucketTagging,
+/// `x-amz-tagging` on PutObject, CopyObject and CreateMultipartUpload).
+fn checked_tags(pairs: Vec<(String, String)>, max: usize) -> S3Result<TagSet> {
+    let mut tags = TagSet::new();
+    for (k, v) in pairs {
+        if k.starts_with(RESERVED_TAG_PREFIX) {
+            return Err(s3_error!(
+                InvalidTag,
+                "tag keys beginning with {RESERVED_TAG_PREFIX} are reserved for system use"
+            ));
+        }
+        if tags.insert(k, v).is_some() {
+            return Err(s3_error!(
+                InvalidTag,
+                "Cannot provide multiple Tags with the same key"
+            ));
+        }
+    }
+    match tag_set_fault(&tags, max) {
+        Some(fault) => Err(s3_error!(InvalidTag, "{fault}")),
+        None => Ok(tags),
+    }
+}
+
+/// The `<TagSet>` of a PutObjectTagging body: every `<Tag>` needs a `<Key>`
+/// and a `<Value>` (else `MalformedXML`), then [`checked_tags`] with
+/// [`MAX_OBJECT_TAGS`].
+pub fn object_tagging(tagging: dto::Tagging) -> S3Result<TagSet> {
+    checked_tags(tag_pairs(tagging)?, MAX_OBJECT_TAGS)
+}
+
+/// The `<TagSet>` of a PutBucketTagging body, as [`object_tagging`] but with
+/// [`MAX_BUCKET_TAGS`].
+pub fn bucket_tagging(tagging: dto::Tagging) -> S3Result<TagSet> {
+    checked_tags(tag_pairs(tagging)?, MAX_BUCKET_TAGS)
+}
+
+fn tag_pairs(tagging: dto::Tagging) -> S3Result<Vec<(String, String)>> {
+    tagging
+        .tag_set
+        .into_iter()
+        .map(|t| match (t.key, t.value) {
+            (Some(k), Some(v)) => Ok((k, v)),
+            _ => Err(s3_error!(MalformedXML, "each Tag needs a Key and a Value")),
+        })
+        .collect()
+}
+
+/// `x-amz-tagging` (PutObject, CopyObject, CreateMultipartUpload): a URL
+/// query string, `k1=v1&k2=v2`, percent-encoded; a key without `=` has an
+/// empty value. Checked as [`object_tagging`]; absent is no tags.
+pub fn tagging_header(header: Option<&str>) -> S3Result<TagSet> {
+    let Some(h) = header else {
+        return Ok(TagSet::new());
+    };
+    let pairs = form_urlencoded::parse(h.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    checked_tags(pairs, MAX_OBJECT_TAGS)
+}
+
+/// `x-amz-tagging-directive` (CopyObject): `COPY` (the default) keeps the
+/// source's tags, `REPLACE` takes `x-amz-tagging`; whether to replace.
+/// Anything else is `InvalidArgument`.
+pub fn tagging_directive(d: Option<&dto::TaggingDirective>) -> S3Result<bool> {
+    match d.map(|d| d.as_str()) {
+        None | Some(dto::TaggingDirective::COPY) => Ok(false),
+        Some(dto::TaggingDirective::REPLACE) => Ok(true),
+        Some(other) => Err(s3_error!(
+            InvalidArgument,
+            "Unknown tagging directive {other:?}: expected COPY or REPLACE"
+        )),
+    }
+}
+
+/// Storage classes a write may name (`x-amz-storage-class` on PutObject,
+/// CopyObject, CreateMultipartUpload; S3 API reference, PutObject): the
+/// classes whose objects S3 serves at once. Tessera stores every class
+/// under the bucket's policy and returns the name. The archive classes
+/// (`GLACIER`, `DEEP_ARCHIVE`: reads need RestoreObject first) and those of
+/// other products (`OUTPOSTS`, `SNOW`, `EXPRESS_ONEZONE`) would promise
+/// behaviour that is not there, so they are refused like unknown names.
+pub const STORAGE_CLASSES: &[&str] = &[
+    dto::StorageClass::STANDARD,
+    dto::StorageClass::REDUCED_REDUNDANCY,
+    dto::StorageClass::STANDARD_IA,
+    dto::StorageClass::ONEZONE_IA,
+    dto::StorageClass::INTELLIGENT_TIERING,
+    dto::StorageClass::GLACIER_IR,
+];
+
+/// A write's storage class: `None` for `STANDARD` or absent, the name for
+/// another of [`STORAGE_CLASSES`], `InvalidStorageClass` otherwise.
+pub fn storage_class(class: Option<&dto::StorageClass>) -> S3Result<Option<String>> {
+    match class.map(|c| c.as_str()) {
+        None | Some(dto::StorageClass::STANDARD) => Ok(None),
+        Some(c) if STORAGE_CLASSES.contains(&c) => Ok(Some(c.to_string())),
+        Some(c) => Err(s3_error!(
+            InvalidStorageClass,
+            "The storage class you specified is not valid: {c}"
+        )),
+    }
+}
+
+/// The attributes a GetObjectAttributes request asks for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Attributes {
+    pub etag: bool,
+    pub checksum: bool,
+    pub parts: bool,
+    pub storage_class: bool,
+    pub size: bool,
+}
+
+/// `x-amz-object-attributes` (GetObjectAttributes): one or more of `ETag`,
+/// `Checksum`, `ObjectParts`, `StorageClass`, `ObjectSize`; none, or any
+/// other name, is `InvalidArgument`.
+pub fn object_attributes(names: &[dto::ObjectAttributes]) -> S3Result<Attributes> {
+    let mut a = Attributes::default();
+    if names.is_empty() {
+        return Err(s3_error!(
+            InvalidArgument,
+            "x-amz-object-attributes names no attribute"
+        ));
+    }
+    for n in names {
+        // s3s passes the comma-separated header as one value or several.
+        for n in n.as_str().split(',').map(str::trim) {
+            match n {
+                dto::ObjectAttributes::ETAG => a.etag = true,
+                dto::ObjectAttributes::CHECKSUM => a.checksum = true,
+                dto::ObjectAttributes::OBJECT_PARTS => a.parts = true,
+                dto::ObjectAttributes::STORAGE_CLASS => a.storage_class = true,
+                dto::ObjectAttributes::OBJECT_SIZE => a.size = true,
+                other => {
+                    return Err(s3_error!(
+                        InvalidArgument,
+                        "Invalid attribute name specified: {other:?}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(a)
 }
 
 #[cfg(test)]
@@ -335,6 +489,141 @@ mod tests {
             code(write_condition(Some(&etag), Some(&any))),
             S3ErrorCode::NotImplemented
         );
+    }
+
+    fn tagging(pairs: &[(&str, Option<&str>)]) -> dto::Tagging {
+        dto::Tagging {
+            tag_set: pairs
+                .iter()
+                .map(|(k, v)| dto::Tag {
+                    key: Some(k.to_string()),
+                    value: v.map(str::to_string),
+                })
+                .collect(),
+        }
+    }
+
+    fn numbered(n: usize) -> Vec<(String, Option<&'static str>)> {
+        (0..n).map(|i| (format!("k{i}"), Some("v"))).collect()
+    }
+
+    fn as_refs<'a>(
+        v: &'a [(String, Option<&'static str>)],
+    ) -> Vec<(&'a str, Option<&'static str>)> {
+        v.iter().map(|(k, x)| (k.as_str(), *x)).collect()
+    }
+
+    #[test]
+    fn tag_sets_keep_s3s_limits() {
+        let ok = object_tagging(tagging(&[("a", Some("1")), ("b", Some(""))])).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok["b"], "");
+        let ten = numbered(10);
+        assert_eq!(object_tagging(tagging(&as_refs(&ten))).unwrap().len(), 10);
+        let eleven = numbered(11);
+        assert_eq!(
+            code(object_tagging(tagging(&as_refs(&eleven)))),
+            S3ErrorCode::InvalidTag
+        );
+        // A bucket takes up to 50.
+        assert!(bucket_tagging(tagging(&as_refs(&eleven))).is_ok());
+        let fifty = numbered(50);
+        assert!(bucket_tagging(tagging(&as_refs(&fifty))).is_ok());
+        let fifty_one = numbered(51);
+        assert_eq!(
+            code(bucket_tagging(tagging(&as_refs(&fifty_one)))),
+            S3ErrorCode::InvalidTag
+        );
+        assert_eq!(
+            code(object_tagging(tagging(&[
+                ("a", Some("1")),
+                ("a", Some("2"))
+            ]))),
+            S3ErrorCode::InvalidTag
+        );
+        // Characters, not bytes.
+        let key = "é".repeat(128);
+        let value = "é".repeat(256);
+        assert!(object_tagging(tagging(&[(key.as_str(), Some(value.as_str()))])).is_ok());
+        let long_key = "k".repeat(129);
+        let long_value = "v".repeat(257);
+        assert_eq!(
+            code(object_tagging(tagging(&[(long_key.as_str(), Some("v"))]))),
+            S3ErrorCode::InvalidTag
+        );
+        assert_eq!(
+            code(object_tagging(tagging(&[("k", Some(long_value.as_str()))]))),
+            S3ErrorCode::InvalidTag
+        );
+        assert_eq!(
+            code(object_tagging(tagging(&[("", Some("v"))]))),
+            S3ErrorCode::InvalidTag
+        );
+        assert_eq!(
+            code(object_tagging(tagging(&[("aws:x", Some("v"))]))),
+            S3ErrorCode::InvalidTag
+        );
+        assert_eq!(
+            code(object_tagging(tagging(&[("k", None)]))),
+            S3ErrorCode::MalformedXML
+        );
+    }
+
+    #[test]
+    fn tagging_headers_are_query_strings() {
+        assert!(tagging_header(None).unwrap().is_empty());
+        let t = tagging_header(Some("a=1&b=&c&sp%20ace=x%26y")).unwrap();
+        assert_eq!(t["a"], "1");
+        assert_eq!(t["b"], "");
+        assert_eq!(t["c"], "");
+        assert_eq!(t["sp ace"], "x&y");
+        assert_eq!(
+            code(tagging_header(Some("a=1&a=2"))),
+            S3ErrorCode::InvalidTag
+        );
+        let eleven: Vec<String> = (0..11).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(
+            code(tagging_header(Some(eleven.join("&").as_str()))),
+            S3ErrorCode::InvalidTag
+        );
+        assert!(!tagging_directive(None).unwrap());
+        let d = |s: &'static str| dto::TaggingDirective::from_static(s);
+        assert!(!tagging_directive(Some(&d("COPY"))).unwrap());
+        assert!(tagging_directive(Some(&d("REPLACE"))).unwrap());
+        assert_eq!(
+            code(tagging_directive(Some(&d("MOVE")))),
+            S3ErrorCode::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn object_attribute_names() {
+        let n = |s: &'static str| dto::ObjectAttributes::from_static(s);
+        let a = object_attributes(&[n("ETag"), n("ObjectSize,StorageClass")]).unwrap();
+        assert!(a.etag && a.size && a.storage_class && !a.parts && !a.checksum);
+        assert_eq!(
+            code(object_attributes(&[n("Size")])),
+            S3ErrorCode::InvalidArgument
+        );
+        assert_eq!(code(object_attributes(&[])), S3ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn storage_classes() {
+        let c = |s: &'static str| dto::StorageClass::from_static(s);
+        assert_eq!(storage_class(None).unwrap(), None);
+        assert_eq!(storage_class(Some(&c("STANDARD"))).unwrap(), None);
+        assert_eq!(
+            storage_class(Some(&c("STANDARD_IA"))).unwrap().as_deref(),
+            Some("STANDARD_IA")
+        );
+        for bad in ["GLACIER", "DEEP_ARCHIVE", "standard", "FOO", ""] {
+            assert_eq!(
+                code(storage_class(Some(&c(bad)))),
+                S3ErrorCode::InvalidStorageClass,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod config;
 mod fsview;
 mod multipart;
 mod read;
+mod tags;
 mod write;
 
 pub use client::{BodyCheck, Client, ClientOptions, ListOptions, PutOptions};

@@ -45,6 +45,7 @@ fn wire_code(kind: Refused) -> ErrorCode {
         Refused::InvalidPartOrder => ErrorCode::InvalidPartOrder,
         Refused::PreconditionFailed => ErrorCode::PreconditionFailed,
         Refused::NotEmpty => ErrorCode::NotEmpty,
+        Refused::InvalidTag => ErrorCode::InvalidTag,
     }
 }
 
@@ -64,7 +65,7 @@ fn response(applied: Applied) -> MetaResponse {
         Applied::Object(o) => MetaResponse::Object(*o),
         Applied::Deleted { existed } => MetaResponse::Deleted { existed },
         Applied::Renamed { objects } => MetaResponse::Renamed { objects },
-        Applied::Upload(u) => MetaResponse::Upload(u),
+        Applied::Upload(u) => MetaResponse::Upload(*u),
         Applied::Part(p) => MetaResponse::Part(p),
         Applied::Key(k) => MetaResponse::Key(k),
         Applied::ScrubRequested { seq } => MetaResponse::ScrubStarted { seq },
@@ -199,6 +200,7 @@ impl Meta {
                 after.as_deref(),
                 limit as usize,
             )?),
+            Q::GetBucketTags { bucket } => MetaResponse::Tags(r.bucket_tags(&bucket)?),
             Q::ClusterMap | Q::Status | Q::RepairWork { .. } | Q::UnknownFragments { .. } => {
                 return Err(MetaError::Internal("query answered above".into()));
             }
@@ -408,6 +410,10 @@ impl Meta {
                 },
                 None,
             ),
+            P::SetObjectTags { bucket, key, tags } => {
+                (Command::SetObjectTags { bucket, key, tags }, None)
+            }
+            P::SetBucketTags { bucket, tags } => (Command::SetBucketTags { bucket, tags }, None),
         };
         let touches_health = matches!(
             cmd,

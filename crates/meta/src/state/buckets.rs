@@ -1,5 +1,6 @@
 //! Buckets: created with a storage policy, deleted only when empty, and
-//! then without a trace (their directory entries and grants go with them).
+//! then without a trace (their directory entries, grants and tags go with
+//! them).
 
 use tessera_proto::BucketInfo;
 use tessera_types::{Policy, validate_bucket_name};
@@ -7,7 +8,7 @@ use tessera_types::{Policy, validate_bucket_name};
 use super::access::drop_bucket_grants;
 use super::fsview::drop_bucket_dirs;
 use super::objects::ObjectQueries;
-use super::tables::{BUCKETS, counter};
+use super::tables::{BUCKET_TAGS, BUCKETS, counter};
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::store::{Read, Step};
@@ -50,6 +51,7 @@ pub(super) fn delete_bucket(tx: &mut Txn<'_>, name: &str) -> Result<Applied, Met
     tx.add(counter::BUCKETS, -1);
     drop_bucket_dirs(tx, name)?;
     drop_bucket_grants(tx, name)?;
+    tx.delete(BUCKET_TAGS, &name.to_string())?;
     Ok(Applied::Deleted { existed: true })
 }
 

@@ -4,15 +4,15 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, CorruptReport, DirInfo, FragmentMove, NewObject, NodeAdmin, Permission, UploadInfo,
-    WriteCondition,
+    AccessKey, CorruptReport, DirInfo, FragmentMove, NewObject, NodeAdmin, Permission, TagSet,
+    UploadInfo, WriteCondition,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
 use super::tables::NodeRecord;
 use super::txn::Txn;
 use super::{
-    Applied, access, buckets, chunks, cluster, fsview, healing, multipart, objects, rename,
+    Applied, access, buckets, chunks, cluster, fsview, healing, multipart, objects, rename, tags,
 };
 use crate::MetaError;
 
@@ -136,6 +136,17 @@ pub enum Command {
         keep_dir: Option<String>,
         at_ms: u64,
     },
+    /// See `Proposal::SetObjectTags`.
+    SetObjectTags {
+        bucket: String,
+        key: String,
+        tags: TagSet,
+    },
+    /// See `Proposal::SetBucketTags`.
+    SetBucketTags {
+        bucket: String,
+        tags: TagSet,
+    },
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
@@ -219,5 +230,7 @@ pub(super) fn apply(tx: &mut Txn<'_>, cmd: &Command) -> Result<Applied, MetaErro
             keep_dir,
             at_ms,
         } => fsview::unlink(tx, bucket, key, keep_dir.as_deref(), *at_ms),
+        C::SetObjectTags { bucket, key, tags } => tags::set_object_tags(tx, bucket, key, tags),
+        C::SetBucketTags { bucket, tags } => tags::set_bucket_tags(tx, bucket, tags),
     }
 }

@@ -40,7 +40,8 @@
 //! [`buckets`], [`objects`] (objects, the commit's checks, listings), [`chunks`] (chunk records, the
 //! node index, garbage), [`healing`] (damage reports, repair commits, chunk
 //! assessment), [`multipart`], [`fsview`] (directories, copy-on-write
-//! patches), [`rename`], [`access`] (S3 keys and grants).
+//! patches), [`rename`], [`access`] (S3 keys and grants), [`tags`] (object
+//! and bucket tags).
 
 use std::sync::Mutex;
 
@@ -61,6 +62,7 @@ pub mod multipart;
 pub mod objects;
 pub mod rename;
 pub mod tables;
+pub mod tags;
 mod txn;
 
 #[cfg(test)]
@@ -99,6 +101,8 @@ pub enum Refused {
     InvalidPartOrder,
     /// A directory that still holds something.
     NotEmpty,
+    /// A tag set beyond S3's limits.
+    InvalidTag,
 }
 
 /// A typed refusal with a message for people.
@@ -135,7 +139,7 @@ pub enum Applied {
     Renamed {
         objects: u64,
     },
-    Upload(UploadInfo),
+    Upload(Box<UploadInfo>),
     Part(PartInfo),
     Key(AccessKey),
     ScrubRequested {
@@ -308,6 +312,7 @@ pub mod prelude {
     pub use super::healing::HealingQueries;
     pub use super::multipart::MultipartQueries;
     pub use super::objects::ObjectQueries;
+    pub use super::tags::TagQueries;
 }
 
 #[cfg(test)]

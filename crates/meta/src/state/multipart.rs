@@ -29,6 +29,7 @@ fn part_key(upload: &str, number: u32) -> ObjectKey {
 pub(super) fn create_upload(tx: &mut Txn<'_>, upload: &UploadInfo) -> Result<Applied, MetaError> {
     tx.bucket(&upload.bucket)?;
     validate_key(&upload.key).map_err(|e| refuse(Refused::InvalidKey, e.to_string()))?;
+    super::tags::check_object_tags(&upload.headers.tags)?;
     if tx.get(UPLOADS, &upload.id)?.is_some() {
         return Err(refuse(
             Refused::Conflict,
@@ -36,7 +37,7 @@ pub(super) fn create_upload(tx: &mut Txn<'_>, upload: &UploadInfo) -> Result<App
         ));
     }
     tx.put(UPLOADS, &upload.id, upload)?;
-    Ok(Applied::Upload(upload.clone()))
+    Ok(Applied::Upload(Box::new(upload.clone())))
 }
 
 pub(super) fn commit_part(

@@ -16,6 +16,7 @@ use tessera_types::validate_key;
 use super::buckets::BucketQueries;
 use super::chunks::{check_chunk_record, retire, store_chunks};
 use super::tables::{OBJECTS, counter};
+use super::tags::check_object_tags;
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::keys::ObjectKey;
@@ -38,6 +39,7 @@ pub(super) fn commit_object(
 ) -> Result<Applied, MetaError> {
     tx.bucket(bucket)?;
     validate_key(key).map_err(|e| refuse(Refused::InvalidKey, e.to_string()))?;
+    check_object_tags(&object.headers.tags)?;
     check_new_object(tx, object)?;
     let okey = ObjectKey::new(bucket, key);
     let old = tx.get(OBJECTS, &okey)?;
@@ -288,6 +290,7 @@ pub trait ObjectQueries: Read {
                 size: v.size,
                 etag: v.etag,
                 mtime_ms: v.mtime_ms,
+                storage_class: v.headers.storage_class,
             });
             Ok(Step::Continue)
         })?;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
     AccessKey, BucketInfo, ChunkRecord, CorruptReport, DirInfo, NodeAdmin, ObjectInfo, PartInfo,
-    Permission, UploadInfo,
+    Permission, TagSet, UploadInfo,
 };
 use tessera_types::{ChunkId, NodeId};
 
@@ -67,6 +67,8 @@ pub const UPLOADS: Table<String, UploadInfo> = Table::new("uploads");
 pub const PARTS: Table<ObjectKey, PartInfo> = Table::new("parts");
 /// Directories of the file-system view by (bucket, path ending in `/`).
 pub const DIRS: Table<ObjectKey, DirInfo> = Table::new("dirs");
+/// Bucket tags by bucket name; a bucket without tags has no entry.
+pub const BUCKET_TAGS: Table<String, TagSet> = Table::new("bucket_tags");
 /// The outcome of each recent log entry, by index.
 pub const OUTCOMES: Table<u64, RecordedOutcome> = Table::new("outcomes");
 
@@ -88,6 +90,7 @@ pub const ALL: &[&str] = &[
     COUNTERS.name,
     OUTCOMES.name,
     NODE_STATS.name,
+    BUCKET_TAGS.name,
 ];
 
 /// Names of the counters kept beside the tables.
