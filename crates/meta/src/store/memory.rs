@@ -14,7 +14,19 @@ use smallvec::SmallVec;
 use super::{Cursor, MetaStore, ReadView, ValueReader, WriteSet};
 use crate::MetaError;
 
-type Tables = BTreeMap<&'static str, BTreeMap<Key, Vec<u8>>>;
+type Tables = BTreeMap<&'static str, BTreeMap<Key, Value>>;
+
+/// A stored value: short ones (the index's empty values, counters, node
+/// stats: most entries) inline, without an allocation of their own.
+type Value = SmallVec<[u8; 16]>;
+
+fn value_of(v: Vec<u8>) -> Value {
+    if v.len() <= 16 {
+        Value::from_slice(&v)
+    } else {
+        Value::from_vec(v)
+    }
+}
 
 /// A key ordered like its bytes, held inline up to 32 bytes (every id
 /// key, most names): comparing keys behind pointers cost a cache miss per
@@ -82,7 +94,7 @@ impl MetaStore for MemStore {
             };
             for (k, v) in changes {
                 match v {
-                    Some(v) => map.insert(Key::of(&k), v),
+                    Some(v) => map.insert(Key::of(&k), value_of(v)),
                     None => map.remove(&Key::of(&k)),
                 };
             }
@@ -98,7 +110,7 @@ struct MemView {
 impl ReadView for MemView {
     fn get_raw(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
         let map = self.tables.get(table).ok_or_else(|| missing(table))?;
-        Ok(map.get(&Key::of(key)).cloned())
+        Ok(map.get(&Key::of(key)).map(|v| v.to_vec()))
     }
 
     fn contains_raw(&self, table: &'static str, key: &[u8]) -> Result<bool, MetaError> {
@@ -130,9 +142,9 @@ impl ReadView for MemView {
 }
 
 struct MemCursor<'a> {
-    map: &'a BTreeMap<Key, Vec<u8>>,
-    iter: Option<std::collections::btree_map::Range<'a, Key, Vec<u8>>>,
-    here: Option<(&'a Key, &'a Vec<u8>)>,
+    map: &'a BTreeMap<Key, Value>,
+    iter: Option<std::collections::btree_map::Range<'a, Key, Value>>,
+    here: Option<(&'a Key, &'a Value)>,
 }
 
 impl MemCursor<'_> {
