@@ -51,6 +51,7 @@ def error_code(fn):
     try:
         fn()
     except ClientError as e:
+        print("error_code:", e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"], file=sys.stderr)
         return e.response["Error"]["Code"]
     raise AssertionError("expected an error")
 
@@ -372,6 +373,7 @@ def refusal(fn):
     try:
         fn()
     except ClientError as e:
+        print("refusal:", e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"], file=sys.stderr)
         return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
     raise AssertionError("expected an error")
 
@@ -432,8 +434,9 @@ assert refusal(lambda: s3.put_object(Bucket="boto", Key="meta", Body=b"x",
                                      Metadata={"m": "v" * 2048})) == (400, "MetadataTooLarge")
 up = s3.create_multipart_upload(Bucket="boto", Key="numbers")["UploadId"]
 for n in (0, 10001):
-    assert refusal(lambda: s3.upload_part(Bucket="boto", Key="numbers", UploadId=up, PartNumber=n,
-                                          Body=b"x")) == (400, "InvalidArgument"), n
+    r = refusal(lambda: s3.upload_part(Bucket="boto", Key="numbers", UploadId=up, PartNumber=n,
+                                       Body=b"x"))
+    assert r == (400, "InvalidArgument"), (n, r)
 s3.abort_multipart_upload(Bucket="boto", Key="numbers", UploadId=up)
 assert refusal(lambda: s3.get_object(Bucket="boto", Key="cas", PartNumber=10001)) == (400, "InvalidArgument")
 assert s3.list_objects_v2(Bucket="boto", MaxKeys=5000)["MaxKeys"] == 1000

@@ -108,6 +108,12 @@ pub async fn edge(
     let started = Instant::now();
     let m = method_index(req.method());
     let is_head = req.method() == Method::HEAD;
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
     let header_bytes: usize = req
         .headers()
         .iter()
@@ -148,6 +154,16 @@ pub async fn edge(
     metrics.micros[m].fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-amz-request-id", v);
+    }
+    // A refusal may be answered before the request's body was read (a key
+    // too long, a bad tag, a part number out of range). On a kept-alive
+    // connection the unread body could then be taken for the next request
+    // (boto3 saw hyper's bare "400 Bad Request" about once in five runs):
+    // the connection is closed after such an answer instead.
+    if has_body && response.status().as_u16() >= 400 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
