@@ -47,13 +47,17 @@ s3 = client()
 v4 = client(signature_version="s3v4")
 
 
-def error_code(fn):
+def refusal(fn):
     try:
         fn()
     except ClientError as e:
-        print("error_code:", e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"], file=sys.stderr)
-        return e.response["Error"]["Code"]
+        print("refusal:", e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"], file=sys.stderr)
+        return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
     raise AssertionError("expected an error")
+
+
+def error_code(fn):
+    return refusal(fn)[1]
 
 
 def http(url, method="GET", data=None, headers=None):
@@ -369,14 +373,6 @@ assert not s3.list_multipart_uploads(Bucket="replicated").get("Uploads")
 
 # S3's request-level rules (crates/s3/src/rules.rs), each refused in S3's
 # XML error form with S3's status, and conditional writes.
-def refusal(fn):
-    try:
-        fn()
-    except ClientError as e:
-        print("refusal:", e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"], file=sys.stderr)
-        return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
-    raise AssertionError("expected an error")
-
 # If-Match is a compare-and-swap: a stale ETag is 412 and keeps the object;
 # on a free key it is 404 and creates nothing.
 first = s3.put_object(Bucket="boto", Key="cas", Body=b"one")["ETag"]

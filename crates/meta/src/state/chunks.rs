@@ -8,7 +8,9 @@ use tessera_proto::{
 };
 use tessera_types::{ChunkId, NodeId};
 
-use super::tables::{CHUNKS, DAMAGED, GARBAGE, GarbageRecord, NODE_FRAGMENTS, NODES, counter};
+use super::tables::{
+    CHUNK_PLACEMENTS, CHUNKS, DAMAGED, GARBAGE, GarbageRecord, NODE_FRAGMENTS, NODES, counter,
+};
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::keys::{FragmentKey, NodeFragmentKey};
@@ -253,8 +255,7 @@ pub trait ChunkQueries: Read {
         after: Option<ChunkId>,
         limit: usize,
     ) -> Result<Vec<ChunkPlacement>, MetaError> {
-        const PLACEMENTS: Table<ChunkId, ChunkPlacement> = Table::new(CHUNKS.name);
-        live_page(self, PLACEMENTS, after, limit)
+        live_page(self, CHUNK_PLACEMENTS, after, limit)
     }
 
     /// Garbage chunks that became garbage before `cutoff_ms`, at most

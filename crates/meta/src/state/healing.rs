@@ -9,19 +9,18 @@ use std::collections::{HashMap, HashSet};
 
 use tessera_heal::{Health, condition, fragment_state};
 use tessera_proto::{
-    ChunkHealth, ChunkPlacement, ClusterMap, CorruptReport, FragmentMove, FragmentState, NodeAdmin,
-    RepairItem,
+    ChunkHealth, ClusterMap, CorruptReport, FragmentMove, FragmentState, NodeAdmin, RepairItem,
 };
 use tessera_types::{ChunkId, NodeId};
 
 use super::StateQueries;
 use super::chunks::ChunkQueries;
 use super::cluster::ClusterQueries;
-use super::tables::{CHUNKS, CORRUPT, DAMAGED, GARBAGE, NODE_FRAGMENTS, counter};
+use super::tables::{CHUNK_PLACEMENTS, CHUNKS, CORRUPT, DAMAGED, GARBAGE, NODE_FRAGMENTS, counter};
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::keys::{FragmentKey, NodeFragmentKey};
-use crate::store::{KeyCodec, Read, Step, Table};
+use crate::store::{KeyCodec, Read, Step};
 
 /// What a fragment on each node that is not plainly up and active is (nodes
 /// absent from the map hold `Ok` fragments).
@@ -210,7 +209,6 @@ pub trait HealingQueries: Read {
         affected.dedup();
         // Health needs only where fragments are; whole records (with their
         // hashes) are read for the chunks planned, a few hundred at most.
-        const PLACEMENTS: Table<ChunkId, ChunkPlacement> = Table::new(CHUNKS.name);
         let mut a = Assessment::default();
         let mut candidates = Vec::new();
         let mut unhealthy = 0u64;
@@ -218,7 +216,7 @@ pub trait HealingQueries: Read {
             if self.is_garbage(id)? {
                 continue;
             }
-            let Some(p) = self.get(PLACEMENTS, &id)? else {
+            let Some(p) = self.get(CHUNK_PLACEMENTS, &id)? else {
                 continue;
             };
             let bad = damaged.get(&id);

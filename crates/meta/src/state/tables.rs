@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, BucketInfo, ChunkRecord, CorruptReport, DirInfo, NodeAdmin, ObjectInfo, PartInfo,
-    Permission, TagSet, UploadInfo,
+    AccessKey, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport, DirInfo, NodeAdmin,
+    ObjectInfo, PartInfo, Permission, TagSet, UploadInfo,
 };
 use tessera_types::{ChunkId, NodeId};
 
@@ -44,6 +44,8 @@ pub const BUCKETS: Table<String, BucketInfo> = Table::new("buckets");
 /// Objects by (bucket, key).
 pub const OBJECTS: Table<ObjectKey, ObjectInfo> = Table::new("objects");
 pub const CHUNKS: Table<ChunkId, ChunkRecord> = Table::new("chunks");
+/// The chunk table read as placements only (the hashes skipped).
+pub const CHUNK_PLACEMENTS: Table<ChunkId, ChunkPlacement> = Table::new(CHUNKS.name);
 /// The index from a node to the fragments it holds.
 pub const NODE_FRAGMENTS: Table<NodeFragmentKey, ()> = Table::new("node_fragments");
 pub const GARBAGE: Table<ChunkId, GarbageRecord> = Table::new("garbage");
