@@ -1266,11 +1266,20 @@ impl Sim {
     /// the repairer walks them (a short page is the last).
     fn live_chunks(
         &mut self,
+        visit: impl FnMut(&mut Sim, ChunkPlacement) -> Result<(), Violation>,
+    ) -> Result<(), Violation> {
+        self.live_chunks_while(visit, |_| true)
+    }
+
+    /// `live_chunks`, stopping after a page when `walk_on` says so.
+    fn live_chunks_while(
+        &mut self,
         mut visit: impl FnMut(&mut Sim, ChunkPlacement) -> Result<(), Violation>,
+        mut walk_on: impl FnMut(&Sim) -> bool,
     ) -> Result<(), Violation> {
         self.report.full_scans += 1;
         let mut after = None;
-        loop {
+        while walk_on(self) {
             let page = self
                 .meta
                 .sm
@@ -1296,18 +1305,27 @@ impl Sim {
         balancer: &mut Balancer,
     ) -> Result<Vec<(ChunkRecord, Vec<BalanceMove>)>, Violation> {
         let mut planned = Vec::new();
-        self.live_chunks(|sim, p| {
-            if !sim.repairer.busy.contains(&p.id) {
-                let moves = balancer.plan_chunk(p.id, &p.nodes, p.fragment_len);
-                if !moves.is_empty() {
-                    // The few chunks to move are read whole.
-                    if let Some(rec) = sim.current(p.id)? {
-                        planned.push((rec, moves));
+        let balancer = std::cell::RefCell::new(balancer);
+        // As the repairer's pass: once the planned loads leave nothing to
+        // do, no later chunk would move (`plan_chunk` plans nothing while
+        // `needs_work` is false, and only its own moves change the loads).
+        self.live_chunks_while(
+            |sim, p| {
+                if !sim.repairer.busy.contains(&p.id) {
+                    let moves = balancer
+                        .borrow_mut()
+                        .plan_chunk(p.id, &p.nodes, p.fragment_len);
+                    if !moves.is_empty() {
+                        // The few chunks to move are read whole.
+                        if let Some(rec) = sim.current(p.id)? {
+                            planned.push((rec, moves));
+                        }
                     }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+            |_| balancer.borrow().needs_work(),
+        )?;
         Ok(planned)
     }
 

@@ -2,6 +2,8 @@
 //! on each, and the faults the simulator inflicts. This is the ground truth
 //! the invariants are checked against, kept apart from meta's records.
 
+use std::collections::BTreeSet;
+
 use rustc_hash::FxHashSet;
 use tessera_types::{ChunkId, NodeId, Policy};
 
@@ -37,8 +39,11 @@ pub struct SimNode {
     pub isolated: bool,
     /// When the node last became unreachable (`None` while reachable).
     pub unreachable_since: Option<u64>,
-    /// Fragment files on the disk.
-    pub files: FxHashSet<FragKey>,
+    /// Fragment files on the disk. Ordered: a sweep looks fragments up in
+    /// chunk id order, so each node's lookups walk its tree forwards and
+    /// stay in cache, where a hash set cost two cache misses per fragment
+    /// (most of a sweep's time at a million chunks).
+    pub files: BTreeSet<FragKey>,
     /// Files whose bytes rotted.
     pub rotten: FxHashSet<FragKey>,
     /// Retired for good by the operator (drained and removed).
@@ -55,7 +60,7 @@ impl SimNode {
             destroyed: false,
             isolated: false,
             unreachable_since: None,
-            files: FxHashSet::default(),
+            files: BTreeSet::new(),
             rotten: FxHashSet::default(),
             removed: false,
         }

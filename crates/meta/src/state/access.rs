@@ -23,7 +23,7 @@ pub fn validate_key_id(id: &str) -> Result<(), String> {
     }
 }
 
-pub(super) fn create_key(tx: &mut Txn<'_>, key: &AccessKey) -> Result<Applied, MetaError> {
+pub(super) fn create_key(tx: &mut Txn<'_, '_>, key: &AccessKey) -> Result<Applied, MetaError> {
     validate_key_id(&key.id).map_err(|e| refuse(Refused::BadRequest, e))?;
     if key.secret.len() < 16 || key.secret.len() > 128 || key.secret.contains(char::is_whitespace) {
         return Err(refuse(
@@ -41,7 +41,7 @@ pub(super) fn create_key(tx: &mut Txn<'_>, key: &AccessKey) -> Result<Applied, M
     Ok(Applied::Key(key.clone()))
 }
 
-pub(super) fn delete_key(tx: &mut Txn<'_>, id: &str) -> Result<Applied, MetaError> {
+pub(super) fn delete_key(tx: &mut Txn<'_, '_>, id: &str) -> Result<Applied, MetaError> {
     let existed = tx.contains(KEYS, &id.to_string())?;
     tx.delete(KEYS, &id.to_string())?;
     for g in tx.grants(None, Some(id))? {
@@ -51,7 +51,7 @@ pub(super) fn delete_key(tx: &mut Txn<'_>, id: &str) -> Result<Applied, MetaErro
 }
 
 pub(super) fn set_grant(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     key: &str,
     permission: Option<Permission>,
@@ -69,7 +69,7 @@ pub(super) fn set_grant(
 }
 
 /// Drops every grant on a bucket (it is being deleted).
-pub(super) fn drop_bucket_grants(tx: &mut Txn<'_>, bucket: &str) -> Result<(), MetaError> {
+pub(super) fn drop_bucket_grants(tx: &mut Txn<'_, '_>, bucket: &str) -> Result<(), MetaError> {
     for g in tx.grants(Some(bucket), None)? {
         tx.delete(GRANTS, &ObjectKey::new(&g.bucket, &g.key))?;
     }

@@ -14,7 +14,7 @@ use crate::MetaError;
 use crate::store::{Read, Step};
 
 pub(super) fn create_bucket(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     name: &str,
     policy: Policy,
     at_ms: u64,
@@ -39,7 +39,7 @@ pub(super) fn create_bucket(
     Ok(Applied::Bucket(info))
 }
 
-pub(super) fn delete_bucket(tx: &mut Txn<'_>, name: &str) -> Result<Applied, MetaError> {
+pub(super) fn delete_bucket(tx: &mut Txn<'_, '_>, name: &str) -> Result<Applied, MetaError> {
     tx.bucket(name)?;
     if !tx.bucket_is_empty(name)? {
         return Err(refuse(

@@ -17,7 +17,7 @@ use crate::keys::{FragmentKey, NodeFragmentKey};
 use crate::store::{KeyCodec, Read, Step, Table};
 
 /// Records new chunks and indexes their fragments by node.
-pub(super) fn store_chunks(tx: &mut Txn<'_>, chunks: &[ChunkRecord]) -> Result<(), MetaError> {
+pub(super) fn store_chunks(tx: &mut Txn<'_, '_>, chunks: &[ChunkRecord]) -> Result<(), MetaError> {
     for chunk in chunks {
         tx.put(CHUNKS, &chunk.id, chunk)?;
         for (i, f) in chunk.fragments.iter().enumerate() {
@@ -36,7 +36,7 @@ pub(super) fn store_chunks(tx: &mut Txn<'_>, chunks: &[ChunkRecord]) -> Result<(
 
 /// Hands an object's chunks to garbage collection. Chunk records and the
 /// node index stay until their fragments are gone from the nodes.
-pub(super) fn retire(tx: &mut Txn<'_>, old: &ObjectInfo, at_ms: u64) -> Result<(), MetaError> {
+pub(super) fn retire(tx: &mut Txn<'_, '_>, old: &ObjectInfo, at_ms: u64) -> Result<(), MetaError> {
     if let ObjectData::Chunks(refs) = &old.data {
         retire_chunks(tx, refs, at_ms)?;
     }
@@ -45,7 +45,7 @@ pub(super) fn retire(tx: &mut Txn<'_>, old: &ObjectInfo, at_ms: u64) -> Result<(
 }
 
 pub(super) fn retire_chunks(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     refs: &[ChunkRef],
     at_ms: u64,
 ) -> Result<(), MetaError> {
@@ -63,7 +63,7 @@ pub(super) fn retire_chunks(
 
 /// A new chunk's record: a fresh id, a valid policy, one fragment per slot,
 /// each on a distinct known node. Errors: `BadRequest`, `InvalidPolicy`.
-pub(super) fn check_chunk_record(tx: &Txn<'_>, c: &ChunkRecord) -> Result<(), MetaError> {
+pub(super) fn check_chunk_record(tx: &Txn<'_, '_>, c: &ChunkRecord) -> Result<(), MetaError> {
     let bad = |m: String| refuse(Refused::BadRequest, m);
     if tx.contains(CHUNKS, &c.id)? {
         return Err(bad(format!("chunk id {} is already in use", c.id)));
@@ -96,7 +96,7 @@ pub(super) fn check_chunk_record(tx: &Txn<'_>, c: &ChunkRecord) -> Result<(), Me
 }
 
 /// Drops the records of garbage chunks (ids not in garbage are skipped).
-pub(super) fn purge(tx: &mut Txn<'_>, ids: &[ChunkId]) -> Result<Applied, MetaError> {
+pub(super) fn purge(tx: &mut Txn<'_, '_>, ids: &[ChunkId]) -> Result<Applied, MetaError> {
     for id in ids {
         if !tx.contains(GARBAGE, id)? {
             continue;

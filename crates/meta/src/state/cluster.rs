@@ -10,7 +10,7 @@ use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::store::{Read, Step};
 
-pub(super) fn register_node(tx: &mut Txn<'_>, node: &NodeRecord) -> Result<Applied, MetaError> {
+pub(super) fn register_node(tx: &mut Txn<'_, '_>, node: &NodeRecord) -> Result<Applied, MetaError> {
     if tx.node_admin(node.id)? == NodeAdmin::Removed {
         return Err(refuse(
             Refused::NodeRemoved,
@@ -23,7 +23,7 @@ pub(super) fn register_node(tx: &mut Txn<'_>, node: &NodeRecord) -> Result<Appli
 }
 
 pub(super) fn set_node_admin(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     node: NodeId,
     admin: NodeAdmin,
 ) -> Result<Applied, MetaError> {
@@ -41,7 +41,7 @@ pub(super) fn set_node_admin(
     Ok(Applied::Done)
 }
 
-pub(super) fn remove_node(tx: &mut Txn<'_>, node: NodeId) -> Result<Applied, MetaError> {
+pub(super) fn remove_node(tx: &mut Txn<'_, '_>, node: NodeId) -> Result<Applied, MetaError> {
     if tx.node(node)?.is_none() {
         return Err(refuse(Refused::NotFound, format!("no node {node}")));
     }
@@ -60,7 +60,7 @@ pub(super) fn remove_node(tx: &mut Txn<'_>, node: NodeId) -> Result<Applied, Met
     Ok(Applied::Done)
 }
 
-pub(super) fn request_scrub(tx: &mut Txn<'_>) -> Result<Applied, MetaError> {
+pub(super) fn request_scrub(tx: &mut Txn<'_, '_>) -> Result<Applied, MetaError> {
     tx.add(counter::SCRUB_SEQ, 1);
     Ok(Applied::ScrubRequested {
         seq: tx.counter_now(counter::SCRUB_SEQ)?,

@@ -150,7 +150,7 @@ pub enum Command {
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
-pub(super) fn apply(tx: &mut Txn<'_>, cmd: &Command) -> Result<Applied, MetaError> {
+pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, MetaError> {
     use Command as C;
     match cmd {
         C::RegisterNode { node } => cluster::register_node(tx, node),

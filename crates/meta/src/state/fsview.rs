@@ -50,7 +50,7 @@ pub(super) fn check_dir_path(path: &str) -> Result<(), MetaError> {
 /// Gives `dir` an entry if it has none, so that it outlives the name a
 /// command takes out of it.
 pub(super) fn keep_dir(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     dir: Option<&str>,
     at_ms: u64,
@@ -71,7 +71,7 @@ pub(super) fn keep_dir(
 }
 
 pub(super) fn put_dir(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     path: &str,
     info: &DirInfo,
@@ -97,7 +97,7 @@ pub(super) fn put_dir(
 }
 
 pub(super) fn remove_dir(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     path: &str,
     keep: Option<&str>,
@@ -128,7 +128,7 @@ pub(super) fn remove_dir(
 /// Deletes an object and keeps the directory it leaves. Errors:
 /// `NoSuchKey` if there is none.
 pub(super) fn unlink(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     key: &str,
     keep: Option<&str>,
@@ -145,7 +145,7 @@ pub(super) fn unlink(
 }
 
 /// Drops every directory entry of a bucket (it is being deleted).
-pub(super) fn drop_bucket_dirs(tx: &mut Txn<'_>, bucket: &str) -> Result<(), MetaError> {
+pub(super) fn drop_bucket_dirs(tx: &mut Txn<'_, '_>, bucket: &str) -> Result<(), MetaError> {
     for (path, _) in tx.dir_entries_under(bucket, "")? {
         tx.delete(DIRS, &ObjectKey::new(bucket, &path))?;
     }
@@ -155,7 +155,7 @@ pub(super) fn drop_bucket_dirs(tx: &mut Txn<'_>, bucket: &str) -> Result<(), Met
 /// A commit whose chunk references may keep chunks of the current version
 /// (see `Proposal::PatchObject`); dropped chunks go to garbage.
 pub(super) fn patch_object(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     key: &str,
     object: &NewObject,

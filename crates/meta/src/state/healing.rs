@@ -51,7 +51,7 @@ pub struct Assessment {
 }
 
 pub(super) fn report_corrupt(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     report: &CorruptReport,
 ) -> Result<Applied, MetaError> {
     let seq = tx.counter_now(counter::CORRUPT)? + 1;
@@ -79,7 +79,7 @@ pub(super) fn report_corrupt(
 /// chunk; `to == from` records a rewrite in place. Errors: `Conflict` (the
 /// chunk moved, vanished or became garbage), `BadRequest`.
 pub(super) fn commit_repair(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     chunk: ChunkId,
     moves: &[FragmentMove],
 ) -> Result<Applied, MetaError> {

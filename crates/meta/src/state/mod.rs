@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use tessera_proto::{AccessKey, BucketInfo, ObjectInfo, PartInfo, UploadInfo};
 
 use crate::MetaError;
-use crate::store::{MetaStore, Overlay, Read, ReadView};
+use crate::store::{MetaStore, Read, ReadView};
 
 pub mod access;
 pub mod buckets;
@@ -69,7 +69,7 @@ mod txn;
 mod testkit;
 
 pub use command::Command;
-pub use txn::Txn;
+pub use txn::{Batch, Txn};
 
 use tables::{COUNTERS, OUTCOMES, counter};
 
@@ -227,7 +227,7 @@ impl<S: MetaStore> StateMachine<S> {
     ) -> Result<Vec<Outcome>, MetaError> {
         let _one_writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = self.store.read();
-        let mut batch = Overlay::new(&*snapshot);
+        let mut batch = Batch::new(&*snapshot);
         let mut last = batch.counter(counter::APPLIED)?;
         let mut outcomes = Vec::with_capacity(entries.len());
         for &(index, cmd) in entries {
@@ -236,32 +236,34 @@ impl<S: MetaStore> StateMachine<S> {
                     "entry {index} is not after the last applied entry {last}"
                 )));
             }
-            let mut tx = Txn::new(&batch);
-            let outcome = match command::apply(&mut tx, cmd) {
-                Ok(applied) => {
-                    let writes = tx.finish()?;
-                    batch.absorb(writes);
-                    Ok(applied)
+            // A refused command's transaction is dropped unfinished, which
+            // takes its writes back out of the batch.
+            let outcome = {
+                let mut tx = Txn::new(&mut batch);
+                match command::apply(&mut tx, cmd) {
+                    Ok(applied) => {
+                        tx.finish()?;
+                        Ok(applied)
+                    }
+                    Err(MetaError::Refused(r)) => Err(r),
+                    Err(e) => return Err(e),
                 }
-                Err(MetaError::Refused(r)) => Err(r),
-                Err(e) => return Err(e),
             };
             let recorded = match &outcome {
                 Ok(_) => RecordedOutcome::Applied,
                 Err(r) => RecordedOutcome::Refused(r.clone()),
             };
-            let mut tx = Txn::new(&batch);
+            let mut tx = Txn::new(&mut batch);
             tx.put(OUTCOMES, &index, &recorded)?;
             if index > OUTCOME_HISTORY {
                 tx.delete(OUTCOMES, &(index - OUTCOME_HISTORY))?;
             }
             tx.put(COUNTERS, &counter::APPLIED.to_string(), &index)?;
-            let writes = tx.finish()?;
-            batch.absorb(writes);
+            tx.finish()?;
             last = index;
             outcomes.push(outcome);
         }
-        let writes = batch.into_writes();
+        let writes = batch.finish()?;
         drop(snapshot);
         if synced {
             self.store.write(writes)?;

@@ -26,7 +26,10 @@ fn part_key(upload: &str, number: u32) -> ObjectKey {
     ObjectKey::new(upload, &format!("{number:05}"))
 }
 
-pub(super) fn create_upload(tx: &mut Txn<'_>, upload: &UploadInfo) -> Result<Applied, MetaError> {
+pub(super) fn create_upload(
+    tx: &mut Txn<'_, '_>,
+    upload: &UploadInfo,
+) -> Result<Applied, MetaError> {
     tx.bucket(&upload.bucket)?;
     validate_key(&upload.key).map_err(|e| refuse(Refused::InvalidKey, e.to_string()))?;
     super::tags::check_object_tags(&upload.headers.tags)?;
@@ -41,7 +44,7 @@ pub(super) fn create_upload(tx: &mut Txn<'_>, upload: &UploadInfo) -> Result<App
 }
 
 pub(super) fn commit_part(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     upload: &str,
     number: u32,
     part: &NewObject,
@@ -75,7 +78,7 @@ pub(super) fn commit_part(
 }
 
 pub(super) fn complete_upload(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     upload: &str,
     parts: &[(u32, String)],
     condition: &WriteCondition,
@@ -159,7 +162,7 @@ pub(super) fn complete_upload(
 }
 
 pub(super) fn abort_upload(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     upload: &str,
     at_ms: u64,
 ) -> Result<Applied, MetaError> {

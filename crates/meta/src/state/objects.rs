@@ -30,7 +30,7 @@ pub const MAX_INLINE: u64 = 64 * 1024;
 pub const MAX_LIST_PAGE: usize = 10_000;
 
 pub(super) fn commit_object(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     key: &str,
     object: &NewObject,
@@ -87,7 +87,7 @@ pub(super) fn check_condition(
 /// Deletes an object, its chunks to garbage; whether it existed.
 /// Errors: `NoSuchBucket`.
 pub(super) fn remove_object(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     key: &str,
     at_ms: u64,
@@ -105,7 +105,7 @@ pub(super) fn remove_object(
 /// A new object keeps nothing of an older version: every chunk reference
 /// comes with its record, in the same order; the rest is what any commit is
 /// checked for.
-pub(super) fn check_new_object(tx: &Txn<'_>, o: &NewObject) -> Result<(), MetaError> {
+pub(super) fn check_new_object(tx: &Txn<'_, '_>, o: &NewObject) -> Result<(), MetaError> {
     if let ObjectData::Chunks(refs) = &o.data
         && refs.len() <= MAX_CHUNKS_PER_OBJECT
         && (refs.len() != o.chunks.len() || refs.iter().zip(&o.chunks).any(|(r, c)| r.id != c.id))
@@ -125,7 +125,7 @@ pub(super) fn check_new_object(tx: &Txn<'_>, o: &NewObject) -> Result<(), MetaEr
 /// Errors: `BadRequest` (malformed), `TooLarge`, `Conflict` (a kept chunk
 /// is not part of the current version: the object changed meanwhile).
 pub(super) fn check_commit(
-    tx: &Txn<'_>,
+    tx: &Txn<'_, '_>,
     o: &NewObject,
     old: Option<&ObjectInfo>,
 ) -> Result<Vec<ChunkRef>, MetaError> {

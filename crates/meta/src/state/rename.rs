@@ -21,7 +21,7 @@ pub const MAX_RENAME_OBJECTS: usize = 1_000_000;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn rename(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     from: &str,
     to: &str,
@@ -81,7 +81,7 @@ pub(super) fn rename(
 /// with `replace`; the move overwrites it), something exists under `from`.
 #[allow(clippy::type_complexity)]
 fn prefix_moves(
-    tx: &Txn<'_>,
+    tx: &Txn<'_, '_>,
     bucket: &str,
     from: &str,
     to: &str,

@@ -25,7 +25,7 @@ pub(super) fn check_object_tags(tags: &TagSet) -> Result<(), MetaError> {
 /// (its ETag and modification time too: S3 does not change them).
 /// Errors: `NoSuchBucket`, `NoSuchKey`, `InvalidTag`.
 pub(super) fn set_object_tags(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     key: &str,
     tags: &TagSet,
@@ -44,7 +44,7 @@ pub(super) fn set_object_tags(
 /// Replaces a bucket's tags; an empty set removes them.
 /// Errors: `NoSuchBucket`, `InvalidTag`.
 pub(super) fn set_bucket_tags(
-    tx: &mut Txn<'_>,
+    tx: &mut Txn<'_, '_>,
     bucket: &str,
     tags: &TagSet,
 ) -> Result<Applied, MetaError> {

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use memory::MemStore;
-pub use overlay::Overlay;
+pub use overlay::{Overlay, Undo};
 #[cfg(feature = "server")]
 pub use rocks::RocksStore;
 

@@ -36,6 +36,56 @@ impl<'a> Overlay<'a> {
         self.writes.absorb(writes);
     }
 
+    /// `put_raw` or `delete_raw` (`value` `None`) that remembers in `undo`
+    /// what it replaced, so that [`Overlay::roll_back`] can take it back:
+    /// a command writes straight into its batch rather than into an
+    /// overlay of its own that the batch then copies.
+    pub fn set_journaled(
+        &mut self,
+        table: &'static str,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        undo: &mut Vec<Undo>,
+    ) {
+        let pending = self.writes.tables.entry(table).or_default();
+        match pending.get_mut(&key) {
+            // Replacing a pending change: only its value needs keeping.
+            Some(slot) => {
+                let before = std::mem::replace(slot, value);
+                undo.push(Undo {
+                    table,
+                    key,
+                    before: Some(before),
+                });
+            }
+            None => {
+                pending.insert(key.clone(), value);
+                undo.push(Undo {
+                    table,
+                    key,
+                    before: None,
+                });
+            }
+        }
+    }
+
+    /// Takes back journaled changes, newest first.
+    pub fn roll_back(&mut self, undo: Vec<Undo>) {
+        for u in undo.into_iter().rev() {
+            let Some(pending) = self.writes.tables.get_mut(u.table) else {
+                continue;
+            };
+            match u.before {
+                Some(before) => {
+                    pending.insert(u.key, before);
+                }
+                None => {
+                    pending.remove(&u.key);
+                }
+            }
+        }
+    }
+
     pub fn into_writes(self) -> WriteSet {
         self.writes
     }
@@ -85,6 +135,15 @@ impl ReadView for Overlay<'_> {
             _ => Ok(base),
         }
     }
+}
+
+/// What one journaled change replaced: the pending change at `key` before
+/// it (`Some`; itself `None` for a pending deletion), or nothing pending
+/// (`None`).
+pub struct Undo {
+    table: &'static str,
+    key: Vec<u8>,
+    before: Option<Option<Vec<u8>>>,
 }
 
 /// The base cursor and the pending changes of one table, merged in key
