@@ -31,14 +31,15 @@ fn main() {
         .collect();
     let concurrency: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let connections: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    rt.block_on(run(concurrency, Duration::from_secs(seconds)));
+    rt.block_on(run(concurrency, Duration::from_secs(seconds), connections));
 }
 
-async fn run(concurrency: usize, duration: Duration) {
+async fn run(concurrency: usize, duration: Duration, connections: usize) {
     let dir = tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or_else(|_| ".".into()))
         .expect("a temp dir");
     let ca = ClusterCa::generate("bench").expect("a CA");
@@ -48,11 +49,18 @@ async fn run(concurrency: usize, duration: Duration) {
         .await
         .expect("starting meta");
     let addr = meta.local_addr().expect("meta's address");
-    let client = MetaClient::new(
-        Endpoint::client(&identity(&ca, "client")).expect("an endpoint"),
-        addr,
-        Duration::from_secs(1),
-    );
+    // Each client its own endpoint and so its own QUIC connection, as
+    // separate gateways would have.
+    let clients: Vec<MetaClient> = (0..connections.max(1))
+        .map(|_| {
+            MetaClient::new(
+                Endpoint::client(&identity(&ca, "client")).expect("an endpoint"),
+                addr,
+                Duration::from_secs(1),
+            )
+        })
+        .collect();
+    let client = clients[0].clone();
     client
         .call(Proposal::CreateBucket {
             name: "bench".into(),
@@ -65,7 +73,8 @@ async fn run(concurrency: usize, duration: Duration) {
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|t| {
-            let (client, stop, body) = (client.clone(), stop.clone(), body.clone());
+            let client = clients[t % clients.len()].clone();
+            let (stop, body) = (stop.clone(), body.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut i = 0u64;

@@ -37,11 +37,6 @@ const GC_EVERY: u64 = 10 * MIN;
 const IDLE_POLL: u64 = 5 * MIN;
 /// Rebalancing passes start at most this often.
 const REBALANCE_EVERY: u64 = 10 * MIN;
-/// A repair round looks at the cluster afresh at most this often: longer
-/// than the real repairer's poll, which at a million chunks made the week
-/// too slow to run under `cargo test`; repair still starts within a round
-/// of a node going out (minutes after it went silent).
-const ROUND_EVERY: u64 = 30 * SEC;
 /// Chunk records per page of a rebalancing pass.
 const SCAN_PAGE: usize = 4096;
 
@@ -1095,8 +1090,9 @@ impl Sim {
         }
         // A new round when this one's work ran out: at once if the last
         // assessment was cut at the batch limit, otherwise not more often
-        // than every ROUND_EVERY (between repairs, rebalancing moves go on).
-        let stale = self.now >= self.repairer.round_at + ROUND_EVERY;
+        // than every `round_every_ms` (between repairs, rebalancing moves go
+        // on).
+        let stale = self.now >= self.repairer.round_at + self.cfg.round_every_ms;
         let more = self.repairer.round_full;
         if self.repairer.round.is_none() || (self.repairer.work.is_empty() && (stale || more)) {
             self.repairer.round_at = self.now;
