@@ -201,7 +201,8 @@ sv = None
 s3.put_bucket_versioning(Bucket=B, VersioningConfiguration={"Status": "Enabled"})
 sv = s3.put_object(Bucket=B, Key="s", Body=b"s-versioned")["VersionId"]
 s3.put_bucket_versioning(Bucket=B, VersioningConfiguration={"Status": "Suspended"})
-s3.put_object(Bucket=B, Key="s", Body=b"s1")
+assert s3.put_object(Bucket=B, Key="s", Body=b"s1")["VersionId"] == "null"
+assert s3.get_object(Bucket=B, Key="s")["VersionId"] == "null"
 assert versions("s") == [("s", "null", True, False), ("s", sv, False, False)], versions("s")
 s3.put_object(Bucket=B, Key="s", Body=b"s2")
 assert versions("s") == [("s", "null", True, False), ("s", sv, False, False)], versions("s")

@@ -25,7 +25,7 @@ pub use model::{
     NULL_VERSION, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectHeaders, ObjectInfo,
     ObjectVersion, PartInfo, Permission, Removal, RepairItem, RepairProgress, ScrubProgress,
     TagSet, UploadInfo, VERSION_ID_LEN, VersionListEntry, VersionListing, VersionSummary,
-    Versioning, WriteCondition, tag_set_fault, version_id_is_valid, version_label,
+    Versioning, WriteCondition, is_null_version, tag_set_fault, version_id_is_valid, version_label,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -428,8 +428,10 @@ pub struct ObjectInfo {
     pub parts: Vec<u64>,
     /// The version's id (S3 User Guide, "Working with objects in a
     /// versioning-enabled bucket"): [`VERSION_ID_LEN`] lower-case hex
-    /// digits, or `None` for the `null` version (written while the bucket
-    /// was unversioned or versioning was suspended).
+    /// digits; [`NULL_VERSION`] for the `null` version written while
+    /// versioning was suspended (S3 names it in `x-amz-version-id`);
+    /// `None` for the `null` version written while the bucket was
+    /// unversioned (S3 names none). See [`is_null_version`].
     pub version_id: Option<String>,
 }
 
@@ -441,6 +443,11 @@ pub const VERSION_ID_LEN: usize = 16;
 /// How S3 names a version: its id, or `null`.
 pub fn version_label(id: &Option<String>) -> &str {
     id.as_deref().unwrap_or(NULL_VERSION)
+}
+
+/// Whether `id` is the `null` version's (`None` or [`NULL_VERSION`]).
+pub fn is_null_version(id: &Option<String>) -> bool {
+    id.as_deref().is_none_or(|v| v == NULL_VERSION)
 }
 
 /// Whether `s` can name a version: `null`, or [`VERSION_ID_LEN`] lower-case

@@ -16,7 +16,8 @@
 //! order in 16 hex digits: a lookup by id is one point read, and a listing
 //! is a key-order scan. The `null` version (written while the bucket was
 //! unversioned or suspended) has no id: in `objects` it is simply the
-//! current object with `version_id: None`; when it becomes noncurrent it
+//! current object with `version_id` `None` (written unversioned) or
+//! `null` (written suspended, so S3's `x-amz-version-id: null` follows); when it becomes noncurrent it
 //! draws an order then (it is newer than every other `versions` entry of
 //! its key, older than what replaces it), recorded in `null_versions`.
 //!
@@ -27,7 +28,8 @@ use std::collections::VecDeque;
 
 use tessera_proto::{
     DeleteMarker, NULL_VERSION, ObjectInfo, ObjectVersion, Removal, TagSet, VersionListEntry,
-    VersionListing, VersionSummary, Versioning, version_id_is_valid, version_label,
+    VersionListing, VersionSummary, Versioning, is_null_version, version_id_is_valid,
+    version_label,
 };
 use tessera_types::validate_key;
 
@@ -135,11 +137,12 @@ pub(super) fn install(
         Some(Versioning::Suspended) => {
             drop_noncurrent_null(tx, bucket, key, at_ms)?;
             match old {
-                Some(old) if old.version_id.is_none() => retire(tx, &old, at_ms)?,
+                Some(old) if is_null_version(&old.version_id) => retire(tx, &old, at_ms)?,
                 Some(old) => demote(tx, bucket, key, old)?,
                 None => {}
             }
-            info.version_id = None;
+            // The null version, named: S3 answers `x-amz-version-id: null`.
+            info.version_id = Some(NULL_VERSION.to_string());
         }
     }
     tx.put(OBJECTS, &okey, &info)?;
@@ -152,8 +155,8 @@ pub(super) fn install(
 /// order now: it is newer than the key's other noncurrent versions.
 fn demote(tx: &mut Txn<'_>, bucket: &str, key: &str, old: ObjectInfo) -> Result<(), MetaError> {
     let order = match &old.version_id {
-        Some(id) => order_of(id)?,
-        None => {
+        Some(id) if id != NULL_VERSION => order_of(id)?,
+        _ => {
             let order = draw_order(tx)?;
             tx.put(NULL_VERSIONS, &ObjectKey::new(bucket, key), &order)?;
             order
@@ -213,7 +216,7 @@ fn promote(tx: &mut Txn<'_>, bucket: &str, key: &str) -> Result<(), MetaError> {
     };
     let okey = ObjectKey::new(bucket, key);
     tx.delete(VERSIONS, &vkey)?;
-    if o.version_id.is_none() {
+    if is_null_version(&o.version_id) {
         tx.delete(NULL_VERSIONS, &okey)?;
     }
     tx.put(OBJECTS, &okey, &o)?;
@@ -251,7 +254,7 @@ pub(super) fn delete_current(
     }
     if let Some(old) = tx.get(OBJECTS, &okey)? {
         tx.delete(OBJECTS, &okey)?;
-        if suspended && old.version_id.is_none() {
+        if suspended && is_null_version(&old.version_id) {
             retire(tx, &old, at_ms)?;
         } else {
             demote(tx, bucket, key, old)?;
@@ -604,7 +607,7 @@ pub trait VersionQueries: Read {
                         VersionSel::Null
                             if self
                                 .object_at(bucket, k)?
-                                .is_some_and(|o| o.version_id.is_none()) =>
+                                .is_some_and(|o| is_null_version(&o.version_id)) =>
                         {
                             None
                         }
@@ -975,7 +978,7 @@ mod tests {
         enable(&t, Versioning::Suspended);
         // The new null version replaces the noncurrent null one (its
         // chunk to garbage) and v1 becomes noncurrent.
-        assert_eq!(put(&t, "k", b"s1"), None);
+        assert_eq!(put(&t, "k", b"s1").as_deref(), Some("null"));
         let s = |x: &str| x.to_string();
         assert_eq!(
             all_versions(&t),
@@ -991,7 +994,7 @@ mod tests {
                 .is_some()
         );
         // Another suspended put replaces the current null version.
-        assert_eq!(put(&t, "k", b"s2"), None);
+        assert_eq!(put(&t, "k", b"s2").as_deref(), Some("null"));
         assert_eq!(all_versions(&t).len(), 2);
         assert_eq!(
             body(&t.sm.read().version("bkt", "k", Some("null")).unwrap()),
