@@ -186,6 +186,12 @@ s3.put_object_tagging(Bucket=B, Key="k", VersionId=v1, Tagging={"TagSet": [{"Key
 t = s3.get_object_tagging(Bucket=B, Key="k", VersionId=v1)
 assert t["TagSet"] == [{"Key": "old", "Value": "yes"}] and t["VersionId"] == v1, t
 assert s3.get_object_tagging(Bucket=B, Key="k")["TagSet"] == []
+s3.delete_object_tagging(Bucket=B, Key="k", VersionId=v1)
+assert s3.get_object_tagging(Bucket=B, Key="k", VersionId=v1)["TagSet"] == []
+# GetObjectAttributes of an old version.
+a = s3.get_object_attributes(Bucket=B, Key="k", VersionId=v1, ObjectAttributes=["ObjectSize", "ETag"])
+assert a["ObjectSize"] == 3 and a["VersionId"] == v1, a
+assert a["ETag"].strip('"') == hashlib.md5(b"one").hexdigest(), a
 
 # Conditional writes look at the current version.
 etag = s3.head_object(Bucket=B, Key="k")["ETag"]

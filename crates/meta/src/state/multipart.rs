@@ -152,7 +152,7 @@ pub(super) fn complete_upload(
         parts: sizes,
         version_id: None,
     };
-    let object = install(tx, &info.bucket, &info.key, object, at_ms)?;
+    let object = install(tx, (&info.bucket, &info.key), old, object, at_ms)?;
     Ok(Applied::Object(Box::new(object)))
 }
 

@@ -46,7 +46,7 @@ pub(super) fn commit_object(
     let old = tx.get(OBJECTS, &okey)?;
     check_condition(condition, old.as_ref(), bucket, key)?;
     store_chunks(tx, &object.chunks)?;
-    let info = install(tx, bucket, key, committed(key, object, at_ms), at_ms)?;
+    let info = install(tx, (bucket, key), old, committed(key, object, at_ms), at_ms)?;
     Ok(Applied::Object(Box::new(info)))
 }
 

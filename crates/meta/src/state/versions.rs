@@ -111,16 +111,16 @@ pub(super) fn set_versioning(
 /// and the old current object becomes noncurrent. Suspended: `info` is the
 /// `null` version, replacing the old `null` version wherever it is (S3 User
 /// Guide, "Adding objects to versioning-suspended buckets"). The caller has
-/// checked the bucket, the key and any write condition.
+/// checked the bucket, the key and any write condition against `old`, the
+/// key's current object as it read it in this command.
 pub(super) fn install(
     tx: &mut Txn<'_>,
-    bucket: &str,
-    key: &str,
+    (bucket, key): (&str, &str),
+    old: Option<ObjectInfo>,
     mut info: ObjectInfo,
     at_ms: u64,
 ) -> Result<ObjectInfo, MetaError> {
     let okey = ObjectKey::new(bucket, key);
-    let old = tx.get(OBJECTS, &okey)?;
     match tx.versioning(bucket)? {
         None => {
             if let Some(old) = old {
