@@ -34,6 +34,24 @@ fn boto3_drives_the_gateway() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
 
+    // Bucket versioning: tests/s3_versioning.py, on the same gateway.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_versioning.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&endpoint)
+        .arg(k["access_key"].as_str().unwrap())
+        .arg(k["secret_key"].as_str().unwrap())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("python3 must be installed (tools/test installs boto3)");
+    assert!(
+        out.status.success(),
+        "boto3 versioning checks failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("versioning: all checks passed"));
+
     // The run was refused many times (412, 404, 400, 403, 501 for what is
     // not implemented): each is an INFO line with its request id and S3
     // code; ERROR is for the server's own failures, and there were none.

@@ -2,7 +2,8 @@
 //! object commands, and `rclone copy` + `rclone check` of a tree of 500
 //! small files and two files over 100 MiB (tools/test installs both); and
 //! aws-cli's own ways of tagging (`s3api` tagging shorthand, `s3 cp
-//! --storage-class`), refusals included.
+//! --storage-class`) and of versioning (shorthand configuration,
+//! list-object-versions paged by the cli), refusals included.
 //!
 //! s3cmd keeps its default `bucket_location`, "US", which it signs into the
 //! credential scope: upper-case regions are accepted (vendor/s3s).
@@ -235,4 +236,84 @@ fn aws_cli_tags_and_storage_classes() {
         aws.run(&["s3api", "get-bucket-tagging", "--bucket", "tags"]),
         "NoSuchTagSet",
     );
+
+    // Versioning through aws-cli: its shorthand configuration, `s3 cp`
+    // and `s3 rm` making versions and a delete marker, list-object-versions
+    // paged by the cli itself, reads and deletes by version id.
+    aws.ok(&["s3", "mb", "s3://vers"]);
+    aws.ok(&[
+        "s3api",
+        "put-bucket-versioning",
+        "--bucket",
+        "vers",
+        "--versioning-configuration",
+        "Status=Enabled",
+    ]);
+    let got = json(&["s3api", "get-bucket-versioning", "--bucket", "vers"]);
+    assert_eq!(got["Status"], "Enabled", "{got}");
+    let (v1_file, v2_file) = (c.path("v1"), c.path("v2"));
+    random_file(&v1_file, 10_000, 7);
+    random_file(&v2_file, 20_000, 8);
+    aws.ok(&["s3", "cp", v1_file.to_str().unwrap(), "s3://vers/doc"]);
+    aws.ok(&["s3", "cp", v2_file.to_str().unwrap(), "s3://vers/doc"]);
+    aws.ok(&["s3", "rm", "s3://vers/doc"]);
+    assert!(!aws.ok(&["s3", "ls", "s3://vers/"]).contains("doc"));
+    let listed = json(&[
+        "s3api",
+        "list-object-versions",
+        "--bucket",
+        "vers",
+        "--page-size",
+        "1",
+    ]);
+    let versions = listed["Versions"].as_array().expect("Versions");
+    let markers = listed["DeleteMarkers"].as_array().expect("DeleteMarkers");
+    assert_eq!((versions.len(), markers.len()), (2, 1), "{listed}");
+    assert_eq!(markers[0]["IsLatest"], true, "{listed}");
+    let oldest = versions
+        .iter()
+        .find(|v| v["Size"] == 10_000)
+        .expect("the first version");
+    let oldest = oldest["VersionId"].as_str().unwrap().to_string();
+    let back = c.path("back");
+    aws.ok(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "vers",
+        "--key",
+        "doc",
+        "--version-id",
+        &oldest,
+        back.to_str().unwrap(),
+    ]);
+    assert!(same_file(&back, &v1_file));
+    refused(
+        aws.run(&[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "vers",
+            "--key",
+            "doc",
+            "--version-id",
+            "not-a-version",
+            back.to_str().unwrap(),
+        ]),
+        "InvalidArgument",
+    );
+    refused(aws.run(&["s3", "rb", "s3://vers"]), "BucketNotEmpty");
+    for v in versions.iter().chain(markers) {
+        aws.ok(&[
+            "s3api",
+            "delete-object",
+            "--bucket",
+            "vers",
+            "--key",
+            "doc",
+            "--version-id",
+            v["VersionId"].as_str().unwrap(),
+        ]);
+    }
+    aws.ok(&["s3", "rb", "s3://vers"]);
 }

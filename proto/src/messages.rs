@@ -8,6 +8,7 @@ use crate::model::{
     ExpectedFragment, Found, FragmentMove, Grant, Listing, NewObject, ObjectHeaders, ObjectInfo,
     PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo, WriteCondition,
 };
+use crate::model::{ObjectVersion, Removal, VersionListing, Versioning};
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
 /// the frame on the same stream.
@@ -213,6 +214,31 @@ pub enum MetaQuery {
     GetBucketTags {
         bucket: String,
     },
+    /// A bucket's versioning state: `Versioning(None)` if never versioned.
+    GetVersioning {
+        bucket: String,
+    },
+    /// One version of `key`: `version` as S3 names it (an id or `null`),
+    /// or the newest version (object or delete marker) when `None`.
+    /// `NoSuchKey` when the key has no version, `NoSuchVersion` for an
+    /// unknown version, `BadRequest` for a malformed id.
+    GetVersion {
+        bucket: String,
+        key: String,
+        version: Option<String>,
+    },
+    /// Versions and delete markers in key order, each key's newest first,
+    /// after (`key_marker`, `version_marker`) as S3's ListObjectVersions
+    /// takes them; at most `max_keys` entries (versions and common
+    /// prefixes).
+    ListVersions {
+        bucket: String,
+        prefix: String,
+        delimiter: Option<String>,
+        key_marker: Option<String>,
+        version_marker: Option<String>,
+        max_keys: u32,
+    },
 }
 
 /// Requests that become one command of meta's log.
@@ -366,6 +392,30 @@ pub enum Proposal {
         bucket: String,
         tags: TagSet,
     },
+    /// Enables or suspends versioning of a bucket (S3's
+    /// PutBucketVersioning); answers `Ok`.
+    SetVersioning {
+        bucket: String,
+        state: Versioning,
+    },
+    /// Removes one version of `key` for good (`version`: an id or `null`);
+    /// answers `Removed`, with `existed: false` for an unknown version.
+    /// A removed object's chunks become garbage; when the newest version
+    /// goes, the next newest becomes the current one.
+    DeleteVersion {
+        bucket: String,
+        key: String,
+        version: String,
+    },
+    /// Replaces the tags of one version of `key` (`version`: an id or
+    /// `null`); answers the object. `NoSuchVersion`, `InvalidTag`, or
+    /// `MethodNotAllowed` for a delete marker.
+    SetVersionTags {
+        bucket: String,
+        key: String,
+        version: String,
+        tags: TagSet,
+    },
 }
 
 /// Soft state: what a node or a writer keeps alive by renewing it.
@@ -417,6 +467,11 @@ pub enum MetaResponse {
     Found(Found),
     DirListing(DirListing),
     Tags(TagSet),
+    Versioning(Option<Versioning>),
+    Version(ObjectVersion),
+    Versions(VersionListing),
+    /// What `DeleteObject` and `DeleteVersion` did.
+    Removed(Removal),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,
@@ -456,6 +511,10 @@ pub enum ErrorCode {
     InvalidPartOrder,
     /// A tag set beyond S3's limits (count, key or value length).
     InvalidTag,
+    /// No version of the key has the id asked for.
+    NoSuchVersion,
+    /// The request names a delete marker where only an object will do.
+    MethodNotAllowed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

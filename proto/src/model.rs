@@ -426,6 +426,134 @@ pub struct ObjectInfo {
     /// Sizes of the parts a multipart object was completed from, in order;
     /// empty for an object written in one piece.
     pub parts: Vec<u64>,
+    /// The version's id (S3 User Guide, "Working with objects in a
+    /// versioning-enabled bucket"): [`VERSION_ID_LEN`] lower-case hex
+    /// digits; [`NULL_VERSION`] for the `null` version written while
+    /// versioning was suspended (S3 names it in `x-amz-version-id`);
+    /// `None` for the `null` version written while the bucket was
+    /// unversioned (S3 names none). See [`is_null_version`].
+    pub version_id: Option<String>,
+}
+
+/// The S3 name of the version without an id.
+pub const NULL_VERSION: &str = "null";
+/// Characters in a version id: the hex of 64 bits.
+pub const VERSION_ID_LEN: usize = 16;
+
+/// How S3 names a version: its id, or `null`.
+pub fn version_label(id: &Option<String>) -> &str {
+    id.as_deref().unwrap_or(NULL_VERSION)
+}
+
+/// Whether `id` is the `null` version's (`None` or [`NULL_VERSION`]).
+pub fn is_null_version(id: &Option<String>) -> bool {
+    id.as_deref().is_none_or(|v| v == NULL_VERSION)
+}
+
+/// Whether `s` can name a version: `null`, or [`VERSION_ID_LEN`] lower-case
+/// hex digits (what meta hands out). Anything else is S3's
+/// `InvalidArgument` ("Invalid version id specified").
+pub fn version_id_is_valid(s: &str) -> bool {
+    s == NULL_VERSION
+        || (s.len() == VERSION_ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// A bucket's versioning state (S3 API reference, PutBucketVersioning). A
+/// bucket that was never versioned has none, and cannot return to that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Versioning {
+    /// Every write makes a new version with an id; deletes add markers.
+    Enabled,
+    /// Writes and deletes replace the `null` version; older versions stay.
+    Suspended,
+}
+
+impl Versioning {
+    /// S3's name of the state.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Versioning::Enabled => "Enabled",
+            Versioning::Suspended => "Suspended",
+        }
+    }
+}
+
+/// A delete marker: a version that says the key was deleted (S3 User
+/// Guide, "Working with delete markers").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteMarker {
+    pub key: String,
+    /// `None`: the `null` version.
+    pub version_id: Option<String>,
+    pub mtime_ms: u64,
+}
+
+/// One version of a key: an object or a delete marker.
+// Most versions are objects, decoded once and moved: boxing the object
+// would add an allocation per version and save nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectVersion {
+    Object(ObjectInfo),
+    DeleteMarker(DeleteMarker),
+}
+
+impl ObjectVersion {
+    pub fn version_id(&self) -> &Option<String> {
+        match self {
+            ObjectVersion::Object(o) => &o.version_id,
+            ObjectVersion::DeleteMarker(m) => &m.version_id,
+        }
+    }
+}
+
+/// A version as ListObjectVersions shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSummary {
+    pub key: String,
+    /// `None`: the `null` version.
+    pub version_id: Option<String>,
+    /// The key's newest version (object or marker).
+    pub is_latest: bool,
+    pub delete_marker: bool,
+    /// Bytes; 0 for a delete marker.
+    pub size: u64,
+    /// Empty for a delete marker.
+    pub etag: String,
+    pub mtime_ms: u64,
+    /// `None` is `STANDARD`.
+    pub storage_class: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VersionListEntry {
+    Version(VersionSummary),
+    CommonPrefix(String),
+}
+
+/// A page of versions: keys in order, each key's versions newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionListing {
+    pub entries: Vec<VersionListEntry>,
+    /// When truncated: the key (or common prefix) of the last entry, to
+    /// pass as the next page's key marker.
+    pub next_key: Option<String>,
+    /// With `next_key`: the last entry's version (`null` for the null
+    /// version; `None` after a common prefix), the next version-id marker.
+    pub next_version: Option<String>,
+}
+
+/// What a delete did (S3 API reference, DeleteObject).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// Something was removed or a marker was placed.
+    pub existed: bool,
+    /// The delete placed a marker, or removed one by its version id
+    /// (`x-amz-delete-marker: true`).
+    pub delete_marker: bool,
+    /// The marker's version or the version removed, as S3 names it
+    /// (`x-amz-version-id`); `None` in a bucket never versioned.
+    pub version_id: Option<String>,
 }
 
 /// What S3 calls system metadata, besides the content type: stored as the

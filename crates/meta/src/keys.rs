@@ -143,6 +143,97 @@ impl KeyCodec for FragmentKey {
     }
 }
 
+/// (bucket, key, order): one version of an object. The key is escaped so
+/// that a key's versions sort together and keys keep their byte order: each
+/// 0x00 in it becomes 0x00 0x01, and 0x00 0x00 ends it (keys may contain
+/// NUL, and a plain terminator would interleave "a" + order with "a\0b").
+/// `order` is big-endian; meta draws it so that newer versions have lower
+/// values, so a key's versions come out newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionKey {
+    pub bucket: String,
+    pub key: String,
+    pub order: u64,
+}
+
+impl VersionKey {
+    pub fn new(bucket: &str, key: &str, order: u64) -> Self {
+        VersionKey {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            order,
+        }
+    }
+
+    /// Every version of a key under `prefix` (any key starting with it)
+    /// starts with this: the bucket and the escaped prefix, unterminated.
+    pub fn prefix(bucket: &str, prefix: &str) -> Vec<u8> {
+        let mut out = ObjectKey::bucket_prefix(bucket);
+        for &b in prefix.as_bytes() {
+            out.push(b);
+            if b == 0 {
+                out.push(1);
+            }
+        }
+        out
+    }
+
+    /// Where the versions of `key` begin.
+    pub fn key_start(bucket: &str, key: &str) -> Vec<u8> {
+        let mut out = Self::prefix(bucket, key);
+        out.extend_from_slice(&[0, 0]);
+        out
+    }
+
+    /// The first position after every version of `key` (the key "key\0").
+    pub fn key_end(bucket: &str, key: &str) -> Vec<u8> {
+        let mut out = Self::prefix(bucket, key);
+        out.extend_from_slice(&[0, 1]);
+        out
+    }
+}
+
+impl KeyCodec for VersionKey {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Self::key_start(&self.bucket, &self.key);
+        out.extend_from_slice(&self.order.to_be_bytes());
+        out
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, MetaError> {
+        let bad = || MetaError::Corrupt("version key is malformed".into());
+        let (&blen, rest) = bytes.split_first().ok_or_else(bad)?;
+        if rest.len() < blen as usize + 10 {
+            return Err(bad());
+        }
+        let (bucket, rest) = rest.split_at(blen as usize);
+        let (escaped, order) = rest.split_at(rest.len() - 8);
+        let mut key = Vec::with_capacity(escaped.len());
+        let mut i = 0;
+        loop {
+            match escaped.get(i) {
+                Some(0) => match escaped.get(i + 1) {
+                    Some(1) => {
+                        key.push(0);
+                        i += 2;
+                    }
+                    Some(0) if i + 2 == escaped.len() => break,
+                    _ => return Err(bad()),
+                },
+                Some(&b) => {
+                    key.push(b);
+                    i += 1;
+                }
+                None => return Err(bad()),
+            }
+        }
+        Ok(VersionKey {
+            bucket: String::from_utf8(bucket.to_vec()).map_err(|_| bad())?,
+            key: String::from_utf8(key).map_err(|_| bad())?,
+            order: u64::from_be_bytes(fixed(order, "version order")?),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +247,38 @@ mod tests {
         assert!(a < c && c < b);
         assert_eq!(ObjectKey::decode(&a).unwrap(), ObjectKey::new("abc", "zzz"));
         assert!(ObjectKey::decode(&[9, b'a']).is_err());
+    }
+
+    #[test]
+    fn version_keys_sort_by_key_then_order_and_round_trip() {
+        let keys = [
+            VersionKey::new("b", "a", 5),
+            VersionKey::new("b", "a", 9),
+            VersionKey::new("b", "a\0", 1),
+            VersionKey::new("b", "a\0b", 0),
+            VersionKey::new("b", "ab", 0),
+            VersionKey::new("b", "b", u64::MAX),
+            VersionKey::new("c", "", 0),
+        ];
+        let enc: Vec<Vec<u8>> = keys.iter().map(|k| k.encode()).collect();
+        assert!(enc.windows(2).all(|w| w[0] < w[1]), "{enc:?}");
+        for (k, e) in keys.iter().zip(&enc) {
+            assert_eq!(&VersionKey::decode(e).unwrap(), k);
+        }
+        // A key's versions lie between its start and end, and nothing else.
+        let (start, end) = (
+            VersionKey::key_start("b", "a"),
+            VersionKey::key_end("b", "a"),
+        );
+        let inside: Vec<_> = enc.iter().filter(|e| **e >= start && **e < end).collect();
+        assert_eq!(inside.len(), 2);
+        assert!(
+            enc.iter()
+                .all(|e| e.starts_with(&VersionKey::prefix("b", "")) || e[1] == b'c')
+        );
+        for cut in 0..enc[2].len() {
+            assert!(VersionKey::decode(&enc[2][..cut]).is_err());
+        }
     }
 
     #[test]

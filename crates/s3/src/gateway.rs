@@ -6,9 +6,10 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{self, StreamingBlob, Timestamp};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tessera_proto::{
-    ErrorCode, ListEntry, ObjectHeaders, ObjectInfo, Permission, TagSet, UploadInfo,
+    ErrorCode, ListEntry, NULL_VERSION, ObjectHeaders, ObjectInfo, ObjectVersion, Permission,
+    TagSet, UploadInfo, VersionListEntry, version_label,
 };
-use tessera_sdk::{Client, ListOptions, PutOptions, SdkError};
+use tessera_sdk::{Client, ListOptions, PutOptions, SdkError, VersionListOptions};
 
 use crate::checksum::{BodyChecksums, ResponseChecksums};
 use crate::rules;
@@ -111,6 +112,8 @@ fn to_s3(e: SdkError) -> S3Error {
         Some(ErrorCode::PreconditionFailed) => S3ErrorCode::PreconditionFailed,
         Some(ErrorCode::BadDigest) => S3ErrorCode::BadDigest,
         Some(ErrorCode::InvalidTag) => S3ErrorCode::InvalidTag,
+        Some(ErrorCode::NoSuchVersion) => S3ErrorCode::NoSuchVersion,
+        Some(ErrorCode::MethodNotAllowed) => S3ErrorCode::MethodNotAllowed,
         Some(ErrorCode::NoSpace | ErrorCode::NotEnoughNodes) => S3ErrorCode::ServiceUnavailable,
         _ => S3ErrorCode::InternalError,
     };
@@ -233,6 +236,41 @@ macro_rules! object_output {
         set_checksums!(out, sums);
         out
     }};
+}
+
+/// S3's headers on an answer about a delete marker (S3 User Guide,
+/// "Working with delete markers"): `x-amz-delete-marker: true` and the
+/// marker's `x-amz-version-id`, and, when given, its `Last-Modified`.
+fn with_marker_headers(mut e: S3Error, version: &Option<String>, mtime_ms: Option<u64>) -> S3Error {
+    let mut h = axum::http::HeaderMap::new();
+    h.insert(
+        "x-amz-delete-marker",
+        axum::http::HeaderValue::from_static("true"),
+    );
+    // Version labels are hex digits or `null`: always valid header values.
+    if let Ok(v) = axum::http::HeaderValue::from_str(version_label(version)) {
+        h.insert("x-amz-version-id", v);
+    }
+    if let Some(ms) = mtime_ms {
+        let mut date = Vec::new();
+        if timestamp(ms)
+            .format(dto::TimestampFormat::HttpDate, &mut date)
+            .is_ok()
+            && let Ok(v) = axum::http::HeaderValue::from_bytes(&date)
+        {
+            h.insert(axum::http::header::LAST_MODIFIED, v);
+        }
+    }
+    e.set_headers(h);
+    e
+}
+
+/// The `x-amz-version-id` to answer for `info`: its id, or `null` when the
+/// request named the null version (a bucket never versioned answers none).
+fn shown_version(info: &ObjectInfo, asked: bool) -> Option<String> {
+    info.version_id
+        .clone()
+        .or_else(|| asked.then(|| NULL_VERSION.to_string()))
 }
 
 fn etag(info: &ObjectInfo) -> dto::ETag {
@@ -408,6 +446,7 @@ impl S3 for Gateway {
         let sums = ResponseChecksums::of(&info.headers.checksums, true, true);
         let mut out = dto::PutObjectOutput {
             e_tag: Some(etag(&info)),
+            version_id: info.version_id.clone(),
             size: Some(info.size as i64),
             checksum_type: sums.kind.clone(),
             ..Default::default()
@@ -426,6 +465,7 @@ impl S3 for Gateway {
                 &req,
                 &i.bucket,
                 &i.key,
+                i.version_id.as_deref(),
                 [i.if_match.as_ref(), i.if_none_match.as_ref()],
                 [i.if_modified_since.as_ref(), i.if_unmodified_since.as_ref()],
             )
@@ -474,6 +514,7 @@ impl S3 for Gateway {
             }
         });
         let mut out = object_output!(dto::GetObjectOutput, &info, sums, parts_count);
+        out.version_id = shown_version(&info, input.version_id.is_some());
         out.tag_count = tag_count(&info.headers.tags);
         out.body = Some(StreamingBlob::wrap(ReaderStream::new(rx)));
         out.content_length = Some(len as i64);
@@ -501,6 +542,7 @@ impl S3 for Gateway {
                 &req,
                 &input.bucket,
                 &input.key,
+                input.version_id.as_deref(),
                 [input.if_match.as_ref(), input.if_none_match.as_ref()],
                 [
                     input.if_modified_since.as_ref(),
@@ -518,6 +560,7 @@ impl S3 for Gateway {
             range.is_none(),
         );
         let mut out = object_output!(dto::HeadObjectOutput, &info, sums, parts_count);
+        out.version_id = shown_version(&info, input.version_id.is_some());
         out.content_length = Some(range.as_ref().map_or(info.size, |r| r.end - r.start) as i64);
         let mut resp = S3Response::new(out);
         // HeadObjectOutput has no field for it; GET's header, on HEAD too.
@@ -533,11 +576,21 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
-        self.client
-            .delete(&req.input.bucket, &req.input.key)
-            .await
-            .map_err(to_s3)?;
-        Ok(S3Response::new(dto::DeleteObjectOutput::default()))
+        let input = &req.input;
+        let removal = match rules::version_id(input.version_id.as_deref())? {
+            Some(v) => {
+                self.client
+                    .delete_version(&input.bucket, &input.key, v)
+                    .await
+            }
+            None => self.client.delete_object(&input.bucket, &input.key).await,
+        }
+        .map_err(to_s3)?;
+        Ok(S3Response::new(dto::DeleteObjectOutput {
+            delete_marker: removal.delete_marker.then_some(true),
+            version_id: removal.version_id,
+            ..Default::default()
+        }))
     }
 
     async fn list_objects_v2(
@@ -600,20 +653,35 @@ impl S3 for Gateway {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for o in input.delete.objects {
-            // Deleting a missing key succeeds, as in S3.
-            match self.client.delete(&input.bucket, &o.key).await {
+            // Deleting a missing key succeeds, as in S3; a version id is
+            // checked per key and a bad one fails that key only.
+            let removal = match rules::version_id(o.version_id.as_deref()) {
+                Err(e) => Err(e),
+                Ok(Some(v)) => self
+                    .client
+                    .delete_version(&input.bucket, &o.key, v)
+                    .await
+                    .map_err(to_s3),
+                Ok(None) => self
+                    .client
+                    .delete_object(&input.bucket, &o.key)
+                    .await
+                    .map_err(to_s3),
+            };
+            match removal {
                 Ok(_) if quiet => {}
-                Ok(_) => deleted.push(dto::DeletedObject {
+                Ok(r) => deleted.push(dto::DeletedObject {
                     key: Some(o.key),
-                    ..Default::default()
+                    version_id: o.version_id,
+                    delete_marker: r.delete_marker.then_some(true),
+                    delete_marker_version_id: if r.delete_marker { r.version_id } else { None },
                 }),
-                Err(e) => {
-                    let err = to_s3(e);
+                Err(err) => {
                     errors.push(dto::Error {
                         code: Some(err.code().as_str().to_string()),
                         key: Some(o.key),
                         message: err.message().map(str::to_string),
-                        version_id: None,
+                        version_id: o.version_id,
                     });
                 }
             }
@@ -638,8 +706,9 @@ impl S3 for Gateway {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
-        let same = matches!(&input.copy_source, dto::CopySource::Bucket { bucket, key, .. }
-            if **bucket == *input.bucket && **key == *input.key);
+        // A copy of an older version onto its own key restores it: a change.
+        let same = matches!(&input.copy_source, dto::CopySource::Bucket { bucket, key, version_id }
+            if **bucket == *input.bucket && **key == *input.key && version_id.is_none());
         let storage_class = rules::storage_class(input.storage_class.as_ref())?;
         rules::copy_changes_something(same, replace || input.storage_class.is_some())?;
         let tags = if rules::tagging_directive(input.tagging_directive.as_ref())? {
@@ -690,12 +759,21 @@ impl S3 for Gateway {
             .await
             .map_err(to_s3)?;
         source_read(reader).await?;
+        let source_version = matches!(
+            &input.copy_source,
+            dto::CopySource::Bucket {
+                version_id: Some(_),
+                ..
+            }
+        );
         Ok(S3Response::new(dto::CopyObjectOutput {
             copy_object_result: Some(dto::CopyObjectResult {
                 e_tag: Some(etag(&info)),
                 last_modified: Some(timestamp(info.mtime_ms)),
                 ..Default::default()
             }),
+            version_id: info.version_id.clone(),
+            copy_source_version_id: shown_version(&src, source_version),
             ..Default::default()
         }))
     }
@@ -827,6 +905,7 @@ impl S3 for Gateway {
             bucket: Some(input.bucket.clone()),
             key: Some(input.key.clone()),
             e_tag: Some(etag(&info)),
+            version_id: info.version_id.clone(),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
             ..Default::default()
         }))
@@ -1018,6 +1097,129 @@ impl S3 for Gateway {
         }))
     }
 
+    /// ListObjectVersions (S3 API reference): versions and delete markers
+    /// in key order, each key's newest first, paged by `key-marker` and
+    /// `version-id-marker`; `NextKeyMarker` and `NextVersionIdMarker` name
+    /// the last entry returned. Meta merges current objects and older
+    /// versions from one snapshot, so a page is one consistent state.
+    async fn list_object_versions(
+        &self,
+        req: S3Request<dto::ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectVersionsOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Read)
+            .await?;
+        let input = req.input;
+        let max_keys = rules::page_size("max-keys", input.max_keys)?;
+        let (key_marker, version_marker) = rules::version_markers(
+            input.key_marker.as_deref(),
+            input.version_id_marker.as_deref(),
+        )?;
+        let url = wants_url(&input.encoding_type);
+        let enc = |s: String| encode_if(url, s);
+        let page = if max_keys == 0 {
+            tessera_proto::VersionListing {
+                entries: Vec::new(),
+                next_key: None,
+                next_version: None,
+            }
+        } else {
+            let opts = VersionListOptions {
+                prefix: input.prefix.clone().unwrap_or_default(),
+                delimiter: input.delimiter.clone(),
+                key_marker: key_marker.map(str::to_string),
+                version_marker: version_marker.map(str::to_string),
+                max_keys: max_keys as u32,
+            };
+            self.client
+                .list_versions(&input.bucket, &opts)
+                .await
+                .map_err(to_s3)?
+        };
+        let owner = self.bucket_owner(&input.bucket).await?;
+        let (mut versions, mut markers, mut prefixes) = (Vec::new(), Vec::new(), Vec::new());
+        for e in page.entries {
+            match e {
+                VersionListEntry::Version(v) if v.delete_marker => {
+                    markers.push(dto::DeleteMarkerEntry {
+                        is_latest: Some(v.is_latest),
+                        last_modified: Some(timestamp(v.mtime_ms)),
+                        owner: owner.clone(),
+                        version_id: Some(version_label(&v.version_id).to_string()),
+                        key: Some(enc(v.key)),
+                    })
+                }
+                VersionListEntry::Version(v) => versions.push(dto::ObjectVersion {
+                    e_tag: Some(dto::ETag::Strong(v.etag)),
+                    is_latest: Some(v.is_latest),
+                    last_modified: Some(timestamp(v.mtime_ms)),
+                    owner: owner.clone(),
+                    size: Some(v.size as i64),
+                    storage_class: Some(dto::ObjectVersionStorageClass::from(
+                        v.storage_class
+                            .unwrap_or_else(|| dto::StorageClass::STANDARD.to_string()),
+                    )),
+                    version_id: Some(version_label(&v.version_id).to_string()),
+                    key: Some(enc(v.key)),
+                    ..Default::default()
+                }),
+                VersionListEntry::CommonPrefix(p) => prefixes.push(dto::CommonPrefix {
+                    prefix: Some(enc(p)),
+                }),
+            }
+        }
+        Ok(S3Response::new(dto::ListObjectVersionsOutput {
+            name: Some(input.bucket),
+            prefix: Some(enc(input.prefix.unwrap_or_default())),
+            delimiter: input.delimiter.map(enc),
+            key_marker: Some(enc(key_marker.unwrap_or_default().to_string())),
+            version_id_marker: Some(version_marker.unwrap_or_default().to_string()),
+            max_keys: Some(max_keys),
+            is_truncated: Some(page.next_key.is_some()),
+            next_key_marker: page.next_key.map(enc),
+            next_version_id_marker: page.next_version,
+            versions: Some(versions),
+            delete_markers: Some(markers),
+            common_prefixes: Some(prefixes),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    /// PutBucketVersioning (S3 API reference): `Enabled` or `Suspended`,
+    /// by the bucket's owner; a bucket never goes back to unversioned.
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<dto::PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<dto::PutBucketVersioningOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let state = rules::versioning_configuration(&req.input.versioning_configuration)?;
+        self.client
+            .set_versioning(&req.input.bucket, state)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::PutBucketVersioningOutput::default()))
+    }
+
+    /// GetBucketVersioning (S3 API reference): the state, or an empty
+    /// configuration for a bucket never versioned.
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<dto::GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<dto::GetBucketVersioningOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Read)
+            .await?;
+        let state = self
+            .client
+            .versioning(&req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::GetBucketVersioningOutput {
+            status: state.map(|s| dto::BucketVersioningStatus::from(s.as_str().to_string())),
+            mfa_delete: None,
+        }))
+    }
+
     /// PutObjectTagging: replaces the tag set of the current object
     /// (S3 API reference, PutObjectTagging).
     async fn put_object_tagging(
@@ -1027,12 +1229,14 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         let input = req.input;
+        let version = rules::version_id(input.version_id.as_deref())?;
         let tags = rules::object_tagging(input.tagging)?;
-        self.client
-            .set_object_tags(&input.bucket, &input.key, tags)
-            .await
-            .map_err(to_s3)?;
-        Ok(S3Response::new(dto::PutObjectTaggingOutput::default()))
+        let info = self
+            .set_tags(&input.bucket, &input.key, version, tags)
+            .await?;
+        Ok(S3Response::new(dto::PutObjectTaggingOutput {
+            version_id: shown_version(&info, version.is_some()),
+        }))
     }
 
     /// GetObjectTagging: the object's tags, an empty `<TagSet/>` when it
@@ -1043,14 +1247,14 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::GetObjectTaggingOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Read)
             .await?;
+        let input = &req.input;
+        let version = rules::version_id(input.version_id.as_deref())?;
         let info = self
-            .client
-            .head(&req.input.bucket, &req.input.key)
-            .await
-            .map_err(to_s3)?;
+            .version_for_read(&input.bucket, &input.key, version)
+            .await?;
         Ok(S3Response::new(dto::GetObjectTaggingOutput {
+            version_id: shown_version(&info, version.is_some()),
             tag_set: tag_set(info.headers.tags),
-            version_id: None,
         }))
     }
 
@@ -1062,11 +1266,14 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::DeleteObjectTaggingOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
-        self.client
-            .set_object_tags(&req.input.bucket, &req.input.key, TagSet::new())
-            .await
-            .map_err(to_s3)?;
-        Ok(S3Response::new(dto::DeleteObjectTaggingOutput::default()))
+        let input = &req.input;
+        let version = rules::version_id(input.version_id.as_deref())?;
+        let info = self
+            .set_tags(&input.bucket, &input.key, version, TagSet::new())
+            .await?;
+        Ok(S3Response::new(dto::DeleteObjectTaggingOutput {
+            version_id: shown_version(&info, version.is_some()),
+        }))
     }
 
     /// PutBucketTagging: replaces the bucket's tags; the bucket's owner
@@ -1138,12 +1345,12 @@ impl S3 for Gateway {
         let wanted = rules::object_attributes(&input.object_attributes)?;
         let max_parts = rules::page_size("max-parts", input.max_parts)?;
         let marker = rules::part_number_marker(input.part_number_marker)?;
+        let version = rules::version_id(input.version_id.as_deref())?;
         let info = self
-            .client
-            .head(&input.bucket, &input.key)
-            .await
-            .map_err(to_s3)?;
+            .version_for_read(&input.bucket, &input.key, version)
+            .await?;
         let mut out = dto::GetObjectAttributesOutput {
+            version_id: shown_version(&info, version.is_some()),
             last_modified: Some(timestamp(info.mtime_ms)),
             ..Default::default()
         };
@@ -1388,11 +1595,13 @@ impl Gateway {
         req: &S3Request<T>,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
         [if_match, if_none_match]: [Option<&dto::ETagCondition>; 2],
         [if_modified_since, if_unmodified_since]: [Option<&Timestamp>; 2],
     ) -> S3Result<ObjectInfo> {
         self.allow(req, bucket, Permission::Read).await?;
-        let info = self.client.head(bucket, key).await.map_err(to_s3)?;
+        let version = rules::version_id(version)?;
+        let info = self.version_for_read(bucket, key, version).await?;
         preconditions(
             &info,
             if_match,
@@ -1403,6 +1612,67 @@ impl Gateway {
         Ok(info)
     }
 
+    /// The object a read names (S3 API reference, GetObject): the current
+    /// object, or version `version` (an id or `null`). A key whose newest
+    /// version is a delete marker is `NoSuchKey` with
+    /// `x-amz-delete-marker: true`; a version that is a delete marker is
+    /// `MethodNotAllowed` (405) with the same header; an unknown version
+    /// is `NoSuchVersion`.
+    async fn version_for_read(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> S3Result<ObjectInfo> {
+        let Some(version) = version else {
+            return match self.client.head(bucket, key).await {
+                Ok(info) => Ok(info),
+                Err(e) if e.code() == Some(ErrorCode::NoSuchKey) => {
+                    // Only a miss costs the second look: is it a marker?
+                    let err = to_s3(e);
+                    match self.client.version(bucket, key, None).await {
+                        Ok(ObjectVersion::DeleteMarker(m)) => {
+                            Err(with_marker_headers(err, &m.version_id, None))
+                        }
+                        _ => Err(err),
+                    }
+                }
+                Err(e) => Err(to_s3(e)),
+            };
+        };
+        match self
+            .client
+            .version(bucket, key, Some(version))
+            .await
+            .map_err(to_s3)?
+        {
+            ObjectVersion::Object(o) => Ok(o),
+            ObjectVersion::DeleteMarker(m) => Err(with_marker_headers(
+                s3_error!(
+                    MethodNotAllowed,
+                    "The specified method is not allowed against a delete marker"
+                ),
+                &m.version_id,
+                Some(m.mtime_ms),
+            )),
+        }
+    }
+
+    /// Replaces the tags of the current object or of version `version`.
+    async fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        tags: TagSet,
+    ) -> S3Result<ObjectInfo> {
+        match version {
+            Some(v) => self.client.set_version_tags(bucket, key, v, tags).await,
+            None => self.client.set_object_tags(bucket, key, tags).await,
+        }
+        .map_err(to_s3)
+    }
+
     /// The source of a copy, which the request's key must be allowed to
     /// read, as the destination bucket it must be allowed to write.
     async fn copy_source<T>(
@@ -1411,12 +1681,26 @@ impl Gateway {
         source: &dto::CopySource,
         dest_bucket: &str,
     ) -> S3Result<ObjectInfo> {
-        let dto::CopySource::Bucket { bucket, key, .. } = source else {
+        let dto::CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } = source
+        else {
             return Err(s3_error!(NotImplemented, "copies from access points"));
         };
         self.allow(req, bucket, Permission::Read).await?;
         self.allow(req, dest_bucket, Permission::Write).await?;
-        self.client.head(bucket, key).await.map_err(to_s3)
+        let version = rules::version_id(version_id.as_deref())?;
+        match self.version_for_read(bucket, key, version).await {
+            // S3: "The source of a copy request may not specifically refer
+            // to a delete marker by version id" (400, not GET's 405).
+            Err(e) if *e.code() == S3ErrorCode::MethodNotAllowed => Err(s3_error!(
+                InvalidRequest,
+                "The source of a copy request may not specifically refer to a delete marker by version id."
+            )),
+            other => other,
+        }
     }
 
     /// `range` of `src` as a body for a write: streamed through a pipe, as

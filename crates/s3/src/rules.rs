@@ -13,7 +13,10 @@
 
 use s3s::dto::{self, ETagCondition};
 use s3s::{S3Result, s3_error};
-use tessera_proto::{MAX_BUCKET_TAGS, MAX_OBJECT_TAGS, TagSet, WriteCondition, tag_set_fault};
+use tessera_proto::{
+    MAX_BUCKET_TAGS, MAX_OBJECT_TAGS, TagSet, Versioning, WriteCondition, tag_set_fault,
+    version_id_is_valid,
+};
 
 /// Longest object key, in UTF-8 bytes (User Guide, "Naming Amazon S3
 /// objects"): `KeyTooLongError`.
@@ -185,6 +188,64 @@ pub fn write_condition(
         (Some(_), Some(_)) => Err(s3_error!(
             NotImplemented,
             "A header you provided implies functionality that is not implemented: If-Match with If-None-Match on a write"
+        )),
+    }
+}
+
+/// A `versionId` query parameter (GetObject, HeadObject, DeleteObject,
+/// the tagging operations, and a copy source's `?versionId=`): `null` or
+/// an id this gateway handed out; anything else, an empty value included,
+/// is `InvalidArgument` ("Invalid version id specified"), before any
+/// stored state is looked at. Absent stays absent.
+pub fn version_id(v: Option<&str>) -> S3Result<Option<&str>> {
+    match v {
+        Some(v) if !version_id_is_valid(v) => Err(s3_error!(
+            InvalidArgument,
+            "Invalid version id specified: {v:?}"
+        )),
+        other => Ok(other),
+    }
+}
+
+/// ListObjectVersions' markers (S3 API reference, ListObjectVersions): a
+/// `version-id-marker` needs a `key-marker` ("A version-id marker cannot
+/// be specified without a key marker", `InvalidArgument`) and must be a
+/// version id. Empty markers are absent.
+pub fn version_markers<'a>(
+    key_marker: Option<&'a str>,
+    version_marker: Option<&'a str>,
+) -> S3Result<(Option<&'a str>, Option<&'a str>)> {
+    let key_marker = key_marker.filter(|k| !k.is_empty());
+    let version_marker = version_marker.filter(|v| !v.is_empty());
+    if version_marker.is_some() && key_marker.is_none() {
+        return Err(s3_error!(
+            InvalidArgument,
+            "A version-id marker cannot be specified without a key marker."
+        ));
+    }
+    Ok((key_marker, version_id(version_marker)?))
+}
+
+/// PutBucketVersioning's body (S3 API reference, PutBucketVersioning):
+/// `Status` must be `Enabled` or `Suspended` (a missing or other status is
+/// `MalformedXML`: there is no going back to unversioned); `MfaDelete` may
+/// only be `Disabled` (MFA delete is not offered: `NotImplemented`).
+pub fn versioning_configuration(c: &dto::VersioningConfiguration) -> S3Result<Versioning> {
+    if let Some(mfa) = &c.mfa_delete
+        && mfa.as_str() != dto::MFADelete::DISABLED
+    {
+        return Err(s3_error!(NotImplemented, "MFA delete is not supported"));
+    }
+    match c.status.as_ref().map(|s| s.as_str()) {
+        Some(dto::BucketVersioningStatus::ENABLED) => Ok(Versioning::Enabled),
+        Some(dto::BucketVersioningStatus::SUSPENDED) => Ok(Versioning::Suspended),
+        Some(other) => Err(s3_error!(
+            MalformedXML,
+            "versioning status {other:?} is neither Enabled nor Suspended"
+        )),
+        None => Err(s3_error!(
+            MalformedXML,
+            "the versioning configuration has no Status"
         )),
     }
 }

@@ -292,18 +292,10 @@ impl Client {
         self.rename_keeping(bucket, from, to, replace, None).await
     }
 
-    /// Deletes an object; `false` when there was none.
+    /// Deletes an object; `false` when there was none. In a bucket that
+    /// keeps versions this places a delete marker (see `delete_object`).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<bool, SdkError> {
-        match self
-            .meta(Proposal::DeleteObject {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-            })
-            .await?
-        {
-            MetaResponse::Deleted { existed } => Ok(existed),
-            other => Err(self.unexpected(other)),
-        }
+        Ok(self.delete_object(bucket, key).await?.existed)
     }
 
     /// One page of a bucket listing; pass `next` back as `start_after`.

@@ -24,6 +24,7 @@ mod fsview;
 mod multipart;
 mod read;
 mod tags;
+mod versions;
 mod write;
 
 pub use client::{BodyCheck, Client, ClientOptions, ListOptions, PutOptions};
@@ -35,6 +36,7 @@ pub use tessera_proto::{
     ObjectHeaders, ObjectInfo, RemoteError,
 };
 pub use tessera_types::Policy;
+pub use versions::VersionListOptions;
 
 /// What an SDK call can fail with. Callers match on variants and on
 /// `code()`, never on messages.

@@ -46,6 +46,8 @@ fn wire_code(kind: Refused) -> ErrorCode {
         Refused::PreconditionFailed => ErrorCode::PreconditionFailed,
         Refused::NotEmpty => ErrorCode::NotEmpty,
         Refused::InvalidTag => ErrorCode::InvalidTag,
+        Refused::NoSuchVersion => ErrorCode::NoSuchVersion,
+        Refused::MethodNotAllowed => ErrorCode::MethodNotAllowed,
     }
 }
 
@@ -69,6 +71,7 @@ fn response(applied: Applied) -> MetaResponse {
         Applied::Part(p) => MetaResponse::Part(p),
         Applied::Key(k) => MetaResponse::Key(k),
         Applied::ScrubRequested { seq } => MetaResponse::ScrubStarted { seq },
+        Applied::Removed(r) => MetaResponse::Removed(r),
     }
 }
 
@@ -201,6 +204,30 @@ impl Meta {
                 limit as usize,
             )?),
             Q::GetBucketTags { bucket } => MetaResponse::Tags(r.bucket_tags(&bucket)?),
+            Q::GetVersioning { bucket } => {
+                r.bucket(&bucket)?;
+                MetaResponse::Versioning(r.versioning(&bucket)?)
+            }
+            Q::GetVersion {
+                bucket,
+                key,
+                version,
+            } => MetaResponse::Version(r.version(&bucket, &key, version.as_deref())?),
+            Q::ListVersions {
+                bucket,
+                prefix,
+                delimiter,
+                key_marker,
+                version_marker,
+                max_keys,
+            } => MetaResponse::Versions(r.list_versions(
+                &bucket,
+                &prefix,
+                delimiter.as_deref(),
+                key_marker.as_deref(),
+                version_marker.as_deref(),
+                (max_keys as usize).clamp(1, 10_000),
+            )?),
             Q::ClusterMap | Q::Status | Q::RepairWork { .. } | Q::UnknownFragments { .. } => {
                 return Err(MetaError::Internal("query answered above".into()));
             }
@@ -414,6 +441,34 @@ impl Meta {
                 (Command::SetObjectTags { bucket, key, tags }, None)
             }
             P::SetBucketTags { bucket, tags } => (Command::SetBucketTags { bucket, tags }, None),
+            P::SetVersioning { bucket, state } => (Command::SetVersioning { bucket, state }, None),
+            P::DeleteVersion {
+                bucket,
+                key,
+                version,
+            } => (
+                Command::DeleteVersion {
+                    bucket,
+                    key,
+                    version,
+                    at_ms,
+                },
+                None,
+            ),
+            P::SetVersionTags {
+                bucket,
+                key,
+                version,
+                tags,
+            } => (
+                Command::SetVersionTags {
+                    bucket,
+                    key,
+                    version,
+                    tags,
+                },
+                None,
+            ),
         };
         let touches_health = matches!(
             cmd,

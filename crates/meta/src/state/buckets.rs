@@ -1,6 +1,7 @@
 //! Buckets: created with a storage policy, deleted only when empty, and
-//! then without a trace (their directory entries, grants and tags go with
-//! them).
+//! then without a trace (their directory entries, grants, tags and
+//! versioning state go with them). A bucket with noncurrent versions or
+//! delete markers is not empty.
 
 use tessera_proto::BucketInfo;
 use tessera_types::{Policy, validate_bucket_name};
@@ -8,7 +9,7 @@ use tessera_types::{Policy, validate_bucket_name};
 use super::access::drop_bucket_grants;
 use super::fsview::drop_bucket_dirs;
 use super::objects::ObjectQueries;
-use super::tables::{BUCKET_TAGS, BUCKETS, counter};
+use super::tables::{BUCKET_TAGS, BUCKET_VERSIONING, BUCKETS, counter};
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::store::{Read, Step};
@@ -52,6 +53,7 @@ pub(super) fn delete_bucket(tx: &mut Txn<'_, '_>, name: &str) -> Result<Applied,
     drop_bucket_dirs(tx, name)?;
     drop_bucket_grants(tx, name)?;
     tx.delete(BUCKET_TAGS, &name.to_string())?;
+    tx.delete(BUCKET_VERSIONING, &name.to_string())?;
     Ok(Applied::Deleted { existed: true })
 }
 

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
     AccessKey, CorruptReport, DirInfo, FragmentMove, NewObject, NodeAdmin, Permission, TagSet,
-    UploadInfo, WriteCondition,
+    UploadInfo, Versioning, WriteCondition,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
@@ -13,6 +13,7 @@ use super::tables::NodeRecord;
 use super::txn::Txn;
 use super::{
     Applied, access, buckets, chunks, cluster, fsview, healing, multipart, objects, rename, tags,
+    versions,
 };
 use crate::MetaError;
 
@@ -147,6 +148,25 @@ pub enum Command {
         bucket: String,
         tags: TagSet,
     },
+    /// See `Proposal::SetVersioning`.
+    SetVersioning {
+        bucket: String,
+        state: Versioning,
+    },
+    /// See `Proposal::DeleteVersion`.
+    DeleteVersion {
+        bucket: String,
+        key: String,
+        version: String,
+        at_ms: u64,
+    },
+    /// See `Proposal::SetVersionTags`.
+    SetVersionTags {
+        bucket: String,
+        key: String,
+        version: String,
+        tags: TagSet,
+    },
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
@@ -170,9 +190,9 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
             at_ms,
             condition,
         } => objects::commit_object(tx, bucket, key, object, *at_ms, condition),
-        C::DeleteObject { bucket, key, at_ms } => Ok(Applied::Deleted {
-            existed: objects::remove_object(tx, bucket, key, *at_ms)?,
-        }),
+        C::DeleteObject { bucket, key, at_ms } => Ok(Applied::Removed(versions::delete_current(
+            tx, bucket, key, *at_ms,
+        )?)),
         C::PurgeChunks { ids } => chunks::purge(tx, ids),
         C::ReportCorrupt { report } => healing::report_corrupt(tx, report),
         C::CommitRepair { chunk, moves } => healing::commit_repair(tx, *chunk, moves),
@@ -232,5 +252,20 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
         } => fsview::unlink(tx, bucket, key, keep_dir.as_deref(), *at_ms),
         C::SetObjectTags { bucket, key, tags } => tags::set_object_tags(tx, bucket, key, tags),
         C::SetBucketTags { bucket, tags } => tags::set_bucket_tags(tx, bucket, tags),
+        C::SetVersioning { bucket, state } => versions::set_versioning(tx, bucket, *state),
+        C::DeleteVersion {
+            bucket,
+            key,
+            version,
+            at_ms,
+        } => Ok(Applied::Removed(versions::delete_version(
+            tx, bucket, key, version, *at_ms,
+        )?)),
+        C::SetVersionTags {
+            bucket,
+            key,
+            version,
+            tags,
+        } => versions::set_version_tags(tx, bucket, key, version, tags),
     }
 }

@@ -4,6 +4,7 @@
 //! copy-on-write commits that keep the chunks a write did not touch. S3
 //! never sees any of this: directory entries live in their own table.
 
+use super::versions::refuse_if_versioned;
 use std::collections::HashSet;
 
 use tessera_proto::{DirEntry, DirInfo, DirListing, Found, ListEntry, NewObject};
@@ -134,6 +135,7 @@ pub(super) fn unlink(
     keep: Option<&str>,
     at_ms: u64,
 ) -> Result<Applied, MetaError> {
+    refuse_if_versioned(tx, bucket, "unlink")?;
     if !remove_object(tx, bucket, key, at_ms)? {
         return Err(refuse(
             Refused::NoSuchKey,
@@ -163,6 +165,7 @@ pub(super) fn patch_object(
     at_ms: u64,
 ) -> Result<Applied, MetaError> {
     tx.bucket(bucket)?;
+    refuse_if_versioned(tx, bucket, "a copy-on-write commit")?;
     validate_key(key).map_err(|e| refuse(Refused::InvalidKey, e.to_string()))?;
     let okey = ObjectKey::new(bucket, key);
     let old = tx.get(OBJECTS, &okey)?;

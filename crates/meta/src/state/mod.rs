@@ -41,12 +41,13 @@
 //! node index, garbage), [`healing`] (damage reports, repair commits, chunk
 //! assessment), [`multipart`], [`fsview`] (directories, copy-on-write
 //! patches), [`rename`], [`access`] (S3 keys and grants), [`tags`] (object
-//! and bucket tags).
+//! and bucket tags), [`versions`] (bucket versioning, noncurrent versions,
+//! delete markers).
 
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use tessera_proto::{AccessKey, BucketInfo, ObjectInfo, PartInfo, UploadInfo};
+use tessera_proto::{AccessKey, BucketInfo, ObjectInfo, PartInfo, Removal, UploadInfo};
 
 use crate::MetaError;
 use crate::store::{MetaStore, Read, ReadView};
@@ -64,6 +65,7 @@ pub mod rename;
 pub mod tables;
 pub mod tags;
 mod txn;
+pub mod versions;
 
 #[cfg(test)]
 mod testkit;
@@ -103,6 +105,11 @@ pub enum Refused {
     NotEmpty,
     /// A tag set beyond S3's limits.
     InvalidTag,
+    /// No version of the key has the id asked for.
+    NoSuchVersion,
+    /// The version named is a delete marker, which the request cannot act
+    /// on (S3 answers 405).
+    MethodNotAllowed,
 }
 
 /// A typed refusal with a message for people.
@@ -150,6 +157,8 @@ pub enum Applied {
         fragments: u64,
         bytes: u64,
     },
+    /// What an S3 delete did (object, version or delete marker).
+    Removed(Removal),
 }
 
 /// The result of one log entry: applied, or refused with its reason.
@@ -315,6 +324,7 @@ pub mod prelude {
     pub use super::multipart::MultipartQueries;
     pub use super::objects::ObjectQueries;
     pub use super::tags::TagQueries;
+    pub use super::versions::VersionQueries;
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ use tessera_proto::{
 use tessera_types::validate_key;
 
 use super::buckets::BucketQueries;
-use super::chunks::{retire, retire_chunks, store_chunks};
+use super::chunks::{retire_chunks, store_chunks};
 use super::objects::{MAX_CHUNKS_PER_OBJECT, check_condition, check_new_object};
-use super::tables::{OBJECTS, PARTS, UPLOADS, counter};
+use super::tables::{OBJECTS, PARTS, UPLOADS};
+use super::versions::install;
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::keys::ObjectKey;
@@ -142,9 +143,6 @@ pub(super) fn complete_upload(
         tx.delete(PARTS, &part_key(upload, p.number))?;
     }
     tx.delete(UPLOADS, &upload.to_string())?;
-    if let Some(old) = old {
-        retire(tx, &old, at_ms)?;
-    }
     let object = ObjectInfo {
         key: info.key.clone(),
         size,
@@ -155,9 +153,9 @@ pub(super) fn complete_upload(
         mtime_ms: at_ms,
         data: ObjectData::Chunks(refs),
         parts: sizes,
+        version_id: None,
     };
-    tx.put(OBJECTS, &okey, &object)?;
-    tx.add(counter::OBJECTS, 1);
+    let object = install(tx, (&info.bucket, &info.key), old, object, at_ms)?;
     Ok(Applied::Object(Box::new(object)))
 }
 
@@ -233,6 +231,7 @@ impl<R: Read + ?Sized> MultipartQueries for R {}
 mod tests {
     use super::super::StateQueries;
     use super::super::objects::ObjectQueries;
+    use super::super::tables::counter;
     use super::super::testkit::*;
     use super::*;
     use tessera_proto::ChunkRecord;

@@ -15,8 +15,9 @@ use tessera_types::validate_key;
 
 use super::buckets::BucketQueries;
 use super::chunks::{check_chunk_record, retire, store_chunks};
-use super::tables::{OBJECTS, counter};
+use super::tables::OBJECTS;
 use super::tags::check_object_tags;
+use super::versions::{VersionQueries, install};
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::keys::ObjectKey;
@@ -44,13 +45,8 @@ pub(super) fn commit_object(
     let okey = ObjectKey::new(bucket, key);
     let old = tx.get(OBJECTS, &okey)?;
     check_condition(condition, old.as_ref(), bucket, key)?;
-    if let Some(old) = old {
-        retire(tx, &old, at_ms)?;
-    }
     store_chunks(tx, &object.chunks)?;
-    let info = committed(key, object, at_ms);
-    tx.put(OBJECTS, &okey, &info)?;
-    tx.add(counter::OBJECTS, 1);
+    let info = install(tx, (bucket, key), old, committed(key, object, at_ms), at_ms)?;
     Ok(Applied::Object(Box::new(info)))
 }
 
@@ -203,6 +199,7 @@ pub(super) fn committed(key: &str, o: &NewObject, at_ms: u64) -> ObjectInfo {
         mtime_ms: at_ms,
         data: o.data.clone(),
         parts: Vec::new(),
+        version_id: None,
     }
 }
 
@@ -220,13 +217,16 @@ pub trait ObjectQueries: Read {
         self.get(OBJECTS, &ObjectKey::new(bucket, key))
     }
 
+    /// Whether the bucket holds no object and no version (noncurrent
+    /// versions and delete markers count: S3 refuses to delete a bucket
+    /// with any).
     fn bucket_is_empty(&self, bucket: &str) -> Result<bool, MetaError> {
         let mut empty = true;
         self.scan(OBJECTS, &ObjectKey::bucket_prefix(bucket), |_, k, _| {
             empty = k.bucket != bucket;
             Ok(Step::Stop)
         })?;
-        Ok(empty)
+        Ok(empty && !self.any_noncurrent(bucket)?)
     }
 
     /// Whether any object's key starts with `prefix`.
@@ -314,6 +314,7 @@ mod tests {
     use super::super::chunks::ChunkQueries;
     use super::super::cluster::ClusterQueries;
     use super::super::tables::GARBAGE;
+    use super::super::tables::counter;
     use super::super::testkit::*;
     use super::*;
     use tessera_types::{ChunkId, NodeId};

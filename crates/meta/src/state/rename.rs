@@ -4,6 +4,7 @@
 //! names or all new ones. Multipart uploads under a renamed prefix still
 //! complete to their old key.
 
+use super::versions::refuse_if_versioned;
 use tessera_proto::{DirInfo, ObjectInfo};
 use tessera_types::validate_key;
 
@@ -30,6 +31,7 @@ pub(super) fn rename(
     at_ms: u64,
 ) -> Result<Applied, MetaError> {
     tx.bucket(bucket)?;
+    refuse_if_versioned(tx, bucket, "rename")?;
     validate_key(to).map_err(|e| refuse(Refused::InvalidKey, e.to_string()))?;
     keep_dir(tx, bucket, keep, at_ms)?;
     if from.ends_with('/') || to.ends_with('/') {

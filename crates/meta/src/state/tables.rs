@@ -4,12 +4,12 @@
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
     AccessKey, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport, DirInfo, NodeAdmin,
-    ObjectInfo, PartInfo, Permission, TagSet, UploadInfo,
+    ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet, UploadInfo, Versioning,
 };
 use tessera_types::{ChunkId, NodeId};
 
 use super::RecordedOutcome;
-use crate::keys::{FragmentKey, NodeFragmentKey, ObjectKey};
+use crate::keys::{FragmentKey, NodeFragmentKey, ObjectKey, VersionKey};
 use crate::store::Table;
 
 /// A storage node as the cluster map records it; liveness is not here (it is
@@ -71,6 +71,14 @@ pub const PARTS: Table<ObjectKey, PartInfo> = Table::new("parts");
 pub const DIRS: Table<ObjectKey, DirInfo> = Table::new("dirs");
 /// Bucket tags by bucket name; a bucket without tags has no entry.
 pub const BUCKET_TAGS: Table<String, TagSet> = Table::new("bucket_tags");
+/// Versioning state of buckets that were ever versioned (absent: never).
+pub const BUCKET_VERSIONING: Table<String, Versioning> = Table::new("bucket_versioning");
+/// Versions that are not the current object: noncurrent objects and every
+/// delete marker, by (bucket, key, order), newest first within a key. The
+/// current object, if the newest version is one, is in `objects`.
+pub const VERSIONS: Table<VersionKey, ObjectVersion> = Table::new("versions");
+/// The order of each key's `null` version when it is in `versions`.
+pub const NULL_VERSIONS: Table<ObjectKey, u64> = Table::new("null_versions");
 /// The outcome of each recent log entry, by index.
 pub const OUTCOMES: Table<u64, RecordedOutcome> = Table::new("outcomes");
 
@@ -93,6 +101,9 @@ pub const ALL: &[&str] = &[
     OUTCOMES.name,
     NODE_STATS.name,
     BUCKET_TAGS.name,
+    BUCKET_VERSIONING.name,
+    VERSIONS.name,
+    NULL_VERSIONS.name,
 ];
 
 /// Names of the counters kept beside the tables.
@@ -115,4 +126,9 @@ pub mod counter {
     pub const REBUILT_BYTES: &str = "repair_rebuilt_bytes";
     pub const MOVED_FRAGMENTS: &str = "repair_moved_fragments";
     pub const MOVED_BYTES: &str = "repair_moved_bytes";
+    /// Versions drawn so far: the next version's order is `u64::MAX` minus
+    /// this, after adding one.
+    pub const VERSION_SEQ: &str = "version_seq";
+    /// Noncurrent versions and delete markers (the `versions` table).
+    pub const VERSIONS: &str = "versions";
 }
