@@ -252,6 +252,139 @@ async fn meta_refuses_bad_frames_and_bad_commits() {
     }
 }
 
+/// A batch of requests is answered request by request, in order, each
+/// refusal in its own slot; an oversized or nested batch is refused. The
+/// client sends concurrent proposals together and every caller still gets
+/// its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_answers_each_request_of_a_batch() {
+    let c = Cluster::start(1);
+    let conn = connect(&c, c.meta_addr()).await;
+    let bucket = |name: &str| {
+        MetaRequest::Propose(Proposal::CreateBucket {
+            name: name.into(),
+            policy: None,
+        })
+    };
+    let batch = MetaRequest::Batch(vec![
+        bucket("bkt-one"),
+        bucket("bkt-one"),
+        MetaRequest::Query(MetaQuery::ListBuckets),
+        MetaRequest::Batch(vec![bucket("bkt-two")]),
+    ]);
+    let answers = match tessera_net::call::<_, MetaResponse>(&conn, &batch)
+        .await
+        .unwrap()
+    {
+        MetaResponse::Batch(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert!(matches!(answers[0], MetaResponse::Bucket(_)), "{answers:?}");
+    assert!(
+        matches!(&answers[1], MetaResponse::Error(e) if e.code == ErrorCode::BucketExists),
+        "{answers:?}"
+    );
+    // Handled concurrently: the listing may or may not see the new bucket.
+    assert!(
+        matches!(answers[2], MetaResponse::Buckets(_)),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(&answers[3], MetaResponse::Error(e) if e.code == ErrorCode::BadRequest),
+        "{answers:?}"
+    );
+    let too_many = MetaRequest::Batch(vec![MetaRequest::Query(MetaQuery::ListBuckets); 257]);
+    match tessera_net::call::<_, MetaResponse>(&conn, &too_many)
+        .await
+        .unwrap()
+    {
+        MetaResponse::Error(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("at most 256"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Through the client: many concurrent commits, some refused.
+    let cfg = ClusterConfig::load(&c.cluster_file).unwrap();
+    let client = tessera_meta_client::MetaClient::new(
+        Endpoint::client(&cfg.identity().unwrap()).unwrap(),
+        c.meta_addr(),
+        std::time::Duration::from_secs(1),
+    );
+    let calls = (0..300).map(|i| {
+        let client = client.clone();
+        async move {
+            let bucket = if i % 10 == 9 { "missing" } else { "bkt-one" };
+            let r = client
+                .call(Proposal::CommitObject {
+                    bucket: bucket.into(),
+                    key: format!("k{i:03}"),
+                    object: NewObject::inline(format!("body {i}").as_bytes()),
+                    write: None,
+                    condition: Default::default(),
+                })
+                .await;
+            (i, r)
+        }
+    });
+    for (i, r) in futures::future::join_all(calls).await {
+        match r {
+            Ok(MetaResponse::Object(o)) => {
+                assert!(i % 10 != 9, "{i}: committed to a missing bucket");
+                assert_eq!(o.key, format!("k{i:03}"));
+                assert_eq!(o.size, format!("body {i}").len() as u64);
+            }
+            Err(tessera_meta_client::MetaCallError::Refused(e)) => {
+                assert!(i % 10 == 9, "{i}: refused {e:?}");
+                assert_eq!(e.code, ErrorCode::NoSuchBucket);
+            }
+            other => panic!("{i}: {other:?}"),
+        }
+    }
+    match client
+        .call(MetaQuery::ListObjects {
+            bucket: "bkt-one".into(),
+            prefix: String::new(),
+            delimiter: None,
+            start_after: None,
+            max_keys: 1000,
+        })
+        .await
+    {
+        Ok(MetaResponse::Listing(l)) => assert_eq!(l.entries.len(), 270),
+        other => panic!("{other:?}"),
+    }
+    // A batch whose frame would be too large goes request by request.
+    let big = vec![7u8; 600 << 10];
+    let calls = (0..40).map(|i| {
+        let (client, big) = (client.clone(), big.clone());
+        async move {
+            client
+                .call(Proposal::CommitObject {
+                    bucket: "bkt-one".into(),
+                    key: format!("big{i}"),
+                    object: NewObject::inline(&big),
+                    write: None,
+                    condition: Default::default(),
+                })
+                .await
+        }
+    });
+    for r in futures::future::join_all(calls).await {
+        match r {
+            Ok(MetaResponse::Object(_)) => {}
+            // Inline bodies have their own limit; what matters is that
+            // each call gets meta's own answer, not a frame error.
+            Err(tessera_meta_client::MetaCallError::Refused(e)) => {
+                assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn cli_gives_clear_errors_for_bad_requests() {
     let c = Cluster::start(6);

@@ -106,7 +106,19 @@ pub enum MetaRequest {
     Query(MetaQuery),
     Propose(Proposal),
     Lease(Lease),
+    /// Several requests on one stream, answered by one
+    /// `MetaResponse::Batch` with an answer per request in the same order
+    /// (a refused one is its `MetaResponse::Error`). Meta handles them
+    /// concurrently, as if each came on its own stream: proposals still
+    /// share the committer's batches with everything else. A client with
+    /// many requests in flight sends them this way and saves a stream, a
+    /// task and the packets for each. At most [`MAX_BATCHED_REQUESTS`]; a
+    /// batch inside a batch is refused.
+    Batch(Vec<MetaRequest>),
 }
+
+/// Most requests in one `MetaRequest::Batch`.
+pub const MAX_BATCHED_REQUESTS: usize = 256;
 
 impl From<MetaQuery> for MetaRequest {
     fn from(q: MetaQuery) -> Self {
@@ -472,6 +484,8 @@ pub enum MetaResponse {
     Versions(VersionListing),
     /// What `DeleteObject` and `DeleteVersion` did.
     Removed(Removal),
+    /// The answers to a `MetaRequest::Batch`, in its order.
+    Batch(Vec<MetaResponse>),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

@@ -4,16 +4,19 @@
 //!
 //! Owns how a request reaches meta: the connection (reused, retried after a
 //! short hold-off, since nothing works without meta), one retry when a
-//! cached connection turns out dead, a deadline per call, and typed errors
-//! (refused by meta, unreachable, timed out, unexpected answer). It must
-//! not know what the requests mean: callers build them from
-//! `tessera_proto` and match the answers.
+//! cached connection turns out dead, a deadline per call, proposals and
+//! leases made at the same moment sent together (`MetaRequest::Batch`),
+//! and typed errors (refused by meta, unreachable, timed out, unexpected
+//! answer). It must not know what the requests mean: callers build them
+//! from `tessera_proto` and match the answers.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tessera_net::{ConnectionPool, Endpoint, NetError, VarInt, call};
-use tessera_proto::{MetaRequest, MetaResponse, RemoteError};
+use tessera_net::{ConnectionPool, Endpoint, NetError, VarInt, call_encoded};
+use tessera_proto::{FrameKind, MetaRequest, MetaResponse, ProtoError, RemoteError, encode_frame};
+use tokio::sync::oneshot;
 
 /// How long one meta call may take before it fails with `Timeout`: far
 /// above any healthy answer (a batch of commits is a few milliseconds),
@@ -44,15 +47,53 @@ impl MetaCallError {
     pub fn unexpected(resp: &MetaResponse) -> Self {
         MetaCallError::Unexpected(format!("{resp:?}"))
     }
+
+    /// The same failure for another request of the batch it ended: a
+    /// network error is not `Clone` (it may hold an I/O error), so each
+    /// copy carries its text as a lost connection, as most are.
+    fn duplicate(&self) -> Self {
+        match self {
+            MetaCallError::Refused(e) => MetaCallError::Refused(e.clone()),
+            MetaCallError::Net { addr, source } => MetaCallError::Net {
+                addr: *addr,
+                source: match source {
+                    NetError::Unreachable { addr } => NetError::Unreachable { addr: *addr },
+                    NetError::Timeout(d) => NetError::Timeout(*d),
+                    other => NetError::ConnectionLost(other.to_string()),
+                },
+            },
+            MetaCallError::Timeout { addr, after } => MetaCallError::Timeout {
+                addr: *addr,
+                after: *after,
+            },
+            MetaCallError::Unexpected(m) => MetaCallError::Unexpected(m.clone()),
+        }
+    }
 }
 
-/// A connection to meta, cheap to clone (clones share the connection).
+/// A connection to meta, cheap to clone (clones share the connection and
+/// send their concurrent proposals together).
 #[derive(Clone)]
 pub struct MetaClient {
     addr: SocketAddr,
     pool: ConnectionPool,
     timeout: Duration,
+    outbox: Arc<Mutex<Outbox>>,
 }
+
+/// Most requests sent together. Proposals and leases only: their answers
+/// are small, where a batch of listings could outgrow a frame.
+const MAX_TOGETHER: usize = 64;
+
+/// Proposals and leases waiting to be sent together.
+#[derive(Default)]
+struct Outbox {
+    waiting: Vec<(MetaRequest, Reply)>,
+    /// A sender task is gathering `waiting` and will take it.
+    gathering: bool,
+}
+
+type Reply = oneshot::Sender<Result<MetaResponse, MetaCallError>>;
 
 impl MetaClient {
     /// A client of meta at `addr` over `endpoint`; after a failed
@@ -62,6 +103,7 @@ impl MetaClient {
             addr,
             pool: ConnectionPool::with_hold_off(endpoint, hold_off),
             timeout: CALL_TIMEOUT,
+            outbox: Arc::default(),
         }
     }
 
@@ -72,25 +114,147 @@ impl MetaClient {
     /// Sends one request and returns meta's answer; `MetaResponse::Error`
     /// becomes `MetaCallError::Refused`. A cached connection that turns
     /// out dead is replaced once.
+    ///
+    /// Proposals and leases made while others are on their way go out
+    /// together: the first starts a sender task, which yields once so that
+    /// the ones made at the same moment join, then sends them all on one
+    /// stream. Many concurrent commits (a busy gateway) then cost meta one
+    /// stream and a few packets for many, not one each. A lone call costs a
+    /// task hand-off more than sending it directly.
     pub async fn call(&self, req: impl Into<MetaRequest>) -> Result<MetaResponse, MetaCallError> {
         let req = req.into();
-        match tokio::time::timeout(self.timeout, self.call_once_or_twice(&req)).await {
-            Ok(r) => r,
-            Err(_) => Err(MetaCallError::Timeout {
-                addr: self.addr,
-                after: self.timeout,
-            }),
+        if !matches!(req, MetaRequest::Propose(_) | MetaRequest::Lease(_)) {
+            return self.call_alone(&req).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            out.waiting.push((req, reply));
+            !std::mem::replace(&mut out.gathering, true)
+        };
+        if start {
+            // Spawned, not awaited here: the waiting calls must go out even
+            // if this caller gives up.
+            let client = self.clone();
+            tokio::spawn(client.sender());
+        }
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(MetaCallError::Unexpected(
+                "the sender of a batch of requests stopped".into(),
+            )),
+            Err(_) => Err(self.timed_out()),
         }
     }
 
-    async fn call_once_or_twice(&self, req: &MetaRequest) -> Result<MetaResponse, MetaCallError> {
-        let net = |source| MetaCallError::Net {
+    fn timed_out(&self) -> MetaCallError {
+        MetaCallError::Timeout {
+            addr: self.addr,
+            after: self.timeout,
+        }
+    }
+
+    async fn call_alone(&self, req: &MetaRequest) -> Result<MetaResponse, MetaCallError> {
+        let frame = encode_frame(FrameKind::Request, req).map_err(|e| self.net(e.into()))?;
+        self.call_encoded(&frame).await
+    }
+
+    async fn call_encoded(&self, frame: &[u8]) -> Result<MetaResponse, MetaCallError> {
+        match tokio::time::timeout(self.timeout, self.call_once_or_twice(frame)).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    fn net(&self, source: NetError) -> MetaCallError {
+        MetaCallError::Net {
             addr: self.addr,
             source,
+        }
+    }
+
+    /// `send_waiting`, boxed: it spawns itself when more than one batch
+    /// waits, and a future that contains itself needs a name for its type.
+    fn sender(self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(self.send_waiting())
+    }
+
+    /// Takes what is waiting (after letting calls made at the same moment
+    /// join) and sends it: one request alone, more as one batch. A batch
+    /// whose frame would be too large goes request by request (nothing of
+    /// it was sent).
+    async fn send_waiting(self) {
+        tokio::task::yield_now().await;
+        let batch = {
+            let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let take = out.waiting.len().min(MAX_TOGETHER);
+            let rest = out.waiting.split_off(take);
+            let batch = std::mem::replace(&mut out.waiting, rest);
+            if out.waiting.is_empty() {
+                out.gathering = false;
+            } else {
+                // More than one batch waits: the next goes in parallel.
+                let client = self.clone();
+                tokio::spawn(client.sender());
+            }
+            batch
         };
+        let (reqs, mut replies): (Vec<MetaRequest>, Vec<Reply>) = batch.into_iter().unzip();
+        if reqs.len() == 1 {
+            if let (Some(req), Some(reply)) = (reqs.first(), replies.pop()) {
+                let _ = reply.send(self.call_alone(req).await);
+            }
+            return;
+        }
+        let together = MetaRequest::Batch(reqs);
+        let frame = match encode_frame(FrameKind::Request, &together) {
+            Ok(frame) => frame,
+            Err(ProtoError::FrameTooLarge(_)) => {
+                let MetaRequest::Batch(reqs) = together else {
+                    return;
+                };
+                for (reply, req) in replies.into_iter().zip(reqs) {
+                    let client = self.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(client.call_alone(&req).await);
+                    });
+                }
+                return;
+            }
+            Err(e) => {
+                let e = self.net(e.into());
+                for reply in replies {
+                    let _ = reply.send(Err(e.duplicate()));
+                }
+                return;
+            }
+        };
+        match self.call_encoded(&frame).await {
+            Ok(MetaResponse::Batch(answers)) if answers.len() == replies.len() => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(match answer {
+                        MetaResponse::Error(e) => Err(MetaCallError::Refused(e)),
+                        other => Ok(other),
+                    });
+                }
+            }
+            Ok(other) => {
+                for reply in replies {
+                    let _ = reply.send(Err(MetaCallError::unexpected(&other)));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.duplicate()));
+                }
+            }
+        }
+    }
+
+    async fn call_once_or_twice(&self, frame: &[u8]) -> Result<MetaResponse, MetaCallError> {
         for attempt in 0..2 {
-            let conn = self.pool.get(self.addr).await.map_err(net)?;
-            match call::<_, MetaResponse>(&conn, req).await {
+            let conn = self.pool.get(self.addr).await.map_err(|e| self.net(e))?;
+            match call_encoded::<MetaResponse>(&conn, frame).await {
                 Ok(MetaResponse::Error(e)) => return Err(MetaCallError::Refused(e)),
                 Ok(resp) => return Ok(resp),
                 Err(e) if attempt == 0 && e.is_peer_failure() => {
@@ -101,7 +265,7 @@ impl MetaClient {
                     if e.is_peer_failure() {
                         self.pool.mark_failed(self.addr);
                     }
-                    return Err(net(e));
+                    return Err(self.net(e));
                 }
             }
         }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use tessera_net::{RecvStream, SendStream, read_frame, write_frame};
 use tessera_proto::{
-    AccessKey, CorruptReport, ErrorCode, FrameKind, Heartbeat, HeartbeatReply, Lease, MetaQuery,
-    MetaRequest, MetaResponse, NodeAdmin, Proposal, RemoteError, UploadInfo,
+    AccessKey, CorruptReport, ErrorCode, FrameKind, Heartbeat, HeartbeatReply, Lease,
+    MAX_BATCHED_REQUESTS, MetaQuery, MetaRequest, MetaResponse, NodeAdmin, Proposal, RemoteError,
+    UploadInfo,
 };
 use tracing::{debug, info, warn};
 
@@ -89,13 +90,57 @@ fn random_text(alphabet: &[u8], len: usize) -> String {
 }
 
 impl Meta {
-    /// Answers one request.
+    /// Answers one request, or each request of a batch.
     pub async fn handle(self: &Arc<Self>, req: MetaRequest) -> Result<MetaResponse, MetaError> {
+        match req {
+            MetaRequest::Batch(reqs) => self.handle_batch(reqs).await,
+            one => self.handle_one(one).await,
+        }
+    }
+
+    async fn handle_one(self: &Arc<Self>, req: MetaRequest) -> Result<MetaResponse, MetaError> {
         match req {
             MetaRequest::Query(q) => self.blocking(move |m| m.query(q)).await,
             MetaRequest::Propose(p) => self.propose(p).await,
             MetaRequest::Lease(l) => self.lease(l).await,
+            MetaRequest::Batch(_) => Err(refuse(
+                Refused::BadRequest,
+                "a batch of requests inside a batch",
+            )),
         }
+    }
+
+    /// The requests of a batch, handled concurrently as if each had come
+    /// on its own stream; an answer per request, in order. Errors:
+    /// `BadRequest` for more than `MAX_BATCHED_REQUESTS` (none is
+    /// handled).
+    async fn handle_batch(
+        self: &Arc<Self>,
+        reqs: Vec<MetaRequest>,
+    ) -> Result<MetaResponse, MetaError> {
+        if reqs.len() > MAX_BATCHED_REQUESTS {
+            return Err(refuse(
+                Refused::BadRequest,
+                format!(
+                    "{} requests in one batch, at most {MAX_BATCHED_REQUESTS}",
+                    reqs.len()
+                ),
+            ));
+        }
+        // The stream counts as one request; the others are counted here.
+        let more = reqs.len().saturating_sub(1) as u64;
+        self.counters.requests.fetch_add(more, Ordering::Relaxed);
+        let answers = futures::future::join_all(reqs.into_iter().map(|r| async move {
+            match self.handle_one(r).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    MetaResponse::Error(to_remote(&e))
+                }
+            }
+        }))
+        .await;
+        Ok(MetaResponse::Batch(answers))
     }
 
     /// Runs reads of the store off the async threads.
