@@ -270,7 +270,6 @@ async fn meta_answers_each_request_of_a_batch() {
         bucket("bkt-one"),
         bucket("bkt-one"),
         MetaRequest::Query(MetaQuery::ListBuckets),
-        MetaRequest::Batch(vec![bucket("bkt-two")]),
     ]);
     let answers = match tessera_net::call::<_, MetaResponse>(&conn, &batch)
         .await
@@ -279,7 +278,7 @@ async fn meta_answers_each_request_of_a_batch() {
         MetaResponse::Batch(a) => a,
         other => panic!("{other:?}"),
     };
-    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert_eq!(answers.len(), 3, "{answers:?}");
     assert!(matches!(answers[0], MetaResponse::Bucket(_)), "{answers:?}");
     assert!(
         matches!(&answers[1], MetaResponse::Error(e) if e.code == ErrorCode::BucketExists),
@@ -290,10 +289,29 @@ async fn meta_answers_each_request_of_a_batch() {
         matches!(answers[2], MetaResponse::Buckets(_)),
         "{answers:?}"
     );
-    assert!(
-        matches!(&answers[3], MetaResponse::Error(e) if e.code == ErrorCode::BadRequest),
-        "{answers:?}"
-    );
+    // Batches do not nest: a batch inside one is a malformed frame, and
+    // nothing of it is done.
+    let nested = MetaRequest::Batch(vec![MetaRequest::Batch(vec![bucket("bkt-two")])]);
+    match tessera_net::call::<_, MetaResponse>(&conn, &nested)
+        .await
+        .unwrap()
+    {
+        MetaResponse::Error(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("bad request"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    match tessera_net::call::<_, MetaResponse>(&conn, &MetaRequest::Query(MetaQuery::ListBuckets))
+        .await
+        .unwrap()
+    {
+        MetaResponse::Buckets(b) => assert!(
+            !b.iter().any(|b| b.name == "bkt-two"),
+            "a refused batch made {b:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
     let too_many = MetaRequest::Batch(vec![MetaRequest::Query(MetaQuery::ListBuckets); 257]);
     match tessera_net::call::<_, MetaResponse>(&conn, &too_many)
         .await

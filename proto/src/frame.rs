@@ -147,4 +147,49 @@ mod tests {
         payload.push(0);
         assert!(decode_payload::<MetaRequest>(&payload).is_err());
     }
+
+    /// A batch round-trips; batches nested in batches do not decode, however
+    /// deep (a million levels would overflow the stack if they recursed),
+    /// and the refusal leaves the next decode on the thread unaffected.
+    #[test]
+    fn batches_decode_flat_only() {
+        use crate::MetaResponse;
+        let flat = MetaRequest::Batch(vec![MetaRequest::Query(crate::MetaQuery::ListBuckets); 3]);
+        let frame = encode_frame(FrameKind::Request, &flat).unwrap();
+        assert_eq!(decode_payload::<MetaRequest>(&frame[8..]).unwrap(), flat);
+        let nested = MetaRequest::Batch(vec![flat.clone()]);
+        let frame = encode_frame(FrameKind::Request, &nested).unwrap();
+        assert!(decode_payload::<MetaRequest>(&frame[8..]).is_err());
+        // Each level is the variant's tag and a list of one.
+        let tag = |frame: Vec<u8>| frame[8];
+        let request_tag =
+            tag(encode_frame(FrameKind::Request, &MetaRequest::Batch(vec![])).unwrap());
+        let response_tag =
+            tag(encode_frame(FrameKind::Response, &MetaResponse::Batch(vec![])).unwrap());
+        for (variant, name) in [(request_tag, "request"), (response_tag, "response")] {
+            let deep: Vec<u8> = std::iter::repeat_n([variant, 1], 1_000_000)
+                .flatten()
+                .collect();
+            let r = if name == "request" {
+                decode_payload::<MetaRequest>(&deep).map(|_| ())
+            } else {
+                decode_payload::<MetaResponse>(&deep).map(|_| ())
+            };
+            assert!(r.is_err(), "{name}");
+        }
+        let answers = MetaResponse::Batch(vec![MetaResponse::Ok, MetaResponse::Ok]);
+        let frame = encode_frame(FrameKind::Response, &answers).unwrap();
+        assert_eq!(
+            decode_payload::<MetaResponse>(&frame[8..]).unwrap(),
+            answers
+        );
+        assert_eq!(
+            decode_payload::<MetaRequest>(&flat_frame(&flat)).unwrap(),
+            flat
+        );
+    }
+
+    fn flat_frame(req: &MetaRequest) -> Vec<u8> {
+        encode_frame(FrameKind::Request, req).unwrap()[8..].to_vec()
+    }
 }

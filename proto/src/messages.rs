@@ -112,13 +112,47 @@ pub enum MetaRequest {
     /// concurrently, as if each came on its own stream: proposals still
     /// share the committer's batches with everything else. A client with
     /// many requests in flight sends them this way and saves a stream, a
-    /// task and the packets for each. At most [`MAX_BATCHED_REQUESTS`]; a
-    /// batch inside a batch is refused.
-    Batch(Vec<MetaRequest>),
+    /// task and the packets for each. At most [`MAX_BATCHED_REQUESTS`].
+    /// Batches do not nest: one inside another does not decode.
+    Batch(#[serde(deserialize_with = "flat_batch::deserialize")] Vec<MetaRequest>),
 }
 
 /// Most requests in one `MetaRequest::Batch`.
 pub const MAX_BATCHED_REQUESTS: usize = 256;
+
+/// Decodes the list of a batch, refusing a batch inside it: a frame of
+/// batches nested in batches would otherwise make decoding recurse as deep
+/// as the frame is long (two bytes a level) and overflow the stack.
+mod flat_batch {
+    use std::cell::Cell;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    thread_local! {
+        /// This thread is decoding the list of a batch.
+        static IN_BATCH: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        if IN_BATCH.with(|b| b.replace(true)) {
+            return Err(D::Error::custom("a batch inside a batch"));
+        }
+        /// Clears the flag however decoding ends.
+        struct Done;
+        impl Drop for Done {
+            fn drop(&mut self) {
+                IN_BATCH.with(|b| b.set(false));
+            }
+        }
+        let _done = Done;
+        Vec::<T>::deserialize(d)
+    }
+}
 
 impl From<MetaQuery> for MetaRequest {
     fn from(q: MetaQuery) -> Self {
@@ -484,8 +518,9 @@ pub enum MetaResponse {
     Versions(VersionListing),
     /// What `DeleteObject` and `DeleteVersion` did.
     Removed(Removal),
-    /// The answers to a `MetaRequest::Batch`, in its order.
-    Batch(Vec<MetaResponse>),
+    /// The answers to a `MetaRequest::Batch`, in its order (never itself
+    /// a batch).
+    Batch(#[serde(deserialize_with = "flat_batch::deserialize")] Vec<MetaResponse>),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,
