@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tessera_net::{ConnectionPool, Endpoint, NetError, VarInt, call_encoded};
 use tessera_proto::{FrameKind, MetaRequest, MetaResponse, ProtoError, RemoteError, encode_frame};
@@ -89,12 +89,17 @@ pub struct MetaClient {
 /// BENCHMARKS.md).
 const MAX_TOGETHER: usize = 16;
 
+/// A sender task that has not taken the waiting requests in this long was
+/// lost: it takes them after one yield, far sooner.
+const SENDER_LOST_AFTER: Duration = Duration::from_secs(1);
+
 /// Proposals and leases waiting to be sent together.
 #[derive(Default)]
 struct Outbox {
     waiting: Vec<(MetaRequest, Reply)>,
-    /// A sender task is gathering `waiting` and will take it.
-    gathering: bool,
+    /// Since when a sender task has been gathering `waiting` (it will take
+    /// it after one yield).
+    gathering: Option<Instant>,
 }
 
 type Reply = oneshot::Sender<Result<MetaResponse, MetaCallError>>;
@@ -134,7 +139,16 @@ impl MetaClient {
         let start = {
             let mut out = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
             out.waiting.push((req, reply));
-            !std::mem::replace(&mut out.gathering, true)
+            // A sender that has not taken its requests within a second
+            // never ran (its runtime shut down first): another starts.
+            let now = Instant::now();
+            let start = out
+                .gathering
+                .is_none_or(|since| now.duration_since(since) > SENDER_LOST_AFTER);
+            if start {
+                out.gathering = Some(now);
+            }
+            start
         };
         if start {
             // Spawned, not awaited here: the waiting calls must go out even
@@ -195,14 +209,20 @@ impl MetaClient {
             let rest = out.waiting.split_off(take);
             let batch = std::mem::replace(&mut out.waiting, rest);
             if out.waiting.is_empty() {
-                out.gathering = false;
+                out.gathering = None;
             } else {
                 // More than one batch waits: the next goes in parallel.
+                out.gathering = Some(Instant::now());
                 let client = self.clone();
                 tokio::spawn(client.sender());
             }
             batch
         };
+        // Another sender (one started when this one seemed lost) may have
+        // taken everything.
+        if batch.is_empty() {
+            return;
+        }
         let (reqs, mut replies): (Vec<MetaRequest>, Vec<Reply>) = batch.into_iter().unzip();
         if reqs.len() == 1 {
             if let (Some(req), Some(reply)) = (reqs.first(), replies.pop()) {
@@ -274,5 +294,64 @@ impl MetaClient {
             }
         }
         Err(MetaCallError::Unexpected("no answer after a retry".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use super::*;
+    use tessera_net::{ClusterCa, Identity};
+    use tessera_proto::Lease;
+
+    fn lease() -> Lease {
+        Lease::ReserveChunks {
+            write: 1,
+            chunks: vec![],
+        }
+    }
+
+    /// A call queued for a sender task whose runtime shut down before it
+    /// ran is not left to hold the queue: a later call starts another
+    /// sender, and gets an answer (here: nothing listens, so a connection
+    /// error within the connect timeout) rather than waiting out its 30 s
+    /// deadline.
+    #[test]
+    fn a_lost_sender_does_not_hold_the_queue() {
+        let home = tokio::runtime::Runtime::new().unwrap();
+        let client = home.block_on(async {
+            let ca = ClusterCa::generate("test").unwrap();
+            let (cert, key) = ca.issue("client").unwrap();
+            let id = Identity::from_pem(ca.cert_pem(), &cert, &key).unwrap();
+            let nobody = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = nobody.local_addr().unwrap();
+            drop(nobody);
+            MetaClient::new(Endpoint::client(&id).unwrap(), addr, Duration::from_secs(1))
+        });
+        // Polled once (queued, its sender spawned), then dropped: the
+        // runtime ends without having run the sender.
+        let gone = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        gone.block_on(async {
+            let call = client.call(lease());
+            tokio::pin!(call);
+            std::future::poll_fn(|cx| {
+                assert!(call.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await
+        });
+        drop(gone);
+        std::thread::sleep(SENDER_LOST_AFTER + Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        let answer = home.block_on(client.call(lease()));
+        assert!(
+            matches!(answer, Err(MetaCallError::Net { .. })),
+            "{answer:?} after {:?}",
+            started.elapsed()
+        );
     }
 }
