@@ -1264,18 +1264,18 @@ impl Sim {
         &mut self,
         visit: impl FnMut(&mut Sim, ChunkPlacement) -> Result<(), Violation>,
     ) -> Result<(), Violation> {
-        self.live_chunks_while(visit, |_| true)
+        self.live_chunks_while(visit, || true)
     }
 
     /// `live_chunks`, stopping after a page when `walk_on` says so.
     fn live_chunks_while(
         &mut self,
         mut visit: impl FnMut(&mut Sim, ChunkPlacement) -> Result<(), Violation>,
-        mut walk_on: impl FnMut(&Sim) -> bool,
+        mut walk_on: impl FnMut() -> bool,
     ) -> Result<(), Violation> {
         self.report.full_scans += 1;
         let mut after = None;
-        while walk_on(self) {
+        while walk_on() {
             let page = self
                 .meta
                 .sm
@@ -1320,7 +1320,7 @@ impl Sim {
                 }
                 Ok(())
             },
-            |_| balancer.borrow().needs_work(),
+            || balancer.borrow().needs_work(),
         )?;
         Ok(planned)
     }

@@ -181,18 +181,6 @@ impl WriteSet {
     pub(crate) fn lookup(&self, table: &'static str, key: &[u8]) -> Option<&Option<Vec<u8>>> {
         self.tables.get(table).and_then(|t| t.get(key))
     }
-
-    /// Takes every change of `other`, which wins where both touch a key.
-    pub(crate) fn absorb(&mut self, other: WriteSet) {
-        for (table, changes) in other.tables {
-            let mine = self.tables.entry(table).or_default();
-            if mine.is_empty() {
-                *mine = changes;
-            } else {
-                mine.extend(changes);
-            }
-        }
-    }
 }
 
 /// Typed reads over any view.
@@ -318,8 +306,19 @@ mod tests {
             inner.put_raw("t", b"f".to_vec(), vec![6]);
             assert_eq!(keys(&inner, "t", b""), [b"a", b"b", b"e", b"f"], "{name}");
             assert_eq!(keys(&ov, "t", b""), [b"a", b"b", b"d", b"e"], "{name}");
-            let writes = inner.into_writes();
-            ov.absorb(writes);
+            drop(inner);
+            // Journaled writes (a command's) land in the overlay and can be
+            // taken back.
+            let journaled = |ov: &mut Overlay<'_>, undo: &mut Vec<Undo>| {
+                ov.set_journaled("t", b"d".to_vec(), None, undo);
+                ov.set_journaled("t", b"f".to_vec(), Some(vec![6]), undo);
+            };
+            let mut undo = Vec::new();
+            journaled(&mut ov, &mut undo);
+            assert_eq!(keys(&ov, "t", b""), [b"a", b"b", b"e", b"f"], "{name}");
+            ov.roll_back(undo);
+            assert_eq!(keys(&ov, "t", b""), [b"a", b"b", b"d", b"e"], "{name}");
+            journaled(&mut ov, &mut Vec::new());
             assert_eq!(keys(&ov, "t", b""), [b"a", b"b", b"e", b"f"], "{name}");
             let set = ov.into_writes();
             drop(base);

@@ -31,11 +31,6 @@ impl<'a> Overlay<'a> {
         self.writes.set(table, key, None);
     }
 
-    /// Takes the changes of an inner overlay (a command that succeeded).
-    pub fn absorb(&mut self, writes: WriteSet) {
-        self.writes.absorb(writes);
-    }
-
     /// `put_raw` or `delete_raw` (`value` `None`) that remembers in `undo`
     /// what it replaced, so that [`Overlay::roll_back`] can take it back:
     /// a command writes straight into its batch rather than into an
