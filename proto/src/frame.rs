@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use crate::ProtoError;
 
 /// Bumped on any incompatible change to frames or messages.
-pub const PROTOCOL_VERSION: u8 = 8;
+pub const PROTOCOL_VERSION: u8 = 9;
 /// Negotiated in the TLS handshake: a peer that speaks another major version
 /// fails at connection time, before any frame is exchanged.
 pub const ALPN: &[u8] = b"tessera/1";
@@ -116,10 +116,10 @@ mod tests {
             Err(ProtoError::BadMagic(_))
         ));
         let mut h: [u8; 8] = good[..8].try_into().unwrap();
-        h[2] = 9;
+        h[2] = PROTOCOL_VERSION + 1;
         assert!(matches!(
             FrameHeader::parse(&h),
-            Err(ProtoError::UnsupportedVersion(9))
+            Err(ProtoError::UnsupportedVersion(v)) if v == PROTOCOL_VERSION + 1
         ));
         let mut h: [u8; 8] = good[..8].try_into().unwrap();
         h[3] = 7;

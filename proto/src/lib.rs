@@ -14,8 +14,9 @@ pub use frame::{
     decode_payload, encode_frame,
 };
 pub use messages::{
-    ErrorCode, FragmentInfo, Heartbeat, HeartbeatReply, Lease, MAX_BATCHED_REQUESTS, MetaQuery,
-    MetaRequest, MetaResponse, NodeRequest, NodeResponse, Proposal, RemoteError,
+    ErrorCode, FragmentInfo, GroupRequest, Heartbeat, HeartbeatReply, Lease, MAX_BATCHED_REQUESTS,
+    MetaGroupStatus, MetaMember, MetaQuery, MetaRequest, MetaResponse, NodeRequest, NodeResponse,
+    Proposal, RaftMessage, RemoteError,
 };
 pub use model::{
     AccessKey, BucketInfo, ChunkHealth, ChunkPlacement, ChunkRecord, ChunkRef, ClusterMap,

@@ -115,6 +115,63 @@ pub enum MetaRequest {
     /// task and the packets for each. At most [`MAX_BATCHED_REQUESTS`].
     /// Batches do not nest: one inside another does not decode.
     Batch(#[serde(deserialize_with = "flat_batch::deserialize")] Vec<MetaRequest>),
+    /// Raft's traffic between meta replicas. The bytes are the consensus
+    /// library's messages as meta encodes them: nothing else reads them.
+    Raft(RaftMessage),
+    /// The meta group itself: its state and membership changes. Answered
+    /// by the leader (a follower answers `NotLeader`).
+    Group(GroupRequest),
+}
+
+/// One Raft RPC between meta replicas, its body opaque (see
+/// `MetaRequest::Raft`); answered by `MetaResponse::Raft` with the RPC's
+/// answer, opaque the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftMessage {
+    AppendEntries(Vec<u8>),
+    Vote(Vec<u8>),
+    /// One chunk of a snapshot sent to a replica that fell behind the
+    /// leader's log or joined the group.
+    InstallSnapshot(Vec<u8>),
+}
+
+/// Requests about the meta group (`tessera meta status|add|remove`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupRequest {
+    /// Answered by `MetaResponse::Group`.
+    Status,
+    /// Adds the replica listening at `addr` (`HOST:PORT`): it first
+    /// catches up as a learner, then becomes a voter. Answers
+    /// `MetaResponse::Group` with the new membership.
+    Add { addr: String },
+    /// Removes replica `id` from the group (it stops voting and the rest
+    /// stop sending it the log). Refused for the last voter.
+    Remove { id: u64 },
+}
+
+/// The meta group as its leader sees it (`tessera meta status --json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaGroupStatus {
+    /// The leader's replica id, if there is one.
+    pub leader: Option<u64>,
+    /// The current Raft term.
+    pub term: u64,
+    /// The last log index committed by the group.
+    pub committed: Option<u64>,
+    pub members: Vec<MetaMember>,
+}
+
+/// One replica of the meta group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaMember {
+    pub id: u64,
+    pub addr: String,
+    /// `leader`, `follower` (a voter) or `learner` (catching up, not voting).
+    pub role: String,
+    /// The last log index known to be on this replica (the leader's view).
+    pub match_index: Option<u64>,
+    /// Log entries this replica is behind the leader's last one.
+    pub lag: Option<u64>,
 }
 
 /// Most requests in one `MetaRequest::Batch`.
@@ -521,6 +578,15 @@ pub enum MetaResponse {
     /// The answers to a `MetaRequest::Batch`, in its order (never itself
     /// a batch).
     Batch(#[serde(deserialize_with = "flat_batch::deserialize")] Vec<MetaResponse>),
+    /// A Raft RPC's answer (see `MetaRequest::Raft`).
+    Raft(Vec<u8>),
+    /// This meta replica is not the group's leader: the request (all of a
+    /// batch) was not handled; send it to `leader` (`HOST:PORT`), or, when
+    /// no leader is known (an election is on), try again shortly.
+    NotLeader {
+        leader: Option<String>,
+    },
+    Group(MetaGroupStatus),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,
@@ -564,6 +630,9 @@ pub enum ErrorCode {
     NoSuchVersion,
     /// The request names a delete marker where only an object will do.
     MethodNotAllowed,
+    /// The meta replica lost its leadership before the request was
+    /// proposed: nothing was done; ask the leader.
+    NotLeader,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

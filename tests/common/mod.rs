@@ -31,6 +31,8 @@ pub struct Cluster {
     pub ip: String,
     pub cluster_file: PathBuf,
     meta: Option<Child>,
+    /// Replicas 1.. of a meta group (replica 0 is `meta`).
+    more_metas: Vec<Option<Child>>,
     nodes: Vec<Option<Child>>,
     repairer: Option<Child>,
     s3: Vec<Child>,
@@ -97,16 +99,25 @@ impl Cluster {
     /// Starts meta (with extra `meta_args`) and `nodes` nodes, and waits
     /// until every node has registered.
     pub fn start_with(nodes: usize, meta_args: &[&str]) -> Cluster {
+        Self::start_group(1, nodes, meta_args)
+    }
+
+    /// Starts a meta group of `replicas` processes (each with `meta_args`),
+    /// then `nodes` nodes, and waits until every node has registered.
+    pub fn start_group(replicas: usize, nodes: usize, meta_args: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("tessera-test-")
             .tempdir()
             .expect("temp dir");
         let ip = cluster_ip();
         let cluster_dir = dir.path().join("cluster");
+        let endpoints: Vec<String> = (0..replicas.max(1))
+            .map(|i| format!("{ip}:{}", meta_port(i)))
+            .collect();
         let out = Command::new(BIN)
             .args(["init", "--dir"])
             .arg(&cluster_dir)
-            .args(["--meta", &format!("{ip}:7700")])
+            .args(["--meta", &endpoints.join(",")])
             .output()
             .expect("run tessera init");
         assert!(
@@ -119,6 +130,7 @@ impl Cluster {
             dir,
             ip,
             meta: None,
+            more_metas: Vec::new(),
             nodes: (0..nodes).map(|_| None).collect(),
             repairer: None,
             s3: Vec::new(),
@@ -127,12 +139,106 @@ impl Cluster {
             node_args: Vec::new(),
             zones: Vec::new(),
         };
+        c.more_metas = (1..replicas.max(1)).map(|_| None).collect();
         c.start_meta();
+        for i in 1..replicas {
+            c.start_meta_replica(i);
+        }
         for i in 0..nodes {
             c.start_node(i);
         }
         c.wait_nodes_up(nodes);
         c
+    }
+
+    /// Meta group replica `i`'s address (`meta_addr` is replica 0's).
+    pub fn meta_replica_addr(&self, i: usize) -> SocketAddr {
+        format!("{}:{}", self.ip, meta_port(i)).parse().unwrap()
+    }
+
+    /// Replica `i`'s data directory.
+    pub fn meta_replica_dir(&self, i: usize) -> PathBuf {
+        match i {
+            0 => self.dir.path().join("meta"),
+            i => self.dir.path().join(format!("meta-{i}")),
+        }
+    }
+
+    /// Starts meta group replica `i` (0 is `start_meta`'s), or a new
+    /// replica `i` past the group's end, which waits for `tessera meta add`.
+    pub fn start_meta_replica(&mut self, i: usize) {
+        if i == 0 {
+            return self.start_meta();
+        }
+        let child = Command::new(BIN)
+            .arg("meta")
+            .arg("--cluster")
+            .arg(&self.cluster_file)
+            .arg("--data")
+            .arg(self.meta_replica_dir(i))
+            .args(["--listen", &self.meta_replica_addr(i).to_string()])
+            .args(["--metrics-listen", &format!("{}:{}", self.ip, 9090 + i)])
+            .args(&self.meta_args)
+            .env("TESSERA_LOG", "info,quinn=warn")
+            .stdout(self.log(&format!("meta-{i}")))
+            .stderr(self.log(&format!("meta-{i}")))
+            .spawn()
+            .expect("spawn tessera meta");
+        while self.more_metas.len() < i {
+            self.more_metas.push(None);
+        }
+        self.more_metas[i - 1] = Some(child);
+    }
+
+    /// SIGKILL meta group replica `i`.
+    pub fn kill_meta_replica(&mut self, i: usize) {
+        if i == 0 {
+            return self.kill_meta();
+        }
+        if let Some(mut c) = self.more_metas.get_mut(i - 1).and_then(Option::take) {
+            c.kill().expect("kill meta");
+            c.wait().expect("reap meta");
+        }
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT meta group replica `i`: alive, silent.
+    pub fn pause_meta_replica(&mut self, i: usize, stop: bool) {
+        let child = match i {
+            0 => self.meta.as_ref(),
+            i => self.more_metas.get(i - 1).and_then(Option::as_ref),
+        };
+        if let Some(c) = child {
+            let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: signalling a child process this harness started.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// The meta group's status (`tessera meta status --json`).
+    pub fn meta_group(&self) -> Value {
+        self.json(&["meta", "status", "--json"])
+    }
+
+    /// The index of the replica that leads the meta group, once one does.
+    pub fn meta_leader(&self) -> usize {
+        let mut found = None;
+        wait_until("a meta leader", Duration::from_secs(30), || {
+            let out = self.tessera(&["meta", "status", "--json"]);
+            let Ok(g) = serde_json::from_slice::<Value>(&out.stdout) else {
+                return false;
+            };
+            let leader = g["leader"].as_u64();
+            let addr = g["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["id"].as_u64() == leader && leader.is_some())
+                .and_then(|m| m["addr"].as_str().map(String::from));
+            found =
+                addr.and_then(|a| (0..16).find(|i| self.meta_replica_addr(*i).to_string() == a));
+            found.is_some()
+        });
+        found.expect("a leader")
     }
 
     fn log(&self, name: &str) -> Stdio {
@@ -697,6 +803,12 @@ pub const STATUS_CACHE: Duration = Duration::from_secs(1);
 pub const FRAGMENT_HEADER: u64 = 64;
 
 /// How many fragments a policy ("ec:4+2", "rep:3") stores per chunk.
+/// Meta group replica `i`'s port: 7700 for the first (a lone meta's),
+/// 7680 + i for the others.
+fn meta_port(i: usize) -> usize {
+    if i == 0 { 7700 } else { 7680 + i }
+}
+
 pub fn policy_fragments(policy: &str) -> usize {
     if let Some(km) = policy.strip_prefix("ec:") {
         let (k, m) = km.split_once('+').expect("ec:K+M");
@@ -805,9 +917,16 @@ impl Drop for Cluster {
             .chain(self.repairer.iter_mut())
             .chain(self.s3.iter_mut())
             .chain(self.meta.iter_mut())
+            .chain(self.more_metas.iter_mut().flatten())
         {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if std::env::var_os("TESSERA_KEEP_TEST_DIR").is_some()
+            && let Ok(fresh) = tempfile::tempdir()
+        {
+            let kept = std::mem::replace(&mut self.dir, fresh).keep();
+            eprintln!("test directory kept: {}", kept.display());
         }
         if std::thread::panicking() {
             // Leave the evidence for whoever reads the failure.
@@ -819,6 +938,16 @@ impl Drop for Cluster {
                 let p = entry.path();
                 if p.extension().is_some_and(|e| e == "log") {
                     let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    // A panic is the story, however far back it is.
+                    let lines: Vec<&str> = text.lines().collect();
+                    for (i, l) in lines.iter().enumerate() {
+                        if l.contains("panicked at") {
+                            eprintln!("---- {} panicked ----", p.display());
+                            for l in &lines[i..(i + 3).min(lines.len())] {
+                                eprintln!("{l}");
+                            }
+                        }
+                    }
                     let tail: Vec<&str> = text.lines().rev().take(30).collect();
                     eprintln!("---- {} (last lines) ----", p.display());
                     for l in tail.into_iter().rev() {

@@ -60,8 +60,8 @@ pub enum Command {
     Init {
         #[arg(long)]
         dir: PathBuf,
-        /// Address the meta service will listen on, as clients reach it.
-        #[arg(long, value_parser = parse_host_port)]
+        /// Address the meta service will listen on, as clients reach it; for a highly available meta group, each replica's, separated by commas (HOST:PORT,HOST:PORT,HOST:PORT: three or five).
+        #[arg(long, value_parser = crate::units::parse_meta_endpoints)]
         meta: String,
         /// Default policy for buckets created without one.
         #[arg(long, default_value = "ec:4+2")]
@@ -70,14 +70,17 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Run the metadata service on the address the cluster file names.
+    /// Run a metadata service replica on an address the cluster file names, or manage the meta group (`tessera meta status|add|remove`).
+    #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
     Meta {
+        #[command(subcommand)]
+        admin: Option<MetaCommand>,
         #[command(flatten)]
         cluster: ClusterArg,
-        /// Directory for the metadata store.
-        #[arg(long)]
-        data: PathBuf,
-        /// Listen here instead of the cluster file's address.
+        /// Directory for the metadata store (the Raft log and the state).
+        #[arg(long, required = true)]
+        data: Option<PathBuf>,
+        /// Listen here: one of the cluster file's meta endpoints (default: the first), or the address of a replica that `tessera meta add` will add.
         #[arg(long)]
         listen: Option<SocketAddr>,
         /// A node silent this long is down (default 30s, or the cluster file's down_after).
@@ -100,6 +103,9 @@ pub enum Command {
         /// Serve Prometheus metrics on http://ADDR/metrics.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// Snapshot the state every this many Raft log entries (the log behind a snapshot is purged; a replica that falls further behind, or a new one, gets the snapshot).
+        #[arg(long, default_value_t = 20_000)]
+        snapshot_every: u64,
     },
     /// Run the repairer on its own: rebuilds lost fragments, drains nodes, rebalances (meta runs one unless --no-repair).
     Repairer {
@@ -261,6 +267,23 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MetaCommand {
+    /// The meta group: leader, term, and each replica's role and replication lag.
+    Status {
+        /// Print {leader, term, committed, members: [{id, addr, role, match_index, lag}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the replica listening at ADDR (start it first with `tessera meta --listen ADDR`): it catches up, then votes.
+    Add {
+        #[arg(value_parser = parse_host_port)]
+        addr: String,
+    },
+    /// Remove replica ID from the group (see `tessera meta status` for ids).
+    Remove { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Move every fragment off node ID (it takes nothing new meanwhile, and stays readable).
     Drain {
@@ -366,8 +389,16 @@ fn init_logging(default: &str) {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // openraft says at INFO what an operator needs at DEBUG (every snapshot
+    // step, every startup state); its warnings and errors stay.
+    let asked = std::env::var("TESSERA_LOG").unwrap_or_default();
+    if !asked.contains("openraft")
+        && let Ok(quiet) = "openraft=warn".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
@@ -392,6 +423,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             servers::init(&dir, &meta, policy, force)
         }
         Command::Meta {
+            admin: Some(command),
+            cluster,
+            ..
+        } => {
+            init_logging("warn");
+            client_cmds::meta_group(command, &cluster).await
+        }
+        Command::Meta {
+            admin: None,
             cluster,
             data,
             listen,
@@ -402,8 +442,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             no_repair,
             repair,
             metrics_listen,
+            snapshot_every,
         } => {
             init_logging("info");
+            let Some(data) = data else {
+                anyhow::bail!("tessera meta needs --data");
+            };
             let opts = servers::MetaOpts {
                 listen,
                 down_after,
@@ -412,6 +456,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 upload_expiry: Some(upload_expiry),
                 repair: (!no_repair).then_some(repair),
                 metrics: metrics_listen,
+                snapshot_every,
             };
             servers::run_meta(&cluster.cluster, &data, opts).await
         }

@@ -94,7 +94,7 @@ pub async fn run(command: Command) -> Result<()> {
                 chunk_size: usize::try_from(chunk_size).unwrap_or(usize::MAX),
                 ..ClientOptions::default()
             };
-            let client = Client::connect_with(cfg.meta_addr()?, &cfg.identity()?, options)
+            let client = Client::connect_group(cfg.meta_addrs()?, &cfg.identity()?, options)
                 .await
                 .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))?;
             let opts = PutOptions {
@@ -443,9 +443,93 @@ pub async fn key(command: KeyCommand) -> Result<()> {
     Ok(())
 }
 
+/// The meta group's status, from its leader.
+async fn group_status(client: &Client) -> Result<tessera_proto::MetaGroupStatus> {
+    group_request(client, tessera_proto::GroupRequest::Status).await
+}
+
+async fn group_request(
+    client: &Client,
+    req: tessera_proto::GroupRequest,
+) -> Result<tessera_proto::MetaGroupStatus> {
+    use tessera_proto::{MetaRequest, MetaResponse};
+    match client.meta_client().call(MetaRequest::Group(req)).await? {
+        MetaResponse::Group(g) => Ok(g),
+        other => bail!("meta answered a group request with {other:?}"),
+    }
+}
+
+/// `{leader, term, committed, members: [{id, addr, role, match_index, lag}]}`
+/// (the contract of `tessera meta status --json`).
+fn group_json(g: &tessera_proto::MetaGroupStatus) -> serde_json::Value {
+    let members: Vec<_> = g
+        .members
+        .iter()
+        .map(|m| {
+            json!({"id": m.id, "addr": m.addr, "role": m.role,
+                   "match_index": m.match_index, "lag": m.lag})
+        })
+        .collect();
+    json!({"leader": g.leader, "term": g.term, "committed": g.committed, "members": members})
+}
+
+fn print_group(g: &tessera_proto::MetaGroupStatus) {
+    let leader = g
+        .members
+        .iter()
+        .find(|m| Some(m.id) == g.leader)
+        .map(|m| format!("{} ({})", m.id, m.addr))
+        .unwrap_or_else(|| "none (election in progress)".into());
+    println!(
+        "meta group: {} replicas, leader {leader}, term {}",
+        g.members.len(),
+        g.term
+    );
+    for m in &g.members {
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "  {:<20} {:<22} {:<9} match {:<10} lag {}",
+            m.id,
+            m.addr,
+            m.role,
+            opt(m.match_index),
+            opt(m.lag)
+        );
+    }
+}
+
+/// `tessera meta status|add|remove`.
+pub async fn meta_group(command: crate::args::MetaCommand, cluster: &ClusterArg) -> Result<()> {
+    use crate::args::MetaCommand;
+    use tessera_proto::GroupRequest;
+    let client = connect(cluster).await?;
+    match command {
+        MetaCommand::Status { json } => {
+            let g = group_status(&client).await?;
+            if json {
+                println!("{}", group_json(&g));
+            } else {
+                print_group(&g);
+            }
+        }
+        MetaCommand::Add { addr } => {
+            let g = group_request(&client, GroupRequest::Add { addr: addr.clone() }).await?;
+            println!("meta replica {addr} added; add it to the cluster file's meta list too");
+            print_group(&g);
+        }
+        MetaCommand::Remove { id } => {
+            let g = group_request(&client, GroupRequest::Remove { id }).await?;
+            println!("meta replica {id} removed; remove it from the cluster file's meta list too");
+            print_group(&g);
+        }
+    }
+    Ok(())
+}
+
 async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
     let client = connect(cluster).await?;
     let s = client.status().await?;
+    let group = group_status(&client).await?;
     let (h, r) = (&s.health, &s.repair);
     if as_json {
         let nodes: Vec<_> = s
@@ -494,10 +578,12 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
             "scrub_seq": s.scrub_seq,
             "corrupt_reports": s.corrupt_reports,
             "recent_corrupt": corrupt,
+            "meta": group_json(&group),
         });
         println!("{v}");
         return Ok(());
     }
+    print_group(&group);
     let count = |state| s.map.nodes.iter().filter(|n| n.state == state).count();
     use tessera_proto::NodeState;
     println!(

@@ -145,15 +145,32 @@ pub struct MetaOpts {
     /// Run the repairer in the meta process, like this.
     pub repair: Option<crate::args::RepairArgs>,
     pub metrics: Option<SocketAddr>,
+    pub snapshot_every: u64,
 }
 
 pub fn meta_config(cfg: &ClusterConfig, data: &Path, opts: &MetaOpts) -> Result<MetaConfig> {
     let (listen, down_after, out_after) = (opts.listen, opts.down_after, opts.out_after);
+    let endpoints: Vec<String> = cfg.meta_endpoints().into_iter().map(String::from).collect();
+    let addrs = cfg.meta_addrs()?;
     let listen = match listen {
         Some(l) => l,
-        None => cfg.meta_addr()?,
+        None => addrs[0],
     };
     let mut mc = MetaConfig::new(listen, data.to_path_buf());
+    mc.snapshot_every = opts.snapshot_every;
+    match addrs.iter().position(|a| *a == listen) {
+        Some(i) => {
+            mc.advertise = endpoints[i].clone();
+            if endpoints.len() > 1 {
+                mc.group = endpoints;
+            }
+        }
+        // A lone meta listening elsewhere than the file says (tests, a
+        // port chosen at start): still the group of one.
+        None if endpoints.len() <= 1 => {}
+        // A replica about to be added with `tessera meta add`.
+        None => mc.group = endpoints,
+    }
     // The command line wins over the cluster file, which wins over defaults.
     let from_file = |v: &Option<String>, name: &str| -> Result<Option<Duration>> {
         v.as_deref()
@@ -247,10 +264,26 @@ pub async fn run_meta(cluster: &Path, data: &Path, opts: MetaOpts) -> Result<()>
     if let Some(addr) = opts.metrics {
         serve_metrics(addr, meta_renderer(running.meta.clone())).await?;
     }
-    let repairer = opts
-        .repair
-        .as_ref()
-        .map(|r| crate::heal_cmds::spawn_repairer(cfg.clone(), r.clone()));
+    // The repairer runs where the leader is: a follower's would only be
+    // told `NotLeader`, and two at once would plan the same moves twice.
+    let repairer = opts.repair.as_ref().map(|r| {
+        let (cfg, r) = (cfg.clone(), r.clone());
+        tessera_meta::while_leading(running.meta.clone(), move || {
+            let task = crate::heal_cmds::spawn_repairer(cfg.clone(), r.clone());
+            async move {
+                // Aborted with its watcher: the repairer goes with it.
+                struct Stop(tokio::task::JoinHandle<()>);
+                impl Drop for Stop {
+                    fn drop(&mut self) {
+                        self.0.abort();
+                    }
+                }
+                let stop = Stop(task);
+                std::future::pending::<()>().await;
+                drop(stop);
+            }
+        })
+    });
     wait_for_signal().await?;
     info!("meta shutting down");
     if let Some(r) = repairer {
@@ -319,7 +352,7 @@ pub fn node_config(cfg: &ClusterConfig, opts: NodeOpts) -> Result<NodeConfig> {
         data_dir: opts.data,
         zone: opts.zone,
         capacity: opts.capacity,
-        meta: cfg.meta_addr()?,
+        meta: cfg.meta_addrs()?,
         heartbeat_every: opts.heartbeat,
         upkeep: opts.upkeep,
     })

@@ -50,6 +50,19 @@ pub fn parse_host_port(s: &str) -> Result<String, String> {
     tessera_sdk::check_host_port(s).map(|()| s.to_string())
 }
 
+/// One meta endpoint, or several separated by commas (a meta group).
+pub fn parse_meta_endpoints(s: &str) -> Result<String, String> {
+    let all: Vec<&str> = s.split(',').map(str::trim).collect();
+    for e in &all {
+        tessera_sdk::check_host_port(e)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = all.iter().find(|e| !seen.insert(**e)) {
+        return Err(format!("{twice} is named twice"));
+    }
+    Ok(all.join(","))
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;

@@ -2,20 +2,24 @@
 //! SDK, by storage nodes (heartbeats, scrub and GC questions) and, through
 //! the SDK, by the repairer.
 //!
-//! Owns how a request reaches meta: the connection (reused, retried after a
-//! short hold-off, since nothing works without meta), one retry when a
-//! cached connection turns out dead, a deadline per call, proposals and
-//! leases made at the same moment sent together (`MetaRequest::Batch`),
-//! and typed errors (refused by meta, unreachable, timed out, unexpected
-//! answer). It must not know what the requests mean: callers build them
-//! from `tessera_proto` and match the answers.
+//! Owns how a request reaches meta: finding the meta group's leader (a
+//! follower answers `NotLeader` with the leader's address; an unreachable
+//! replica is passed over for the next one of the group), the connection
+//! (reused, retried after a short hold-off, since nothing works without
+//! meta), one retry when a cached connection turns out dead, a deadline per
+//! call, proposals and leases made at the same moment sent together
+//! (`MetaRequest::Batch`), and typed errors (refused by meta, unreachable,
+//! timed out, unexpected answer). It must not know what the requests mean:
+//! callers build them from `tessera_proto` and match the answers.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tessera_net::{ConnectionPool, Endpoint, NetError, VarInt, call_encoded};
-use tessera_proto::{FrameKind, MetaRequest, MetaResponse, ProtoError, RemoteError, encode_frame};
+use tessera_proto::{
+    ErrorCode, FrameKind, MetaRequest, MetaResponse, ProtoError, RemoteError, encode_frame,
+};
 use tokio::sync::oneshot;
 
 /// How long one meta call may take before it fails with `Timeout`: far
@@ -75,7 +79,10 @@ impl MetaCallError {
 /// send their concurrent proposals together).
 #[derive(Clone)]
 pub struct MetaClient {
-    addr: SocketAddr,
+    /// The group's replicas as configured (the cluster file's list).
+    group: Arc<Vec<SocketAddr>>,
+    /// Where the leader is believed to be.
+    leader: Arc<Mutex<SocketAddr>>,
     pool: ConnectionPool,
     timeout: Duration,
     outbox: Arc<Mutex<Outbox>>,
@@ -88,6 +95,13 @@ pub struct MetaClient {
 /// step: about 17,500 commits/s at 64 callers against 22,000 at 16; see
 /// BENCHMARKS.md).
 const MAX_TOGETHER: usize = 16;
+
+/// In a meta group, a replica that has not answered one attempt within
+/// this long is taken for dead and the next one is asked: a SIGKILLed
+/// leader's QUIC connection would otherwise look alive until its idle
+/// timeout (10 s). Healthy answers take milliseconds; one slower than
+/// this is sent again (see `call_leader` on resending).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A sender task that has not taken the waiting requests in this long was
 /// lost: it takes them after one yield, far sooner.
@@ -108,16 +122,48 @@ impl MetaClient {
     /// A client of meta at `addr` over `endpoint`; after a failed
     /// connection attempt it waits `hold_off` before trying again.
     pub fn new(endpoint: Endpoint, addr: SocketAddr, hold_off: Duration) -> Self {
+        Self::with_group(endpoint, vec![addr], hold_off)
+    }
+
+    /// A client of the meta group whose replicas are at `group` (at least
+    /// one; an empty list is taken as unreachable `0.0.0.0:0`). Calls go to
+    /// the leader, found by asking.
+    pub fn with_group(endpoint: Endpoint, group: Vec<SocketAddr>, hold_off: Duration) -> Self {
+        let first = group
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         MetaClient {
-            addr,
+            group: Arc::new(group),
+            leader: Arc::new(Mutex::new(first)),
             pool: ConnectionPool::with_hold_off(endpoint, hold_off),
             timeout: CALL_TIMEOUT,
             outbox: Arc::default(),
         }
     }
 
+    /// Where the leader is believed to be now.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn follow(&self, leader: SocketAddr) {
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = leader;
+    }
+
+    /// Moves on from `failed` to the next replica of the group (unless
+    /// another call already moved on).
+    fn pass_over(&self, failed: SocketAddr) {
+        let mut leader = self.leader.lock().unwrap_or_else(|p| p.into_inner());
+        if *leader != failed || self.group.is_empty() {
+            return;
+        }
+        let next = match self.group.iter().position(|a| *a == failed) {
+            Some(i) => self.group[(i + 1) % self.group.len()],
+            // A leader learnt from a hint, not in the list: start over.
+            None => self.group[0],
+        };
+        *leader = next;
     }
 
     /// Sends one request and returns meta's answer; `MetaResponse::Error`
@@ -167,7 +213,7 @@ impl MetaClient {
 
     fn timed_out(&self) -> MetaCallError {
         MetaCallError::Timeout {
-            addr: self.addr,
+            addr: self.addr(),
             after: self.timeout,
         }
     }
@@ -178,7 +224,7 @@ impl MetaClient {
     }
 
     async fn call_encoded(&self, frame: &[u8]) -> Result<MetaResponse, MetaCallError> {
-        match tokio::time::timeout(self.timeout, self.call_once_or_twice(frame)).await {
+        match tokio::time::timeout(self.timeout, self.call_leader(frame)).await {
             Ok(r) => r,
             Err(_) => Err(self.timed_out()),
         }
@@ -186,8 +232,72 @@ impl MetaClient {
 
     fn net(&self, source: NetError) -> MetaCallError {
         MetaCallError::Net {
-            addr: self.addr,
+            addr: self.addr(),
             source,
+        }
+    }
+
+    /// Sends `frame` to the leader: a follower's `NotLeader` sends it on to
+    /// the leader it names (or, during an election, to the next replica
+    /// after a pause); an unreachable replica is passed over for the next.
+    /// A lone replica that cannot be reached fails at once, as before
+    /// there were groups; a group fails once every replica was tried three
+    /// times.
+    ///
+    /// Resending after a lost connection may apply a proposal twice (the
+    /// first may have been applied before the connection died); meta
+    /// refuses the second of two identical commits (their chunk ids are
+    /// taken), so nothing is lost, but the caller may see that refusal.
+    async fn call_leader(&self, frame: &[u8]) -> Result<MetaResponse, MetaCallError> {
+        let mut unreachable = 0;
+        let mut elections = 0u32;
+        loop {
+            let addr = self.addr();
+            let attempt = if self.group.len() > 1 {
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, self.call_once_or_twice(addr, frame))
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        self.pool.mark_failed(addr);
+                        Err(MetaCallError::Net {
+                            addr,
+                            source: NetError::Timeout(ATTEMPT_TIMEOUT),
+                        })
+                    }
+                }
+            } else {
+                self.call_once_or_twice(addr, frame).await
+            };
+            let no_leader = match attempt {
+                Ok(MetaResponse::NotLeader { leader }) => {
+                    match leader.as_deref().map(str::parse::<SocketAddr>) {
+                        Some(Ok(l)) if l != addr => {
+                            self.follow(l);
+                            continue;
+                        }
+                        _ => true,
+                    }
+                }
+                Err(MetaCallError::Refused(e)) if e.code == ErrorCode::NotLeader => true,
+                Err(e @ MetaCallError::Net { .. }) => {
+                    unreachable += 1;
+                    if self.group.len() <= 1 || unreachable >= 3 * self.group.len() {
+                        return Err(e);
+                    }
+                    self.pass_over(addr);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                other => return other,
+            };
+            if no_leader {
+                // An election is on (or this replica has not heard of the
+                // new leader yet): ask another shortly.
+                elections += 1;
+                self.pass_over(addr);
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(elections.min(10)))).await;
+            }
         }
     }
 
@@ -275,9 +385,14 @@ impl MetaClient {
         }
     }
 
-    async fn call_once_or_twice(&self, frame: &[u8]) -> Result<MetaResponse, MetaCallError> {
+    async fn call_once_or_twice(
+        &self,
+        addr: SocketAddr,
+        frame: &[u8],
+    ) -> Result<MetaResponse, MetaCallError> {
+        let net = |source| MetaCallError::Net { addr, source };
         for attempt in 0..2 {
-            let conn = self.pool.get(self.addr).await.map_err(|e| self.net(e))?;
+            let conn = self.pool.get(addr).await.map_err(net)?;
             match call_encoded::<MetaResponse>(&conn, frame).await {
                 Ok(MetaResponse::Error(e)) => return Err(MetaCallError::Refused(e)),
                 Ok(resp) => return Ok(resp),
@@ -287,9 +402,9 @@ impl MetaClient {
                 }
                 Err(e) => {
                     if e.is_peer_failure() {
-                        self.pool.mark_failed(self.addr);
+                        self.pool.mark_failed(addr);
                     }
-                    return Err(self.net(e));
+                    return Err(net(e));
                 }
             }
         }

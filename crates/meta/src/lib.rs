@@ -13,13 +13,15 @@
 
 mod keys;
 #[cfg(feature = "server")]
+pub mod raft;
+#[cfg(feature = "server")]
 mod server;
 pub mod state;
 pub mod store;
 
 pub use keys::{FragmentKey, NodeFragmentKey, ObjectKey};
 #[cfg(feature = "server")]
-pub use server::{Meta, MetaConfig, RunningMeta, start};
+pub use server::{Meta, MetaConfig, RunningMeta, start, while_leading};
 pub use state::tables::NodeRecord;
 pub use state::{Applied, Command, Outcome, Refusal, Refused, StateMachine};
 
@@ -40,9 +42,27 @@ pub enum MetaError {
     /// A bug or an impossible state inside meta.
     #[error("internal error: {0}")]
     Internal(String),
+    /// This replica is not the meta group's leader (or stopped being it
+    /// before the request was proposed): nothing was done.
+    #[error("not the meta leader; the leader is {}", .leader.as_deref().unwrap_or("not known yet"))]
+    NotLeader { leader: Option<String> },
 }
 
 impl MetaError {
+    /// The same error again, for each request of a group it ended (the
+    /// store's errors are not `Clone`: their text is kept).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            MetaError::Refused(r) => MetaError::Refused(r.clone()),
+            MetaError::NotLeader { leader } => MetaError::NotLeader {
+                leader: leader.clone(),
+            },
+            MetaError::Corrupt(m) => MetaError::Corrupt(m.clone()),
+            MetaError::Internal(m) => MetaError::Internal(m.clone()),
+            other => MetaError::Internal(other.to_string()),
+        }
+    }
+
     /// The refusal's kind, when this is a refusal.
     pub fn refused(&self) -> Option<Refused> {
         match self {

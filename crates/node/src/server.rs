@@ -26,7 +26,8 @@ pub struct NodeConfig {
     pub zone: Option<String>,
     /// Bytes offered to the cluster; defaults to the size of the file system.
     pub capacity: Option<u64>,
-    pub meta: SocketAddr,
+    /// The meta group's replicas (one for a lone meta).
+    pub meta: Vec<SocketAddr>,
     pub heartbeat_every: Duration,
     pub upkeep: UpkeepConfig,
 }
@@ -278,9 +279,9 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
 
     // Meta is retried at every heartbeat: a node must be back in the map as
     // soon as meta is, before meta's down and out periods run out.
-    let meta = MetaClient::new(
+    let meta = MetaClient::with_group(
         Endpoint::client(identity)?,
-        config.meta,
+        config.meta.clone(),
         config.heartbeat_every,
     );
     let scrub = tokio::spawn(scrub_forever(
@@ -331,7 +332,7 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
                 Err(MetaCallError::Refused(e)) => warn!(error = %e, "meta refused a heartbeat"),
                 Err(e) => {
                     if !failing {
-                        warn!(meta = %config.meta, error = %e, "heartbeat failed");
+                        warn!(meta = %meta.addr(), error = %e, "heartbeat failed");
                     }
                     failing = true;
                 }

@@ -110,16 +110,28 @@ pub(crate) struct Inner {
 
 impl Client {
     pub async fn connect(config: &ClusterConfig) -> Result<Self, SdkError> {
-        Self::connect_with(
-            config.meta_addr()?,
+        Self::connect_group(
+            config.meta_addrs()?,
             &config.identity()?,
             ClientOptions::default(),
         )
         .await
     }
 
+    /// A client of the meta at `meta` alone.
     pub async fn connect_with(
         meta: SocketAddr,
+        identity: &Identity,
+        options: ClientOptions,
+    ) -> Result<Self, SdkError> {
+        Self::connect_group(vec![meta], identity, options).await
+    }
+
+    /// A client of the meta group whose replicas are at `meta` (it finds
+    /// the leader itself). Errors: `Invalid` options; meta's, when no
+    /// replica answers with the cluster map.
+    pub async fn connect_group(
+        meta: Vec<SocketAddr>,
         identity: &Identity,
         options: ClientOptions,
     ) -> Result<Self, SdkError> {
@@ -139,7 +151,7 @@ impl Client {
         let pool = ConnectionPool::new(endpoint.clone());
         let client = Client {
             inner: Arc::new(Inner {
-                meta: MetaClient::new(endpoint, meta, Duration::from_secs(1)),
+                meta: MetaClient::with_group(endpoint, meta, Duration::from_secs(1)),
                 pool,
                 codec: ChunkCodec::default(),
                 write_budget: Arc::new(tokio::sync::Semaphore::new(options.chunks_in_flight)),

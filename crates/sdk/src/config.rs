@@ -12,7 +12,8 @@ use crate::SdkError;
 /// be moved or copied whole.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterConfig {
-    /// QUIC address of the meta service.
+    /// QUIC address of the meta service: `HOST:PORT`, or the replicas of a
+    /// meta group separated by commas (`HOST:PORT,HOST:PORT,HOST:PORT`).
     pub meta: String,
     pub ca_cert: PathBuf,
     /// Only on servers and admin machines: lets meta and nodes issue their own
@@ -58,6 +59,27 @@ pub fn check_host_port(s: &str) -> Result<(), String> {
     }
 }
 
+/// `IP:PORT`, or `HOST:PORT` resolved now (an IPv4 answer first).
+fn resolve_endpoint(meta: &str) -> Result<SocketAddr, SdkError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = meta.parse() {
+        return Ok(addr);
+    }
+    let bad = |why: String| SdkError::Config(format!("meta endpoint {meta:?}: {why}"));
+    check_host_port(meta).map_err(bad)?;
+    let addrs: Vec<SocketAddr> = meta
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("cannot resolve: {e}")))?
+        .collect();
+    // Client endpoints are IPv4 sockets: prefer an IPv4 answer.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad("resolves to no address".into()))
+}
+
 fn read(path: &Path) -> Result<String, SdkError> {
     std::fs::read_to_string(path)
         .map_err(|e| SdkError::Config(format!("reading {}: {e}", path.display())))
@@ -76,7 +98,12 @@ impl ClusterConfig {
     pub fn parse(text: &str, dir: &Path) -> Result<Self, SdkError> {
         let mut cfg: ClusterConfig =
             toml::from_str(text).map_err(|e| SdkError::Config(e.to_string()))?;
-        check_host_port(&cfg.meta).map_err(SdkError::Config)?;
+        if cfg.meta_endpoints().is_empty() {
+            return Err(SdkError::Config("meta: no endpoint".into()));
+        }
+        for m in cfg.meta_endpoints() {
+            check_host_port(m).map_err(SdkError::Config)?;
+        }
         cfg.dir = dir.to_path_buf();
         Ok(cfg)
     }
@@ -93,27 +120,31 @@ impl ClusterConfig {
         }
     }
 
-    /// Meta's address: `IP:PORT`, or `HOST:PORT` resolved now (an IPv4
-    /// answer first).
+    /// The meta endpoints as written (`HOST:PORT` each, in order).
+    pub fn meta_endpoints(&self) -> Vec<&str> {
+        self.meta
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// The first meta endpoint's address (see `meta_addrs`).
     pub fn meta_addr(&self) -> Result<SocketAddr, SdkError> {
-        use std::net::ToSocketAddrs;
-        if let Ok(addr) = self.meta.parse() {
-            return Ok(addr);
-        }
-        let bad = |why: String| SdkError::Config(format!("meta = {:?}: {why}", self.meta));
-        check_host_port(&self.meta).map_err(bad)?;
-        let addrs: Vec<SocketAddr> = self
-            .meta
-            .to_socket_addrs()
-            .map_err(|e| bad(format!("cannot resolve: {e}")))?
-            .collect();
-        // Client endpoints are IPv4 sockets: prefer an IPv4 answer.
-        addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(addrs.first())
+        self.meta_addrs()?
+            .first()
             .copied()
-            .ok_or_else(|| bad("resolves to no address".into()))
+            .ok_or_else(|| SdkError::Config("meta = \"\": no meta endpoint".into()))
+    }
+
+    /// Every meta endpoint's address, in order: `IP:PORT`, or `HOST:PORT`
+    /// resolved now (an IPv4 answer first). Errors: `Config` for an
+    /// endpoint that is not `HOST:PORT` or does not resolve.
+    pub fn meta_addrs(&self) -> Result<Vec<SocketAddr>, SdkError> {
+        self.meta_endpoints()
+            .into_iter()
+            .map(resolve_endpoint)
+            .collect()
     }
 
     pub fn default_policy(&self) -> Result<Option<Policy>, SdkError> {

@@ -1,26 +1,34 @@
-//! Group commit: proposals queue for one committer thread, which takes
-//! every proposal waiting (up to `MAX_BATCH`), gives each the next log
-//! index, and applies them as one batch: one write, one fsync, for however
-//! many concurrent commits (small-object PUTs, parts, repairs) there were.
-//! The fsync is pipelined: the committer writes a batch without waiting
-//! and hands its replies to a syncer thread, which syncs once for every
-//! batch written so far and only then answers them; meanwhile the next
-//! batch is applied.
+//! Group commit over Raft: proposals queue for one committer task, which
+//! takes every proposal waiting (up to `MAX_BATCH` commands or
+//! `MAX_ENTRY_BYTES`) and proposes them as one log entry. A few entries are
+//! in flight at once (`IN_FLIGHT`): while one is replicated and synced, the
+//! next gathers, so a busy meta makes one append and one fsync per group,
+//! however many concurrent commits there were.
+//!
+//! A write's reservation is pinned while its commit is in flight (the
+//! collector never names its chunks meanwhile, however long replication
+//! takes) and ends when the commit is applied.
 
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::time::Instant;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::error;
 
 use super::reservations::Reservations;
 use crate::MetaError;
-use crate::state::{Command, Outcome, Refusal, Refused, StateMachine};
-use crate::store::RocksStore;
+use crate::raft::{MetaRaft, Proposals};
+use crate::state::{Command, Outcome, Refusal, Refused};
 
-/// Most commands in one batch.
+/// Most commands in one entry.
 const MAX_BATCH: usize = 1024;
+
+/// An entry stops growing past this many encoded bytes (commands of inline
+/// objects are up to a few KiB each): Raft sends entries in frames of at
+/// most 16 MiB, eight at a time.
+pub(crate) const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
+/// Entries proposed and not yet applied, at most.
+const IN_FLIGHT: usize = 3;
 
 struct Pending {
     cmd: Command,
@@ -30,32 +38,23 @@ struct Pending {
 }
 
 pub(super) struct Committer {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::UnboundedSender<Pending>,
 }
 
 impl Committer {
-    pub fn start(
-        sm: Arc<StateMachine<RocksStore>>,
-        reservations: Arc<Reservations>,
-    ) -> Result<Self, MetaError> {
-        let (queue, rx) = mpsc::channel();
-        let next = sm.applied_index()? + 1;
-        let (synced, to_sync) = mpsc::channel();
-        let syncer_sm = sm.clone();
-        std::thread::Builder::new()
-            .name("meta-syncer".into())
-            .spawn(move || sync_and_answer(syncer_sm, to_sync))
-            .map_err(|e| MetaError::Internal(format!("starting the syncer: {e}")))?;
-        std::thread::Builder::new()
-            .name("meta-committer".into())
-            .spawn(move || run(sm, reservations, rx, synced, next))
-            .map_err(|e| MetaError::Internal(format!("starting the committer: {e}")))?;
-        Ok(Committer { queue })
+    pub fn start(raft: MetaRaft, reservations: Arc<Reservations>) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, reservations, rx));
+        Committer { queue }
     }
 
-    /// Applies `cmd` in the next batch. With `write`, the command is
+    /// Applies `cmd` in the next entry. With `write`, the command is
     /// refused (`Conflict`) unless that reservation is still fresh when its
-    /// batch is applied, and the reservation ends with the commit.
+    /// entry is proposed, and the reservation ends with the commit.
+    /// Errors: `NotLeader` when this replica is not (or stopped being) the
+    /// leader before the entry was proposed; `Internal` when the outcome is
+    /// unknown (leadership lost after proposing: the command may or may not
+    /// be applied).
     pub async fn propose(&self, cmd: Command, write: Option<u64>) -> Result<Outcome, MetaError> {
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -70,94 +69,93 @@ impl Committer {
 fn lapsed() -> Refusal {
     Refusal::new(
         Refused::Conflict,
-        "the write's reservation lapsed (idle longer than the garbage grace period, or meta restarted): its fragments may be collected, so it was not committed; write it again",
+        "the write's reservation lapsed (idle longer than the garbage grace period): its fragments may be collected, so it was not committed; write it again",
     )
 }
 
-/// A written batch waiting for its sync: each reply with its outcome.
-type Written = Vec<(oneshot::Sender<Result<Outcome, MetaError>>, Outcome)>;
-
-/// Syncs once for every batch written so far, then answers them.
-fn sync_and_answer(sm: Arc<StateMachine<RocksStore>>, rx: mpsc::Receiver<Written>) {
-    while let Ok(first) = rx.recv() {
-        let mut batches = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batches.push(more);
-        }
-        match sm.sync() {
-            Ok(()) => {
-                for (reply, outcome) in batches.into_iter().flatten() {
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                error!(error = %e, "syncing committed batches failed");
-                for (reply, _) in batches.into_iter().flatten() {
-                    let _ = reply.send(Err(MetaError::Internal(format!("syncing the batch: {e}"))));
-                }
-            }
-        }
-    }
-}
-
-fn run(
-    sm: Arc<StateMachine<RocksStore>>,
+async fn run(
+    raft: MetaRaft,
     reservations: Arc<Reservations>,
-    rx: mpsc::Receiver<Pending>,
-    synced: mpsc::Sender<Written>,
-    mut next: u64,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
-    while let Ok(first) = rx.recv() {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        // The permit first: proposals gather while entries are in flight.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut size = postcard::experimental::serialized_size(&first.cmd).unwrap_or(0);
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && size < MAX_ENTRY_BYTES {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    size += postcard::experimental::serialized_size(&p.cmd).unwrap_or(0);
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }
-        // Held across the write: the collector asks before or after it.
-        let mut held = reservations.lock();
-        let now = Instant::now();
-        let (ready, stale): (Vec<Pending>, Vec<Pending>) = batch
-            .into_iter()
-            .partition(|p| p.write.is_none_or(|w| held.fresh(w, now)));
-        for p in stale {
-            let _ = p.reply.send(Ok(Err(lapsed())));
-        }
+        let ready: Vec<Pending> = {
+            let mut held = reservations.lock();
+            let now = std::time::Instant::now();
+            let (ready, stale): (Vec<Pending>, Vec<Pending>) = batch
+                .into_iter()
+                .partition(|p| p.write.is_none_or(|w| held.pin(w, now)));
+            for p in stale {
+                let _ = p.reply.send(Ok(Err(lapsed())));
+            }
+            ready
+        };
         if ready.is_empty() {
             continue;
         }
-        let entries: Vec<(u64, &Command)> = ready
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (next + i as u64, &p.cmd))
-            .collect();
-        match sm.apply_batch_buffered(&entries) {
-            Ok(outcomes) => {
-                next += ready.len() as u64;
-                let mut written = Vec::with_capacity(ready.len());
-                for (p, outcome) in ready.into_iter().zip(outcomes) {
-                    if outcome.is_ok()
-                        && let Some(w) = p.write
-                    {
-                        held.release(w);
+        let raft = raft.clone();
+        let reservations = reservations.clone();
+        tokio::spawn(async move {
+            let (cmds, rest): (Vec<Command>, Vec<_>) = ready
+                .into_iter()
+                .map(|p| (p.cmd, (p.write, p.reply)))
+                .unzip();
+            let n = cmds.len();
+            let result = raft.client_write(Proposals(cmds)).await;
+            drop(permit);
+            let outcomes = match result {
+                Ok(resp) if resp.data.0.len() == n => Ok(resp.data.0),
+                Ok(resp) => Err(MetaError::Internal(format!(
+                    "an entry of {n} commands gave {} outcomes",
+                    resp.data.0.len()
+                ))),
+                Err(e) => Err(super::raft_write_error(e)),
+            };
+            let mut held = reservations.lock();
+            match outcomes {
+                Ok(outcomes) => {
+                    for ((write, reply), outcome) in rest.into_iter().zip(outcomes) {
+                        if let Some(w) = write {
+                            if outcome.is_ok() {
+                                held.release(w);
+                            } else {
+                                held.unpin(w);
+                            }
+                        }
+                        let _ = reply.send(Ok(outcome));
                     }
-                    written.push((p.reply, outcome));
                 }
-                if let Err(mpsc::SendError(lost)) = synced.send(written) {
-                    for (reply, _) in lost {
-                        let _ = reply.send(Err(MetaError::Internal("the syncer stopped".into())));
+                Err(e) => {
+                    if !matches!(e, MetaError::NotLeader { .. }) {
+                        error!(error = %e, commands = n, "an entry of commands failed");
+                    }
+                    for (write, reply) in rest {
+                        if let Some(w) = write {
+                            held.unpin(w);
+                        }
+                        let _ = reply.send(Err(e.duplicate()));
                     }
                 }
             }
-            Err(e) => {
-                error!(error = %e, commands = ready.len(), "a batch of commands could not be written");
-                for p in ready {
-                    let _ = p
-                        .reply
-                        .send(Err(MetaError::Internal(format!("writing the batch: {e}"))));
-                }
-            }
-        }
+        });
     }
 }

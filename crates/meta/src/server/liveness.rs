@@ -53,6 +53,14 @@ impl Liveness {
         }
     }
 
+    /// This replica began leading at `now_ms`: it watches every node from
+    /// now, as a restarted meta does (what it heard while following is
+    /// stale, another leader took the heartbeats).
+    pub fn lead_from(&self, now_ms: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *inner = (LivenessTracker::new(now_ms), HashMap::new());
+    }
+
     /// A heartbeat from `node` at `now_ms`.
     pub fn heard(&self, node: NodeId, report: NodeReport, now_ms: u64) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

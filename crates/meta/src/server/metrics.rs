@@ -23,7 +23,8 @@ impl Meta {
     /// Prometheus text exposition: cluster gauges and request counters.
     pub fn metrics_text(&self) -> Result<String, MetaError> {
         let status = self.status()?;
-        let snap = self.sm.read();
+        let sm = self.sm();
+        let snap = sm.read();
         let map = &status.map;
         let count = |state: NodeState| map.nodes.iter().filter(|n| n.state == state).count() as u64;
         let mut out = String::new();

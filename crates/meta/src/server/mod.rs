@@ -6,11 +6,18 @@
 //! renders them for Prometheus, `upkeep` purges garbage and expires
 //! abandoned uploads.
 //!
-//! Soft state is lost on restart by design: every node gets a fresh grace
-//! period (no false `out`), and writes whose reservation vanished are
-//! refused at commit rather than risk the collector taking their fragments.
+//! Meta runs as a group of replicas (`crate::raft`): one leads, and only
+//! the leader answers clients, takes heartbeats and reservations, and runs
+//! upkeep; the others answer `NotLeader` with the leader's address. A
+//! group of one is the plain single meta.
+//!
+//! Soft state is lost on restart and on a change of leader by design: every
+//! node gets a fresh grace period (no false `out`), and the new leader
+//! protects writes it has not heard of for a grace period
+//! (`reservations`).
 
 mod committer;
+mod group;
 mod liveness;
 mod metrics;
 mod reservations;
@@ -28,14 +35,29 @@ use tessera_types::Policy;
 use tracing::info;
 
 use crate::MetaError;
+use crate::raft::{MetaRaft, NodeId, StateCell, replica_id};
+
 use crate::state::StateMachine;
 use crate::store::RocksStore;
+pub(crate) use group::raft_write_error;
+pub use group::while_leading;
 
 pub use metrics::RequestCounters;
 
 #[derive(Debug, Clone)]
 pub struct MetaConfig {
     pub listen: SocketAddr,
+    /// This replica's address as the group and clients know it
+    /// (`HOST:PORT`, one of `group`'s when it is in the initial group).
+    pub advertise: String,
+    /// The initial group (`HOST:PORT` each), as the cluster file lists it:
+    /// a replica named here starts the group when its log is empty; one not
+    /// named waits for `tessera meta add`. Empty: a group of this replica
+    /// alone.
+    pub group: Vec<String>,
+    /// Entries between snapshots of the state (the log behind a snapshot
+    /// is purged).
+    pub snapshot_every: u64,
     pub data_dir: PathBuf,
     /// A node with no heartbeat for this long is `down`.
     pub down_after: Duration,
@@ -55,6 +77,9 @@ impl MetaConfig {
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
         MetaConfig {
             listen,
+            advertise: listen.to_string(),
+            group: Vec::new(),
+            snapshot_every: 20_000,
             data_dir,
             down_after: Duration::from_secs(30),
             out_after: Duration::from_secs(600),
@@ -69,7 +94,10 @@ impl MetaConfig {
 /// The meta service's state: the state machine and the soft state around
 /// it.
 pub struct Meta {
-    sm: Arc<StateMachine<RocksStore>>,
+    cell: Arc<StateCell>,
+    raft: MetaRaft,
+    /// This replica's id in the group.
+    me: NodeId,
     config: MetaConfig,
     committer: committer::Committer,
     liveness: liveness::Liveness,
@@ -90,26 +118,63 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Meta {
-    /// Opens the database under `config.data_dir` and starts the
-    /// committer. Errors: the database's (locked, damaged, wrong format).
-    pub fn open(config: MetaConfig) -> Result<Arc<Self>, MetaError> {
-        let sm = Arc::new(StateMachine::open(&config.data_dir.join("db"))?);
+    /// Opens the log and the state under `config.data_dir`, starts this
+    /// replica's Raft (and the group, when it is new) and the committer.
+    /// Errors: the databases' (locked, damaged, wrong format), Raft's.
+    pub async fn open(config: MetaConfig, identity: &Identity) -> Result<Arc<Self>, MetaError> {
+        let me = crate::raft::own_id(&config.data_dir, &config.advertise)?;
+        let initial = if config.group.is_empty() {
+            Some([(me, openraft::BasicNode::new(&config.advertise))].into())
+        } else if config.group.contains(&config.advertise) {
+            Some(
+                config
+                    .group
+                    .iter()
+                    .map(|a| (replica_id(a), openraft::BasicNode::new(a)))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let (raft, cell) = crate::raft::start(
+            &config.data_dir,
+            config.snapshot_every,
+            me,
+            identity,
+            initial,
+        )
+        .await?;
         let reservations = Arc::new(reservations::Reservations::new(config.gc_grace));
-        let committer = committer::Committer::start(sm.clone(), reservations.clone())?;
-        Ok(Arc::new(Meta {
+        let committer = committer::Committer::start(raft.clone(), reservations.clone());
+        let meta = Arc::new(Meta {
             liveness: liveness::Liveness::new(&config),
             status: status::StatusCache::default(),
             counters: RequestCounters::default(),
             started: Instant::now(),
-            sm,
+            cell,
+            raft,
+            me,
             config,
             committer,
             reservations,
-        }))
+        });
+        tokio::spawn(group::watch_leadership(Arc::downgrade(&meta)));
+        Ok(meta)
     }
 
-    pub fn state(&self) -> &StateMachine<RocksStore> {
-        &self.sm
+    /// The state machine as of now.
+    pub fn state(&self) -> Arc<StateMachine<RocksStore>> {
+        self.cell.get()
+    }
+
+    /// Shorthand for `state`.
+    pub(crate) fn sm(&self) -> Arc<StateMachine<RocksStore>> {
+        self.cell.get()
+    }
+
+    /// This replica's Raft.
+    pub fn raft(&self) -> &MetaRaft {
+        &self.raft
     }
 
     pub fn config(&self) -> &MetaConfig {
@@ -135,6 +200,7 @@ impl RunningMeta {
     }
 
     pub async fn shutdown(self) {
+        let _ = self.meta.raft.shutdown().await;
         self.endpoint.close();
         let _ = self.task.await;
     }
@@ -150,12 +216,17 @@ pub async fn start(config: MetaConfig, identity: &Identity) -> Result<RunningMet
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| MetaError::Corrupt(format!("creating {}: {e}", config.data_dir.display())))?;
     let listen = config.listen;
-    let meta = Meta::open(config)?;
+    // Listening before Raft starts: the other replicas' votes and entries
+    // must reach this one while it starts.
     let endpoint = Endpoint::server(listen, identity)?;
+    let meta = Meta::open(config, identity).await?;
     info!(addr = %endpoint.local_addr()?, "meta listening");
     let m = meta.clone();
     let ep = endpoint.clone();
-    let upkeep = tokio::spawn(upkeep::run(meta.clone()));
+    let upkeep = group::while_leading(meta.clone(), {
+        let m = meta.clone();
+        move || upkeep::run(m.clone())
+    });
     let task = tokio::spawn(async move {
         serve(ep, move |_peer, send, recv| {
             rpc::handle_stream(m.clone(), send, recv)

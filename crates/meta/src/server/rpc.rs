@@ -56,6 +56,7 @@ fn wire_code(kind: Refused) -> ErrorCode {
 pub(super) fn to_remote(e: &MetaError) -> RemoteError {
     match e {
         MetaError::Refused(r) => RemoteError::new(wire_code(r.kind), r.message.clone()),
+        MetaError::NotLeader { .. } => RemoteError::new(ErrorCode::NotLeader, e.to_string()),
         other => RemoteError::new(ErrorCode::Internal, other.to_string()),
     }
 }
@@ -91,21 +92,42 @@ fn random_text(alphabet: &[u8], len: usize) -> String {
 
 impl Meta {
     /// Answers one request, or each request of a batch.
+    /// Raft's own traffic is answered by every replica; everything else
+    /// only by the leader (a follower answers `NotLeader` with the
+    /// leader's address, and does nothing).
     pub async fn handle(self: &Arc<Self>, req: MetaRequest) -> Result<MetaResponse, MetaError> {
+        if let MetaRequest::Raft(msg) = req {
+            return Ok(MetaResponse::Raft(
+                crate::raft::answer_rpc(&self.raft, msg).await?,
+            ));
+        }
+        if !self.is_leader() {
+            return Ok(MetaResponse::NotLeader {
+                leader: self.leader_addr(),
+            });
+        }
         match req {
             MetaRequest::Batch(reqs) => self.handle_batch(reqs).await,
+            MetaRequest::Group(g) => self.group(g).await,
             one => self.handle_one(one).await,
         }
     }
 
     async fn handle_one(self: &Arc<Self>, req: MetaRequest) -> Result<MetaResponse, MetaError> {
         match req {
-            MetaRequest::Query(q) => self.blocking(move |m| m.query(q)).await,
+            MetaRequest::Query(q) => {
+                self.confirm_leader().await?;
+                self.blocking(move |m| m.query(q)).await
+            }
             MetaRequest::Propose(p) => self.propose(p).await,
             MetaRequest::Lease(l) => self.lease(l).await,
             MetaRequest::Batch(_) => Err(refuse(
                 Refused::BadRequest,
                 "a batch of requests inside a batch",
+            )),
+            MetaRequest::Raft(_) | MetaRequest::Group(_) => Err(refuse(
+                Refused::BadRequest,
+                "Raft and group requests go alone, not in a batch",
             )),
         }
     }
@@ -182,7 +204,7 @@ impl Meta {
             // Under the reservations' lock, so a commit is wholly before or
             // after this answer.
             let held = self.reservations.lock();
-            let unknown = self.sm.read().unknown_fragments(node, &items)?;
+            let unknown = self.sm().read().unknown_fragments(node, &items)?;
             let now = Instant::now();
             return Ok(MetaResponse::UnknownFragments(
                 unknown
@@ -191,7 +213,8 @@ impl Meta {
                     .collect(),
             ));
         }
-        let r = self.sm.read();
+        let sm = self.sm();
+        let r = sm.read();
         Ok(match q {
             Q::GetBucket { name } => MetaResponse::Bucket(r.bucket(&name)?),
             Q::ListBuckets => MetaResponse::Buckets(r.buckets()?),
@@ -558,7 +581,8 @@ impl Meta {
         let node = hb.node;
         let (admin, known) = self
             .blocking(move |m| {
-                let r = m.sm.read();
+                let sm = m.sm();
+                let r = sm.read();
                 Ok((r.node_admin(node)?, r.node(node)?))
             })
             .await?;
@@ -596,7 +620,7 @@ impl Meta {
             self.mono_ms(),
         );
         let scrub_seq = self
-            .blocking(|m| m.sm.read().counter(counter::SCRUB_SEQ))
+            .blocking(|m| m.sm().read().counter(counter::SCRUB_SEQ))
             .await?;
         Ok(HeartbeatReply {
             scrub_seq,

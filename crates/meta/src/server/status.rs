@@ -50,7 +50,8 @@ impl StatusCache {
 
 impl Meta {
     pub fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
-        let r = self.sm.read();
+        let sm = self.sm();
+        let r = sm.read();
         let now = self.mono_ms();
         let nodes = r
             .node_table()?
@@ -97,7 +98,7 @@ impl Meta {
         {
             return Ok(a.clone());
         }
-        let a = Arc::new(self.sm.read().assess(&classes, WORK_LIMIT)?);
+        let a = Arc::new(self.sm().read().assess(&classes, WORK_LIMIT)?);
         *cached = Some((Instant::now(), classes, a.clone()));
         Ok(a)
     }
@@ -126,7 +127,8 @@ impl Meta {
         let recent = window
             .back()
             .is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(5));
-        let r = self.sm.read();
+        let sm = self.sm();
+        let r = sm.read();
         Ok(RepairProgress {
             pending_fragments: a.pending_fragments,
             pending_bytes: a.pending_bytes,
@@ -145,7 +147,8 @@ impl Meta {
         let map = self.cluster_map()?;
         let a = self.assess(&map)?;
         let repair = self.repair_progress(&a)?;
-        let r = self.sm.read();
+        let sm = self.sm();
+        let r = sm.read();
         Ok(ClusterStatus {
             balance: load_balance(ClusterView::from_map(&map).nodes()),
             buckets: r.counter(counter::BUCKETS)?,

@@ -37,7 +37,7 @@ impl Meta {
     /// of chunk records purged.
     pub async fn collect_garbage(&self) -> Result<usize, MetaError> {
         let expired = now_ms().saturating_sub(self.config.upload_expiry.as_millis() as u64);
-        let uploads = self.sm.read().uploads(None)?;
+        let uploads = self.sm().read().uploads(None)?;
         for u in uploads {
             if u.initiated_ms < expired {
                 info!(upload = %u.id, bucket = %u.bucket, key = %u.key, "abandoned multipart upload aborted");
@@ -52,7 +52,7 @@ impl Meta {
         let cutoff = now_ms().saturating_sub(self.config.gc_grace.as_millis() as u64);
         let mut purged = 0;
         loop {
-            let ids = self.sm.read().garbage_before(cutoff, PURGE_BATCH)?;
+            let ids = self.sm().read().garbage_before(cutoff, PURGE_BATCH)?;
             if ids.is_empty() {
                 return Ok(purged);
             }

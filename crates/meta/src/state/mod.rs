@@ -135,7 +135,7 @@ pub(crate) fn refuse(kind: Refused, message: impl Into<String>) -> MetaError {
 }
 
 /// What an applied command did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Applied {
     Done,
     Bucket(BucketInfo),
@@ -211,7 +211,7 @@ impl<S: MetaStore> StateMachine<S> {
     /// their outcomes in the same order. Errors: a storage failure (nothing
     /// of the batch is written), or an index not above the last applied.
     pub fn apply_batch(&self, entries: &[(u64, &Command)]) -> Result<Vec<Outcome>, MetaError> {
-        self.apply_entries(entries, true)
+        self.apply_entries(entries, true, &[])
     }
 
     /// `apply_batch`, but durable only once `sync` returns: a group
@@ -221,7 +221,32 @@ impl<S: MetaStore> StateMachine<S> {
         &self,
         entries: &[(u64, &Command)],
     ) -> Result<Vec<Outcome>, MetaError> {
-        self.apply_entries(entries, false)
+        self.apply_entries(entries, false, &[])
+    }
+
+    /// `apply_batch_buffered`, with `records` (key, value) written to the
+    /// `replication` table in the same atomic write: the replication layer
+    /// keeps its position in the log there (Raft's last applied log id and
+    /// membership), so that after a crash the state and the position it
+    /// claims are from the same batch. `entries` may be empty.
+    pub fn apply_replicated(
+        &self,
+        entries: &[(u64, &Command)],
+        records: &[(&str, Vec<u8>)],
+    ) -> Result<Vec<Outcome>, MetaError> {
+        self.apply_entries(entries, false, records)
+    }
+
+    /// A record of the replication layer (see `apply_replicated`).
+    pub fn replication_record(&self, key: &str) -> Result<Option<Vec<u8>>, MetaError> {
+        self.read().get(tables::REPLICATION, &key.to_string())
+    }
+
+    /// Runs `f` with no batch being applied meanwhile (a checkpoint of the
+    /// store, which must match the records read beside it).
+    pub fn with_writes_paused<T>(&self, f: impl FnOnce(&S) -> T) -> T {
+        let _one_writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        f(&self.store)
     }
 
     /// Makes every batch applied before it durable.
@@ -233,6 +258,7 @@ impl<S: MetaStore> StateMachine<S> {
         &self,
         entries: &[(u64, &Command)],
         synced: bool,
+        records: &[(&str, Vec<u8>)],
     ) -> Result<Vec<Outcome>, MetaError> {
         let _one_writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = self.store.read();
@@ -271,6 +297,13 @@ impl<S: MetaStore> StateMachine<S> {
             tx.finish()?;
             last = index;
             outcomes.push(outcome);
+        }
+        if !records.is_empty() {
+            let mut tx = Txn::new(&mut batch);
+            for (key, value) in records {
+                tx.put(tables::REPLICATION, &key.to_string(), value)?;
+            }
+            tx.finish()?;
         }
         let writes = batch.finish()?;
         drop(snapshot);

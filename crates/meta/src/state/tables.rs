@@ -82,7 +82,14 @@ pub const NULL_VERSIONS: Table<ObjectKey, u64> = Table::new("null_versions");
 /// The outcome of each recent log entry, by index.
 pub const OUTCOMES: Table<u64, RecordedOutcome> = Table::new("outcomes");
 
+/// The replication layer's own records (the last applied log id and the
+/// membership as of it), written in the same batch as the commands they
+/// describe so that the state and its position in the log never disagree.
+/// Opaque to the state machine.
+pub const REPLICATION: Table<String, Vec<u8>> = Table::new("replication");
+
 pub const ALL: &[&str] = &[
+    REPLICATION.name,
     DIRS.name,
     UPLOADS.name,
     PARTS.name,

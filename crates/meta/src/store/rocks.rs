@@ -30,6 +30,15 @@ impl RocksStore {
         Ok(RocksStore { db })
     }
 
+    /// Writes a consistent copy of the whole database to `dir` (a RocksDB
+    /// checkpoint: hard links to the table files, the memtables flushed
+    /// first), which `open` can open as a database of its own. `dir` must
+    /// not exist. Errors: RocksDB's.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), MetaError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, MetaError> {
         self.db
             .cf_handle(name)

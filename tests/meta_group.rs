@@ -1,0 +1,451 @@
+//! A highly available meta: three `tessera meta` replicas (a Raft group),
+//! six nodes and an S3 gateway, as separate processes. A client loop of
+//! PUTs, GETs and listings runs through the gateway while the meta leader
+//! is SIGKILLed, then the next leader, then a follower's data directory is
+//! wiped and it rejoins from a snapshot. The recorded history is checked
+//! for linearizability (registers written by one writer each, and the set
+//! of keys a listing shows), every acknowledged PUT reads back
+//! byte-identical, and the longest stretch without a successful write is
+//! printed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use common::{Cluster, wait_until};
+
+const BUCKET: &str = "history";
+const WRITERS: usize = 4;
+const KEYS_PER_WRITER: usize = 3;
+
+/// One operation of the history, with when it began and ended (since the
+/// test's start).
+#[derive(Debug, Clone)]
+enum Op {
+    /// A PUT of `seq` to `key`; `ok` when acknowledged (a failed one may or
+    /// may not have taken effect).
+    Put {
+        key: String,
+        seq: u64,
+        start: Duration,
+        end: Duration,
+        ok: bool,
+    },
+    /// A GET of `key` that answered `seq` (0: no such key).
+    Get {
+        key: String,
+        seq: u64,
+        start: Duration,
+        end: Duration,
+    },
+    /// A listing that answered `keys`.
+    List {
+        keys: BTreeSet<String>,
+        start: Duration,
+        end: Duration,
+    },
+}
+
+/// The body of write `seq` of `key`: the sequence number first, then bytes
+/// derived from both (so a torn or mixed-up body shows), of a size that
+/// varies between inline objects and chunked ones.
+fn body(key: &str, seq: u64) -> Vec<u8> {
+    let len = if seq.is_multiple_of(4) {
+        300_000
+    } else {
+        200 + (seq % 7) as usize * 100
+    };
+    let mut v = format!("{seq:020}").into_bytes();
+    let seed = blake3::hash(format!("{key}/{seq}").as_bytes());
+    let mut out = blake3::Hasher::new_keyed(seed.as_bytes()).finalize_xof();
+    let mut rest = vec![0u8; len - v.len()];
+    out.fill(&mut rest);
+    v.extend(rest);
+    v
+}
+
+/// The sequence number a body carries, checked against the whole body.
+fn seq_of(key: &str, data: &[u8]) -> u64 {
+    let seq: u64 = std::str::from_utf8(&data[..20.min(data.len())])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{key}: a body without a sequence number"));
+    assert!(
+        data == body(key, seq),
+        "{key}: body of write {seq} is not what was written"
+    );
+    seq
+}
+
+/// Checks the history: for each key (one writer, so its writes are
+/// ordered), every read returns a write that had begun before the read
+/// ended and is no older than the last write acknowledged before the read
+/// began, and of two reads one after the other the later never returns an
+/// older write; every listing holds every key acknowledged before it began
+/// and no key not yet being written when it ended. For registers with a
+/// single writer these are exactly the linearizable histories.
+fn check_linearizable(history: &[Op]) {
+    let mut writes: BTreeMap<&str, Vec<(u64, Duration, Duration, bool)>> = BTreeMap::new();
+    let mut reads: BTreeMap<&str, Vec<(u64, Duration, Duration)>> = BTreeMap::new();
+    for op in history {
+        match op {
+            Op::Put {
+                key,
+                seq,
+                start,
+                end,
+                ok,
+            } => writes
+                .entry(key)
+                .or_default()
+                .push((*seq, *start, *end, *ok)),
+            Op::Get {
+                key,
+                seq,
+                start,
+                end,
+            } => reads.entry(key).or_default().push((*seq, *start, *end)),
+            Op::List { .. } => {}
+        }
+    }
+    let mut checked = 0;
+    for (key, rs) in &reads {
+        let ws = writes.get(key).cloned().unwrap_or_default();
+        for &(v, start, end) in rs {
+            let floor = ws
+                .iter()
+                .filter(|w| w.3 && w.2 < start)
+                .map(|w| w.0)
+                .max()
+                .unwrap_or(0);
+            assert!(
+                v >= floor,
+                "{key}: a read from {start:?} to {end:?} returned write {v}, but write {floor} was acknowledged before it began (a stale read)"
+            );
+            if v > 0 {
+                let w = ws
+                    .iter()
+                    .find(|w| w.0 == v)
+                    .unwrap_or_else(|| panic!("{key}: a read returned write {v}, never made"));
+                assert!(
+                    w.1 < end,
+                    "{key}: a read ending at {end:?} returned write {v}, begun at {:?}",
+                    w.1
+                );
+            }
+            checked += 1;
+        }
+        let mut by_end = rs.clone();
+        by_end.sort_by_key(|r| r.2);
+        for (i, a) in by_end.iter().enumerate() {
+            for b in &by_end[i + 1..] {
+                if a.2 < b.1 {
+                    assert!(
+                        b.0 >= a.0,
+                        "{key}: a read returned write {} after an earlier read had returned {}",
+                        b.0,
+                        a.0
+                    );
+                }
+            }
+        }
+    }
+    for op in history {
+        if let Op::List { keys, start, end } = op {
+            for (key, ws) in &writes {
+                let acked_before = ws.iter().any(|w| w.3 && w.2 < *start);
+                let begun = ws.iter().any(|w| w.1 < *end);
+                if acked_before {
+                    assert!(
+                        keys.contains(*key),
+                        "a listing from {start:?} misses {key}, written before it began"
+                    );
+                }
+                if keys.contains(*key) {
+                    assert!(
+                        begun,
+                        "a listing ending at {end:?} shows {key} before its first write"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    eprintln!(
+        "history: {} operations, {checked} reads and listings checked",
+        history.len()
+    );
+}
+
+fn code<E: aws_sdk_s3::error::ProvideErrorMetadata, R>(
+    e: &aws_sdk_s3::error::SdkError<E, R>,
+) -> Option<String> {
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .map(String::from)
+}
+
+async fn writer(
+    s3: Client,
+    w: usize,
+    t0: Instant,
+    history: Arc<Mutex<Vec<Op>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut seq = BTreeMap::<String, u64>::new();
+    let mut i = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let key = format!("w{w}/k{}", i % KEYS_PER_WRITER);
+        i += 1;
+        let n = seq.entry(key.clone()).or_insert(0);
+        *n += 1;
+        let n = *n;
+        let start = t0.elapsed();
+        let r = s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .body(ByteStream::from(body(&key, n)))
+            .send()
+            .await;
+        let end = t0.elapsed();
+        history.lock().unwrap().push(Op::Put {
+            key,
+            seq: n,
+            start,
+            end,
+            ok: r.is_ok(),
+        });
+        if r.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn reader(
+    s3: Client,
+    r: usize,
+    t0: Instant,
+    history: Arc<Mutex<Vec<Op>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut i = r;
+    while !stop.load(Ordering::SeqCst) {
+        i += 1;
+        let key = format!("w{}/k{}", i % WRITERS, (i / WRITERS) % KEYS_PER_WRITER);
+        let start = t0.elapsed();
+        let got = match s3.get_object().bucket(BUCKET).key(&key).send().await {
+            Ok(out) => match out.body.collect().await {
+                Ok(b) => Some(seq_of(&key, &b.into_bytes())),
+                Err(_) => None,
+            },
+            Err(e) if code(&e).as_deref() == Some("NoSuchKey") => Some(0),
+            Err(_) => None,
+        };
+        let end = t0.elapsed();
+        match got {
+            Some(seq) => history.lock().unwrap().push(Op::Get {
+                key,
+                seq,
+                start,
+                end,
+            }),
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn lister(s3: Client, t0: Instant, history: Arc<Mutex<Vec<Op>>>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        let start = t0.elapsed();
+        match s3.list_objects_v2().bucket(BUCKET).send().await {
+            Ok(out) => {
+                let end = t0.elapsed();
+                let keys = out
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(String::from))
+                    .collect();
+                history.lock().unwrap().push(Op::List { keys, start, end });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The longest time between two successful writes (or from the first
+/// fault to the next success), in the history.
+fn longest_write_gap(history: &[Op]) -> (Duration, Duration) {
+    let mut ends: Vec<Duration> = history
+        .iter()
+        .filter_map(|op| match op {
+            Op::Put { ok: true, end, .. } => Some(*end),
+            _ => None,
+        })
+        .collect();
+    ends.sort();
+    ends.windows(2)
+        .map(|w| (w[1] - w[0], w[0]))
+        .max()
+        .unwrap_or_default()
+}
+
+/// Waits until replica `i` is a caught-up member of the group (its log
+/// within a few entries of the leader's).
+fn wait_caught_up(c: &Cluster, i: usize) {
+    let addr = c.meta_replica_addr(i).to_string();
+    wait_until(
+        &format!("meta replica {i} to catch up"),
+        Duration::from_secs(60),
+        || {
+            let out = c.tessera(&["meta", "status", "--json"]);
+            let Ok(g) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+                return false;
+            };
+            g["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["addr"] == addr.as_str() && m["lag"].as_u64().is_some_and(|l| l <= 8))
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_meta_group_survives_leader_deaths_and_a_wiped_replica() {
+    let mut c = Cluster::start_group(3, 6, &["--snapshot-every", "400"]);
+    let g = c.meta_group();
+    assert_eq!(g["members"].as_array().map(Vec::len), Some(3), "{g}");
+    let endpoint = c.start_s3();
+    let k = c.json(&["key", "create", "history", "--json"]);
+    let s3 = tessera_cli::s3_client(
+        &endpoint,
+        "us-east-1",
+        k["access_key"].as_str().unwrap(),
+        k["secret_key"].as_str().unwrap(),
+    );
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("create the bucket");
+
+    let t0 = Instant::now();
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        tasks.push(tokio::spawn(writer(
+            s3.clone(),
+            w,
+            t0,
+            history.clone(),
+            stop.clone(),
+        )));
+    }
+    for r in 0..2 {
+        tasks.push(tokio::spawn(reader(
+            s3.clone(),
+            r,
+            t0,
+            history.clone(),
+            stop.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(lister(
+        s3.clone(),
+        t0,
+        history.clone(),
+        stop.clone(),
+    )));
+
+    let settle = || tokio::time::sleep(Duration::from_secs(3));
+    settle().await;
+    // The leader dies; then it comes back and the next leader dies.
+    for round in 0..2 {
+        let leader = c.meta_leader();
+        eprintln!(
+            "{:?}: SIGKILL meta leader, replica {leader} (round {round})",
+            t0.elapsed()
+        );
+        c.kill_meta_replica(leader);
+        settle().await;
+        let next = c.meta_leader();
+        assert_ne!(next, leader);
+        eprintln!(
+            "{:?}: replica {next} leads; replica {leader} restarts",
+            t0.elapsed()
+        );
+        c.start_meta_replica(leader);
+        wait_caught_up(&c, leader);
+    }
+    // A follower loses its disk: it rejoins empty and catches up from a
+    // snapshot (the log before it is purged).
+    let leader = c.meta_leader();
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    eprintln!("{:?}: wiping follower replica {follower}", t0.elapsed());
+    c.kill_meta_replica(follower);
+    std::fs::remove_dir_all(c.meta_replica_dir(follower)).expect("wipe the replica");
+    settle().await;
+    c.start_meta_replica(follower);
+    wait_caught_up(&c, follower);
+    assert!(
+        c.meta_replica_dir(follower).join("state-current").exists(),
+        "the wiped replica did not install a snapshot"
+    );
+    settle().await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.expect("a client task");
+    }
+
+    let history = history.lock().unwrap().clone();
+    let puts = history
+        .iter()
+        .filter(|o| matches!(o, Op::Put { ok: true, .. }))
+        .count();
+    let failed = history
+        .iter()
+        .filter(|o| matches!(o, Op::Put { ok: false, .. }))
+        .count();
+    assert!(puts > 50, "only {puts} PUTs succeeded");
+    check_linearizable(&history);
+    let (gap, at) = longest_write_gap(&history);
+    eprintln!(
+        "{puts} PUTs acknowledged, {failed} failed; longest stretch without a successful write: {gap:?} (from {at:?})"
+    );
+
+    // Every acknowledged PUT reads back: each key holds its last
+    // acknowledged write, or a later one that failed to answer but took
+    // effect.
+    let mut last: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for op in &history {
+        if let Op::Put { key, seq, ok, .. } = op {
+            let e = last.entry(key.clone()).or_insert((0, 0));
+            if *ok {
+                e.0 = e.0.max(*seq);
+            }
+            e.1 = e.1.max(*seq);
+        }
+    }
+    for (key, (acked, tried)) in &last {
+        let out = s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .expect("read back");
+        let seq = seq_of(key, &out.body.collect().await.unwrap().into_bytes());
+        assert!(
+            seq >= *acked && seq <= *tried,
+            "{key} holds write {seq}; acknowledged up to {acked}, tried up to {tried}"
+        );
+    }
+}
