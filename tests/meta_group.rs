@@ -317,135 +317,311 @@ fn wait_caught_up(c: &Cluster, i: usize) {
     );
 }
 
+/// One test at a time: each runs a cluster and a client load, and two at
+/// once on two cores would time out elections needlessly.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A meta group of three, six nodes, a gateway and a client loop on it.
+struct Load {
+    c: Cluster,
+    s3: Client,
+    t0: Instant,
+    history: Arc<Mutex<Vec<Op>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    async fn start(meta_args: &[&str]) -> Load {
+        let c = Cluster::start_group(3, 6, meta_args);
+        let g = c.meta_group();
+        assert_eq!(g["members"].as_array().map(Vec::len), Some(3), "{g}");
+        let mut c = c;
+        let endpoint = c.start_s3();
+        let k = c.json(&["key", "create", "history", "--json"]);
+        let s3 = tessera_cli::s3_client(
+            &endpoint,
+            "us-east-1",
+            k["access_key"].as_str().unwrap(),
+            k["secret_key"].as_str().unwrap(),
+        );
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("create the bucket");
+        let t0 = Instant::now();
+        let history = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            tasks.push(tokio::spawn(writer(
+                s3.clone(),
+                w,
+                t0,
+                history.clone(),
+                stop.clone(),
+            )));
+        }
+        for r in 0..2 {
+            tasks.push(tokio::spawn(reader(
+                s3.clone(),
+                r,
+                t0,
+                history.clone(),
+                stop.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(lister(
+            s3.clone(),
+            t0,
+            history.clone(),
+            stop.clone(),
+        )));
+        Load {
+            c,
+            s3,
+            t0,
+            history,
+            stop,
+            tasks,
+        }
+    }
+
+    fn say(&self, what: &str) {
+        eprintln!("{:?}: {what}", self.t0.elapsed());
+    }
+
+    /// Stops the loop, checks the history and reads every key back.
+    async fn finish(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.expect("a client task");
+        }
+        let history = self.history.lock().unwrap().clone();
+        let puts = history
+            .iter()
+            .filter(|o| matches!(o, Op::Put { ok: true, .. }))
+            .count();
+        let failed = history
+            .iter()
+            .filter(|o| matches!(o, Op::Put { ok: false, .. }))
+            .count();
+        assert!(puts > 50, "only {puts} PUTs succeeded");
+        check_linearizable(&history);
+        let (gap, at) = longest_write_gap(&history);
+        eprintln!(
+            "{puts} PUTs acknowledged, {failed} failed; longest stretch without a successful write: {gap:?} (from {at:?})"
+        );
+        // Every acknowledged PUT reads back: each key holds its last
+        // acknowledged write, or a later one that failed to answer but
+        // took effect.
+        let mut last: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for op in &history {
+            if let Op::Put { key, seq, ok, .. } = op {
+                let e = last.entry(key.clone()).or_insert((0, 0));
+                if *ok {
+                    e.0 = e.0.max(*seq);
+                }
+                e.1 = e.1.max(*seq);
+            }
+        }
+        for (key, (acked, tried)) in &last {
+            let out = self
+                .s3
+                .get_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .expect("read back");
+            let seq = seq_of(key, &out.body.collect().await.unwrap().into_bytes());
+            assert!(
+                seq >= *acked && seq <= *tried,
+                "{key} holds write {seq}; acknowledged up to {acked}, tried up to {tried}"
+            );
+        }
+    }
+}
+
+/// Drops UDP between one meta replica and the others (both ways) while it
+/// lives: the replicas share the cluster's address and differ by port,
+/// and Raft's traffic comes from each replica's own port.
+struct Cut {
+    rules: Vec<Vec<String>>,
+}
+
+impl Cut {
+    fn new(c: &Cluster, alone: usize, others: &[usize]) -> Cut {
+        let ip = c.ip.clone();
+        let port = |i: usize| c.meta_replica_addr(i).port().to_string();
+        let mut rules = Vec::new();
+        for &o in others {
+            for (from, to) in [(alone, o), (o, alone)] {
+                rules.push(vec![
+                    "INPUT".into(),
+                    "-p".into(),
+                    "udp".into(),
+                    "-s".into(),
+                    ip.clone(),
+                    "--sport".into(),
+                    port(from),
+                    "-d".into(),
+                    ip.clone(),
+                    "--dport".into(),
+                    port(to),
+                    "-j".into(),
+                    "DROP".into(),
+                ]);
+            }
+        }
+        for r in &rules {
+            let out = std::process::Command::new("iptables")
+                .arg("-I")
+                .args(r)
+                .output()
+                .expect("run iptables (the test needs it, as root)");
+            assert!(
+                out.status.success(),
+                "iptables: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Cut { rules }
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        for r in &self.rules {
+            let _ = std::process::Command::new("iptables")
+                .arg("-D")
+                .args(r)
+                .output();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_meta_group_survives_leader_deaths_and_a_wiped_replica() {
-    let mut c = Cluster::start_group(3, 6, &["--snapshot-every", "400"]);
-    let g = c.meta_group();
-    assert_eq!(g["members"].as_array().map(Vec::len), Some(3), "{g}");
-    let endpoint = c.start_s3();
-    let k = c.json(&["key", "create", "history", "--json"]);
-    let s3 = tessera_cli::s3_client(
-        &endpoint,
-        "us-east-1",
-        k["access_key"].as_str().unwrap(),
-        k["secret_key"].as_str().unwrap(),
-    );
-    s3.create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("create the bucket");
-
-    let t0 = Instant::now();
-    let history = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for w in 0..WRITERS {
-        tasks.push(tokio::spawn(writer(
-            s3.clone(),
-            w,
-            t0,
-            history.clone(),
-            stop.clone(),
-        )));
-    }
-    for r in 0..2 {
-        tasks.push(tokio::spawn(reader(
-            s3.clone(),
-            r,
-            t0,
-            history.clone(),
-            stop.clone(),
-        )));
-    }
-    tasks.push(tokio::spawn(lister(
-        s3.clone(),
-        t0,
-        history.clone(),
-        stop.clone(),
-    )));
-
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut load = Load::start(&["--snapshot-every", "400"]).await;
     let settle = || tokio::time::sleep(Duration::from_secs(3));
     settle().await;
     // The leader dies; then it comes back and the next leader dies.
     for round in 0..2 {
-        let leader = c.meta_leader();
-        eprintln!(
-            "{:?}: SIGKILL meta leader, replica {leader} (round {round})",
-            t0.elapsed()
-        );
-        c.kill_meta_replica(leader);
+        let leader = load.c.meta_leader();
+        load.say(&format!(
+            "SIGKILL meta leader, replica {leader} (round {round})"
+        ));
+        load.c.kill_meta_replica(leader);
         settle().await;
-        let next = c.meta_leader();
+        let next = load.c.meta_leader();
         assert_ne!(next, leader);
-        eprintln!(
-            "{:?}: replica {next} leads; replica {leader} restarts",
-            t0.elapsed()
-        );
-        c.start_meta_replica(leader);
-        wait_caught_up(&c, leader);
+        load.say(&format!("replica {next} leads; replica {leader} restarts"));
+        load.c.start_meta_replica(leader);
+        wait_caught_up(&load.c, leader);
     }
     // A follower loses its disk: it rejoins empty and catches up from a
     // snapshot (the log before it is purged).
-    let leader = c.meta_leader();
+    let leader = load.c.meta_leader();
     let follower = (0..3).find(|i| *i != leader).unwrap();
-    eprintln!("{:?}: wiping follower replica {follower}", t0.elapsed());
-    c.kill_meta_replica(follower);
-    std::fs::remove_dir_all(c.meta_replica_dir(follower)).expect("wipe the replica");
+    load.say(&format!("wiping follower replica {follower}"));
+    load.c.kill_meta_replica(follower);
+    std::fs::remove_dir_all(load.c.meta_replica_dir(follower)).expect("wipe the replica");
     settle().await;
-    c.start_meta_replica(follower);
-    wait_caught_up(&c, follower);
+    load.c.start_meta_replica(follower);
+    wait_caught_up(&load.c, follower);
     assert!(
-        c.meta_replica_dir(follower).join("state-current").exists(),
+        load.c
+            .meta_replica_dir(follower)
+            .join("state-current")
+            .exists(),
         "the wiped replica did not install a snapshot"
     );
     settle().await;
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        t.await.expect("a client task");
-    }
+    load.finish().await;
+}
 
-    let history = history.lock().unwrap().clone();
-    let puts = history
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_meta_group_survives_a_partition_a_stopped_replica_and_membership_changes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut load = Load::start(&[]).await;
+    let settle = || tokio::time::sleep(Duration::from_secs(3));
+    settle().await;
+    // The leader is cut off from the other two: they elect a new leader
+    // and serve; the old one commits nothing meanwhile.
+    let old = load.c.meta_leader();
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    load.say(&format!("cutting leader {old} off from {others:?}"));
+    let cut = Cut::new(&load.c, old, &others);
+    let mut next = old;
+    wait_until(
+        "a new leader beyond the cut",
+        Duration::from_secs(30),
+        || {
+            next = load.c.meta_leader();
+            next != old
+        },
+    );
+    load.say(&format!("replica {next} leads the majority"));
+    settle().await;
+    let before = load.history.lock().unwrap().len();
+    settle().await;
+    let during = load.history.lock().unwrap()[before..]
         .iter()
         .filter(|o| matches!(o, Op::Put { ok: true, .. }))
         .count();
-    let failed = history
-        .iter()
-        .filter(|o| matches!(o, Op::Put { ok: false, .. }))
-        .count();
-    assert!(puts > 50, "only {puts} PUTs succeeded");
-    check_linearizable(&history);
-    let (gap, at) = longest_write_gap(&history);
-    eprintln!(
-        "{puts} PUTs acknowledged, {failed} failed; longest stretch without a successful write: {gap:?} (from {at:?})"
+    assert!(
+        during > 0,
+        "no write succeeded while the old leader was cut off"
     );
+    drop(cut);
+    load.say("the cut heals");
+    wait_caught_up(&load.c, old);
+    let g = load.c.meta_group();
+    let old_addr = load.c.meta_replica_addr(old).to_string();
+    let old_role = g["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["addr"] == old_addr.as_str())
+        .map(|m| m["role"].clone());
+    assert_eq!(old_role, Some(serde_json::json!("follower")), "{g}");
 
-    // Every acknowledged PUT reads back: each key holds its last
-    // acknowledged write, or a later one that failed to answer but took
-    // effect.
-    let mut last: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for op in &history {
-        if let Op::Put { key, seq, ok, .. } = op {
-            let e = last.entry(key.clone()).or_insert((0, 0));
-            if *ok {
-                e.0 = e.0.max(*seq);
-            }
-            e.1 = e.1.max(*seq);
-        }
-    }
-    for (key, (acked, tried)) in &last {
-        let out = s3
-            .get_object()
-            .bucket(BUCKET)
-            .key(key)
-            .send()
-            .await
-            .expect("read back");
-        let seq = seq_of(key, &out.body.collect().await.unwrap().into_bytes());
-        assert!(
-            seq >= *acked && seq <= *tried,
-            "{key} holds write {seq}; acknowledged up to {acked}, tried up to {tried}"
-        );
-    }
+    // A follower is stopped (alive, silent), then resumes and catches up.
+    let leader = load.c.meta_leader();
+    let paused = (0..3).find(|i| *i != leader).unwrap();
+    load.say(&format!("SIGSTOP follower {paused}"));
+    load.c.pause_meta_replica(paused, true);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    load.c.pause_meta_replica(paused, false);
+    load.say(&format!("SIGCONT follower {paused}"));
+    wait_caught_up(&load.c, paused);
+
+    // A fourth replica joins, then one of the first three leaves.
+    load.c.start_meta_replica(3);
+    let new_addr = load.c.meta_replica_addr(3).to_string();
+    load.say(&format!("adding replica {new_addr}"));
+    load.c.ok(&["meta", "add", &new_addr]);
+    wait_caught_up(&load.c, 3);
+    let g = load.c.meta_group();
+    assert_eq!(g["members"].as_array().map(Vec::len), Some(4), "{g}");
+    let leader = load.c.meta_leader();
+    let leaving = (0..3).find(|i| *i != leader).unwrap();
+    let leaving_addr = load.c.meta_replica_addr(leaving).to_string();
+    let id = g["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["addr"] == leaving_addr.as_str())
+        .and_then(|m| m["id"].as_u64())
+        .expect("the leaving replica's id");
+    load.say(&format!("removing replica {leaving} (id {id})"));
+    load.c.ok(&["meta", "remove", &id.to_string()]);
+    let g = load.c.meta_group();
+    assert_eq!(g["members"].as_array().map(Vec::len), Some(3), "{g}");
+    load.c.kill_meta_replica(leaving);
+    settle().await;
+    load.finish().await;
 }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
-use tessera_net::Identity;
+use tessera_net::Endpoint;
 
 pub use machine::{MachineStore, StateCell};
 pub use network::answer as answer_rpc;
@@ -128,7 +128,7 @@ pub fn raft_config(snapshot_every: u64) -> Result<openraft::Config, MetaError> {
 }
 
 /// Opens the log and the state under `data_dir` and starts this replica
-/// (`me`, reached by the others at `addr`). With `initial` (the group the
+/// (`me`), its Raft traffic going out from `endpoint`. With `initial` (the group the
 /// cluster file names, this replica among them) a replica with an empty
 /// log starts the group; one not named waits to be added by the leader.
 /// Errors: the databases', or Raft's.
@@ -136,13 +136,13 @@ pub async fn start(
     data_dir: &Path,
     snapshot_every: u64,
     me: NodeId,
-    identity: &Identity,
+    endpoint: Endpoint,
     initial: Option<BTreeMap<NodeId, BasicNode>>,
 ) -> Result<(MetaRaft, Arc<StateCell>), MetaError> {
     let log = log::LogStore::open(&data_dir.join("raft-log"))?;
     let machine = MachineStore::open(data_dir)?;
     let cell = machine.cell();
-    let network = network::Network::new(identity)?;
+    let network = network::Network::new(endpoint);
     let raft = openraft::Raft::new(
         me,
         Arc::new(raft_config(snapshot_every)?),

@@ -18,7 +18,7 @@ use openraft::raft::{
 use openraft::{AnyError, BasicNode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tessera_net::{ConnectionPool, Endpoint, Identity, NetError, call_encoded};
+use tessera_net::{ConnectionPool, Endpoint, NetError, call_encoded};
 use tessera_proto::{FrameKind, MetaRequest, MetaResponse, RaftMessage, encode_frame};
 
 use super::{NodeId, TypeConfig};
@@ -30,15 +30,16 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(identity: &Identity) -> Result<Self, MetaError> {
+    /// Raft's connections go out from `endpoint`, the replica's own server
+    /// endpoint: its traffic to the other replicas comes from the address
+    /// the group knows it by (what a firewall rule, or a test cutting the
+    /// network, names).
+    pub fn new(endpoint: Endpoint) -> Self {
         // A dead peer is tried again at the next heartbeat, not after the
         // pool's usual hold-off.
-        Ok(Network {
-            pool: ConnectionPool::with_hold_off(
-                Endpoint::client(identity)?,
-                Duration::from_millis(100),
-            ),
-        })
+        Network {
+            pool: ConnectionPool::with_hold_off(endpoint, Duration::from_millis(100)),
+        }
     }
 }
 

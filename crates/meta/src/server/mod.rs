@@ -121,7 +121,7 @@ impl Meta {
     /// Opens the log and the state under `config.data_dir`, starts this
     /// replica's Raft (and the group, when it is new) and the committer.
     /// Errors: the databases' (locked, damaged, wrong format), Raft's.
-    pub async fn open(config: MetaConfig, identity: &Identity) -> Result<Arc<Self>, MetaError> {
+    pub async fn open(config: MetaConfig, endpoint: Endpoint) -> Result<Arc<Self>, MetaError> {
         let me = crate::raft::own_id(&config.data_dir, &config.advertise)?;
         let initial = if config.group.is_empty() {
             Some([(me, openraft::BasicNode::new(&config.advertise))].into())
@@ -140,7 +140,7 @@ impl Meta {
             &config.data_dir,
             config.snapshot_every,
             me,
-            identity,
+            endpoint,
             initial,
         )
         .await?;
@@ -219,7 +219,7 @@ pub async fn start(config: MetaConfig, identity: &Identity) -> Result<RunningMet
     // Listening before Raft starts: the other replicas' votes and entries
     // must reach this one while it starts.
     let endpoint = Endpoint::server(listen, identity)?;
-    let meta = Meta::open(config, identity).await?;
+    let meta = Meta::open(config, endpoint.clone()).await?;
     info!(addr = %endpoint.local_addr()?, "meta listening");
     let m = meta.clone();
     let ep = endpoint.clone();
