@@ -84,6 +84,16 @@ ensure_test_clients() {
     have s3cmd || ensure_deb s3cmd have s3cmd
     have rclone || ensure_deb rclone have rclone
     ensure_fuse_tools
+    ensure_net_tools
+}
+
+# tests/meta_group.rs cuts the meta leader off from the other replicas
+# with iptables rules on loopback (as root), and checks that the rule
+# really takes: a kernel without netfilter cannot run that test.
+ensure_net_tools() {
+    have iptables || ensure_deb iptables have iptables
+    iptables -S INPUT >/dev/null 2>&1 ||
+        die "iptables cannot read the INPUT chain: tests/meta_group.rs needs root and netfilter (iptables -S INPUT: $(iptables -S INPUT 2>&1 | head -1))"
 }
 
 # The FUSE mount's tests (tests/fuse*.rs) mount through the kernel's FUSE
