@@ -4,11 +4,13 @@ use serde::{Deserialize, Serialize};
 use tessera_types::{ChunkId, Hash, NodeId, Policy};
 
 use crate::model::{
+    AccessChange, BucketAccess, ObjectVersion, Removal, VersionListing, Versioning,
+};
+use crate::model::{
     AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
     ExpectedFragment, Found, FragmentMove, Grant, Listing, NewObject, ObjectHeaders, ObjectInfo,
     PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo, WriteCondition,
 };
-use crate::model::{ObjectVersion, Removal, VersionListing, Versioning};
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
 /// the frame on the same stream.
@@ -285,6 +287,11 @@ pub enum MetaQuery {
         version_marker: Option<String>,
         max_keys: u32,
     },
+    /// A bucket's access settings: CORS rules, policy, PublicAccessBlock
+    /// and canned ACL (`BucketAccess::default()` when it has none).
+    GetBucketAccess {
+        bucket: String,
+    },
 }
 
 /// Requests that become one command of meta's log.
@@ -462,6 +469,13 @@ pub enum Proposal {
         version: String,
         tags: TagSet,
     },
+    /// Changes one of a bucket's access settings (S3's Put/Delete of
+    /// BucketCors, BucketPolicy, PublicAccessBlock, BucketAcl); answers
+    /// `Ok`. `BadRequest` beyond meta's limits (`access_change_fault`).
+    SetBucketAccess {
+        bucket: String,
+        change: AccessChange,
+    },
 }
 
 /// Soft state: what a node or a writer keeps alive by renewing it.
@@ -521,6 +535,8 @@ pub enum MetaResponse {
     /// The answers to a `MetaRequest::Batch`, in its order (never itself
     /// a batch).
     Batch(#[serde(deserialize_with = "flat_batch::deserialize")] Vec<MetaResponse>),
+    /// A bucket's access settings (`GetBucketAccess`).
+    BucketAccess(BucketAccess),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

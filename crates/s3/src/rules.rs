@@ -14,8 +14,8 @@
 use s3s::dto::{self, ETagCondition};
 use s3s::{S3Result, s3_error};
 use tessera_proto::{
-    MAX_BUCKET_TAGS, MAX_OBJECT_TAGS, TagSet, Versioning, WriteCondition, tag_set_fault,
-    version_id_is_valid,
+    CorsRule, MAX_BUCKET_TAGS, MAX_CORS_RULES, MAX_OBJECT_TAGS, TagSet, Versioning, WriteCondition,
+    tag_set_fault, version_id_is_valid,
 };
 
 /// Longest object key, in UTF-8 bytes (User Guide, "Naming Amazon S3
@@ -425,6 +425,82 @@ pub fn object_attributes(names: &[dto::ObjectAttributes]) -> S3Result<Attributes
         }
     }
     Ok(a)
+}
+
+/// A CORS configuration (S3 API reference, PutBucketCors; User Guide,
+/// "Elements of a CORS configuration"): 1 to [`MAX_CORS_RULES`] rules
+/// (none or more is `MalformedXML`), each with at least one origin and
+/// method (`MalformedXML`), methods among GET, PUT, HEAD, POST, DELETE
+/// (`InvalidRequest`), at most one `*` in each origin and allowed header
+/// (`InvalidRequest`), a non-negative `MaxAgeSeconds` (`MalformedXML`),
+/// an ID of at most 255 characters (`InvalidArgument`).
+pub fn cors(config: dto::CORSConfiguration) -> S3Result<Vec<CorsRule>> {
+    let rules = config.cors_rules;
+    if rules.is_empty() || rules.len() > MAX_CORS_RULES {
+        return Err(s3_error!(
+            MalformedXML,
+            "a CORS configuration has 1 to {MAX_CORS_RULES} rules, not {}",
+            rules.len()
+        ));
+    }
+    rules
+        .into_iter()
+        .map(|r| {
+            if r.allowed_origins.is_empty() || r.allowed_methods.is_empty() {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "each CORSRule needs an AllowedOrigin and an AllowedMethod"
+                ));
+            }
+            if let Some(m) = r
+                .allowed_methods
+                .iter()
+                .find(|m| !crate::cors::CORS_METHODS.contains(&m.as_str()))
+            {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Found unsupported HTTP method in CORS config. Unsupported method is {m}"
+                ));
+            }
+            for o in &r.allowed_origins {
+                if o.matches('*').count() > 1 {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "AllowedOrigin \"{o}\" can not have more than one wildcard."
+                    ));
+                }
+            }
+            let headers = r.allowed_headers.unwrap_or_default();
+            for h in &headers {
+                if h.matches('*').count() > 1 {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "AllowedHeader \"{h}\" can not have more than one wildcard."
+                    ));
+                }
+            }
+            if r.max_age_seconds.is_some_and(|a| a < 0) {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "MaxAgeSeconds must not be negative"
+                ));
+            }
+            if r.id.as_ref().is_some_and(|id| id.chars().count() > 255) {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "a CORSRule ID has at most 255 characters"
+                ));
+            }
+            Ok(CorsRule {
+                id: r.id,
+                allowed_origins: r.allowed_origins,
+                allowed_methods: r.allowed_methods,
+                allowed_headers: headers,
+                expose_headers: r.expose_headers.unwrap_or_default(),
+                max_age_seconds: r.max_age_seconds,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
