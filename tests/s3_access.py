@@ -345,4 +345,126 @@ assert owner.get_bucket_policy_status(Bucket=P)["PolicyStatus"]["IsPublic"] is F
 owner.delete_bucket_policy(Bucket=P)
 print("policies: checks passed")
 
+# ---------------------------------------------------------------- ACLs and PublicAccessBlock
+A = "acl-bucket"
+owner.create_bucket(Bucket=A, ACL="public-read")
+owner.put_object(Bucket=A, Key="obj", Body=b"acl")
+
+
+def grants(resp):
+    return sorted((g["Grantee"].get("URI") or g["Grantee"].get("ID"), g["Permission"]) for g in resp["Grants"])
+
+
+ALL = "http://acs.amazonaws.com/groups/global/AllUsers"
+AUTH = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
+acl = owner.get_bucket_acl(Bucket=A)
+assert acl["Owner"]["ID"] == owner_key, acl
+assert grants(acl) == sorted([(owner_key, "FULL_CONTROL"), (ALL, "READ")]), acl
+assert owner.get_bucket_policy_status(Bucket=A)["PolicyStatus"]["IsPublic"] is True
+# public-read on a bucket lists its objects to anyone; it reads none.
+assert [o["Key"] for o in anon.list_objects_v2(Bucket=A)["Contents"]] == ["obj"]
+assert refusal(lambda: anon.get_object(Bucket=A, Key="obj")) == (403, "AccessDenied")
+assert refusal(lambda: anon.put_object(Bucket=A, Key="new", Body=b"x")) == (403, "AccessDenied")
+assert refusal(lambda: anon.get_bucket_acl(Bucket=A)) == (403, "AccessDenied")
+assert refusal(lambda: other.put_bucket_acl(Bucket=A, ACL="private")) == (403, "AccessDenied")
+# public-read-write also writes and deletes.
+owner.put_bucket_acl(Bucket=A, ACL="public-read-write")
+assert grants(owner.get_bucket_acl(Bucket=A)) == sorted(
+    [(owner_key, "FULL_CONTROL"), (ALL, "READ"), (ALL, "WRITE")])
+anon.put_object(Bucket=A, Key="dropped", Body=b"from anyone")
+assert owner.get_object(Bucket=A, Key="dropped")["Body"].read() == b"from anyone"
+anon.delete_object(Bucket=A, Key="dropped")
+assert refusal(lambda: anon.put_bucket_policy(Bucket=A, Policy="{}")) == (403, "AccessDenied")
+# authenticated-read: any signed key lists, anonymous callers do not.
+owner.put_bucket_acl(Bucket=A, ACL="authenticated-read")
+assert grants(owner.get_bucket_acl(Bucket=A)) == sorted([(owner_key, "FULL_CONTROL"), (AUTH, "READ")])
+assert [o["Key"] for o in other.list_objects_v2(Bucket=A)["Contents"]] == ["obj"]
+assert refusal(lambda: anon.list_objects_v2(Bucket=A)) == (403, "AccessDenied")
+# A body that amounts to a canned ACL; anything else is refused.
+owner.put_bucket_acl(Bucket=A, AccessControlPolicy={
+    "Owner": {"ID": owner_key},
+    "Grants": [{"Grantee": {"Type": "CanonicalUser", "ID": owner_key}, "Permission": "FULL_CONTROL"},
+               {"Grantee": {"Type": "Group", "URI": ALL}, "Permission": "READ"}]})
+assert grants(owner.get_bucket_acl(Bucket=A)) == sorted([(owner_key, "FULL_CONTROL"), (ALL, "READ")])
+assert refusal(lambda: owner.put_bucket_acl(Bucket=A, AccessControlPolicy={
+    "Owner": {"ID": owner_key},
+    "Grants": [{"Grantee": {"Type": "CanonicalUser", "ID": other_key}, "Permission": "READ"}]})) \
+    == (501, "NotImplemented")
+assert refusal(lambda: owner.put_bucket_acl(Bucket=A, GrantRead=f"id={other_key}")) == (501, "NotImplemented")
+assert grants(owner.get_bucket_acl(Bucket=A)) == sorted([(owner_key, "FULL_CONTROL"), (ALL, "READ")])
+# private again.
+owner.put_bucket_acl(Bucket=A, ACL="private")
+assert grants(owner.get_bucket_acl(Bucket=A)) == [(owner_key, "FULL_CONTROL")]
+assert refusal(lambda: anon.list_objects_v2(Bucket=A)) == (403, "AccessDenied")
+assert refusal(lambda: other.list_objects_v2(Bucket=A)) == (403, "AccessDenied")
+assert owner.get_bucket_policy_status(Bucket=A)["PolicyStatus"]["IsPublic"] is False
+
+# Object ACLs: objects stay private to the bucket's keys; a public one is
+# refused, not accepted and ignored.
+owner.put_object(Bucket=A, Key="private", Body=b"p", ACL="private")
+owner.put_object(Bucket=A, Key="bofc", Body=b"p", ACL="bucket-owner-full-control")
+assert refusal(lambda: owner.put_object(Bucket=A, Key="pub", Body=b"p", ACL="public-read")) == (501, "NotImplemented")
+assert refusal(lambda: owner.create_multipart_upload(Bucket=A, Key="pub", ACL="public-read-write")) \
+    == (501, "NotImplemented")
+assert refusal(lambda: owner.copy_object(Bucket=A, Key="pub", CopySource={"Bucket": A, "Key": "obj"},
+                                         ACL="authenticated-read")) == (501, "NotImplemented")
+assert refusal(lambda: owner.head_object(Bucket=A, Key="pub")) == (404, "404")
+oacl = owner.get_object_acl(Bucket=A, Key="obj")
+assert grants(oacl) == [(owner_key, "FULL_CONTROL")], oacl
+owner.put_object_acl(Bucket=A, Key="obj", ACL="private")
+assert refusal(lambda: owner.put_object_acl(Bucket=A, Key="obj", ACL="public-read")) == (501, "NotImplemented")
+assert refusal(lambda: owner.get_object_acl(Bucket=A, Key="missing")) == (404, "NoSuchKey")
+assert refusal(lambda: anon.get_object_acl(Bucket=A, Key="obj")) == (403, "AccessDenied")
+
+# PublicAccessBlock: refuses public ACLs and policies, or makes them void.
+GET_PAB = lambda: owner.get_public_access_block(Bucket=A)
+assert refusal(GET_PAB) == (404, "NoSuchPublicAccessBlockConfiguration")
+owner.put_public_access_block(Bucket=A, PublicAccessBlockConfiguration={"BlockPublicAcls": True})
+assert GET_PAB()["PublicAccessBlockConfiguration"] == {
+    "BlockPublicAcls": True, "IgnorePublicAcls": False, "BlockPublicPolicy": False,
+    "RestrictPublicBuckets": False}
+assert refusal(lambda: owner.put_bucket_acl(Bucket=A, ACL="public-read")) == (403, "AccessDenied")
+owner.put_bucket_acl(Bucket=A, ACL="private")
+assert refusal(lambda: other.put_public_access_block(
+    Bucket=A, PublicAccessBlockConfiguration={"BlockPublicAcls": False})) == (403, "AccessDenied")
+# IgnorePublicAcls: an ACL set before grants nothing while it holds.
+owner.delete_public_access_block(Bucket=A)
+owner.put_bucket_acl(Bucket=A, ACL="public-read")
+assert anon.list_objects_v2(Bucket=A)["KeyCount"] >= 1
+owner.put_public_access_block(Bucket=A, PublicAccessBlockConfiguration={"IgnorePublicAcls": True})
+assert refusal(lambda: anon.list_objects_v2(Bucket=A)) == (403, "AccessDenied")
+# BlockPublicPolicy: a public policy is refused, a pinned one is not.
+public_policy = json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                           "Resource": f"arn:aws:s3:::{A}/*"}]})
+pinned_policy = json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                           "Resource": f"arn:aws:s3:::{A}/*",
+                                           "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}}]})
+owner.put_public_access_block(Bucket=A, PublicAccessBlockConfiguration={"BlockPublicPolicy": True})
+assert refusal(lambda: owner.put_bucket_policy(Bucket=A, Policy=public_policy)) == (403, "AccessDenied")
+owner.put_bucket_policy(Bucket=A, Policy=pinned_policy)
+assert anon.get_object(Bucket=A, Key="obj")["Body"].read() == b"acl"
+# RestrictPublicBuckets: a public policy put before grants nothing to
+# callers outside the bucket's keys while it holds.
+owner.delete_public_access_block(Bucket=A)
+owner.put_bucket_policy(Bucket=A, Policy=public_policy)
+assert anon.get_object(Bucket=A, Key="obj")["Body"].read() == b"acl"
+owner.put_public_access_block(Bucket=A, PublicAccessBlockConfiguration={"RestrictPublicBuckets": True})
+assert refusal(lambda: anon.get_object(Bucket=A, Key="obj")) == (403, "AccessDenied")
+assert refusal(lambda: other.get_object(Bucket=A, Key="obj")) == (403, "AccessDenied")
+assert owner.get_object(Bucket=A, Key="obj")["Body"].read() == b"acl"
+resp = owner.delete_public_access_block(Bucket=A)
+assert resp["ResponseMetadata"]["HTTPStatusCode"] == 204, resp
+assert refusal(GET_PAB) == (404, "NoSuchPublicAccessBlockConfiguration")
+assert anon.get_object(Bucket=A, Key="obj")["Body"].read() == b"acl"
+# A bucket's settings go with it.
+owner.delete_bucket_policy(Bucket=A)
+for k in ["obj", "private", "bofc"]:
+    owner.delete_object(Bucket=A, Key=k)
+owner.delete_bucket(Bucket=A)
+owner.create_bucket(Bucket=A)
+assert grants(owner.get_bucket_acl(Bucket=A)) == [(owner_key, "FULL_CONTROL")]
+assert refusal(lambda: owner.get_bucket_policy(Bucket=A)) == (404, "NoSuchBucketPolicy")
+assert refusal(GET_PAB) == (404, "NoSuchPublicAccessBlockConfiguration")
+print("acls: checks passed")
+
 print("access: all checks passed")

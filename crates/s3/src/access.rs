@@ -124,15 +124,28 @@ const OWNER_KEEPS: [&str; 3] = [
     "s3:deletebucketpolicy",
 ];
 
-/// Whether a canned bucket ACL lets `signed` or anonymous callers have
-/// `need` (S3 User Guide, "Canned ACL": public-read grants READ to
-/// everyone, public-read-write READ and WRITE, authenticated-read READ to
-/// any signed caller).
-fn acl_allows(acl: CannedAcl, need: Permission, signed: bool) -> bool {
+/// Whether a bucket's canned ACL lets a `signed` or anonymous caller take
+/// `action` (S3 User Guide, "Access control list (ACL) overview": READ on
+/// a bucket lists its objects, WRITE creates, overwrites and deletes
+/// them; "Canned ACL": public-read grants READ to everyone,
+/// public-read-write READ and WRITE, authenticated-read READ to any
+/// signed caller). Reading an object is its own ACL's to grant, and
+/// objects here are always private: a bucket ACL never lets anyone read
+/// objects.
+fn acl_allows(acl: CannedAcl, action: &str, signed: bool) -> bool {
+    let action = action.to_ascii_lowercase();
+    let read = matches!(
+        action.as_str(),
+        "s3:listbucket" | "s3:listbucketversions" | "s3:listbucketmultipartuploads"
+    );
+    let write = matches!(
+        action.as_str(),
+        "s3:putobject" | "s3:deleteobject" | "s3:deleteobjectversion" | "s3:abortmultipartupload"
+    );
     match acl {
-        CannedAcl::PublicRead => need == Permission::Read,
-        CannedAcl::PublicReadWrite => need <= Permission::Write,
-        CannedAcl::AuthenticatedRead => signed && need == Permission::Read,
+        CannedAcl::PublicRead => read,
+        CannedAcl::PublicReadWrite => read || write,
+        CannedAcl::AuthenticatedRead => signed && read,
         CannedAcl::Private | CannedAcl::BucketOwnerRead | CannedAcl::BucketOwnerFullControl => {
             false
         }
@@ -178,7 +191,7 @@ pub(crate) fn decide(f: &AccessFacts<'_>) -> bool {
     }
     match f.acl {
         Some(acl) if !(pab.ignore_public_acls && acl_is_public(acl)) => {
-            acl_allows(acl, f.need, f.request.principal.is_some())
+            acl_allows(acl, &f.request.action, f.request.principal.is_some())
         }
         _ => false,
     }
@@ -321,8 +334,12 @@ mod tests {
 
     #[test]
     fn acls_and_the_public_access_block() {
+        let anon_list = request(None, "s3:ListBucket", None);
         let anon_read = request(None, "s3:GetObject", Some("a"));
         let anon_put = request(None, "s3:PutObject", Some("a"));
+        let anon_delete = request(None, "s3:DeleteObject", Some("a"));
+        let anon_policy = request(None, "s3:PutBucketPolicy", None);
+        let signed_list = request(Some("K"), "s3:ListBucketVersions", None);
         let signed_read = request(Some("K"), "s3:GetObject", Some("a"));
         let with_acl = |acl, r: &PolicyRequest, need, pab: Option<PublicAccessBlock>| {
             decide(&AccessFacts {
@@ -333,19 +350,24 @@ mod tests {
         };
         use CannedAcl::*;
         use Permission::*;
-        assert!(with_acl(PublicRead, &anon_read, Read, None));
+        assert!(with_acl(PublicRead, &anon_list, Read, None));
+        // A bucket's ACL lists objects; it never reads them.
+        assert!(!with_acl(PublicRead, &anon_read, Read, None));
+        assert!(!with_acl(PublicReadWrite, &anon_read, Read, None));
         assert!(!with_acl(PublicRead, &anon_put, Write, None));
         assert!(with_acl(PublicReadWrite, &anon_put, Write, None));
-        assert!(!with_acl(PublicReadWrite, &anon_put, Owner, None));
-        assert!(!with_acl(AuthenticatedRead, &anon_read, Read, None));
-        assert!(with_acl(AuthenticatedRead, &signed_read, Read, None));
-        assert!(!with_acl(Private, &anon_read, Read, None));
-        assert!(!with_acl(BucketOwnerFullControl, &signed_read, Read, None));
+        assert!(with_acl(PublicReadWrite, &anon_delete, Write, None));
+        assert!(!with_acl(PublicReadWrite, &anon_policy, Owner, None));
+        assert!(!with_acl(AuthenticatedRead, &anon_list, Read, None));
+        assert!(with_acl(AuthenticatedRead, &signed_list, Read, None));
+        assert!(!with_acl(AuthenticatedRead, &signed_read, Read, None));
+        assert!(!with_acl(Private, &anon_list, Read, None));
+        assert!(!with_acl(BucketOwnerFullControl, &signed_list, Read, None));
         let ignore = PublicAccessBlock {
             ignore_public_acls: true,
             ..Default::default()
         };
-        assert!(!with_acl(PublicRead, &anon_read, Read, Some(ignore)));
+        assert!(!with_acl(PublicRead, &anon_list, Read, Some(ignore)));
         let p = policy(
             serde_json::json!({"Statement": {"Effect": "Allow", "Principal": "*",
             "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bkt/*"}}),

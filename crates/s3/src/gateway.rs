@@ -10,9 +10,9 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{self, StreamingBlob, Timestamp};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tessera_proto::{
-    AccessChange, BucketAccess, ErrorCode, ListEntry, MAX_POLICY_BYTES, NULL_VERSION,
-    ObjectHeaders, ObjectInfo, ObjectVersion, Permission, TagSet, UploadInfo, VersionListEntry,
-    version_label,
+    AccessChange, BucketAccess, CannedAcl, ErrorCode, ListEntry, MAX_POLICY_BYTES, NULL_VERSION,
+    ObjectHeaders, ObjectInfo, ObjectVersion, Permission, PublicAccessBlock, TagSet, UploadInfo,
+    VersionListEntry, version_label,
 };
 use tessera_sdk::{Client, ListOptions, PutOptions, SdkError, VersionListOptions};
 
@@ -442,6 +442,12 @@ impl S3 for Gateway {
                 .and_then(|c| c.location_constraint.as_ref())
                 .and_then(|l| l.as_str().parse().ok()),
         };
+        let acl = req
+            .input
+            .acl
+            .as_ref()
+            .map(|a| rules::canned_acl(a.as_str()))
+            .transpose()?;
         let bucket = &req.input.bucket;
         self.client
             .create_bucket(bucket, policy)
@@ -451,6 +457,12 @@ impl S3 for Gateway {
             .set_grant(bucket, &cred.access_key, Some(Permission::Owner))
             .await
             .map_err(to_s3)?;
+        if let Some(acl) = acl.filter(|a| *a != CannedAcl::Private) {
+            self.client
+                .set_bucket_access(bucket, AccessChange::Acl(Some(acl)))
+                .await
+                .map_err(to_s3)?;
+        }
         Ok(S3Response::new(dto::CreateBucketOutput {
             location: Some(format!("/{bucket}")),
         }))
@@ -494,6 +506,7 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         rules::key(&req.input.key)?;
+        rules::object_acl(req.input.acl.as_ref().map(|a| a.as_str()))?;
         rules::metadata(req.input.metadata.as_ref())?;
         rules::body_length(req.input.content_length)?;
         let tags = rules::tagging_header(req.input.tagging.as_deref())?;
@@ -821,6 +834,7 @@ impl S3 for Gateway {
             .await?;
         let input = &req.input;
         rules::key(&input.key)?;
+        rules::object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
         let replace = input
             .metadata_directive
             .as_ref()
@@ -904,6 +918,7 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         rules::key(&req.input.key)?;
+        rules::object_acl(req.input.acl.as_ref().map(|a| a.as_str()))?;
         rules::metadata(req.input.metadata.as_ref())?;
         let tags = rules::tagging_header(req.input.tagging.as_deref())?;
         let storage_class = rules::storage_class(req.input.storage_class.as_ref())?;
@@ -1614,6 +1629,196 @@ impl S3 for Gateway {
         }))
     }
 
+    /// PutBucketAcl (owner): a canned ACL in `x-amz-acl`, or a body that
+    /// amounts to one (`rules::acl_of_policy`); the `x-amz-grant-*`
+    /// headers (named grantees) are `NotImplemented`. A public ACL is
+    /// refused with `AccessDenied` while the PublicAccessBlock has
+    /// `BlockPublicAcls` (S3 API reference, PutBucketAcl,
+    /// PutPublicAccessBlock).
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<dto::PutBucketAclInput>,
+    ) -> S3Result<S3Response<dto::PutBucketAclOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let input = &req.input;
+        if input.grant_full_control.is_some()
+            || input.grant_read.is_some()
+            || input.grant_read_acp.is_some()
+            || input.grant_write.is_some()
+            || input.grant_write_acp.is_some()
+        {
+            return Err(s3_error!(NotImplemented, "grants to named grantees"));
+        }
+        let acl = match (&input.acl, &input.access_control_policy) {
+            (Some(a), None) => rules::canned_acl(a.as_str())?,
+            (None, Some(p)) => rules::acl_of_policy(p)?,
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    UnexpectedContent,
+                    "This request does not support content with an x-amz-acl header"
+                ));
+            }
+            (None, None) => {
+                return Err(s3_error!(
+                    MissingSecurityHeader,
+                    "an x-amz-acl header or a body is needed"
+                ));
+            }
+        };
+        let access = self.bucket_access(&input.bucket).await?;
+        if crate::access::acl_is_public(acl)
+            && access
+                .public_access_block
+                .is_some_and(|b| b.block_public_acls)
+        {
+            return Err(s3_error!(
+                AccessDenied,
+                "Access Denied: the bucket's PublicAccessBlock blocks public ACLs"
+            ));
+        }
+        let stored = (acl != CannedAcl::Private).then_some(acl);
+        self.client
+            .set_bucket_access(&input.bucket, AccessChange::Acl(stored))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::PutBucketAclOutput::default()))
+    }
+
+    /// GetBucketAcl (owner): the owner key's FULL_CONTROL and what the
+    /// canned ACL grants the AllUsers and AuthenticatedUsers groups.
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<dto::GetBucketAclInput>,
+    ) -> S3Result<S3Response<dto::GetBucketAclOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let access = self.bucket_access(&req.input.bucket).await?;
+        let owner = self.bucket_owner(&req.input.bucket).await?;
+        Ok(S3Response::new(dto::GetBucketAclOutput {
+            grants: Some(acl_grants(access.acl, &owner)),
+            owner,
+        }))
+    }
+
+    /// GetObjectAcl (read): objects are private to the bucket's keys, so
+    /// the answer is the owner's FULL_CONTROL (after the object, or the
+    /// version asked for, is found).
+    async fn get_object_acl(
+        &self,
+        req: S3Request<dto::GetObjectAclInput>,
+    ) -> S3Result<S3Response<dto::GetObjectAclOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Read)
+            .await?;
+        let input = &req.input;
+        let version = rules::version_id(input.version_id.as_deref())?;
+        self.version_for_read(&input.bucket, &input.key, version)
+            .await?;
+        let owner = self.bucket_owner(&input.bucket).await?;
+        Ok(S3Response::new(dto::GetObjectAclOutput {
+            grants: Some(acl_grants(None, &owner)),
+            owner,
+            ..Default::default()
+        }))
+    }
+
+    /// PutObjectAcl (write): takes the ACLs that keep an object private
+    /// (`rules::object_acl`), once the object is found; others are
+    /// `NotImplemented`.
+    async fn put_object_acl(
+        &self,
+        req: S3Request<dto::PutObjectAclInput>,
+    ) -> S3Result<S3Response<dto::PutObjectAclOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Write)
+            .await?;
+        let input = &req.input;
+        if input.access_control_policy.is_some()
+            || input.grant_full_control.is_some()
+            || input.grant_read.is_some()
+            || input.grant_write_acp.is_some()
+            || input.grant_read_acp.is_some()
+            || input.grant_write.is_some()
+        {
+            return Err(s3_error!(
+                NotImplemented,
+                "object ACLs other than the canned ones"
+            ));
+        }
+        rules::object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
+        let version = rules::version_id(input.version_id.as_deref())?;
+        self.version_for_read(&input.bucket, &input.key, version)
+            .await?;
+        Ok(S3Response::new(dto::PutObjectAclOutput::default()))
+    }
+
+    /// PutPublicAccessBlock (owner): the four settings, absent ones false
+    /// (S3 API reference, PutPublicAccessBlock).
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<dto::PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<dto::PutPublicAccessBlockOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let c = &req.input.public_access_block_configuration;
+        let block = PublicAccessBlock {
+            block_public_acls: c.block_public_acls.unwrap_or(false),
+            ignore_public_acls: c.ignore_public_acls.unwrap_or(false),
+            block_public_policy: c.block_public_policy.unwrap_or(false),
+            restrict_public_buckets: c.restrict_public_buckets.unwrap_or(false),
+        };
+        self.client
+            .set_bucket_access(
+                &req.input.bucket,
+                AccessChange::PublicAccessBlock(Some(block)),
+            )
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::PutPublicAccessBlockOutput::default()))
+    }
+
+    /// GetPublicAccessBlock (owner): `NoSuchPublicAccessBlockConfiguration`
+    /// (404) when none was put.
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<dto::GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<dto::GetPublicAccessBlockOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let access = self.bucket_access(&req.input.bucket).await?;
+        let Some(b) = access.public_access_block else {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("NoSuchPublicAccessBlockConfiguration".into()),
+                "The public access block configuration was not found",
+            );
+            e.set_status_code(axum::http::StatusCode::NOT_FOUND);
+            return Err(e);
+        };
+        Ok(S3Response::new(dto::GetPublicAccessBlockOutput {
+            public_access_block_configuration: Some(dto::PublicAccessBlockConfiguration {
+                block_public_acls: Some(b.block_public_acls),
+                ignore_public_acls: Some(b.ignore_public_acls),
+                block_public_policy: Some(b.block_public_policy),
+                restrict_public_buckets: Some(b.restrict_public_buckets),
+            }),
+        }))
+    }
+
+    /// DeletePublicAccessBlock (owner): 204, also when there was none.
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<dto::DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<dto::DeletePublicAccessBlockOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        self.client
+            .set_bucket_access(&req.input.bucket, AccessChange::PublicAccessBlock(None))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(
+            dto::DeletePublicAccessBlockOutput::default(),
+        ))
+    }
+
     /// GetObjectAttributes: the attributes asked for in
     /// `x-amz-object-attributes` (S3 API reference, GetObjectAttributes):
     /// ETag, ObjectSize, StorageClass, Checksum (the stored whole-object
@@ -1784,6 +1989,47 @@ fn object_headers(
 /// The `x-amz-tagging-count` header (GetObject): how many tags an object
 /// has, left out when it has none, as S3 does.
 const TAG_COUNT_HEADER: &str = "x-amz-tagging-count";
+
+/// The grants a canned ACL makes, as GetBucketAcl and GetObjectAcl show
+/// them (S3 User Guide, "Canned ACL"): the owner's FULL_CONTROL, then
+/// READ (and WRITE) for AllUsers or READ for AuthenticatedUsers.
+fn acl_grants(acl: Option<CannedAcl>, owner: &Option<dto::Owner>) -> Vec<dto::Grant> {
+    let group = |uri: &str, permission: &'static str| dto::Grant {
+        grantee: Some(dto::Grantee {
+            type_: dto::Type::from_static(dto::Type::GROUP),
+            uri: Some(format!("http://acs.amazonaws.com/groups/global/{uri}")),
+            display_name: None,
+            email_address: None,
+            id: None,
+        }),
+        permission: Some(dto::Permission::from_static(permission)),
+    };
+    let mut grants: Vec<dto::Grant> = owner
+        .iter()
+        .map(|o| dto::Grant {
+            grantee: Some(dto::Grantee {
+                type_: dto::Type::from_static(dto::Type::CANONICAL_USER),
+                id: o.id.clone(),
+                display_name: o.display_name.clone(),
+                email_address: None,
+                uri: None,
+            }),
+            permission: Some(dto::Permission::from_static(dto::Permission::FULL_CONTROL)),
+        })
+        .collect();
+    match acl {
+        Some(CannedAcl::PublicRead) => grants.push(group("AllUsers", dto::Permission::READ)),
+        Some(CannedAcl::PublicReadWrite) => {
+            grants.push(group("AllUsers", dto::Permission::READ));
+            grants.push(group("AllUsers", dto::Permission::WRITE));
+        }
+        Some(CannedAcl::AuthenticatedRead) => {
+            grants.push(group("AuthenticatedUsers", dto::Permission::READ));
+        }
+        _ => {}
+    }
+    grants
+}
 
 fn tag_count(tags: &TagSet) -> Option<i32> {
     (!tags.is_empty()).then_some(tags.len() as i32)
