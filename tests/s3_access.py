@@ -343,6 +343,28 @@ pinned = {"Statement": [policy["Statement"][7]]}
 owner.put_bucket_policy(Bucket=P, Policy=json.dumps(pinned))
 assert owner.get_bucket_policy_status(Bucket=P)["PolicyStatus"]["IsPublic"] is False
 owner.delete_bucket_policy(Bucket=P)
+# A condition on the object's own tags (s3:ExistingObjectTag).
+T = "tagged-bucket"
+owner.create_bucket(Bucket=T)
+owner.put_object(Bucket=T, Key="shared", Body=b"s", Tagging="share=yes")
+owner.put_object(Bucket=T, Key="kept", Body=b"k", Tagging="share=no")
+owner.put_object(Bucket=T, Key="plain", Body=b"p")
+owner.put_bucket_policy(Bucket=T, Policy=json.dumps({"Statement": [
+    {"Effect": "Allow", "Principal": {"AWS": other_key}, "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+     "Resource": f"arn:aws:s3:::{T}/*",
+     "Condition": {"StringEquals": {"s3:ExistingObjectTag/share": "yes"}}}]}))
+assert other.get_object(Bucket=T, Key="shared")["Body"].read() == b"s"
+for k in ["kept", "plain", "missing"]:
+    assert refusal(lambda: other.get_object(Bucket=T, Key=k)) == (403, "AccessDenied"), k
+owner.put_object_tagging(Bucket=T, Key="kept", Tagging={"TagSet": [{"Key": "share", "Value": "yes"}]})
+assert other.get_object(Bucket=T, Key="kept")["Body"].read() == b"k"
+# A version is judged by its own tags.
+owner.put_bucket_versioning(Bucket=T, VersioningConfiguration={"Status": "Enabled"})
+v1 = owner.put_object(Bucket=T, Key="doc", Body=b"v1", Tagging="share=yes")["VersionId"]
+v2 = owner.put_object(Bucket=T, Key="doc", Body=b"v2", Tagging="share=no")["VersionId"]
+assert other.get_object(Bucket=T, Key="doc", VersionId=v1)["Body"].read() == b"v1"
+assert refusal(lambda: other.get_object(Bucket=T, Key="doc", VersionId=v2)) == (403, "AccessDenied")
+assert refusal(lambda: other.get_object(Bucket=T, Key="doc")) == (403, "AccessDenied")
 print("policies: checks passed")
 
 # ---------------------------------------------------------------- ACLs and PublicAccessBlock

@@ -89,9 +89,25 @@ impl Gateway {
             .extensions
             .get::<Target>()
             .ok_or_else(|| s3_error!(InternalError, "the access hook did not run"))?;
-        self.access_of(req, bucket)
-            .await?
-            .check(need, &target.action, target.key.as_deref())
+        let mut access = self.access_of(req, bucket).await?;
+        if let Some(key) = &target.key
+            && access.policy_tests_object_tags()
+        {
+            // Only then is the object read before the decision: its tags
+            // (of the version the request names) are the values of
+            // s3:ExistingObjectTag/<key>; a missing object has none.
+            let version = req.uri.query().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "versionId")
+                    .map(|(_, v)| v.into_owned())
+            });
+            if let Ok(ObjectVersion::Object(o)) =
+                self.client.version(bucket, key, version.as_deref()).await
+            {
+                access.add_object_tags(&o.headers.tags);
+            }
+        }
+        access.check(need, &target.action, target.key.as_deref())
     }
 
     /// What decides access to `bucket` for this request: the caller's
@@ -170,6 +186,27 @@ struct RequestAccess {
 }
 
 impl RequestAccess {
+    /// Whether the bucket's policy has a condition on
+    /// `s3:ExistingObjectTag/<key>`, whose values only the object holds.
+    fn policy_tests_object_tags(&self) -> bool {
+        self.policy.is_some()
+            && self
+                .settings
+                .policy
+                .as_deref()
+                .is_some_and(|p| p.to_ascii_lowercase().contains("s3:existingobjecttag/"))
+    }
+
+    /// Supplies the object's tags as `s3:ExistingObjectTag/<key>`.
+    fn add_object_tags(&mut self, tags: &TagSet) {
+        for (k, v) in tags {
+            self.context.insert(
+                format!("s3:existingobjecttag/{}", k.to_ascii_lowercase()),
+                vec![v.clone()],
+            );
+        }
+    }
+
     /// Refuses with `AccessDenied` unless `action` on the bucket (or its
     /// object `key`) is allowed (`access::decide`).
     fn check(&self, need: Permission, action: &str, key: Option<&str>) -> S3Result<()> {

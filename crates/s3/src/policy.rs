@@ -22,9 +22,8 @@
 //! checked when the policy is put), `Bool` and `Null`, each also with
 //! `IfExists`; keys compare without regard to case. The gateway supplies
 //! `aws:SourceIp`, `aws:SecureTransport`, `aws:PrincipalType`,
-//! `aws:username`, `aws:userid`, `s3:prefix`, `s3:delimiter` and
-//! `s3:max-keys` where they apply (not yet `s3:ExistingObjectTag/<key>`,
-//! which is absent); a key
+//! `aws:username`, `aws:userid`, `s3:prefix`, `s3:delimiter`,
+//! `s3:max-keys` and `s3:ExistingObjectTag/<key>` where they apply; a key
 //! the request does not have is absent, which fails every operator but the
 //! negated ones, `Null` and `...IfExists` (as IAM evaluates them).
 
