@@ -1,7 +1,8 @@
 //! The S3 trait implemented over the SDK, and the axum router around it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::ConnectInfo;
@@ -42,16 +43,52 @@ pub struct GatewayConfig {
     pub domains: Vec<String>,
 }
 
+/// Parsed bucket policies kept at most (a full cache starts afresh).
+const POLICY_CACHE: usize = 1024;
+
+/// Parsed policies by bucket, each with the text it was parsed from: a
+/// request whose bucket's policy text (read from meta, so never stale) is
+/// the cached one's skips parsing it again.
+type PolicyCache = std::sync::Mutex<HashMap<String, (String, Arc<BucketPolicy>)>>;
+
 /// The S3 service: one SDK client shared by every request.
 #[derive(Clone)]
 pub struct Gateway {
     client: Client,
     config: GatewayConfig,
+    policies: Arc<PolicyCache>,
 }
 
 impl Gateway {
     pub fn new(client: Client, config: GatewayConfig) -> Self {
-        Gateway { client, config }
+        Gateway {
+            client,
+            config,
+            policies: Arc::default(),
+        }
+    }
+
+    /// `text`, the policy of `bucket`, parsed (or as parsed before).
+    fn parsed_policy(&self, bucket: &str, text: &str) -> S3Result<Arc<BucketPolicy>> {
+        // A poisoned lock only means another request panicked meanwhile:
+        // the map is still whole.
+        let mut cache = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, policy)) = cache.get(bucket)
+            && cached == text
+        {
+            return Ok(policy.clone());
+        }
+        let policy = Arc::new(BucketPolicy::parse(text, bucket).map_err(|e| {
+            s3_error!(
+                InternalError,
+                "the stored policy of {bucket} is refused: {e}"
+            )
+        })?);
+        if cache.len() >= POLICY_CACHE {
+            cache.clear();
+        }
+        cache.insert(bucket.to_string(), (text.to_string(), policy.clone()));
+        Ok(policy)
     }
 
     /// The request's credentials, `None` for an unsigned request; a
@@ -131,12 +168,7 @@ impl Gateway {
             .map_err(to_s3)?
             .and_then(|gs| gs.iter().map(|g| g.permission).max());
         let policy = match &settings.policy {
-            Some(text) => Some(BucketPolicy::parse(text, bucket).map_err(|e| {
-                s3_error!(
-                    InternalError,
-                    "the stored policy of {bucket} is refused: {e}"
-                )
-            })?),
+            Some(text) => Some(self.parsed_policy(bucket, text)?),
             None => None,
         };
         let principal = cred.map(|c| c.access_key.clone());
@@ -181,7 +213,7 @@ struct RequestAccess {
     principal: Option<String>,
     grant: Option<Permission>,
     settings: BucketAccess,
-    policy: Option<BucketPolicy>,
+    policy: Option<Arc<BucketPolicy>>,
     context: BTreeMap<String, Vec<String>>,
 }
 
@@ -189,12 +221,9 @@ impl RequestAccess {
     /// Whether the bucket's policy has a condition on
     /// `s3:ExistingObjectTag/<key>`, whose values only the object holds.
     fn policy_tests_object_tags(&self) -> bool {
-        self.policy.is_some()
-            && self
-                .settings
-                .policy
-                .as_deref()
-                .is_some_and(|p| p.to_ascii_lowercase().contains("s3:existingobjecttag/"))
+        self.policy
+            .as_ref()
+            .is_some_and(|p| p.tests_keys_starting("s3:existingobjecttag/"))
     }
 
     /// Supplies the object's tags as `s3:ExistingObjectTag/<key>`.
@@ -219,7 +248,7 @@ impl RequestAccess {
         let allowed = decide(&AccessFacts {
             grant: self.grant,
             need,
-            policy: self.policy.as_ref(),
+            policy: self.policy.as_deref(),
             acl: self.settings.acl,
             public_access_block: self.settings.public_access_block,
             request: &request,

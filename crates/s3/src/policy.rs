@@ -339,6 +339,15 @@ fn statement(v: &Value, bucket: &str) -> Result<Statement, PolicyError> {
             return malformed(format!("Policy has invalid action: {a}"));
         }
     }
+    // Actions compare without regard to case: kept lower-case once here.
+    let actions = Patterns {
+        patterns: actions
+            .patterns
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect(),
+        ..actions
+    };
     let resources = patterns(stmt, "Resource", "NotResource")?;
     for r in &resources.patterns {
         // Every resource must lie in this bucket (S3 refuses a policy
@@ -365,12 +374,11 @@ fn statement(v: &Value, bucket: &str) -> Result<Statement, PolicyError> {
 }
 
 impl Patterns {
+    /// `ignore_case` only for patterns kept lower-case (actions).
     fn matches(&self, text: &str, ignore_case: bool) -> bool {
         let any = if ignore_case {
             let text = text.to_ascii_lowercase();
-            self.patterns
-                .iter()
-                .any(|p| glob(&p.to_ascii_lowercase(), &text))
+            self.patterns.iter().any(|p| glob(p, &text))
         } else {
             self.patterns.iter().any(|p| glob(p, text))
         };
@@ -488,6 +496,16 @@ impl BucketPolicy {
             }
         }
         decision
+    }
+
+    /// Whether a condition tests a key starting with `prefix`
+    /// (lower-case), e.g. `s3:existingobjecttag/`: such keys cost a look
+    /// at the object, made only when a policy needs it.
+    pub fn tests_keys_starting(&self, prefix: &str) -> bool {
+        self.statements
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .any(|c| c.key.starts_with(prefix))
     }
 
     /// Whether the policy grants anything to everyone (GetBucketPolicyStatus
@@ -713,6 +731,8 @@ mod tests {
             p.evaluate(&with(local, "s3:existingobjecttag/keep", "yes")),
             NoOpinion
         );
+        assert!(p.tests_keys_starting("s3:existingobjecttag/"));
+        assert!(!p.tests_keys_starting("aws:username"));
         // Every Allow to everyone is pinned or conditioned, but the
         // prefix one does not pin the caller: public.
         assert!(p.is_public());
