@@ -126,6 +126,10 @@ assert status == 400, status
 s3_error(body, "BadRequest")
 status, _, body = preflight(C, "page.txt", "https://app.example", "PATCH")
 assert status == 400, status
+# Without a method to ask about, nothing is allowed.
+status, h, body = http("OPTIONS", f"{endpoint}/{C}/page.txt", {"Origin": "https://app.example"})
+assert status == 403 and "access-control-allow-origin" not in h, (status, h)
+s3_error(body, "AccessForbidden")
 status, _, body = preflight("no-such-bucket-here", "x", "https://app.example", "GET")
 assert status == 404, status
 s3_error(body, "NoSuchBucket")
@@ -324,6 +328,20 @@ assert status == 403, status
 s3_error(body, "AccessDenied")
 # Other buckets are not touched by this policy.
 assert refusal(lambda: other.get_object(Bucket=C, Key="page.txt")) == (403, "AccessDenied")
+
+# An account principal is every signed key; NotPrincipal everyone but.
+acct = {"Statement": [
+    {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::tessera:root"}, "Action": "s3:GetObject",
+     "Resource": f"{ARN}/other/*"},
+    {"Effect": "Deny", "NotPrincipal": {"AWS": owner_key}, "Action": "s3:GetObject",
+     "Resource": f"{ARN}/other/y"}]}
+owner.put_bucket_policy(Bucket=P, Policy=json.dumps(acct))
+assert owner.get_bucket_policy_status(Bucket=P)["PolicyStatus"]["IsPublic"] is False
+owner.put_object(Bucket=P, Key="other/z", Body=b"z")
+assert other.get_object(Bucket=P, Key="other/z")["Body"].read() == b"z"
+assert refusal(lambda: anon.get_object(Bucket=P, Key="other/z")) == (403, "AccessDenied")
+assert refusal(lambda: other.get_object(Bucket=P, Key="other/y")) == (403, "AccessDenied")
+assert owner.get_object(Bucket=P, Key="other/y")["Body"].read() == b"other/y"
 
 # A policy denying everything cannot lock the owner out of the policy.
 lockout = {"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*",

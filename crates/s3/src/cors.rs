@@ -170,7 +170,8 @@ pub async fn cors(State(state): State<CorsState>, req: Request, next: Next) -> R
 }
 
 /// A preflight (S3 API reference, "Appendix: OPTIONS object"): 400 without
-/// `Origin` or a valid `Access-Control-Request-Method`, 403
+/// `Origin` or with an `Access-Control-Request-Method` that no rule could
+/// name, 403 (as for no match) without that header, 403
 /// `AccessForbidden` when the bucket has no CORS rules or none allows the
 /// request, else 200 with the first matching rule's headers. Preflights
 /// are never signed.
@@ -187,8 +188,9 @@ async fn answer_preflight(
             "Insufficient information. Origin request header needed.",
         );
     };
+    // Without a method to ask about, no rule can allow the request.
     let method = header_str(headers, &header::ACCESS_CONTROL_REQUEST_METHOD).unwrap_or("");
-    if !CORS_METHODS.contains(&method) {
+    if !method.is_empty() && !CORS_METHODS.contains(&method) {
         return refusal(
             StatusCode::BAD_REQUEST,
             "BadRequest",

@@ -5,7 +5,7 @@
 //!
 //! What Tessera supports of the grammar: `Version` (`2012-10-17` or
 //! `2008-10-17`), `Id`, and `Statement` (one or a list) with `Sid`,
-//! `Effect` (`Allow`, `Deny`), `Principal`, `Action` or `NotAction`,
+//! `Effect` (`Allow`, `Deny`), `Principal` or `NotPrincipal`, `Action` or `NotAction`,
 //! `Resource` or `NotResource`, and `Condition`. Anything else is refused
 //! as malformed rather than ignored, so that no policy means less than it
 //! says.
@@ -14,7 +14,9 @@
 //! principal. `"*"` and `{"AWS": "*"}` are everyone, anonymous callers
 //! included; `{"AWS": "KEYID"}`, `{"AWS": "arn:aws:iam::ACCOUNT:user/KEYID"}`
 //! (any account name: `tessera` reads well) and `{"CanonicalUser": "KEYID"}`
-//! name one access key by its id.
+//! name one access key by its id; an account (`arn:aws:iam::ACCOUNT:root`
+//! or a 12-digit id) is every signed key. `NotPrincipal` is everyone but
+//! the principals it names.
 //!
 //! Conditions: the operators `StringEquals`, `StringNotEquals`,
 //! `StringEqualsIgnoreCase`, `StringNotEqualsIgnoreCase`, `StringLike`,
@@ -49,11 +51,12 @@ enum Effect {
     Deny,
 }
 
-/// Who a statement is about: everyone, or access keys by id.
+/// Who a statement is about: everyone, or access keys by id and, for an
+/// account principal, every signed key (Tessera is one account).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Principal {
     Anyone,
-    Keys(Vec<String>),
+    Named { keys: Vec<String>, every_key: bool },
 }
 
 /// Patterns with `*` and `?`, or their complement (`NotAction`,
@@ -89,6 +92,8 @@ struct Condition {
 struct Statement {
     effect: Effect,
     principal: Principal,
+    /// `NotPrincipal`: everyone but the principal.
+    principal_negated: bool,
     actions: Patterns,
     resources: Patterns,
     conditions: Vec<Condition>,
@@ -174,7 +179,7 @@ fn principal(v: &Value) -> Result<Principal, PolicyError> {
     match v {
         Value::String(s) if s == "*" => Ok(Principal::Anyone),
         Value::Object(map) if !map.is_empty() => {
-            let mut keys = Vec::new();
+            let (mut keys, mut every_key) = (Vec::new(), false);
             for (kind, ids) in map {
                 if kind != "AWS" && kind != "CanonicalUser" {
                     return invalid();
@@ -183,30 +188,47 @@ fn principal(v: &Value) -> Result<Principal, PolicyError> {
                     if id == "*" {
                         return Ok(Principal::Anyone);
                     }
-                    keys.push(key_of_principal(&id).ok_or_else(|| {
-                        PolicyError(format!("Invalid principal in policy: {id}"))
-                    })?);
+                    match key_of_principal(&id) {
+                        Some(PrincipalName::Key(k)) => keys.push(k),
+                        Some(PrincipalName::Account) => every_key = true,
+                        None => return malformed(format!("Invalid principal in policy: {id}")),
+                    }
                 }
             }
-            Ok(Principal::Keys(keys))
+            Ok(Principal::Named { keys, every_key })
         }
         _ => invalid(),
     }
 }
 
-/// The access key id a principal names: the id itself, or
-/// `arn:aws:iam::ACCOUNT:user/KEYID`.
-fn key_of_principal(id: &str) -> Option<String> {
+/// What an `AWS` principal names.
+enum PrincipalName {
+    /// One access key, by id.
+    Key(String),
+    /// An account: every signed key of the cluster.
+    Account,
+}
+
+/// What a principal names: a key by its id or by
+/// `arn:aws:iam::ACCOUNT:user/KEYID`, or the account (`arn:aws:iam::ACCOUNT:root`
+/// or a 12-digit account id); `None` for anything else.
+fn key_of_principal(id: &str) -> Option<PrincipalName> {
     let is_id = |s: &str| {
         !s.is_empty()
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
     };
     if let Some(rest) = id.strip_prefix("arn:aws:iam::") {
+        if rest.strip_suffix(":root").is_some_and(|a| !a.contains(':')) {
+            return Some(PrincipalName::Account);
+        }
         let (_, user) = rest.split_once(":user/")?;
-        return is_id(user).then(|| user.to_string());
+        return is_id(user).then(|| PrincipalName::Key(user.to_string()));
     }
-    is_id(id).then(|| id.to_string())
+    if id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(PrincipalName::Account);
+    }
+    is_id(id).then(|| PrincipalName::Key(id.to_string()))
 }
 
 fn patterns(
@@ -312,9 +334,6 @@ fn statement(v: &Value, bucket: &str) -> Result<Statement, PolicyError> {
     if let Some(k) = stmt.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return malformed(format!("Unknown field {k}"));
     }
-    if stmt.contains_key("NotPrincipal") {
-        return malformed("NotPrincipal is not supported");
-    }
     if let Some(sid) = stmt.get("Sid")
         && !sid.is_string()
     {
@@ -326,10 +345,12 @@ fn statement(v: &Value, bucket: &str) -> Result<Statement, PolicyError> {
         Some(other) => return malformed(format!("Invalid effect: {other}")),
         None => return malformed("Missing required field Effect"),
     };
-    let principal = principal(
-        stmt.get("Principal")
-            .ok_or_else(|| PolicyError("Missing required field Principal".into()))?,
-    )?;
+    let (principal, principal_negated) = match (stmt.get("Principal"), stmt.get("NotPrincipal")) {
+        (Some(p), None) => (principal(p)?, false),
+        (None, Some(p)) => (principal(p)?, true),
+        (Some(_), Some(_)) => return malformed("a statement has both Principal and NotPrincipal"),
+        (None, None) => return malformed("Missing required field Principal"),
+    };
     let actions = patterns(stmt, "Action", "NotAction")?;
     for a in &actions.patterns {
         let service_ok = a == "*"
@@ -367,6 +388,7 @@ fn statement(v: &Value, bucket: &str) -> Result<Statement, PolicyError> {
     Ok(Statement {
         effect,
         principal,
+        principal_negated,
         actions,
         resources,
         conditions,
@@ -415,12 +437,14 @@ impl Condition {
 
 impl Statement {
     fn applies(&self, req: &PolicyRequest) -> bool {
-        let principal = match (&self.principal, &req.principal) {
+        let named = match (&self.principal, &req.principal) {
             (Principal::Anyone, _) => true,
-            (Principal::Keys(keys), Some(k)) => keys.iter().any(|id| id == k),
-            (Principal::Keys(_), None) => false,
+            (Principal::Named { keys, every_key }, Some(k)) => {
+                *every_key || keys.iter().any(|id| id == k)
+            }
+            (Principal::Named { .. }, None) => false,
         };
-        principal
+        named != self.principal_negated
             && self.actions.matches(&req.action, true)
             && self.resources.matches(&req.resource, false)
             && self.conditions.iter().all(|c| c.holds(&req.context))
@@ -438,8 +462,10 @@ impl Statement {
             "aws:sourceaccount",
             "aws:principalorgid",
         ];
+        // Everyone, or everyone but some (NotPrincipal).
+        let to_everyone = (self.principal == Principal::Anyone) != self.principal_negated;
         self.effect == Effect::Allow
-            && self.principal == Principal::Anyone
+            && to_everyone
             && !self.conditions.iter().any(|c| {
                 !c.negated
                     && PINNING.contains(&c.key.as_str())
@@ -627,6 +653,39 @@ mod tests {
             NoOpinion
         );
         assert!(p.is_public());
+    }
+
+    #[test]
+    fn accounts_and_not_principal() {
+        let p = parse(json!({"Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::tessera:root"},
+             "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bkt/signed/*"},
+            {"Effect": "Allow", "Principal": {"AWS": "123456789012"},
+             "Action": "s3:PutObject", "Resource": "arn:aws:s3:::bkt/signed/*"},
+            {"Effect": "Deny", "NotPrincipal": {"AWS": "BOSS"},
+             "Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::bkt/*"}
+        ]}))
+        .unwrap();
+        let obj = "arn:aws:s3:::bkt/signed/a";
+        assert_eq!(p.evaluate(&req(Some("ANY"), "s3:GetObject", obj)), Allow);
+        assert_eq!(p.evaluate(&req(Some("ANY"), "s3:PutObject", obj)), Allow);
+        assert_eq!(p.evaluate(&req(None, "s3:GetObject", obj)), NoOpinion);
+        assert_eq!(p.evaluate(&req(Some("ANY"), "s3:DeleteObject", obj)), Deny);
+        assert_eq!(p.evaluate(&req(None, "s3:DeleteObject", obj)), Deny);
+        assert_eq!(
+            p.evaluate(&req(Some("BOSS"), "s3:DeleteObject", obj)),
+            NoOpinion
+        );
+        assert!(!p.is_public());
+        let everyone_but = parse(json!({"Statement": {"Effect": "Allow",
+            "NotPrincipal": {"AWS": "arn:aws:iam::s3tenant1:root"},
+            "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::bkt"}}))
+        .unwrap();
+        assert!(everyone_but.is_public());
+        assert_eq!(
+            everyone_but.evaluate(&req(None, "s3:ListBucket", "arn:aws:s3:::bkt")),
+            Allow
+        );
     }
 
     #[test]
@@ -842,7 +901,8 @@ mod tests {
                 json!({"Bool": {"aws:SecureTransport": "maybe"}}),
             ),
             with_field("Condition", json!("x")),
-            with_field("NotPrincipal", json!("*")),
+            with_field("NotPrincipal", json!({"AWS": "K"})),
+            with_field("Principal", json!({"AWS": "arn:aws:iam::a:b:root"})),
             with_field("Colour", json!("blue")),
         ];
         for doc in bad {
