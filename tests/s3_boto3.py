@@ -353,8 +353,8 @@ g = s3.get_object(Bucket="boto", Key="posted/hello.txt")
 assert g["Body"].read() == b"posted through a form" and g["ContentType"] == "text/plain", g
 
 # What is not implemented says so.
-assert error_code(lambda: s3.put_bucket_cors(
-    Bucket="boto", CORSConfiguration={"CORSRules": [{"AllowedMethods": ["GET"], "AllowedOrigins": ["*"]}]})) \
+assert error_code(lambda: s3.put_bucket_website(
+    Bucket="boto", WebsiteConfiguration={"IndexDocument": {"Suffix": "index.html"}})) \
     == "NotImplemented"
 
 # ListMultipartUploads pages by key and upload id, and groups by delimiter.

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::Cluster;
 
 #[test]
@@ -16,52 +14,35 @@ fn boto3_drives_the_gateway() {
     let endpoint = c.start_s3_with(9000, &["--domain", "s3.tessera.test"]);
     let regional = c.start_s3_with(9001, &["--region", "eu-test-1"]);
     let k = c.json(&["key", "create", "boto", "--json"]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_boto3.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&endpoint)
-        .arg(k["access_key"].as_str().unwrap())
-        .arg(k["secret_key"].as_str().unwrap())
-        .args(["s3.tessera.test", &regional, "eu-test-1"])
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("python3 must be installed (tools/test installs boto3)");
-    assert!(
-        out.status.success(),
-        "boto3 checks failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (id, secret) = (
+        k["access_key"].as_str().unwrap(),
+        k["secret_key"].as_str().unwrap(),
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+    common::python_checks(
+        "s3_boto3.py",
+        &[
+            &endpoint,
+            id,
+            secret,
+            "s3.tessera.test",
+            &regional,
+            "eu-test-1",
+        ],
+        "all checks passed",
+    );
 
     // Bucket versioning: tests/s3_versioning.py, on the same gateway.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_versioning.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&endpoint)
-        .arg(k["access_key"].as_str().unwrap())
-        .arg(k["secret_key"].as_str().unwrap())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("python3 must be installed (tools/test installs boto3)");
-    assert!(
-        out.status.success(),
-        "boto3 versioning checks failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    common::python_checks(
+        "s3_versioning.py",
+        &[&endpoint, id, secret],
+        "versioning: all checks passed",
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("versioning: all checks passed"));
 
     // The run was refused many times (412, 404, 400, 403, 501 for what is
     // not implemented): each is an INFO line with its request id and S3
     // code; ERROR is for the server's own failures, and there were none.
+    common::assert_no_error_lines(&c.path("s3.log"));
     let log = std::fs::read_to_string(c.path("s3.log")).unwrap();
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
-    assert!(
-        errors.is_empty(),
-        "client errors logged as ERROR:\n{}",
-        errors.join("\n")
-    );
     for code in [
         "PreconditionFailed",
         "MalformedXML",

@@ -4,11 +4,13 @@ use serde::{Deserialize, Serialize};
 use tessera_types::{ChunkId, Hash, NodeId, Policy};
 
 use crate::model::{
+    AccessChange, BucketAccess, ObjectVersion, Removal, VersionListing, Versioning,
+};
+use crate::model::{
     AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
     ExpectedFragment, Found, FragmentMove, Grant, Listing, NewObject, ObjectHeaders, ObjectInfo,
     PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo, WriteCondition,
 };
-use crate::model::{ObjectVersion, Removal, VersionListing, Versioning};
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
 /// the frame on the same stream.
@@ -342,6 +344,11 @@ pub enum MetaQuery {
         version_marker: Option<String>,
         max_keys: u32,
     },
+    /// A bucket's access settings: CORS rules, policy, PublicAccessBlock
+    /// and canned ACL (`BucketAccess::default()` when it has none).
+    GetBucketAccess {
+        bucket: String,
+    },
 }
 
 /// Requests that become one command of meta's log.
@@ -519,6 +526,13 @@ pub enum Proposal {
         version: String,
         tags: TagSet,
     },
+    /// Changes one of a bucket's access settings (S3's Put/Delete of
+    /// BucketCors, BucketPolicy, PublicAccessBlock, BucketAcl); answers
+    /// `Ok`. `BadRequest` beyond meta's limits (`access_change_fault`).
+    SetBucketAccess {
+        bucket: String,
+        change: AccessChange,
+    },
 }
 
 /// Soft state: what a node or a writer keeps alive by renewing it.
@@ -587,6 +601,8 @@ pub enum MetaResponse {
         leader: Option<String>,
     },
     Group(MetaGroupStatus),
+    /// A bucket's access settings (`GetBucketAccess`).
+    BucketAccess(BucketAccess),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

@@ -804,3 +804,123 @@ mod tests {
         }
     }
 }
+
+/// Most CORS rules on one bucket (S3 User Guide, "Elements of a CORS
+/// configuration": up to 100 rules).
+pub const MAX_CORS_RULES: usize = 100;
+/// Largest bucket policy document in bytes (S3 User Guide, "Bucket
+/// policies for Amazon S3": at most 20 KB).
+pub const MAX_POLICY_BYTES: usize = 20 * 1024;
+
+/// One CORS rule (S3 API reference, PutBucketCors, `CORSRule`): a request
+/// from an origin matching one of `allowed_origins` (each with at most one
+/// `*`), with a method of `allowed_methods` (GET, PUT, HEAD, POST, DELETE)
+/// and only headers matching `allowed_headers` (case-insensitive, at most
+/// one `*` each) is allowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsRule {
+    pub id: Option<String>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    /// Response headers a browser's script may read.
+    pub expose_headers: Vec<String>,
+    /// Seconds a browser may cache a preflight's answer.
+    pub max_age_seconds: Option<i32>,
+}
+
+/// S3's PublicAccessBlock configuration (S3 API reference,
+/// PutPublicAccessBlock): what makes public ACLs and policies refused or
+/// ineffective on a bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicAccessBlock {
+    /// Refuse requests that would set a public ACL.
+    pub block_public_acls: bool,
+    /// Ignore public ACLs already set.
+    pub ignore_public_acls: bool,
+    /// Refuse a bucket policy that makes the bucket public.
+    pub block_public_policy: bool,
+    /// A public policy grants nothing to anyone but the bucket's own keys.
+    pub restrict_public_buckets: bool,
+}
+
+/// A canned ACL (S3 User Guide, "Access control list (ACL) overview",
+/// "Canned ACL").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CannedAcl {
+    Private,
+    PublicRead,
+    PublicReadWrite,
+    AuthenticatedRead,
+    BucketOwnerRead,
+    BucketOwnerFullControl,
+}
+
+/// What governs access to a bucket besides its keys' grants, kept by meta
+/// per bucket and read by the S3 gateway on each request: CORS rules
+/// (empty: none), the bucket policy (the JSON document as its owner gave
+/// it; the gateway parses and checks it), the PublicAccessBlock and the
+/// bucket's canned ACL (`None`: private).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketAccess {
+    pub cors: Vec<CorsRule>,
+    pub policy: Option<String>,
+    pub public_access_block: Option<PublicAccessBlock>,
+    pub acl: Option<CannedAcl>,
+}
+
+/// One change to a bucket's [`BucketAccess`]; an empty or `None` value
+/// removes that setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessChange {
+    Cors(Vec<CorsRule>),
+    Policy(Option<String>),
+    PublicAccessBlock(Option<PublicAccessBlock>),
+    Acl(Option<CannedAcl>),
+}
+
+impl BucketAccess {
+    /// Whether the bucket has no setting at all (meta keeps no record then).
+    pub fn is_empty(&self) -> bool {
+        *self == BucketAccess::default()
+    }
+
+    /// Applies `change`.
+    pub fn apply(&mut self, change: &AccessChange) {
+        match change {
+            AccessChange::Cors(rules) => self.cors = rules.clone(),
+            AccessChange::Policy(p) => self.policy = p.clone(),
+            AccessChange::PublicAccessBlock(b) => self.public_access_block = *b,
+            AccessChange::Acl(a) => self.acl = *a,
+        }
+    }
+}
+
+/// Why `change` breaks the limits meta keeps for every bucket (rule
+/// count, policy size, rules without origins or methods), as a message
+/// for people; `None` when it keeps them. The gateway checks S3's finer
+/// rules (methods, wildcards, the policy's grammar) before it asks.
+pub fn access_change_fault(change: &AccessChange) -> Option<String> {
+    match change {
+        AccessChange::Cors(rules) => {
+            if rules.len() > MAX_CORS_RULES {
+                return Some(format!(
+                    "{} CORS rules; at most {MAX_CORS_RULES} are allowed",
+                    rules.len()
+                ));
+            }
+            rules
+                .iter()
+                .any(|r| r.allowed_origins.is_empty() || r.allowed_methods.is_empty())
+                .then(|| "a CORS rule needs an AllowedOrigin and an AllowedMethod".to_string())
+        }
+        AccessChange::Policy(Some(p)) if p.len() > MAX_POLICY_BYTES => Some(format!(
+            "a policy of {} bytes; at most {MAX_POLICY_BYTES} are allowed",
+            p.len()
+        )),
+        AccessChange::Policy(Some(p)) if p.trim().is_empty() => {
+            Some("an empty policy document".to_string())
+        }
+        _ => None,
+    }
+}

@@ -1001,6 +1001,39 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Runs the python checks in `tests/SCRIPT` (boto3 and friends, which
+/// tools/test installs) with `args`; panics with their output unless they
+/// exit 0 and print `done`.
+pub fn python_checks(script: &str, args: &[&str], done: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("python3 must be installed (tools/test installs boto3)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(done),
+        "{script} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Refusals are the client's problem (INFO); the log at `path` must hold no
+/// ERROR line.
+pub fn assert_no_error_lines(path: &Path) {
+    let log = std::fs::read_to_string(path).unwrap();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "client errors logged as ERROR:\n{}",
+        errors.join("\n")
+    );
+}
+
 /// A plain HTTP GET; returns (status line, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     use std::io::{Read, Write};

@@ -314,7 +314,9 @@ pub async fn serve_s3(
             tracing::debug!(error = %e, "TCP_NODELAY");
         }
     });
-    let app = tessera_s3::router(client, config);
+    // Bucket policies test the caller's address (aws:SourceIp).
+    let app =
+        tessera_s3::router(client, config).into_make_service_with_connect_info::<SocketAddr>();
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "S3 endpoint stopped");

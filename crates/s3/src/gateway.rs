@@ -1,17 +1,25 @@
 //! The S3 trait implemented over the SDK, and the axum router around it.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::ConnectInfo;
 
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{self, StreamingBlob, Timestamp};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tessera_proto::{
-    ErrorCode, ListEntry, NULL_VERSION, ObjectHeaders, ObjectInfo, ObjectVersion, Permission,
-    TagSet, UploadInfo, VersionListEntry, version_label,
+    AccessChange, BucketAccess, CannedAcl, ErrorCode, ListEntry, MAX_POLICY_BYTES, NULL_VERSION,
+    ObjectHeaders, ObjectInfo, ObjectVersion, Permission, PublicAccessBlock, TagSet, UploadInfo,
+    VersionListEntry, version_label,
 };
 use tessera_sdk::{Client, ListOptions, PutOptions, SdkError, VersionListOptions};
 
+use crate::access::{AccessFacts, Target, decide, resource_of};
 use crate::checksum::{BodyChecksums, ResponseChecksums};
+use crate::policy::{BucketPolicy, PolicyRequest};
 use crate::rules;
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::debug;
@@ -35,25 +43,61 @@ pub struct GatewayConfig {
     pub domains: Vec<String>,
 }
 
+/// Parsed bucket policies kept at most (a full cache starts afresh).
+const POLICY_CACHE: usize = 1024;
+
+/// Parsed policies by bucket, each with the text it was parsed from: a
+/// request whose bucket's policy text (read from meta, so never stale) is
+/// the cached one's skips parsing it again.
+type PolicyCache = std::sync::Mutex<HashMap<String, (String, Arc<BucketPolicy>)>>;
+
 /// The S3 service: one SDK client shared by every request.
 #[derive(Clone)]
 pub struct Gateway {
     client: Client,
     config: GatewayConfig,
+    policies: Arc<PolicyCache>,
 }
 
 impl Gateway {
     pub fn new(client: Client, config: GatewayConfig) -> Self {
-        Gateway { client, config }
+        Gateway {
+            client,
+            config,
+            policies: Arc::default(),
+        }
     }
 
-    /// The request's credentials: every operation needs a signed caller,
-    /// signed for this gateway's region when the operator set one.
-    fn signed<'r, T>(&self, req: &'r S3Request<T>) -> S3Result<&'r s3s::auth::Credentials> {
-        let cred = req
-            .credentials
-            .as_ref()
-            .ok_or_else(|| s3_error!(AccessDenied, "anonymous requests are not allowed"))?;
+    /// `text`, the policy of `bucket`, parsed (or as parsed before).
+    fn parsed_policy(&self, bucket: &str, text: &str) -> S3Result<Arc<BucketPolicy>> {
+        // A poisoned lock only means another request panicked meanwhile:
+        // the map is still whole.
+        let mut cache = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, policy)) = cache.get(bucket)
+            && cached == text
+        {
+            return Ok(policy.clone());
+        }
+        let policy = Arc::new(BucketPolicy::parse(text, bucket).map_err(|e| {
+            s3_error!(
+                InternalError,
+                "the stored policy of {bucket} is refused: {e}"
+            )
+        })?);
+        if cache.len() >= POLICY_CACHE {
+            cache.clear();
+        }
+        cache.insert(bucket.to_string(), (text.to_string(), policy.clone()));
+        Ok(policy)
+    }
+
+    /// The request's credentials, `None` for an unsigned request; a
+    /// signed one must be signed for this gateway's region when the
+    /// operator set one.
+    fn caller<'r, T>(&self, req: &'r S3Request<T>) -> S3Result<Option<&'r s3s::auth::Credentials>> {
+        let Some(cred) = req.credentials.as_ref() else {
+            return Ok(None);
+        };
         if let Some(want) = &self.config.region {
             // s3s keeps regions lower-cased (vendor/s3s/TESSERA.md).
             let got = req.region.as_ref().map_or("", |r| r.as_str());
@@ -64,32 +108,156 @@ impl Gateway {
                 ));
             }
         }
-        Ok(cred)
+        Ok(Some(cred))
     }
 
-    /// Refuses unless the request's key holds `need` (or more) on `bucket`.
+    /// The request's credentials, for operations that need a signed
+    /// caller whatever policies say (ListBuckets, CreateBucket).
+    fn signed<'r, T>(&self, req: &'r S3Request<T>) -> S3Result<&'r s3s::auth::Credentials> {
+        self.caller(req)?
+            .ok_or_else(|| s3_error!(AccessDenied, "anonymous requests are not allowed"))
+    }
+
+    /// Refuses unless the request may take its operation's action on
+    /// `bucket` (and the object it names): a grant of `need` or more, or
+    /// the bucket's policy or ACL (`access::decide`).
     async fn allow<T>(&self, req: &S3Request<T>, bucket: &str, need: Permission) -> S3Result<()> {
-        let cred = self.signed(req)?;
-        let grants = self
-            .client
-            .grants(Some(bucket), Some(&cred.access_key))
-            .await
-            .map_err(to_s3)?;
-        if grants.iter().any(|g| g.permission >= need) {
-            return Ok(());
-        }
-        // A bucket that does not exist is NoSuchBucket to anyone signed.
-        self.client.bucket(bucket).await.map_err(to_s3)?;
-        Err(s3_error!(
-            AccessDenied,
-            "access key {} may not {} bucket {bucket}",
-            cred.access_key,
-            match need {
-                Permission::Read => "read",
-                Permission::Write => "write to",
-                Permission::Owner => "administer",
+        let target = req
+            .extensions
+            .get::<Target>()
+            .ok_or_else(|| s3_error!(InternalError, "the access hook did not run"))?;
+        let mut access = self.access_of(req, bucket).await?;
+        if let Some(key) = &target.key
+            && access.policy_tests_object_tags()
+        {
+            // Only then is the object read before the decision: its tags
+            // (of the version the request names) are the values of
+            // s3:ExistingObjectTag/<key>; a missing object has none.
+            let version = req.uri.query().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "versionId")
+                    .map(|(_, v)| v.into_owned())
+            });
+            if let Ok(ObjectVersion::Object(o)) =
+                self.client.version(bucket, key, version.as_deref()).await
+            {
+                access.add_object_tags(&o.headers.tags);
             }
-        ))
+        }
+        access.check(need, &target.action, target.key.as_deref())
+    }
+
+    /// What decides access to `bucket` for this request: the caller's
+    /// grant and the bucket's settings, read together. `NoSuchBucket`
+    /// comes first, to anyone.
+    async fn access_of<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<RequestAccess> {
+        let cred = self.caller(req)?;
+        let grants = async {
+            match cred {
+                Some(c) => self
+                    .client
+                    .grants(Some(bucket), Some(&c.access_key))
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let (grants, settings) = tokio::join!(grants, self.client.bucket_access(bucket));
+        let settings = settings.map_err(to_s3)?;
+        let grant = grants
+            .map_err(to_s3)?
+            .and_then(|gs| gs.iter().map(|g| g.permission).max());
+        let policy = match &settings.policy {
+            Some(text) => Some(self.parsed_policy(bucket, text)?),
+            None => None,
+        };
+        let principal = cred.map(|c| c.access_key.clone());
+        let mut context = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            context.insert(k.to_string(), vec![v]);
+        };
+        if let Some(ConnectInfo(addr)) = req.extensions.get::<ConnectInfo<SocketAddr>>() {
+            put("aws:sourceip", addr.ip().to_canonical().to_string());
+        }
+        // The gateway speaks plain HTTP; TLS in front of it is not seen.
+        put("aws:securetransport", "false".into());
+        match &principal {
+            Some(k) => {
+                put("aws:principaltype", "User".into());
+                put("aws:username", k.clone());
+                put("aws:userid", k.clone());
+            }
+            None => put("aws:principaltype", "Anonymous".into()),
+        }
+        if let Some(q) = req.uri.query() {
+            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                if matches!(k.as_ref(), "prefix" | "delimiter" | "max-keys") {
+                    put(&format!("s3:{k}"), v.into_owned());
+                }
+            }
+        }
+        Ok(RequestAccess {
+            bucket: bucket.to_string(),
+            principal,
+            grant,
+            settings,
+            policy,
+            context,
+        })
+    }
+}
+
+/// What decides one request's access to one bucket (see `access_of`).
+struct RequestAccess {
+    bucket: String,
+    principal: Option<String>,
+    grant: Option<Permission>,
+    settings: BucketAccess,
+    policy: Option<Arc<BucketPolicy>>,
+    context: BTreeMap<String, Vec<String>>,
+}
+
+impl RequestAccess {
+    /// Whether the bucket's policy has a condition on
+    /// `s3:ExistingObjectTag/<key>`, whose values only the object holds.
+    fn policy_tests_object_tags(&self) -> bool {
+        self.policy
+            .as_ref()
+            .is_some_and(|p| p.tests_keys_starting("s3:existingobjecttag/"))
+    }
+
+    /// Supplies the object's tags as `s3:ExistingObjectTag/<key>`.
+    fn add_object_tags(&mut self, tags: &TagSet) {
+        for (k, v) in tags {
+            self.context.insert(
+                format!("s3:existingobjecttag/{}", k.to_ascii_lowercase()),
+                vec![v.clone()],
+            );
+        }
+    }
+
+    /// Refuses with `AccessDenied` unless `action` on the bucket (or its
+    /// object `key`) is allowed (`access::decide`).
+    fn check(&self, need: Permission, action: &str, key: Option<&str>) -> S3Result<()> {
+        let request = PolicyRequest {
+            principal: self.principal.clone(),
+            action: action.to_string(),
+            resource: resource_of(&self.bucket, key),
+            context: self.context.clone(),
+        };
+        let allowed = decide(&AccessFacts {
+            grant: self.grant,
+            need,
+            policy: self.policy.as_deref(),
+            acl: self.settings.acl,
+            public_access_block: self.settings.public_access_block,
+            request: &request,
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(s3_error!(AccessDenied, "Access Denied"))
+        }
     }
 }
 
@@ -340,6 +508,12 @@ impl S3 for Gateway {
                 .and_then(|c| c.location_constraint.as_ref())
                 .and_then(|l| l.as_str().parse().ok()),
         };
+        let acl = req
+            .input
+            .acl
+            .as_ref()
+            .map(|a| rules::canned_acl(a.as_str()))
+            .transpose()?;
         let bucket = &req.input.bucket;
         self.client
             .create_bucket(bucket, policy)
@@ -349,6 +523,12 @@ impl S3 for Gateway {
             .set_grant(bucket, &cred.access_key, Some(Permission::Owner))
             .await
             .map_err(to_s3)?;
+        if let Some(acl) = acl.filter(|a| *a != CannedAcl::Private) {
+            self.client
+                .set_bucket_access(bucket, AccessChange::Acl(Some(acl)))
+                .await
+                .map_err(to_s3)?;
+        }
         Ok(S3Response::new(dto::CreateBucketOutput {
             location: Some(format!("/{bucket}")),
         }))
@@ -392,6 +572,7 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         rules::key(&req.input.key)?;
+        rules::object_acl(req.input.acl.as_ref().map(|a| a.as_str()))?;
         rules::metadata(req.input.metadata.as_ref())?;
         rules::body_length(req.input.content_length)?;
         let tags = rules::tagging_header(req.input.tagging.as_deref())?;
@@ -645,9 +826,24 @@ impl S3 for Gateway {
         &self,
         req: S3Request<dto::DeleteObjectsInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
-        self.allow(&req, &req.input.bucket, Permission::Write)
-            .await?;
+        // Without a grant, a policy may allow some keys and not others:
+        // each key is checked as its own DeleteObject (S3 API reference,
+        // DeleteObjects: refused keys are AccessDenied errors).
+        let access = self.access_of(&req, &req.input.bucket).await?;
+        let may_delete = |key: &str, versioned: bool| {
+            let action = if versioned {
+                "s3:DeleteObjectVersion"
+            } else {
+                "s3:DeleteObject"
+            };
+            access.check(Permission::Write, action, Some(key))
+        };
         let input = req.input;
+        if access.policy.is_none() {
+            // Without a policy every key gets the same answer: refuse the
+            // request whole.
+            access.check(Permission::Write, "s3:DeleteObject", None)?;
+        }
         rules::delete_keys(input.delete.objects.len())?;
         let quiet = input.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
@@ -655,7 +851,9 @@ impl S3 for Gateway {
         for o in input.delete.objects {
             // Deleting a missing key succeeds, as in S3; a version id is
             // checked per key and a bad one fails that key only.
-            let removal = match rules::version_id(o.version_id.as_deref()) {
+            let checked = may_delete(&o.key, o.version_id.is_some())
+                .and_then(|()| rules::version_id(o.version_id.as_deref()));
+            let removal = match checked {
                 Err(e) => Err(e),
                 Ok(Some(v)) => self
                     .client
@@ -702,6 +900,7 @@ impl S3 for Gateway {
             .await?;
         let input = &req.input;
         rules::key(&input.key)?;
+        rules::object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
         let replace = input
             .metadata_directive
             .as_ref()
@@ -785,6 +984,7 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         rules::key(&req.input.key)?;
+        rules::object_acl(req.input.acl.as_ref().map(|a| a.as_str()))?;
         rules::metadata(req.input.metadata.as_ref())?;
         let tags = rules::tagging_header(req.input.tagging.as_deref())?;
         let storage_class = rules::storage_class(req.input.storage_class.as_ref())?;
@@ -1329,6 +1529,362 @@ impl S3 for Gateway {
         Ok(S3Response::new(dto::DeleteBucketTaggingOutput::default()))
     }
 
+    /// PutBucketCors (owner): replaces the bucket's CORS rules, checked
+    /// by `rules::cors` (S3 API reference, PutBucketCors).
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<dto::PutBucketCorsInput>,
+    ) -> S3Result<S3Response<dto::PutBucketCorsOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let input = req.input;
+        let rules = rules::cors(input.cors_configuration)?;
+        self.client
+            .set_bucket_access(&input.bucket, AccessChange::Cors(rules))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::PutBucketCorsOutput::default()))
+    }
+
+    /// GetBucketCors (owner, as S3 needs `s3:GetBucketCORS`, which only
+    /// the owner has by default): `NoSuchCORSConfiguration` (404) when
+    /// the bucket has no rules.
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<dto::GetBucketCorsInput>,
+    ) -> S3Result<S3Response<dto::GetBucketCorsOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let access = self.bucket_access(&req.input.bucket).await?;
+        if access.cors.is_empty() {
+            return Err(s3_error!(
+                NoSuchCORSConfiguration,
+                "The CORS configuration does not exist"
+            ));
+        }
+        let some = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        let rules = access
+            .cors
+            .into_iter()
+            .map(|r| dto::CORSRule {
+                id: r.id,
+                allowed_origins: r.allowed_origins,
+                allowed_methods: r.allowed_methods,
+                allowed_headers: some(r.allowed_headers),
+                expose_headers: some(r.expose_headers),
+                max_age_seconds: r.max_age_seconds,
+            })
+            .collect();
+        Ok(S3Response::new(dto::GetBucketCorsOutput {
+            cors_rules: Some(rules),
+        }))
+    }
+
+    /// DeleteBucketCors (owner): removes the rules (204, also when there
+    /// were none).
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<dto::DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketCorsOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        self.client
+            .set_bucket_access(&req.input.bucket, AccessChange::Cors(Vec::new()))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::DeleteBucketCorsOutput::default()))
+    }
+
+    /// PutBucketPolicy (owner): the document is checked
+    /// (`policy::BucketPolicy::parse`: `MalformedPolicy`) and kept as
+    /// given; a public one is refused with `AccessDenied` while the
+    /// bucket's PublicAccessBlock has `BlockPublicPolicy` (S3 API
+    /// reference, PutBucketPolicy and PutPublicAccessBlock).
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<dto::PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<dto::PutBucketPolicyOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let input = req.input;
+        let text = input.policy;
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(s3_error!(
+                MalformedPolicy,
+                "Policies must be no more than {MAX_POLICY_BYTES} bytes"
+            ));
+        }
+        let policy = BucketPolicy::parse(&text, &input.bucket)
+            .map_err(|e| s3_error!(MalformedPolicy, "{e}"))?;
+        let access = self.bucket_access(&input.bucket).await?;
+        if policy.is_public()
+            && access
+                .public_access_block
+                .is_some_and(|b| b.block_public_policy)
+        {
+            return Err(s3_error!(
+                AccessDenied,
+                "Access Denied: the bucket's PublicAccessBlock blocks public policies"
+            ));
+        }
+        self.client
+            .set_bucket_access(&input.bucket, AccessChange::Policy(Some(text)))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::PutBucketPolicyOutput::default()))
+    }
+
+    /// GetBucketPolicy (owner): the document as it was put;
+    /// `NoSuchBucketPolicy` (404) when there is none.
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<dto::GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<dto::GetBucketPolicyOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let access = self.bucket_access(&req.input.bucket).await?;
+        let Some(policy) = access.policy else {
+            return Err(s3_error!(
+                NoSuchBucketPolicy,
+                "The bucket policy does not exist"
+            ));
+        };
+        Ok(S3Response::new(dto::GetBucketPolicyOutput {
+            policy: Some(policy),
+        }))
+    }
+
+    /// DeleteBucketPolicy (owner): 204, also when there was none.
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<dto::DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketPolicyOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        self.client
+            .set_bucket_access(&req.input.bucket, AccessChange::Policy(None))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::DeleteBucketPolicyOutput::default()))
+    }
+
+    /// GetBucketPolicyStatus (owner): `IsPublic` when the policy grants
+    /// anything to everyone without pinning the caller to an address
+    /// range (`BucketPolicy::is_public`) or the bucket's canned ACL is
+    /// public; false without a policy (as Ceph RGW answers, rather than
+    /// NoSuchBucketPolicy).
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<dto::GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<dto::GetBucketPolicyStatusOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let bucket = &req.input.bucket;
+        let access = self.bucket_access(bucket).await?;
+        let policy_public = match &access.policy {
+            Some(text) => BucketPolicy::parse(text, bucket)
+                .map_err(|e| s3_error!(InternalError, "the stored policy is refused: {e}"))?
+                .is_public(),
+            None => false,
+        };
+        let acl_public = access.acl.is_some_and(crate::access::acl_is_public);
+        Ok(S3Response::new(dto::GetBucketPolicyStatusOutput {
+            policy_status: Some(dto::PolicyStatus {
+                is_public: Some(policy_public || acl_public),
+            }),
+        }))
+    }
+
+    /// PutBucketAcl (owner): a canned ACL in `x-amz-acl`, or a body that
+    /// amounts to one (`rules::acl_of_policy`); the `x-amz-grant-*`
+    /// headers (named grantees) are `NotImplemented`. A public ACL is
+    /// refused with `AccessDenied` while the PublicAccessBlock has
+    /// `BlockPublicAcls` (S3 API reference, PutBucketAcl,
+    /// PutPublicAccessBlock).
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<dto::PutBucketAclInput>,
+    ) -> S3Result<S3Response<dto::PutBucketAclOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let input = &req.input;
+        if input.grant_full_control.is_some()
+            || input.grant_read.is_some()
+            || input.grant_read_acp.is_some()
+            || input.grant_write.is_some()
+            || input.grant_write_acp.is_some()
+        {
+            return Err(s3_error!(NotImplemented, "grants to named grantees"));
+        }
+        let acl = match (&input.acl, &input.access_control_policy) {
+            (Some(a), None) => rules::canned_acl(a.as_str())?,
+            (None, Some(p)) => rules::acl_of_policy(p)?,
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    UnexpectedContent,
+                    "This request does not support content with an x-amz-acl header"
+                ));
+            }
+            (None, None) => {
+                return Err(s3_error!(
+                    MissingSecurityHeader,
+                    "an x-amz-acl header or a body is needed"
+                ));
+            }
+        };
+        let access = self.bucket_access(&input.bucket).await?;
+        if crate::access::acl_is_public(acl)
+            && access
+                .public_access_block
+                .is_some_and(|b| b.block_public_acls)
+        {
+            return Err(s3_error!(
+                AccessDenied,
+                "Access Denied: the bucket's PublicAccessBlock blocks public ACLs"
+            ));
+        }
+        let stored = (acl != CannedAcl::Private).then_some(acl);
+        self.client
+            .set_bucket_access(&input.bucket, AccessChange::Acl(stored))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::PutBucketAclOutput::default()))
+    }
+
+    /// GetBucketAcl (owner): the owner key's FULL_CONTROL and what the
+    /// canned ACL grants the AllUsers and AuthenticatedUsers groups.
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<dto::GetBucketAclInput>,
+    ) -> S3Result<S3Response<dto::GetBucketAclOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let access = self.bucket_access(&req.input.bucket).await?;
+        let owner = self.bucket_owner(&req.input.bucket).await?;
+        Ok(S3Response::new(dto::GetBucketAclOutput {
+            grants: Some(acl_grants(access.acl, &owner)),
+            owner,
+        }))
+    }
+
+    /// GetObjectAcl (read): objects are private to the bucket's keys, so
+    /// the answer is the owner's FULL_CONTROL (after the object, or the
+    /// version asked for, is found).
+    async fn get_object_acl(
+        &self,
+        req: S3Request<dto::GetObjectAclInput>,
+    ) -> S3Result<S3Response<dto::GetObjectAclOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Read)
+            .await?;
+        let input = &req.input;
+        let version = rules::version_id(input.version_id.as_deref())?;
+        self.version_for_read(&input.bucket, &input.key, version)
+            .await?;
+        let owner = self.bucket_owner(&input.bucket).await?;
+        Ok(S3Response::new(dto::GetObjectAclOutput {
+            grants: Some(acl_grants(None, &owner)),
+            owner,
+            ..Default::default()
+        }))
+    }
+
+    /// PutObjectAcl (write): takes the ACLs that keep an object private
+    /// (`rules::object_acl`), once the object is found; others are
+    /// `NotImplemented`.
+    async fn put_object_acl(
+        &self,
+        req: S3Request<dto::PutObjectAclInput>,
+    ) -> S3Result<S3Response<dto::PutObjectAclOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Write)
+            .await?;
+        let input = &req.input;
+        if input.access_control_policy.is_some()
+            || input.grant_full_control.is_some()
+            || input.grant_read.is_some()
+            || input.grant_write_acp.is_some()
+            || input.grant_read_acp.is_some()
+            || input.grant_write.is_some()
+        {
+            return Err(s3_error!(
+                NotImplemented,
+                "object ACLs other than the canned ones"
+            ));
+        }
+        rules::object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
+        let version = rules::version_id(input.version_id.as_deref())?;
+        self.version_for_read(&input.bucket, &input.key, version)
+            .await?;
+        Ok(S3Response::new(dto::PutObjectAclOutput::default()))
+    }
+
+    /// PutPublicAccessBlock (owner): the four settings, absent ones false
+    /// (S3 API reference, PutPublicAccessBlock).
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<dto::PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<dto::PutPublicAccessBlockOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let c = &req.input.public_access_block_configuration;
+        let block = PublicAccessBlock {
+            block_public_acls: c.block_public_acls.unwrap_or(false),
+            ignore_public_acls: c.ignore_public_acls.unwrap_or(false),
+            block_public_policy: c.block_public_policy.unwrap_or(false),
+            restrict_public_buckets: c.restrict_public_buckets.unwrap_or(false),
+        };
+        self.client
+            .set_bucket_access(
+                &req.input.bucket,
+                AccessChange::PublicAccessBlock(Some(block)),
+            )
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::PutPublicAccessBlockOutput::default()))
+    }
+
+    /// GetPublicAccessBlock (owner): `NoSuchPublicAccessBlockConfiguration`
+    /// (404) when none was put.
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<dto::GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<dto::GetPublicAccessBlockOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let access = self.bucket_access(&req.input.bucket).await?;
+        let Some(b) = access.public_access_block else {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("NoSuchPublicAccessBlockConfiguration".into()),
+                "The public access block configuration was not found",
+            );
+            e.set_status_code(axum::http::StatusCode::NOT_FOUND);
+            return Err(e);
+        };
+        Ok(S3Response::new(dto::GetPublicAccessBlockOutput {
+            public_access_block_configuration: Some(dto::PublicAccessBlockConfiguration {
+                block_public_acls: Some(b.block_public_acls),
+                ignore_public_acls: Some(b.ignore_public_acls),
+                block_public_policy: Some(b.block_public_policy),
+                restrict_public_buckets: Some(b.restrict_public_buckets),
+            }),
+        }))
+    }
+
+    /// DeletePublicAccessBlock (owner): 204, also when there was none.
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<dto::DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<dto::DeletePublicAccessBlockOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        self.client
+            .set_bucket_access(&req.input.bucket, AccessChange::PublicAccessBlock(None))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(
+            dto::DeletePublicAccessBlockOutput::default(),
+        ))
+    }
+
     /// GetObjectAttributes: the attributes asked for in
     /// `x-amz-object-attributes` (S3 API reference, GetObjectAttributes):
     /// ETag, ObjectSize, StorageClass, Checksum (the stored whole-object
@@ -1499,6 +2055,47 @@ fn object_headers(
 /// The `x-amz-tagging-count` header (GetObject): how many tags an object
 /// has, left out when it has none, as S3 does.
 const TAG_COUNT_HEADER: &str = "x-amz-tagging-count";
+
+/// The grants a canned ACL makes, as GetBucketAcl and GetObjectAcl show
+/// them (S3 User Guide, "Canned ACL"): the owner's FULL_CONTROL, then
+/// READ (and WRITE) for AllUsers or READ for AuthenticatedUsers.
+fn acl_grants(acl: Option<CannedAcl>, owner: &Option<dto::Owner>) -> Vec<dto::Grant> {
+    let group = |uri: &str, permission: &'static str| dto::Grant {
+        grantee: Some(dto::Grantee {
+            type_: dto::Type::from_static(dto::Type::GROUP),
+            uri: Some(format!("http://acs.amazonaws.com/groups/global/{uri}")),
+            display_name: None,
+            email_address: None,
+            id: None,
+        }),
+        permission: Some(dto::Permission::from_static(permission)),
+    };
+    let mut grants: Vec<dto::Grant> = owner
+        .iter()
+        .map(|o| dto::Grant {
+            grantee: Some(dto::Grantee {
+                type_: dto::Type::from_static(dto::Type::CANONICAL_USER),
+                id: o.id.clone(),
+                display_name: o.display_name.clone(),
+                email_address: None,
+                uri: None,
+            }),
+            permission: Some(dto::Permission::from_static(dto::Permission::FULL_CONTROL)),
+        })
+        .collect();
+    match acl {
+        Some(CannedAcl::PublicRead) => grants.push(group("AllUsers", dto::Permission::READ)),
+        Some(CannedAcl::PublicReadWrite) => {
+            grants.push(group("AllUsers", dto::Permission::READ));
+            grants.push(group("AllUsers", dto::Permission::WRITE));
+        }
+        Some(CannedAcl::AuthenticatedRead) => {
+            grants.push(group("AuthenticatedUsers", dto::Permission::READ));
+        }
+        _ => {}
+    }
+    grants
+}
 
 fn tag_count(tags: &TagSet) -> Option<i32> {
     (!tags.is_empty()).then_some(tags.len() as i32)
@@ -1689,7 +2286,14 @@ impl Gateway {
         else {
             return Err(s3_error!(NotImplemented, "copies from access points"));
         };
-        self.allow(req, bucket, Permission::Read).await?;
+        let action = if version_id.is_some() {
+            "s3:GetObjectVersion"
+        } else {
+            "s3:GetObject"
+        };
+        self.access_of(req, bucket)
+            .await?
+            .check(Permission::Read, action, Some(key))?;
         self.allow(req, dest_bucket, Permission::Write).await?;
         let version = rules::version_id(version_id.as_deref())?;
         match self.version_for_read(bucket, key, version).await {
@@ -1743,6 +2347,11 @@ impl Gateway {
             id: Some(g.key.clone()),
             display_name: Some(name),
         }))
+    }
+
+    /// A bucket's access settings. Errors: `NoSuchBucket`.
+    async fn bucket_access(&self, bucket: &str) -> S3Result<BucketAccess> {
+        self.client.bucket_access(bucket).await.map_err(to_s3)
     }
 
     /// The upload `id`, which must belong to `bucket/key`.
@@ -1832,22 +2441,53 @@ struct GatewayHost {
     domains: Vec<String>,
 }
 
+/// The host name of a Host header (without its port) and the bucket it
+/// names as `BUCKET.DOMAIN` for one of `domains`, with that domain.
+fn virtual_bucket<'a>(
+    host: &'a str,
+    domains: &'a [String],
+) -> (&'a str, Option<(&'a str, &'a str)>) {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    for domain in domains {
+        if let Some(bucket) = name
+            .strip_suffix(domain.as_str())
+            .and_then(|b| b.strip_suffix('.'))
+            .filter(|b| !b.is_empty())
+        {
+            return (name, Some((domain.as_str(), bucket)));
+        }
+    }
+    (name, None)
+}
+
+/// The bucket a request names: by its Host (virtual-hosted style, as
+/// [`GatewayHost`] reads it) or else by its path's first segment; `None`
+/// for the service itself (`/`). For what runs before s3s (CORS).
+pub(crate) fn bucket_of_request(
+    headers: &axum::http::HeaderMap,
+    uri: &axum::http::Uri,
+    domains: &[String],
+) -> Option<String> {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let (_, Some((_, bucket))) = virtual_bucket(host, domains) {
+        return Some(bucket.to_string());
+    }
+    let first = uri.path().trim_start_matches('/').split('/').next()?;
+    (!first.is_empty()).then(|| first.to_string())
+}
+
 impl s3s::host::S3Host for GatewayHost {
     fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
-        let name = match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
-        };
-        for domain in &self.domains {
-            if let Some(bucket) = name
-                .strip_suffix(domain.as_str())
-                .and_then(|b| b.strip_suffix('.'))
-                .filter(|b| !b.is_empty())
-            {
-                return Ok(s3s::host::VirtualHost::new(domain.as_str()).with_bucket(bucket));
-            }
-        }
-        Ok(s3s::host::VirtualHost::new(name))
+        Ok(match virtual_bucket(host, &self.domains) {
+            (_, Some((domain, bucket))) => s3s::host::VirtualHost::new(domain).with_bucket(bucket),
+            (name, None) => s3s::host::VirtualHost::new(name),
+        })
     }
 }
 
@@ -1856,10 +2496,14 @@ impl s3s::host::S3Host for GatewayHost {
 /// bucket is hidden by them).
 pub fn router(client: Client, config: GatewayConfig) -> axum::Router {
     use axum::routing::get;
+    let cors_domains = config.domains.clone();
     let service = {
         let domains = config.domains.clone();
         let mut b = s3s::service::S3ServiceBuilder::new(Gateway::new(client.clone(), config));
-        b.set_auth(MetaKeys { client });
+        b.set_auth(MetaKeys {
+            client: client.clone(),
+        });
+        b.set_access(crate::access::GatewayAccess);
         // s3s holds a POST (browser form) upload's file in memory to check
         // the policy's length range: keep that small. PUT and multipart
         // stream and have no such limit.
@@ -1891,6 +2535,13 @@ pub fn router(client: Client, config: GatewayConfig) -> axum::Router {
             }),
         )
         .fallback_service(service)
+        .layer(axum::middleware::from_fn_with_state(
+            crate::cors::CorsState {
+                client: client.clone(),
+                domains: cors_domains,
+            },
+            crate::cors::cors,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             crate::edge::edge,

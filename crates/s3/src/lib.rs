@@ -7,9 +7,12 @@
 //! Where `s3s` falls short, the workaround lives in this crate and is
 //! written down in ARCHITECTURE.md.
 
+mod access;
 mod checksum;
+mod cors;
 mod edge;
 mod gateway;
+mod policy;
 mod rules;
 
 pub use edge::keep_log_event;

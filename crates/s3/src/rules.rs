@@ -14,8 +14,8 @@
 use s3s::dto::{self, ETagCondition};
 use s3s::{S3Result, s3_error};
 use tessera_proto::{
-    MAX_BUCKET_TAGS, MAX_OBJECT_TAGS, TagSet, Versioning, WriteCondition, tag_set_fault,
-    version_id_is_valid,
+    CannedAcl, CorsRule, MAX_BUCKET_TAGS, MAX_CORS_RULES, MAX_OBJECT_TAGS, TagSet, Versioning,
+    WriteCondition, tag_set_fault, version_id_is_valid,
 };
 
 /// Longest object key, in UTF-8 bytes (User Guide, "Naming Amazon S3
@@ -427,6 +427,159 @@ pub fn object_attributes(names: &[dto::ObjectAttributes]) -> S3Result<Attributes
     Ok(a)
 }
 
+/// A CORS configuration (S3 API reference, PutBucketCors; User Guide,
+/// "Elements of a CORS configuration"): 1 to [`MAX_CORS_RULES`] rules
+/// (none or more is `MalformedXML`), each with at least one origin and
+/// method (`MalformedXML`), methods among GET, PUT, HEAD, POST, DELETE
+/// (`InvalidRequest`), at most one `*` in each origin and allowed header
+/// (`InvalidRequest`), a non-negative `MaxAgeSeconds` (`MalformedXML`),
+/// an ID of at most 255 characters (`InvalidArgument`).
+pub fn cors(config: dto::CORSConfiguration) -> S3Result<Vec<CorsRule>> {
+    let rules = config.cors_rules;
+    if rules.is_empty() || rules.len() > MAX_CORS_RULES {
+        return Err(s3_error!(
+            MalformedXML,
+            "a CORS configuration has 1 to {MAX_CORS_RULES} rules, not {}",
+            rules.len()
+        ));
+    }
+    rules
+        .into_iter()
+        .map(|r| {
+            if r.allowed_origins.is_empty() || r.allowed_methods.is_empty() {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "each CORSRule needs an AllowedOrigin and an AllowedMethod"
+                ));
+            }
+            if let Some(m) = r
+                .allowed_methods
+                .iter()
+                .find(|m| !crate::cors::CORS_METHODS.contains(&m.as_str()))
+            {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Found unsupported HTTP method in CORS config. Unsupported method is {m}"
+                ));
+            }
+            for o in &r.allowed_origins {
+                if o.matches('*').count() > 1 {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "AllowedOrigin \"{o}\" can not have more than one wildcard."
+                    ));
+                }
+            }
+            let headers = r.allowed_headers.unwrap_or_default();
+            for h in &headers {
+                if h.matches('*').count() > 1 {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "AllowedHeader \"{h}\" can not have more than one wildcard."
+                    ));
+                }
+            }
+            if r.max_age_seconds.is_some_and(|a| a < 0) {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "MaxAgeSeconds must not be negative"
+                ));
+            }
+            if r.id.as_ref().is_some_and(|id| id.chars().count() > 255) {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "a CORSRule ID has at most 255 characters"
+                ));
+            }
+            Ok(CorsRule {
+                id: r.id,
+                allowed_origins: r.allowed_origins,
+                allowed_methods: r.allowed_methods,
+                allowed_headers: headers,
+                expose_headers: r.expose_headers.unwrap_or_default(),
+                max_age_seconds: r.max_age_seconds,
+            })
+        })
+        .collect()
+}
+
+/// A canned ACL by its S3 name (S3 User Guide, "Canned ACL"); an
+/// unknown name is `InvalidArgument`.
+pub fn canned_acl(name: &str) -> S3Result<CannedAcl> {
+    Ok(match name {
+        "private" => CannedAcl::Private,
+        "public-read" => CannedAcl::PublicRead,
+        "public-read-write" => CannedAcl::PublicReadWrite,
+        "authenticated-read" => CannedAcl::AuthenticatedRead,
+        "bucket-owner-read" => CannedAcl::BucketOwnerRead,
+        "bucket-owner-full-control" => CannedAcl::BucketOwnerFullControl,
+        other => return Err(s3_error!(InvalidArgument, "unknown canned ACL {other:?}")),
+    })
+}
+
+/// `x-amz-acl` on an object (PutObject, CopyObject,
+/// CreateMultipartUpload, PutObjectAcl): objects are private to the
+/// bucket's keys here, so only the ACLs that keep them so are taken
+/// (private, bucket-owner-read, bucket-owner-full-control: the bucket's
+/// owner owns every object); one that would open an object to others is
+/// `NotImplemented` rather than accepted and not kept.
+pub fn object_acl(acl: Option<&str>) -> S3Result<()> {
+    match acl {
+        None => Ok(()),
+        Some("aws-exec-read") => Err(s3_error!(NotImplemented, "the aws-exec-read ACL")),
+        Some(name) if crate::access::acl_is_public(canned_acl(name)?) => Err(s3_error!(
+            NotImplemented,
+            "object ACLs granting access beyond the bucket's keys ({name}); use a bucket policy"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The canned ACL a PutBucketAcl body amounts to: the owner's
+/// FULL_CONTROL (which is implied) plus READ, or READ and WRITE, for
+/// AllUsers, or READ for AuthenticatedUsers. A grant without a grantee or
+/// permission is `MalformedACLError`; other grants (named grantees, the
+/// ACP permissions) are `NotImplemented`.
+pub fn acl_of_policy(policy: &dto::AccessControlPolicy) -> S3Result<CannedAcl> {
+    const ALL: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+    const AUTHENTICATED: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
+    let mut pairs = Vec::new();
+    for g in policy.grants.iter().flatten() {
+        let (Some(grantee), Some(permission)) = (&g.grantee, &g.permission) else {
+            return Err(s3_error!(
+                MalformedACLError,
+                "each Grant needs a Grantee and a Permission"
+            ));
+        };
+        let permission = permission.as_str();
+        match grantee.uri.as_deref() {
+            Some(uri @ (ALL | AUTHENTICATED)) => pairs.push((uri == ALL, permission.to_string())),
+            Some(other) => {
+                return Err(s3_error!(NotImplemented, "grants to the group {other}"));
+            }
+            // The owner's FULL_CONTROL is implied; other users' grants
+            // are not offered.
+            None if permission == dto::Permission::FULL_CONTROL => {}
+            None => return Err(s3_error!(NotImplemented, "grants to named grantees")),
+        }
+    }
+    pairs.sort();
+    pairs.dedup();
+    let names: Vec<(bool, &str)> = pairs.iter().map(|(all, p)| (*all, p.as_str())).collect();
+    Ok(match names.as_slice() {
+        [] => CannedAcl::Private,
+        [(true, "READ")] => CannedAcl::PublicRead,
+        [(true, "READ"), (true, "WRITE")] => CannedAcl::PublicReadWrite,
+        [(false, "READ")] => CannedAcl::AuthenticatedRead,
+        _ => {
+            return Err(s3_error!(
+                NotImplemented,
+                "ACLs other than the canned ones (private, public-read, public-read-write, authenticated-read)"
+            ));
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +587,125 @@ mod tests {
 
     fn code<T: std::fmt::Debug>(r: S3Result<T>) -> S3ErrorCode {
         r.unwrap_err().code().clone()
+    }
+
+    fn cors_rule(origins: &[&str], methods: &[&str], headers: &[&str]) -> dto::CORSRule {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        dto::CORSRule {
+            allowed_origins: strings(origins),
+            allowed_methods: strings(methods),
+            allowed_headers: (!headers.is_empty()).then(|| strings(headers)),
+            expose_headers: None,
+            id: None,
+            max_age_seconds: None,
+        }
+    }
+
+    fn cors_of(rules: Vec<dto::CORSRule>) -> S3Result<Vec<CorsRule>> {
+        cors(dto::CORSConfiguration { cors_rules: rules })
+    }
+
+    #[test]
+    fn cors_configurations_keep_s3s_rules() {
+        let ok = cors_rule(&["https://*.example"], &["GET", "PUT"], &["x-amz-*"]);
+        let got = cors_of(vec![ok.clone()]).unwrap();
+        assert_eq!(got[0].allowed_headers, vec!["x-amz-*".to_string()]);
+        assert!(cors_of(vec![ok.clone(); MAX_CORS_RULES]).is_ok());
+        assert_eq!(code(cors_of(vec![])), S3ErrorCode::MalformedXML);
+        assert_eq!(
+            code(cors_of(vec![ok.clone(); MAX_CORS_RULES + 1])),
+            S3ErrorCode::MalformedXML
+        );
+        for bad in [
+            cors_rule(&["*"], &["PATCH"], &[]),
+            cors_rule(&["*"], &["get"], &[]),
+            cors_rule(&["https://*.*.example"], &["GET"], &[]),
+            cors_rule(&["*"], &["GET"], &["*a*"]),
+        ] {
+            assert_eq!(code(cors_of(vec![bad])), S3ErrorCode::InvalidRequest);
+        }
+        assert_eq!(
+            code(cors_of(vec![cors_rule(&[], &["GET"], &[])])),
+            S3ErrorCode::MalformedXML
+        );
+        let mut negative = ok;
+        negative.max_age_seconds = Some(-1);
+        assert_eq!(code(cors_of(vec![negative])), S3ErrorCode::MalformedXML);
+    }
+
+    fn grant(uri: Option<&str>, permission: &'static str) -> dto::Grant {
+        dto::Grant {
+            grantee: Some(dto::Grantee {
+                type_: dto::Type::from_static(if uri.is_some() {
+                    dto::Type::GROUP
+                } else {
+                    dto::Type::CANONICAL_USER
+                }),
+                uri: uri.map(str::to_string),
+                id: uri.is_none().then(|| "OWNER".to_string()),
+                display_name: None,
+                email_address: None,
+            }),
+            permission: Some(dto::Permission::from_static(permission)),
+        }
+    }
+
+    #[test]
+    fn acl_bodies_amount_to_canned_acls_or_are_refused() {
+        const ALL: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+        const AUTH: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
+        let of = |grants: Vec<dto::Grant>| {
+            acl_of_policy(&dto::AccessControlPolicy {
+                grants: Some(grants),
+                owner: None,
+            })
+        };
+        let owner = || grant(None, dto::Permission::FULL_CONTROL);
+        assert_eq!(of(vec![owner()]).unwrap(), CannedAcl::Private);
+        assert_eq!(of(vec![]).unwrap(), CannedAcl::Private);
+        assert_eq!(
+            of(vec![owner(), grant(Some(ALL), "READ")]).unwrap(),
+            CannedAcl::PublicRead
+        );
+        assert_eq!(
+            of(vec![
+                grant(Some(ALL), "WRITE"),
+                owner(),
+                grant(Some(ALL), "READ")
+            ])
+            .unwrap(),
+            CannedAcl::PublicReadWrite
+        );
+        assert_eq!(
+            of(vec![grant(Some(AUTH), "READ")]).unwrap(),
+            CannedAcl::AuthenticatedRead
+        );
+        for bad in [
+            vec![grant(None, "READ")],
+            vec![grant(Some(ALL), "WRITE")],
+            vec![grant(Some(ALL), "READ_ACP")],
+            vec![grant(
+                Some("http://acs.amazonaws.com/groups/s3/LogDelivery"),
+                "WRITE",
+            )],
+        ] {
+            assert_eq!(code(of(bad)), S3ErrorCode::NotImplemented);
+        }
+        let empty = dto::Grant {
+            grantee: None,
+            permission: None,
+        };
+        assert_eq!(code(of(vec![empty])), S3ErrorCode::MalformedACLError);
+        assert!(object_acl(Some("bucket-owner-full-control")).is_ok());
+        assert!(object_acl(None).is_ok());
+        assert_eq!(
+            code(object_acl(Some("public-read"))),
+            S3ErrorCode::NotImplemented
+        );
+        assert_eq!(
+            code(object_acl(Some("nonsense"))),
+            S3ErrorCode::InvalidArgument
+        );
     }
 
     #[test]

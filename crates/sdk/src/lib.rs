@@ -18,6 +18,7 @@
 //! ```
 
 mod admin;
+mod bucket_access;
 mod client;
 mod config;
 mod fsview;

@@ -272,6 +272,7 @@ impl Meta {
                 limit as usize,
             )?),
             Q::GetBucketTags { bucket } => MetaResponse::Tags(r.bucket_tags(&bucket)?),
+            Q::GetBucketAccess { bucket } => MetaResponse::BucketAccess(r.bucket_access(&bucket)?),
             Q::GetVersioning { bucket } => {
                 r.bucket(&bucket)?;
                 MetaResponse::Versioning(r.versioning(&bucket)?)
@@ -509,6 +510,9 @@ impl Meta {
                 (Command::SetObjectTags { bucket, key, tags }, None)
             }
             P::SetBucketTags { bucket, tags } => (Command::SetBucketTags { bucket, tags }, None),
+            P::SetBucketAccess { bucket, change } => {
+                (Command::SetBucketAccess { bucket, change }, None)
+            }
             P::SetVersioning { bucket, state } => (Command::SetVersioning { bucket, state }, None),
             P::DeleteVersion {
                 bucket,

@@ -1,6 +1,6 @@
 //! Buckets: created with a storage policy, deleted only when empty, and
-//! then without a trace (their directory entries, grants, tags and
-//! versioning state go with them). A bucket with noncurrent versions or
+//! then without a trace (their directory entries, grants, tags,
+//! versioning state and access settings go with them). A bucket with noncurrent versions or
 //! delete markers is not empty.
 
 use tessera_proto::BucketInfo;
@@ -9,7 +9,7 @@ use tessera_types::{Policy, validate_bucket_name};
 use super::access::drop_bucket_grants;
 use super::fsview::drop_bucket_dirs;
 use super::objects::ObjectQueries;
-use super::tables::{BUCKET_TAGS, BUCKET_VERSIONING, BUCKETS, counter};
+use super::tables::{BUCKET_ACCESS, BUCKET_TAGS, BUCKET_VERSIONING, BUCKETS, counter};
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::store::{Read, Step};
@@ -54,6 +54,7 @@ pub(super) fn delete_bucket(tx: &mut Txn<'_, '_>, name: &str) -> Result<Applied,
     drop_bucket_grants(tx, name)?;
     tx.delete(BUCKET_TAGS, &name.to_string())?;
     tx.delete(BUCKET_VERSIONING, &name.to_string())?;
+    tx.delete(BUCKET_ACCESS, &name.to_string())?;
     Ok(Applied::Deleted { existed: true })
 }
 

@@ -4,16 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, CorruptReport, DirInfo, FragmentMove, NewObject, NodeAdmin, Permission, TagSet,
-    UploadInfo, Versioning, WriteCondition,
+    AccessChange, AccessKey, CorruptReport, DirInfo, FragmentMove, NewObject, NodeAdmin,
+    Permission, TagSet, UploadInfo, Versioning, WriteCondition,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
 use super::tables::NodeRecord;
 use super::txn::Txn;
 use super::{
-    Applied, access, buckets, chunks, cluster, fsview, healing, multipart, objects, rename, tags,
-    versions,
+    Applied, access, bucket_access, buckets, chunks, cluster, fsview, healing, multipart, objects,
+    rename, tags, versions,
 };
 use crate::MetaError;
 
@@ -167,6 +167,11 @@ pub enum Command {
         version: String,
         tags: TagSet,
     },
+    /// See `Proposal::SetBucketAccess`.
+    SetBucketAccess {
+        bucket: String,
+        change: AccessChange,
+    },
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
@@ -267,5 +272,8 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
             version,
             tags,
         } => versions::set_version_tags(tx, bucket, key, version, tags),
+        C::SetBucketAccess { bucket, change } => {
+            bucket_access::set_bucket_access(tx, bucket, change)
+        }
     }
 }

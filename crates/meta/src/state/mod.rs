@@ -42,7 +42,8 @@
 //! assessment), [`multipart`], [`fsview`] (directories, copy-on-write
 //! patches), [`rename`], [`access`] (S3 keys and grants), [`tags`] (object
 //! and bucket tags), [`versions`] (bucket versioning, noncurrent versions,
-//! delete markers).
+//! delete markers), [`bucket_access`] (CORS rules, bucket policies,
+//! PublicAccessBlock, canned ACLs).
 
 use std::sync::Mutex;
 
@@ -53,6 +54,7 @@ use crate::MetaError;
 use crate::store::{MetaStore, Read, ReadView};
 
 pub mod access;
+pub mod bucket_access;
 pub mod buckets;
 pub mod chunks;
 pub mod cluster;
@@ -349,6 +351,7 @@ impl<R: Read + ?Sized> StateQueries for R {}
 pub mod prelude {
     pub use super::StateQueries;
     pub use super::access::AccessQueries;
+    pub use super::bucket_access::BucketAccessQueries;
     pub use super::buckets::BucketQueries;
     pub use super::chunks::ChunkQueries;
     pub use super::cluster::ClusterQueries;

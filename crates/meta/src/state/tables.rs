@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport, DirInfo, NodeAdmin,
-    ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet, UploadInfo, Versioning,
+    AccessKey, BucketAccess, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport, DirInfo,
+    NodeAdmin, ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet, UploadInfo, Versioning,
 };
 use tessera_types::{ChunkId, NodeId};
 
@@ -79,6 +79,9 @@ pub const BUCKET_VERSIONING: Table<String, Versioning> = Table::new("bucket_vers
 pub const VERSIONS: Table<VersionKey, ObjectVersion> = Table::new("versions");
 /// The order of each key's `null` version when it is in `versions`.
 pub const NULL_VERSIONS: Table<ObjectKey, u64> = Table::new("null_versions");
+/// Access settings (CORS, policy, PublicAccessBlock, ACL) of buckets that
+/// have any, by bucket name.
+pub const BUCKET_ACCESS: Table<String, BucketAccess> = Table::new("bucket_access");
 /// The outcome of each recent log entry, by index.
 pub const OUTCOMES: Table<u64, RecordedOutcome> = Table::new("outcomes");
 
@@ -111,6 +114,7 @@ pub const ALL: &[&str] = &[
     BUCKET_VERSIONING.name,
     VERSIONS.name,
     NULL_VERSIONS.name,
+    BUCKET_ACCESS.name,
 ];
 
 /// Names of the counters kept beside the tables.
