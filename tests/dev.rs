@@ -100,6 +100,26 @@ fn dev_cluster_serves_and_stops_cleanly() {
     assert_eq!(status["nodes"].as_array().unwrap().len(), 6);
     assert_eq!(status["default_policy"], "ec:4+2");
 
+    // The console and admin API on port 9001, with the token dev printed.
+    assert!(
+        banner.contains(&format!("Console: http://{ip}:9001/")),
+        "{banner}"
+    );
+    let token = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("admin token: "))
+        .unwrap_or_else(|| panic!("no admin token in {banner}"));
+    let api = common::curl(
+        "GET",
+        &format!("http://{ip}:9001/v1/status"),
+        Some(token),
+        &[],
+    );
+    assert_eq!(api.status, 200, "{}", api.body);
+    assert_eq!(api.json()["nodes"].as_array().unwrap().len(), 6);
+    let console = common::curl("GET", &format!("http://{ip}:9001/"), None, &[]);
+    assert!(console.body.contains("name=\"token\""), "{}", console.body);
+
     // SIGTERM stops it cleanly.
     let ok = Command::new("kill")
         .args(["-TERM", &dev.id().to_string()])

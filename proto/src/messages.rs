@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use tessera_types::{ChunkId, Hash, NodeId, Policy};
 
 use crate::model::{
-    AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
+    AccessKey, AdminToken, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
     ExpectedFragment, Found, FragmentMove, Grant, Listing, NewObject, ObjectHeaders, ObjectInfo,
     PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo, WriteCondition,
 };
@@ -285,6 +285,12 @@ pub enum MetaQuery {
         version_marker: Option<String>,
         max_keys: u32,
     },
+    /// The admin token whose BLAKE3 hash (64 hex digits) is `hash`:
+    /// `AdminToken`, or `NotFound`. The admin HTTP API asks this for every
+    /// request it authenticates.
+    GetAdminToken {
+        hash: String,
+    },
 }
 
 /// Requests that become one command of meta's log.
@@ -462,6 +468,13 @@ pub enum Proposal {
         version: String,
         tags: TagSet,
     },
+    /// Records an admin API token by its BLAKE3 hash (64 hex digits; the
+    /// client draws the token and never sends it); answers `Ok`.
+    /// `BadRequest` for a malformed hash, `Conflict` if it exists.
+    CreateAdminToken {
+        name: String,
+        hash: String,
+    },
 }
 
 /// Soft state: what a node or a writer keeps alive by renewing it.
@@ -521,6 +534,7 @@ pub enum MetaResponse {
     /// The answers to a `MetaRequest::Batch`, in its order (never itself
     /// a batch).
     Batch(#[serde(deserialize_with = "flat_batch::deserialize")] Vec<MetaResponse>),
+    AdminToken(AdminToken),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

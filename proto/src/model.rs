@@ -804,3 +804,12 @@ mod tests {
         }
     }
 }
+
+/// An admin API token as meta keeps it: only the BLAKE3 hash of the
+/// token is stored (as the table's key), never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminToken {
+    /// What the operator called it (for listings and logs).
+    pub name: String,
+    pub created_ms: u64,
+}

@@ -84,6 +84,20 @@ ensure_test_clients() {
     have s3cmd || ensure_deb s3cmd have s3cmd
     have rclone || ensure_deb rclone have rclone
     ensure_fuse_tools
+    ensure_ops_tools
+}
+
+# The admin API, console and deploy/ tests (tests/admin_api.rs,
+# tests/console.rs, tests/deploy.rs): curl as the API's client, headless
+# Chromium with its WebDriver (chromium-driver) driven by Selenium, and
+# promtool (in Debian's prometheus package) for the Prometheus files.
+ensure_ops_tools() {
+    have curl || ensure_deb curl have curl
+    have chromium || ensure_deb chromium have chromium
+    have chromedriver || ensure_deb chromium-driver have chromedriver
+    ensure_py_module selenium selenium
+    have promtool || ensure_deb prometheus have promtool
+    have systemd-analyze || ensure_deb systemd have systemd-analyze
 }
 
 # The FUSE mount's tests (tests/fuse*.rs) mount through the kernel's FUSE

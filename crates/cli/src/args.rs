@@ -100,6 +100,9 @@ pub enum Command {
         /// Serve Prometheus metrics on http://ADDR/metrics.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// Serve the admin HTTP API (/v1/) and the web console (/) on http://ADDR/.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
     },
     /// Run the repairer on its own: rebuilds lost fragments, drains nodes, rebalances (meta runs one unless --no-repair).
     Repairer {
@@ -250,6 +253,11 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArg,
     },
+    /// Admin API tokens: `tessera admin-token create` makes one.
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
     /// Show nodes (up, down or out; capacity, usage) and cluster totals.
     Status {
         /// Print one JSON object, for scripts.
@@ -300,6 +308,22 @@ pub enum KeyCommand {
     /// Remove an access key and its grants.
     Rm {
         id: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCommand {
+    /// Make a token for the admin API and console; prints it (the only
+    /// time it is shown: meta keeps only its hash).
+    Create {
+        /// What to call it.
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// Print {"token": ...}.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         cluster: ClusterArg,
     },
@@ -402,6 +426,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             no_repair,
             repair,
             metrics_listen,
+            admin_listen,
         } => {
             init_logging("info");
             let opts = servers::MetaOpts {
@@ -412,6 +437,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 upload_expiry: Some(upload_expiry),
                 repair: (!no_repair).then_some(repair),
                 metrics: metrics_listen,
+                admin: admin_listen,
             };
             servers::run_meta(&cluster.cluster, &data, opts).await
         }

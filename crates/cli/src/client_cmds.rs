@@ -9,7 +9,7 @@ use serde_json::json;
 use tessera_proto::{ListEntry, ObjectData};
 use tessera_sdk::{Client, ClientOptions, ListOptions, PutOptions};
 
-use crate::args::{BucketCommand, ClusterArg, Command, KeyCommand};
+use crate::args::{AdminTokenCommand, BucketCommand, ClusterArg, Command, KeyCommand};
 use crate::servers::load_cluster;
 use crate::units::human_bytes;
 
@@ -258,6 +258,7 @@ pub async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Status { json, cluster } => status(&cluster, json).await,
+        Command::AdminToken { command } => admin_token(command).await,
         other => bail!("not a client command: {other:?}"),
     }
 }
@@ -407,17 +408,9 @@ pub async fn key(command: KeyCommand) -> Result<()> {
             let grants = client.grants(None, None).await?;
             let of = |id: &str| -> Vec<_> { grants.iter().filter(|g| g.key == id).collect() };
             if json {
-                let v: Vec<_> = keys
-                    .iter()
-                    .map(|k| {
-                        let g: Vec<_> = of(&k.id)
-                            .iter()
-                            .map(|g| json!({"bucket": g.bucket, "permission": g.permission.as_str()}))
-                            .collect();
-                        json!({"access_key": k.id, "name": k.name, "created_ms": k.created_ms, "grants": g})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
+                // The same document as the admin API's GET /v1/keys.
+                let docs = tessera_admin::status::KeyDocument::list(&keys, &grants);
+                println!("{}", serde_json::to_string(&docs)?);
             } else {
                 for k in &keys {
                     let g: Vec<String> = of(&k.id)
@@ -448,54 +441,11 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
     let s = client.status().await?;
     let (h, r) = (&s.health, &s.repair);
     if as_json {
-        let nodes: Vec<_> = s
-            .map
-            .nodes
-            .iter()
-            .map(|n| {
-                json!({
-                    "id": n.id.to_string(), "addr": n.addr, "state": n.state.as_str(),
-                    "admin": n.admin.as_str(),
-                    "capacity": n.capacity, "used": n.used, "zone": n.zone,
-                    "last_seen_ms": (n.last_seen_ms != u64::MAX).then_some(n.last_seen_ms),
-                    "fragments": n.fragments, "stored": n.stored,
-                    "scrub": {"seq_done": n.scrub.seq_done, "running": n.scrub.running,
-                              "checked": n.scrub.checked, "found": n.scrub.found,
-                              "last_done_ms": n.scrub.last_done_ms},
-                })
-            })
-            .collect();
-        let corrupt: Vec<_> = s
-            .recent_corrupt
-            .iter()
-            .map(|r| json!({"chunk": r.chunk.to_string(), "index": r.index, "node": r.node.to_string(), "reason": r.reason, "at_ms": r.at_ms}))
-            .collect();
-        let v = json!({
-            "epoch": s.map.epoch,
-            "default_policy": s.map.default_policy.to_string(),
-            "nodes": nodes,
-            "buckets": s.buckets,
-            "objects": s.objects,
-            "chunks": {
-                "total": h.total, "healthy": h.healthy, "degraded": h.degraded,
-                "at_risk": h.at_risk, "lost": h.lost, "misplaced": h.misplaced,
-            },
-            "repair": {
-                "pending_fragments": r.pending_fragments, "pending_bytes": r.pending_bytes,
-                "moving_fragments": r.moving_fragments,
-                "rebuilt_fragments": r.rebuilt_fragments, "rebuilt_bytes": r.rebuilt_bytes,
-                "moved_fragments": r.moved_fragments, "moved_bytes": r.moved_bytes,
-                "rate_bytes_per_s": r.rate_bytes_per_s, "eta_s": r.eta_s, "active": r.active,
-            },
-            "balance": {
-                "fullest_over_fair": s.balance.fullest_over_fair,
-                "max_deviation": s.balance.max_deviation,
-            },
-            "scrub_seq": s.scrub_seq,
-            "corrupt_reports": s.corrupt_reports,
-            "recent_corrupt": corrupt,
-        });
-        println!("{v}");
+        // The same document as the admin API's GET /v1/status.
+        println!(
+            "{}",
+            serde_json::to_string(&tessera_admin::StatusDocument::new(&s))?
+        );
         return Ok(());
     }
     let count = |state| s.map.nodes.iter().filter(|n| n.state == state).count();
@@ -566,6 +516,23 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
             s.balance.fullest_over_fair,
             s.balance.max_deviation * 100.0
         );
+    }
+    Ok(())
+}
+
+async fn admin_token(command: AdminTokenCommand) -> Result<()> {
+    let AdminTokenCommand::Create {
+        name,
+        json,
+        cluster,
+    } = command;
+    let client = connect(&cluster).await?;
+    let token = tessera_admin::token::create_token(&client, &name).await?;
+    if json {
+        println!("{}", json!({ "token": token }));
+    } else {
+        println!("admin token: {token}");
+        println!("(shown once: meta keeps only its hash)");
     }
     Ok(())
 }

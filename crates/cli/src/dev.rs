@@ -41,6 +41,9 @@ pub struct DevArgs {
     /// Serve virtual-hosted-style S3 requests for BUCKET.DOMAIN (repeatable).
     #[arg(long = "s3-domain")]
     pub s3_domains: Vec<String>,
+    /// The admin API and web console's HTTP address (default: meta's IP, port 9001).
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
     /// Access key id of the key dev creates (default: random).
     #[arg(long)]
     pub access_key: Option<String>,
@@ -171,6 +174,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
         domains: args.s3_domains.clone(),
     };
     let s3 = servers::serve_s3(&cfg, s3_listen, gateway).await?;
+    let admin_listen = args
+        .admin_listen
+        .unwrap_or_else(|| SocketAddr::new(args.meta_listen.ip(), 9001));
+    let admin_server = servers::serve_admin(&cfg, admin_listen).await?;
+    // A token for this run (meta keeps only its hash).
+    let admin_token = tessera_admin::token::create_token(&admin, "dev").await?;
 
     let cluster = std::fs::canonicalize(&file).unwrap_or(file);
     println!(
@@ -183,6 +192,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("  export AWS_ACCESS_KEY_ID={}", key.id);
     println!("  export AWS_SECRET_ACCESS_KEY={}", key.secret);
     println!("  aws --endpoint-url http://{s3_listen} s3 mb s3://demo");
+    println!("Console: http://{admin_listen}/");
+    println!("  admin token: {admin_token}");
+    println!("  curl -H 'Authorization: Bearer {admin_token}' http://{admin_listen}/v1/status");
     println!();
     println!("  export TESSERA_CLUSTER={}", cluster.display());
     println!("  tessera bucket create demo");
@@ -195,6 +207,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     servers::wait_for_signal().await?;
     repairer.abort();
     s3.abort();
+    admin_server.abort();
     for n in nodes {
         n.shutdown().await;
     }

@@ -273,6 +273,7 @@ impl Meta {
                 version_marker.as_deref(),
                 (max_keys as usize).clamp(1, 10_000),
             )?),
+            Q::GetAdminToken { hash } => MetaResponse::AdminToken(r.admin_token(&hash)?),
             Q::ClusterMap | Q::Status | Q::RepairWork { .. } | Q::UnknownFragments { .. } => {
                 return Err(MetaError::Internal("query answered above".into()));
             }
@@ -511,6 +512,16 @@ impl Meta {
                     key,
                     version,
                     tags,
+                },
+                None,
+            ),
+            P::CreateAdminToken { name, hash } => (
+                Command::CreateAdminToken {
+                    hash,
+                    token: tessera_proto::AdminToken {
+                        name,
+                        created_ms: at_ms,
+                    },
                 },
                 None,
             ),

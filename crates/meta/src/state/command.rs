@@ -4,16 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, CorruptReport, DirInfo, FragmentMove, NewObject, NodeAdmin, Permission, TagSet,
-    UploadInfo, Versioning, WriteCondition,
+    AccessKey, AdminToken, CorruptReport, DirInfo, FragmentMove, NewObject, NodeAdmin, Permission,
+    TagSet, UploadInfo, Versioning, WriteCondition,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
 use super::tables::NodeRecord;
 use super::txn::Txn;
 use super::{
-    Applied, access, buckets, chunks, cluster, fsview, healing, multipart, objects, rename, tags,
-    versions,
+    Applied, access, admin_tokens, buckets, chunks, cluster, fsview, healing, multipart, objects,
+    rename, tags, versions,
 };
 use crate::MetaError;
 
@@ -167,6 +167,11 @@ pub enum Command {
         version: String,
         tags: TagSet,
     },
+    /// See `Proposal::CreateAdminToken`.
+    CreateAdminToken {
+        hash: String,
+        token: AdminToken,
+    },
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
@@ -267,5 +272,6 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
             version,
             tags,
         } => versions::set_version_tags(tx, bucket, key, version, tags),
+        C::CreateAdminToken { hash, token } => admin_tokens::create_admin_token(tx, hash, token),
     }
 }

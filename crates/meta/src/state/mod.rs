@@ -42,7 +42,7 @@
 //! assessment), [`multipart`], [`fsview`] (directories, copy-on-write
 //! patches), [`rename`], [`access`] (S3 keys and grants), [`tags`] (object
 //! and bucket tags), [`versions`] (bucket versioning, noncurrent versions,
-//! delete markers).
+//! delete markers), [`admin_tokens`] (hashes of admin API tokens).
 
 use std::sync::Mutex;
 
@@ -53,6 +53,7 @@ use crate::MetaError;
 use crate::store::{MetaStore, Read, ReadView};
 
 pub mod access;
+pub mod admin_tokens;
 pub mod buckets;
 pub mod chunks;
 pub mod cluster;
@@ -316,6 +317,7 @@ impl<R: Read + ?Sized> StateQueries for R {}
 pub mod prelude {
     pub use super::StateQueries;
     pub use super::access::AccessQueries;
+    pub use super::admin_tokens::AdminTokenQueries;
     pub use super::buckets::BucketQueries;
     pub use super::chunks::ChunkQueries;
     pub use super::cluster::ClusterQueries;

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport, DirInfo, NodeAdmin,
-    ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet, UploadInfo, Versioning,
+    AccessKey, AdminToken, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport, DirInfo,
+    NodeAdmin, ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet, UploadInfo, Versioning,
 };
 use tessera_types::{ChunkId, NodeId};
 
@@ -81,6 +81,8 @@ pub const VERSIONS: Table<VersionKey, ObjectVersion> = Table::new("versions");
 pub const NULL_VERSIONS: Table<ObjectKey, u64> = Table::new("null_versions");
 /// The outcome of each recent log entry, by index.
 pub const OUTCOMES: Table<u64, RecordedOutcome> = Table::new("outcomes");
+/// Admin API tokens by the hex BLAKE3 hash of the token.
+pub const ADMIN_TOKENS: Table<String, AdminToken> = Table::new("admin_tokens");
 
 pub const ALL: &[&str] = &[
     DIRS.name,
@@ -104,6 +106,7 @@ pub const ALL: &[&str] = &[
     BUCKET_VERSIONING.name,
     VERSIONS.name,
     NULL_VERSIONS.name,
+    ADMIN_TOKENS.name,
 ];
 
 /// Names of the counters kept beside the tables.
