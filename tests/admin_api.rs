@@ -195,4 +195,28 @@ fn admin_api_serves_every_endpoint_and_refuses_without_a_known_token() {
     for obj in ["photos/a", "photos/b"] {
         c.ok(&["get", obj, c.path("check").to_str().unwrap()]);
     }
+
+    // Tokens are listed by id (the start of their hash) and revoked at once.
+    let other = c.admin_token();
+    let id = |token: &str| blake3::hash(token.as_bytes()).to_hex()[..16].to_string();
+    let listed = c.json(&["admin-token", "ls", "--json"]);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&id(&token).as_str()) && ids.contains(&id(&other).as_str()));
+    assert!(
+        !listed.to_string().contains(&other),
+        "a listing shows a token"
+    );
+    c.ok(&["admin-token", "rm", &id(&other)[..10]]);
+    let revoked = curl("GET", &url("/v1/status"), Some(&other), &[]);
+    assert_eq!(revoked.status, 401, "{}", revoked.body);
+    assert_eq!(curl("GET", &url("/v1/status"), t, &[]).status, 200);
+    assert!(
+        c.fails(&["admin-token", "rm", &id(&other)])
+            .contains("no admin token")
+    );
 }

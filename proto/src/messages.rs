@@ -291,6 +291,9 @@ pub enum MetaQuery {
     GetAdminToken {
         hash: String,
     },
+    /// Every admin token as `(hash, token)`, in hash order: the hashes
+    /// give no token away, and name tokens for `DeleteAdminToken`.
+    ListAdminTokens,
 }
 
 /// Requests that become one command of meta's log.
@@ -475,6 +478,10 @@ pub enum Proposal {
         name: String,
         hash: String,
     },
+    /// Revokes the admin token with this hash; answers `Deleted`.
+    DeleteAdminToken {
+        hash: String,
+    },
 }
 
 /// Soft state: what a node or a writer keeps alive by renewing it.
@@ -535,6 +542,7 @@ pub enum MetaResponse {
     /// a batch).
     Batch(#[serde(deserialize_with = "flat_batch::deserialize")] Vec<MetaResponse>),
     AdminToken(AdminToken),
+    AdminTokens(Vec<(String, AdminToken)>),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

@@ -16,6 +16,12 @@ pub fn token_hash(token: &str) -> String {
     blake3::hash(token.as_bytes()).to_hex().to_string()
 }
 
+/// How people name a token: the first 16 hex digits of its hash (unique
+/// in practice, and no help in guessing the token).
+pub fn token_id(hash: &str) -> &str {
+    hash.get(..16).unwrap_or(hash)
+}
+
 /// Makes a token called `name`, records its hash in meta, and returns it:
 /// the only time the token is seen.
 pub async fn create_token(client: &Client, name: &str) -> Result<String, SdkError> {

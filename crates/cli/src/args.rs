@@ -327,6 +327,20 @@ pub enum AdminTokenCommand {
         #[command(flatten)]
         cluster: ClusterArg,
     },
+    /// List tokens: the id (the start of the token's hash), name and creation time.
+    Ls {
+        /// Print [{"id", "name", "created_ms"}].
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Revoke the token whose id (as `ls` shows it, or any 8 or more of its first hex digits) is ID.
+    Rm {
+        id: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -521,18 +521,65 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
 }
 
 async fn admin_token(command: AdminTokenCommand) -> Result<()> {
-    let AdminTokenCommand::Create {
-        name,
-        json,
-        cluster,
-    } = command;
-    let client = connect(&cluster).await?;
-    let token = tessera_admin::token::create_token(&client, &name).await?;
-    if json {
-        println!("{}", json!({ "token": token }));
-    } else {
-        println!("admin token: {token}");
-        println!("(shown once: meta keeps only its hash)");
+    use tessera_admin::token::token_id;
+    match command {
+        AdminTokenCommand::Create {
+            name,
+            json,
+            cluster,
+        } => {
+            let client = connect(&cluster).await?;
+            let token = tessera_admin::token::create_token(&client, &name).await?;
+            if json {
+                println!("{}", json!({ "token": token }));
+            } else {
+                println!("admin token: {token}");
+                println!("(shown once: meta keeps only its hash)");
+            }
+        }
+        AdminTokenCommand::Ls { json, cluster } => {
+            let tokens = connect(&cluster).await?.admin_tokens().await?;
+            if json {
+                let v: Vec<_> = tokens
+                    .iter()
+                    .map(|(hash, t)| {
+                        json!({"id": token_id(hash), "name": t.name, "created_ms": t.created_ms})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for (hash, t) in &tokens {
+                    println!("{}  {}  {}", fmt_time(t.created_ms), token_id(hash), t.name);
+                }
+            }
+        }
+        AdminTokenCommand::Rm { id, cluster } => {
+            if id.len() < 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!(
+                    "{id:?}: give at least 8 hex digits of the token's id (tessera admin-token ls)"
+                );
+            }
+            let client = connect(&cluster).await?;
+            let id = id.to_ascii_lowercase();
+            let matches: Vec<String> = client
+                .admin_tokens()
+                .await?
+                .into_iter()
+                .map(|(hash, _)| hash)
+                .filter(|hash| hash.starts_with(&id))
+                .collect();
+            match matches.as_slice() {
+                [hash] => {
+                    client.delete_admin_token(hash).await?;
+                    println!("admin token {} revoked", token_id(hash));
+                }
+                [] => bail!("no admin token {id}"),
+                _ => bail!(
+                    "{id} names {} admin tokens: give more digits",
+                    matches.len()
+                ),
+            }
+        }
     }
     Ok(())
 }

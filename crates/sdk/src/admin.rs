@@ -117,6 +117,25 @@ impl Client {
         }
     }
 
+    /// Every admin token as `(hash, token)`, in hash order.
+    pub async fn admin_tokens(&self) -> Result<Vec<(String, AdminToken)>, SdkError> {
+        match self.meta(MetaQuery::ListAdminTokens).await? {
+            MetaResponse::AdminTokens(t) => Ok(t),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Revokes the admin token with this hash; whether it existed.
+    pub async fn delete_admin_token(&self, hash: &str) -> Result<bool, SdkError> {
+        let req = Proposal::DeleteAdminToken {
+            hash: hash.to_string(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Deleted { existed } => Ok(existed),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     /// Every access key, secrets blanked.
     pub async fn list_keys(&self) -> Result<Vec<AccessKey>, SdkError> {
         match self.meta(MetaQuery::ListKeys).await? {

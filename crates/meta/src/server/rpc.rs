@@ -274,6 +274,7 @@ impl Meta {
                 (max_keys as usize).clamp(1, 10_000),
             )?),
             Q::GetAdminToken { hash } => MetaResponse::AdminToken(r.admin_token(&hash)?),
+            Q::ListAdminTokens => MetaResponse::AdminTokens(r.admin_tokens()?),
             Q::ClusterMap | Q::Status | Q::RepairWork { .. } | Q::UnknownFragments { .. } => {
                 return Err(MetaError::Internal("query answered above".into()));
             }
@@ -525,6 +526,7 @@ impl Meta {
                 },
                 None,
             ),
+            P::DeleteAdminToken { hash } => (Command::DeleteAdminToken { hash }, None),
         };
         let touches_health = matches!(
             cmd,

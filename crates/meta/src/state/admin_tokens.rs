@@ -9,7 +9,7 @@ use tessera_proto::AdminToken;
 use super::tables::ADMIN_TOKENS;
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
-use crate::store::Read;
+use crate::store::{Read, Step};
 
 /// Longest name an operator may give a token.
 pub const MAX_TOKEN_NAME: usize = 128;
@@ -46,12 +46,28 @@ pub(super) fn create_admin_token(
     Ok(Applied::Done)
 }
 
+pub(super) fn delete_admin_token(tx: &mut Txn<'_, '_>, hash: &str) -> Result<Applied, MetaError> {
+    let existed = tx.contains(ADMIN_TOKENS, &hash.to_string())?;
+    tx.delete(ADMIN_TOKENS, &hash.to_string())?;
+    Ok(Applied::Deleted { existed })
+}
+
 /// Queries of admin tokens.
 pub trait AdminTokenQueries: Read {
     /// The token with this hash. Errors: `NotFound`.
     fn admin_token(&self, hash: &str) -> Result<AdminToken, MetaError> {
         self.get(ADMIN_TOKENS, &hash.to_string())?
             .ok_or_else(|| refuse(Refused::NotFound, "no such admin token"))
+    }
+
+    /// Every token with its hash, in hash order.
+    fn admin_tokens(&self) -> Result<Vec<(String, AdminToken)>, MetaError> {
+        let mut out = Vec::new();
+        self.scan(ADMIN_TOKENS, &[], |_, hash, token| {
+            out.push((hash, token));
+            Ok(Step::Continue)
+        })?;
+        Ok(out)
     }
 }
 
@@ -91,6 +107,29 @@ mod tests {
         assert_eq!(r.admin_token(&hash).unwrap().name, "ops");
         assert_eq!(
             r.admin_token(&"cd".repeat(32)).unwrap_err().refused(),
+            Some(Refused::NotFound)
+        );
+        drop(r);
+        t.ok(create(&"01".repeat(32), "ci"));
+        let listed: Vec<String> =
+            t.sm.read()
+                .admin_tokens()
+                .unwrap()
+                .into_iter()
+                .map(|(h, tok)| format!("{}:{}", &h[..2], tok.name))
+                .collect();
+        assert_eq!(listed, ["01:ci", "ab:ops"]);
+        let delete = |hash: String| Command::DeleteAdminToken { hash };
+        assert_eq!(
+            t.ok(delete(hash.clone())),
+            Applied::Deleted { existed: true }
+        );
+        assert_eq!(
+            t.ok(delete(hash.clone())),
+            Applied::Deleted { existed: false }
+        );
+        assert_eq!(
+            t.sm.read().admin_token(&hash).unwrap_err().refused(),
             Some(Refused::NotFound)
         );
     }

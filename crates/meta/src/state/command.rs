@@ -172,6 +172,10 @@ pub enum Command {
         hash: String,
         token: AdminToken,
     },
+    /// See `Proposal::DeleteAdminToken`.
+    DeleteAdminToken {
+        hash: String,
+    },
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
@@ -273,5 +277,6 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
             tags,
         } => versions::set_version_tags(tx, bucket, key, version, tags),
         C::CreateAdminToken { hash, token } => admin_tokens::create_admin_token(tx, hash, token),
+        C::DeleteAdminToken { hash } => admin_tokens::delete_admin_token(tx, hash),
     }
 }
