@@ -112,6 +112,10 @@ def phase_status(d, base, token, out, nodes):
         "return performance.getEntriesByType('resource')"
         ".some(e => e.name.endsWith('/ui/overview'))"), timeout=10)
 
+    # The charts fill in from the sampler (one sample every 5 s).
+    wait_for(d, "chart samples", lambda: d.execute_script(
+        "return document.querySelector('#repair-todo-chart polyline')"
+        ".getAttribute('points').split(' ').length") >= 2, timeout=20)
     d.save_screenshot(os.path.join(out, "status-desktop.png"))
     d.set_window_size(*PHONE)
     time.sleep(0.5)

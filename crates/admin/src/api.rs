@@ -1,6 +1,9 @@
 //! The JSON API under `/v1/`: every route but the OpenAPI document needs
 //! `Authorization: Bearer TOKEN` with a token meta knows (by its hash).
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -15,20 +18,41 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
+use crate::history::{History, SAMPLE_EVERY_S, Sample};
 use crate::status::{
     BucketDocument, KeyDocument, NodeDocument, RepairStatusDocument, StatusDocument,
 };
 use crate::token::token_hash;
 
-/// What every handler shares: the SDK client to meta.
+/// What every handler shares: the SDK client to meta, and the console's
+/// chart history.
 #[derive(Clone)]
 pub struct AppState {
     pub client: Client,
+    pub history: Arc<Mutex<History>>,
 }
 
 impl AppState {
     pub fn new(client: Client) -> Self {
-        AppState { client }
+        AppState {
+            client,
+            history: Arc::default(),
+        }
+    }
+
+    /// Samples the cluster for the charts every [`SAMPLE_EVERY_S`]
+    /// seconds, for as long as the admin endpoint runs.
+    pub async fn sample_forever(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(SAMPLE_EVERY_S));
+        loop {
+            tick.tick().await;
+            // A failed status leaves a gap; the page says meta is unreachable.
+            if let Ok(s) = self.status().await
+                && let Ok(mut h) = self.history.lock()
+            {
+                h.push(Sample::new(&s));
+            }
+        }
     }
 
     /// Whether meta knows `token`: `Ok` or a 401 (503 if meta cannot say).

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
 use crate::error::ApiError;
+use crate::history::{Charts, History};
 use crate::status::{BucketDocument, KeyDocument, StatusDocument, human_bytes};
 
 /// htmx 2 (npm package `htmx.org`, BSD-0 licence), as published.
@@ -68,6 +69,7 @@ struct Overview {
     buckets: Vec<BucketDocument>,
     keys: Vec<KeyDocument>,
     summary: Summary,
+    charts: Charts,
     /// The outcome of the action that rendered this page, if any.
     message: Option<Message>,
 }
@@ -123,7 +125,12 @@ impl Summary {
 
 async fn overview(state: &AppState, message: Option<Message>) -> Result<Overview, ApiError> {
     let status = state.status().await?;
+    let charts = match state.history.lock() {
+        Ok(h) => h.charts(),
+        Err(_) => History::default().charts(),
+    };
     Ok(Overview {
+        charts,
         summary: Summary::new(&status),
         buckets: state.buckets().await?,
         keys: state.keys().await?,
@@ -400,6 +407,7 @@ mod tests {
     fn every_template_renders_an_overview() {
         let s = status(vec![node("00000000000000aa", "up", "active")], 0, 0);
         let o = Overview {
+            charts: History::default().charts(),
             summary: Summary::new(&s),
             status: s,
             buckets: vec![],

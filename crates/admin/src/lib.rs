@@ -13,6 +13,7 @@
 mod api;
 mod console;
 mod error;
+mod history;
 pub mod status;
 pub mod token;
 
@@ -28,12 +29,12 @@ pub use status::{StatusDocument, human_bytes};
 
 /// The whole admin surface: `/v1/...` (bearer token), `/v1/openapi.json`
 /// (open), and the console at `/` (a cookie set by its login form).
-pub fn router(client: Client) -> Router {
-    let state = api::AppState::new(client);
+fn router(state: api::AppState) -> Router {
     api::routes(state.clone()).merge(console::routes(state))
 }
 
-/// Serves [`router`] on `addr` until the returned task is aborted.
+/// Serves the admin API and console on `addr`, and samples the cluster
+/// for the console's charts, until the returned task is aborted.
 pub async fn serve(
     addr: SocketAddr,
     client: Client,
@@ -42,10 +43,16 @@ pub async fn serve(
         .await
         .map_err(|source| AdminError::Bind { addr, source })?;
     info!(%addr, "admin API and console on http://{addr}/");
-    let app = router(client);
+    let state = api::AppState::new(client);
+    let app = router(state.clone());
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(error = %e, "admin endpoint stopped");
+        tokio::select! {
+            served = axum::serve(listener, app).into_future() => {
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "admin endpoint stopped");
+                }
+            }
+            () = state.sample_forever() => {}
         }
     }))
 }
