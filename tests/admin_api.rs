@@ -196,6 +196,20 @@ fn admin_api_serves_every_endpoint_and_refuses_without_a_known_token() {
         c.ok(&["get", obj, c.path("check").to_str().unwrap()]);
     }
 
+    // Deleted data awaits garbage collection, and status says so (issue
+    // 16: "chunks: 0 total" while the nodes still held the fragments).
+    c.ok(&["rm", "photos/b"]);
+    let g = c.status()["garbage"].clone();
+    assert!(g["fragments"].as_u64().unwrap() >= 6, "{g}");
+    assert!(g["bytes"].as_u64().unwrap() >= 100_000, "{g}");
+    assert_eq!(
+        g["collect_from_ms"].as_u64().unwrap(),
+        g["oldest_ms"].as_u64().unwrap() + g["grace_ms"].as_u64().unwrap()
+    );
+    assert_eq!(curl("GET", &url("/v1/status"), t, &[]).json()["garbage"], g);
+    let human = c.ok(&["status"]);
+    assert!(human.contains("awaiting garbage collection:"), "{human}");
+
     // Tokens are listed by id (the start of their hash) and revoked at once.
     let other = c.admin_token();
     let id = |token: &str| blake3::hash(token.as_bytes()).to_hex()[..16].to_string();

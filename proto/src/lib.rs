@@ -20,13 +20,13 @@ pub use messages::{
 pub use model::{
     AccessKey, AdminToken, BucketInfo, ChunkHealth, ChunkPlacement, ChunkRecord, ChunkRef,
     ClusterMap, ClusterStatus, CorruptReport, DeleteMarker, DirEntry, DirInfo, DirListing,
-    ExpectedFragment, Found, FragmentMove, FragmentNodes, FragmentRecord, FragmentState, Grant,
-    ListEntry, Listing, LoadBalance, MAX_BUCKET_TAGS, MAX_OBJECT_TAGS, MAX_TAG_KEY_CHARS,
-    MAX_TAG_VALUE_CHARS, NULL_VERSION, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData,
-    ObjectHeaders, ObjectInfo, ObjectVersion, PartInfo, Permission, Removal, RepairItem,
-    RepairProgress, ScrubProgress, TagSet, UploadInfo, VERSION_ID_LEN, VersionListEntry,
-    VersionListing, VersionSummary, Versioning, WriteCondition, is_null_version, tag_set_fault,
-    version_id_is_valid, version_label,
+    ExpectedFragment, Found, FragmentMove, FragmentNodes, FragmentRecord, FragmentState,
+    GarbageSummary, Grant, ListEntry, Listing, LoadBalance, MAX_BUCKET_TAGS, MAX_OBJECT_TAGS,
+    MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS, NULL_VERSION, NewObject, NodeAdmin, NodeInfo,
+    NodeState, ObjectData, ObjectHeaders, ObjectInfo, ObjectVersion, PartInfo, Permission, Removal,
+    RepairItem, RepairProgress, ScrubProgress, TagSet, UploadInfo, VERSION_ID_LEN,
+    VersionListEntry, VersionListing, VersionSummary, Versioning, WriteCondition, is_null_version,
+    tag_set_fault, version_id_is_valid, version_label,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,9 @@ use tessera_types::{ChunkId, Hash, NodeId, Policy};
 
 use crate::model::{
     AccessKey, AdminToken, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
-    ExpectedFragment, Found, FragmentMove, Grant, Listing, NewObject, ObjectHeaders, ObjectInfo,
-    PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo, WriteCondition,
+    ExpectedFragment, Found, FragmentMove, GarbageSummary, Grant, Listing, NewObject,
+    ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo,
+    WriteCondition,
 };
 use crate::model::{ObjectVersion, Removal, VersionListing, Versioning};
 
@@ -294,6 +295,8 @@ pub enum MetaQuery {
     /// Every admin token as `(hash, token)`, in hash order: the hashes
     /// give no token away, and name tokens for `DeleteAdminToken`.
     ListAdminTokens,
+    /// What waits for garbage collection: `Garbage(GarbageSummary)`.
+    Garbage,
 }
 
 /// Requests that become one command of meta's log.
@@ -543,6 +546,7 @@ pub enum MetaResponse {
     Batch(#[serde(deserialize_with = "flat_batch::deserialize")] Vec<MetaResponse>),
     AdminToken(AdminToken),
     AdminTokens(Vec<(String, AdminToken)>),
+    Garbage(GarbageSummary),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

@@ -813,3 +813,18 @@ pub struct AdminToken {
     pub name: String,
     pub created_ms: u64,
 }
+
+/// Data no record refers to (deleted or overwritten objects, replaced
+/// fragments), waiting for the garbage-collection grace period: meta
+/// drops a garbage chunk's record `grace_ms` after it became garbage, and
+/// the nodes delete its fragments on their next collection pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GarbageSummary {
+    pub chunks: u64,
+    pub fragments: u64,
+    /// Bytes of those fragments.
+    pub bytes: u64,
+    /// Unix milliseconds when the oldest of them became garbage.
+    pub oldest_ms: Option<u64>,
+    pub grace_ms: u64,
+}

@@ -67,7 +67,9 @@ impl AppState {
     }
 
     pub async fn status(&self) -> Result<StatusDocument, ApiError> {
-        Ok(StatusDocument::new(&self.client.status().await?))
+        let status = self.client.status().await?;
+        let garbage = self.client.garbage().await?;
+        Ok(StatusDocument::new(&status, &garbage))
     }
 
     pub async fn buckets(&self) -> Result<Vec<BucketDocument>, ApiError> {

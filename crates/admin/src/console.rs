@@ -93,10 +93,12 @@ struct Summary {
     used: u64,
     /// Percent of capacity used, 0-100.
     used_percent: u64,
+    /// Seconds until the oldest garbage is collected (0: due now).
+    garbage_collect_in_s: Option<u64>,
 }
 
 impl Summary {
-    fn new(s: &StatusDocument) -> Self {
+    fn new(s: &StatusDocument, now_ms: u64) -> Self {
         let count = |state: &str| s.nodes.iter().filter(|n| n.state == state).count();
         let (up, down, out) = (count("up"), count("down"), count("out"));
         let capacity: u64 = s.nodes.iter().map(|n| n.capacity).sum();
@@ -119,6 +121,10 @@ impl Summary {
             used_percent: (used as u128 * 100)
                 .checked_div(capacity as u128)
                 .unwrap_or(0) as u64,
+            garbage_collect_in_s: s
+                .garbage
+                .collect_from_ms
+                .map(|at| at.saturating_sub(now_ms) / 1000),
         }
     }
 }
@@ -131,12 +137,18 @@ async fn overview(state: &AppState, message: Option<Message>) -> Result<Overview
     };
     Ok(Overview {
         charts,
-        summary: Summary::new(&status),
+        summary: Summary::new(&status, now_ms()),
         buckets: state.buckets().await?,
         keys: state.keys().await?,
         status,
         message,
     })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<&str> {
@@ -323,7 +335,8 @@ pub fn routes(state: AppState) -> Router {
 mod tests {
     use super::*;
     use crate::status::{
-        BalanceDocument, ChunkHealthDocument, NodeDocument, RepairDocument, ScrubDocument,
+        BalanceDocument, ChunkHealthDocument, GarbageDocument, NodeDocument, RepairDocument,
+        ScrubDocument,
     };
 
     fn node(id: &str, state: &str, admin: &str) -> NodeDocument {
@@ -382,25 +395,40 @@ mod tests {
             scrub_seq: 0,
             corrupt_reports: 0,
             recent_corrupt: vec![],
+            garbage: GarbageDocument {
+                chunks: 1,
+                fragments: 6,
+                bytes: 600,
+                oldest_ms: Some(1_000),
+                collect_from_ms: Some(61_000),
+                grace_ms: 60_000,
+            },
         }
     }
 
     #[test]
     fn health_is_the_worst_of_nodes_and_chunks() {
         let all_up = vec![node("a", "up", "active"), node("b", "up", "draining")];
-        let s = Summary::new(&status(all_up.clone(), 0, 0));
+        let s = Summary::new(&status(all_up.clone(), 0, 0), 31_000);
         assert_eq!(
             (s.health, s.up, s.draining, s.used_percent),
             ("ok", 2, 1, 25)
         );
+        assert_eq!(s.garbage_collect_in_s, Some(30));
         let one_down = vec![node("a", "up", "active"), node("b", "down", "active")];
-        assert_eq!(Summary::new(&status(one_down, 0, 0)).health, "degraded");
         assert_eq!(
-            Summary::new(&status(all_up.clone(), 2, 0)).health,
+            Summary::new(&status(one_down, 0, 0), 31_000).health,
             "degraded"
         );
-        assert_eq!(Summary::new(&status(all_up, 0, 1)).health, "critical");
-        assert_eq!(Summary::new(&status(vec![], 0, 0)).used_percent, 0);
+        assert_eq!(
+            Summary::new(&status(all_up.clone(), 2, 0), 31_000).health,
+            "degraded"
+        );
+        assert_eq!(
+            Summary::new(&status(all_up, 0, 1), 31_000).health,
+            "critical"
+        );
+        assert_eq!(Summary::new(&status(vec![], 0, 0), 31_000).used_percent, 0);
     }
 
     #[test]
@@ -408,7 +436,7 @@ mod tests {
         let s = status(vec![node("00000000000000aa", "up", "active")], 0, 0);
         let o = Overview {
             charts: History::default().charts(),
-            summary: Summary::new(&s),
+            summary: Summary::new(&s, 31_000),
             status: s,
             buckets: vec![],
             keys: vec![],

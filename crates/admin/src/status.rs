@@ -3,7 +3,7 @@
 //! built from what meta answers.
 
 use serde::{Deserialize, Serialize};
-use tessera_proto::{AccessKey, BucketInfo, ClusterStatus, Grant, NodeInfo};
+use tessera_proto::{AccessKey, BucketInfo, ClusterStatus, GarbageSummary, Grant, NodeInfo};
 use utoipa::ToSchema;
 
 /// What `tessera status --json` prints and `GET /v1/status` answers.
@@ -25,6 +25,24 @@ pub struct StatusDocument {
     pub corrupt_reports: u64,
     /// The most recent corruption reports, newest first.
     pub recent_corrupt: Vec<CorruptDocument>,
+    /// Deleted or replaced data waiting for garbage collection.
+    pub garbage: GarbageDocument,
+}
+
+/// Data no record refers to, kept for the grace period (`--gc-grace`) in
+/// case a write in flight still needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GarbageDocument {
+    pub chunks: u64,
+    pub fragments: u64,
+    /// Bytes of those fragments, still on the nodes' disks.
+    pub bytes: u64,
+    /// Unix milliseconds when the oldest became garbage (null: none).
+    pub oldest_ms: Option<u64>,
+    /// Unix milliseconds from which the oldest is collected: meta drops its
+    /// record then, and the nodes delete its fragments on their next pass.
+    pub collect_from_ms: Option<u64>,
+    pub grace_ms: u64,
 }
 
 /// A storage node as the cluster map has it.
@@ -133,7 +151,8 @@ impl NodeDocument {
 }
 
 impl StatusDocument {
-    pub fn new(s: &ClusterStatus) -> Self {
+    /// The document of a status and the garbage summary meta answered.
+    pub fn new(s: &ClusterStatus, g: &GarbageSummary) -> Self {
         let (h, r) = (&s.health, &s.repair);
         StatusDocument {
             epoch: s.map.epoch,
@@ -178,6 +197,14 @@ impl StatusDocument {
                     at_ms: c.at_ms,
                 })
                 .collect(),
+            garbage: GarbageDocument {
+                chunks: g.chunks,
+                fragments: g.fragments,
+                bytes: g.bytes,
+                oldest_ms: g.oldest_ms,
+                collect_from_ms: g.oldest_ms.map(|t| t.saturating_add(g.grace_ms)),
+                grace_ms: g.grace_ms,
+            },
         }
     }
 }

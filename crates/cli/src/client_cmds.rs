@@ -439,12 +439,13 @@ pub async fn key(command: KeyCommand) -> Result<()> {
 async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
     let client = connect(cluster).await?;
     let s = client.status().await?;
+    let garbage = client.garbage().await?;
     let (h, r) = (&s.health, &s.repair);
     if as_json {
         // The same document as the admin API's GET /v1/status.
         println!(
             "{}",
-            serde_json::to_string(&tessera_admin::StatusDocument::new(&s))?
+            serde_json::to_string(&tessera_admin::StatusDocument::new(&s, &garbage))?
         );
         return Ok(());
     }
@@ -508,6 +509,21 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
         println!(
             "repair: idle ({} fragments rebuilt, {} moved so far)",
             r.rebuilt_fragments, r.moved_fragments
+        );
+    }
+    if garbage.fragments > 0 {
+        println!(
+            "awaiting garbage collection: {} fragments ({}) of deleted or replaced data{}",
+            garbage.fragments,
+            human_bytes(garbage.bytes),
+            match garbage.oldest_ms {
+                Some(oldest) => format!(
+                    ", collected from {} UTC (gc grace {} s)",
+                    fmt_time(oldest.saturating_add(garbage.grace_ms)),
+                    garbage.grace_ms / 1000
+                ),
+                None => String::new(),
+            }
         );
     }
     if s.balance.fullest_over_fair > 0.0 {

@@ -275,6 +275,13 @@ impl Meta {
             )?),
             Q::GetAdminToken { hash } => MetaResponse::AdminToken(r.admin_token(&hash)?),
             Q::ListAdminTokens => MetaResponse::AdminTokens(r.admin_tokens()?),
+            Q::Garbage => MetaResponse::Garbage(tessera_proto::GarbageSummary {
+                chunks: r.counter(counter::GARBAGE)?,
+                fragments: r.counter(counter::GARBAGE_FRAGMENTS)?,
+                bytes: r.counter(counter::GARBAGE_BYTES)?,
+                oldest_ms: r.oldest_garbage_ms()?,
+                grace_ms: self.config.gc_grace.as_millis() as u64,
+            }),
             Q::ClusterMap | Q::Status | Q::RepairWork { .. } | Q::UnknownFragments { .. } => {
                 return Err(MetaError::Internal("query answered above".into()));
             }
