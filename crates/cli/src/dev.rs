@@ -26,7 +26,7 @@ pub struct DevArgs {
     /// Meta's QUIC address; nodes take the ports after it.
     #[arg(long, default_value = "127.0.0.1:7700")]
     pub meta_listen: SocketAddr,
-    /// Bytes each node offers (default: its file system's size).
+    /// Bytes each node offers (default: an equal share of the file system under --data, which every node of dev shares).
     #[arg(long, value_parser = crate::units::parse_size)]
     pub node_capacity: Option<u64>,
     /// Serve meta's Prometheus metrics on http://ADDR/metrics.
@@ -90,6 +90,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .await
         .context("starting meta")?;
 
+    // Every node's directory is on the one file system under --data: each
+    // offering all of it would count the disk once per node, and "full"
+    // would mean nothing.
+    let node_capacity = args
+        .node_capacity
+        .unwrap_or_else(|| tessera_node::file_system_capacity(&args.data) / args.nodes as u64);
     let mut nodes = Vec::new();
     for i in 0..args.nodes {
         let data = args.data.join(format!("node-{i}"));
@@ -103,7 +109,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             listen,
             advertise: None,
             zone: None,
-            capacity: args.node_capacity,
+            capacity: Some(node_capacity),
             heartbeat: Duration::from_secs(2),
             upkeep: tessera_node::UpkeepConfig::default(),
             metrics: None,
@@ -187,6 +193,18 @@ pub async fn run(args: DevArgs) -> Result<()> {
         args.meta_listen,
         nodes.len(),
         args.policy
+    );
+    println!(
+        "Each node offers {} ({}).",
+        crate::units::human_bytes(node_capacity),
+        if args.node_capacity.is_some() {
+            "--node-capacity".to_string()
+        } else {
+            format!(
+                "an equal share of the file system under {}",
+                args.data.display()
+            )
+        }
     );
     println!("S3 endpoint: http://{s3_listen}");
     println!("  export AWS_ACCESS_KEY_ID={}", key.id);
