@@ -194,3 +194,32 @@ fn systemd_units_verify_and_are_hardened() {
         );
     }
 }
+
+/// Runs a checker; panics with its output unless it succeeds.
+fn check(tool: &str, args: &[&str], install: &str) {
+    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
+        panic!("{tool} must be installed ({install}; tools/test installs it): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn kubernetes_manifests_and_compose_file_pass_schema_checks() {
+    let manifests = deploy("kubernetes/tessera.yaml");
+    check(
+        "kubernetes-validate",
+        &["--strict", "--quiet", manifests.to_str().unwrap()],
+        "PyPI's kubernetes-validate, which ships the Kubernetes schemas",
+    );
+    let compose = deploy("compose/compose.yaml");
+    check(
+        "docker-compose",
+        &["-f", compose.to_str().unwrap(), "config", "-q"],
+        "Debian's docker-compose",
+    );
+}

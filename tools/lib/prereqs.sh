@@ -88,9 +88,10 @@ ensure_test_clients() {
 }
 
 # The admin API, console and deploy/ tests (tests/admin_api.rs,
-# tests/console.rs, tests/deploy.rs): curl as the API's client, headless
-# Chromium with its WebDriver (chromium-driver) driven by Selenium, and
-# promtool (in Debian's prometheus package) for the Prometheus files.
+# tests/console.rs, tests/deploy.rs, tests/prometheus_alerts.rs): curl as
+# the API's client, headless Chromium with its WebDriver (chromium-driver)
+# driven by Selenium, Prometheus and promtool (Debian's prometheus
+# package), systemd-analyze for the units.
 ensure_ops_tools() {
     have curl || ensure_deb curl have curl
     have chromium || ensure_deb chromium have chromium
@@ -98,6 +99,10 @@ ensure_ops_tools() {
     ensure_py_module selenium selenium
     have promtool || ensure_deb prometheus have promtool
     have systemd-analyze || ensure_deb systemd have systemd-analyze
+    # Schema checks of deploy/kubernetes (schemas ship in the package) and
+    # deploy/compose (no container runtime needed).
+    ensure_pip kubernetes-validate kubernetes-validate
+    have docker-compose || ensure_deb docker-compose have docker-compose
 }
 
 # The FUSE mount's tests (tests/fuse*.rs) mount through the kernel's FUSE
