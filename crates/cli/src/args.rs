@@ -15,6 +15,22 @@ use crate::{client_cmds, dev, heal_cmds, servers};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text, or as one JSON object each (for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "TESSERA_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -399,22 +415,30 @@ pub enum BucketCommand {
     },
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let output = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_filter(tracing_subscriber::filter::filter_fn(
-            tessera_s3::keep_log_event,
-        ));
+    let keep = || tracing_subscriber::filter::filter_fn(tessera_s3::keep_log_event);
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .with_filter(keep())
+    });
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(keep())
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(output)
+        .with(text)
+        .with(json)
         .try_init();
 }
 
@@ -426,7 +450,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             policy,
             force,
         } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             servers::init(&dir, &meta, policy, force)
         }
         Command::Meta {
@@ -442,7 +466,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             metrics_listen,
             admin_listen,
         } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             let opts = servers::MetaOpts {
                 listen,
                 down_after,
@@ -456,7 +480,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             servers::run_meta(&cluster.cluster, &data, opts).await
         }
         Command::Repairer { cluster, repair } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             heal_cmds::run_repairer(&cluster, &repair).await
         }
         Command::S3 {
@@ -465,16 +489,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             region,
             domains,
         } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             let config = tessera_s3::GatewayConfig { region, domains };
             servers::run_s3(&cluster.cluster, listen, config).await
         }
         Command::Key { command } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             client_cmds::key(command).await
         }
         Command::Scrub { command } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             heal_cmds::scrub(command).await
         }
         Command::Node {
@@ -482,7 +506,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             cluster,
             ..
         } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             heal_cmds::node(command, &cluster).await
         }
         Command::Node {
@@ -497,7 +521,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             upkeep,
             metrics_listen,
         } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             let (Some(data), Some(listen)) = (data, listen) else {
                 anyhow::bail!("tessera node needs --data and --listen");
             };
@@ -518,19 +542,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             servers::run_node(&cluster.cluster, opts).await
         }
         Command::Dev(args) => {
-            init_logging("info,quinn=warn");
+            init_logging("info,quinn=warn", cli.log_format);
             dev::run(args).await
         }
         Command::Mount(args) => {
-            init_logging(if args.foreground { "info" } else { "warn" });
+            init_logging(
+                if args.foreground { "info" } else { "warn" },
+                cli.log_format,
+            );
             crate::mount::run(args).await
         }
         Command::Bench(args) => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             crate::bench::run(args).await
         }
         command => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             client_cmds::run(command).await
         }
     }
