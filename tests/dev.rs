@@ -99,6 +99,52 @@ fn dev_cluster_serves_and_stops_cleanly() {
     let status: serde_json::Value = serde_json::from_str(&cli(&["status", "--json"])).unwrap();
     assert_eq!(status["nodes"].as_array().unwrap().len(), 6);
     assert_eq!(status["default_policy"], "ec:4+2");
+    // The nodes share one disk: together they offer it once (issue 16).
+    let df = Command::new("df")
+        .args(["-B1", "--output=size"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let disk: u64 = String::from_utf8_lossy(&df.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df's size");
+    let capacities: Vec<u64> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["capacity"].as_u64().unwrap())
+        .collect();
+    let total: u64 = capacities.iter().sum();
+    assert!(
+        total <= disk && total + 6 * 4096 >= disk - disk / 100,
+        "nodes offer {total} of a {disk}-byte disk: {capacities:?}"
+    );
+    assert!(
+        banner.contains("an equal share of the file system"),
+        "{banner}"
+    );
+
+    // The console and admin API on port 9001, with the token dev printed.
+    assert!(
+        banner.contains(&format!("Console: http://{ip}:9001/")),
+        "{banner}"
+    );
+    let token = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("admin token: "))
+        .unwrap_or_else(|| panic!("no admin token in {banner}"));
+    let api = common::curl(
+        "GET",
+        &format!("http://{ip}:9001/v1/status"),
+        Some(token),
+        &[],
+    );
+    assert_eq!(api.status, 200, "{}", api.body);
+    assert_eq!(api.json()["nodes"].as_array().unwrap().len(), 6);
+    let console = common::curl("GET", &format!("http://{ip}:9001/"), None, &[]);
+    assert!(console.body.contains("name=\"token\""), "{}", console.body);
 
     // SIGTERM stops it cleanly.
     let ok = Command::new("kill")

@@ -214,10 +214,10 @@ fn drain_remove_and_add_move_data_and_balance_load() {
     assert!(human.contains("load balance:"), "{human}");
     let (line, body) = http_get(c.metrics_addr(None), "/metrics");
     assert!(line.contains("200"), "{line}");
-    let m = metric(&body, "tessera_meta_load_fullest_over_fair");
+    let m = metric(&body, "tessera_meta_load_fullest_over_fair_ratio");
     assert!(
         m.is_some_and(|v| (v - fullest).abs() < 0.05),
-        "tessera_meta_load_fullest_over_fair {m:?}, status says {fullest}"
+        "tessera_meta_load_fullest_over_fair_ratio {m:?}, status says {fullest}"
     );
 
     for o in &objects {

@@ -19,16 +19,16 @@ pub use messages::{
     Proposal, RaftMessage, RemoteError,
 };
 pub use model::{
-    AccessChange, AccessKey, BucketAccess, BucketInfo, CannedAcl, ChunkHealth, ChunkPlacement,
-    ChunkRecord, ChunkRef, ClusterMap, ClusterStatus, CorruptReport, CorsRule, DeleteMarker,
-    DirEntry, DirInfo, DirListing, ExpectedFragment, Found, FragmentMove, FragmentNodes,
-    FragmentRecord, FragmentState, Grant, ListEntry, Listing, LoadBalance, MAX_BUCKET_TAGS,
-    MAX_CORS_RULES, MAX_OBJECT_TAGS, MAX_POLICY_BYTES, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS,
-    NULL_VERSION, NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectHeaders, ObjectInfo,
-    ObjectVersion, PartInfo, Permission, PublicAccessBlock, Removal, RepairItem, RepairProgress,
-    ScrubProgress, TagSet, UploadInfo, VERSION_ID_LEN, VersionListEntry, VersionListing,
-    VersionSummary, Versioning, WriteCondition, access_change_fault, is_null_version,
-    tag_set_fault, version_id_is_valid, version_label,
+    AccessChange, AccessKey, AdminToken, BucketAccess, BucketInfo, CannedAcl, ChunkHealth,
+    ChunkPlacement, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus, CorruptReport, CorsRule,
+    DeleteMarker, DirEntry, DirInfo, DirListing, ExpectedFragment, Found, FragmentMove,
+    FragmentNodes, FragmentRecord, FragmentState, GarbageSummary, Grant, ListEntry, Listing,
+    LoadBalance, MAX_BUCKET_TAGS, MAX_CORS_RULES, MAX_OBJECT_TAGS, MAX_POLICY_BYTES,
+    MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS, NULL_VERSION, NewObject, NodeAdmin, NodeInfo,
+    NodeState, ObjectData, ObjectHeaders, ObjectInfo, ObjectVersion, PartInfo, Permission,
+    PublicAccessBlock, Removal, RepairItem, RepairProgress, ScrubProgress, TagSet, UploadInfo,
+    VERSION_ID_LEN, VersionListEntry, VersionListing, VersionSummary, Versioning, WriteCondition,
+    access_change_fault, is_null_version, tag_set_fault, version_id_is_valid, version_label,
 };
 
 #[derive(Debug, thiserror::Error)]

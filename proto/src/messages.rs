@@ -7,9 +7,10 @@ use crate::model::{
     AccessChange, BucketAccess, ObjectVersion, Removal, VersionListing, Versioning,
 };
 use crate::model::{
-    AccessKey, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
-    ExpectedFragment, Found, FragmentMove, Grant, Listing, NewObject, ObjectHeaders, ObjectInfo,
-    PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo, WriteCondition,
+    AccessKey, AdminToken, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
+    ExpectedFragment, Found, FragmentMove, GarbageSummary, Grant, Listing, NewObject,
+    ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo,
+    WriteCondition,
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
@@ -349,6 +350,17 @@ pub enum MetaQuery {
     GetBucketAccess {
         bucket: String,
     },
+    /// The admin token whose BLAKE3 hash (64 hex digits) is `hash`:
+    /// `AdminToken`, or `NotFound`. The admin HTTP API asks this for every
+    /// request it authenticates.
+    GetAdminToken {
+        hash: String,
+    },
+    /// Every admin token as `(hash, token)`, in hash order: the hashes
+    /// give no token away, and name tokens for `DeleteAdminToken`.
+    ListAdminTokens,
+    /// What waits for garbage collection: `Garbage(GarbageSummary)`.
+    Garbage,
 }
 
 /// Requests that become one command of meta's log.
@@ -533,6 +545,17 @@ pub enum Proposal {
         bucket: String,
         change: AccessChange,
     },
+    /// Records an admin API token by its BLAKE3 hash (64 hex digits; the
+    /// client draws the token and never sends it); answers `Ok`.
+    /// `BadRequest` for a malformed hash, `Conflict` if it exists.
+    CreateAdminToken {
+        name: String,
+        hash: String,
+    },
+    /// Revokes the admin token with this hash; answers `Deleted`.
+    DeleteAdminToken {
+        hash: String,
+    },
 }
 
 /// Soft state: what a node or a writer keeps alive by renewing it.
@@ -603,6 +626,9 @@ pub enum MetaResponse {
     Group(MetaGroupStatus),
     /// A bucket's access settings (`GetBucketAccess`).
     BucketAccess(BucketAccess),
+    AdminToken(AdminToken),
+    AdminTokens(Vec<(String, AdminToken)>),
+    Garbage(GarbageSummary),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

@@ -924,3 +924,27 @@ pub fn access_change_fault(change: &AccessChange) -> Option<String> {
         _ => None,
     }
 }
+
+/// An admin API token as meta keeps it: only the BLAKE3 hash of the
+/// token is stored (as the table's key), never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminToken {
+    /// What the operator called it (for listings and logs).
+    pub name: String,
+    pub created_ms: u64,
+}
+
+/// Data no record refers to (deleted or overwritten objects, replaced
+/// fragments), waiting for the garbage-collection grace period: meta
+/// drops a garbage chunk's record `grace_ms` after it became garbage, and
+/// the nodes delete its fragments on their next collection pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GarbageSummary {
+    pub chunks: u64,
+    pub fragments: u64,
+    /// Bytes of those fragments.
+    pub bytes: u64,
+    /// Unix milliseconds when the oldest of them became garbage.
+    pub oldest_ms: Option<u64>,
+    pub grace_ms: u64,
+}

@@ -40,6 +40,8 @@ pub struct Cluster {
     meta_args: Vec<String>,
     node_args: Vec<String>,
     zones: Vec<Option<String>>,
+    /// Meta serves the admin API and console on `admin_addr()`.
+    admin: bool,
 }
 
 impl Cluster {
@@ -99,12 +101,22 @@ impl Cluster {
     /// Starts meta (with extra `meta_args`) and `nodes` nodes, and waits
     /// until every node has registered.
     pub fn start_with(nodes: usize, meta_args: &[&str]) -> Cluster {
-        Self::start_group(1, nodes, meta_args)
+        Self::launch(1, nodes, meta_args, false)
+    }
+
+    /// `nodes` nodes and a meta that serves the admin API and console on
+    /// `admin_addr()`.
+    pub fn start_admin(nodes: usize) -> Cluster {
+        Self::launch(1, nodes, &[], true)
     }
 
     /// Starts a meta group of `replicas` processes (each with `meta_args`),
     /// then `nodes` nodes, and waits until every node has registered.
     pub fn start_group(replicas: usize, nodes: usize, meta_args: &[&str]) -> Cluster {
+        Self::launch(replicas, nodes, meta_args, false)
+    }
+
+    fn launch(replicas: usize, nodes: usize, meta_args: &[&str], admin: bool) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("tessera-test-")
             .tempdir()
@@ -138,6 +150,7 @@ impl Cluster {
             meta_args: meta_args.iter().map(|s| s.to_string()).collect(),
             node_args: Vec::new(),
             zones: Vec::new(),
+            admin,
         };
         c.more_metas = (1..replicas.max(1)).map(|_| None).collect();
         c.start_meta();
@@ -264,6 +277,29 @@ impl Cluster {
         format!("{}:{port}", self.ip).parse().unwrap()
     }
 
+    /// Where meta serves the admin API and console (`start_admin`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        format!("{}:9001", self.ip).parse().unwrap()
+    }
+
+    /// `http://ADMIN_ADDR`, once it answers.
+    pub fn admin_url(&self) -> String {
+        let addr = self.admin_addr();
+        wait_until("the admin endpoint", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        format!("http://{addr}")
+    }
+
+    /// A new admin token from `tessera admin-token create --json`.
+    pub fn admin_token(&self) -> String {
+        let v = self.json(&["admin-token", "create", "--json"]);
+        v["token"]
+            .as_str()
+            .expect("token in the answer")
+            .to_string()
+    }
+
     pub fn node_dir(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("node-{i}"))
     }
@@ -276,6 +312,11 @@ impl Cluster {
             .arg("--data")
             .arg(self.dir.path().join("meta"))
             .args(["--metrics-listen", &self.metrics_addr(None).to_string()])
+            .args(if self.admin {
+                vec!["--admin-listen".to_string(), self.admin_addr().to_string()]
+            } else {
+                vec![]
+            })
             .args(&self.meta_args)
             .env("TESSERA_LOG", "info,quinn=warn")
             .stdout(self.log("meta"))
@@ -1047,6 +1088,62 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
         head.lines().next().unwrap_or("").to_string(),
         body.to_string(),
     )
+}
+
+/// What curl got: the HTTP status, the response headers (lower-case
+/// names) and the body.
+pub struct CurlReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl CurlReply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP request with curl: `method` `url`, with `Authorization: Bearer
+/// TOKEN` when a token is given, and extra curl arguments.
+pub fn curl(method: &str, url: &str, token: Option<&str>, extra: &[&str]) -> CurlReply {
+    let headers = tempfile::NamedTempFile::new().expect("temp file");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-X", method, "-D"])
+        .arg(headers.path())
+        .args(["-w", "\n%{http_code}"])
+        .args(extra);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("curl must be installed (tools/test installs it)");
+    assert!(
+        out.status.success(),
+        "curl {method} {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("curl's status line");
+    let head = std::fs::read_to_string(headers.path()).expect("curl's headers");
+    CurlReply {
+        status: code.trim().parse().expect("HTTP status"),
+        headers: head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect(),
+        body: body.to_string(),
+    }
 }
 
 /// The value of an unlabelled or labelled sample in a Prometheus exposition.

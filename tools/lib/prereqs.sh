@@ -85,6 +85,7 @@ ensure_test_clients() {
     have rclone || ensure_deb rclone have rclone
     ensure_fuse_tools
     ensure_net_tools
+    ensure_ops_tools
 }
 
 # tests/meta_group.rs cuts the meta leader off from the other replicas
@@ -94,6 +95,24 @@ ensure_net_tools() {
     have iptables || ensure_deb iptables have iptables
     iptables -S INPUT >/dev/null 2>&1 ||
         die "iptables cannot read the INPUT chain: tests/meta_group.rs needs root and netfilter (iptables -S INPUT: $(iptables -S INPUT 2>&1 | head -1))"
+}
+
+# The admin API, console and deploy/ tests (tests/admin_api.rs,
+# tests/console.rs, tests/deploy.rs, tests/prometheus_alerts.rs): curl as
+# the API's client, headless Chromium with its WebDriver (chromium-driver)
+# driven by Selenium, Prometheus and promtool (Debian's prometheus
+# package), systemd-analyze for the units.
+ensure_ops_tools() {
+    have curl || ensure_deb curl have curl
+    have chromium || ensure_deb chromium have chromium
+    have chromedriver || ensure_deb chromium-driver have chromedriver
+    ensure_py_module selenium selenium
+    have promtool || ensure_deb prometheus have promtool
+    have systemd-analyze || ensure_deb systemd have systemd-analyze
+    # Schema checks of deploy/kubernetes (schemas ship in the package) and
+    # deploy/compose (no container runtime needed).
+    ensure_pip kubernetes-validate kubernetes-validate
+    have docker-compose || ensure_deb docker-compose have docker-compose
 }
 
 # The FUSE mount's tests (tests/fuse*.rs) mount through the kernel's FUSE

@@ -15,6 +15,22 @@ use crate::{client_cmds, dev, heal_cmds, servers};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text, or as one JSON object each (for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "TESSERA_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -106,6 +122,9 @@ pub enum Command {
         /// Snapshot the state every this many Raft log entries (the log behind a snapshot is purged; a replica that falls further behind, or a new one, gets the snapshot).
         #[arg(long, default_value_t = 20_000)]
         snapshot_every: u64,
+        /// Serve the admin HTTP API (/v1/) and the web console (/) on http://ADDR/.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
     },
     /// Run the repairer on its own: rebuilds lost fragments, drains nodes, rebalances (meta runs one unless --no-repair).
     Repairer {
@@ -256,6 +275,11 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArg,
     },
+    /// Admin API tokens: `tessera admin-token create` makes one.
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
     /// Show nodes (up, down or out; capacity, usage) and cluster totals.
     Status {
         /// Print one JSON object, for scripts.
@@ -329,6 +353,36 @@ pub enum KeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AdminTokenCommand {
+    /// Make a token for the admin API and console; prints it (the only
+    /// time it is shown: meta keeps only its hash).
+    Create {
+        /// What to call it.
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// Print {"token": ...}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// List tokens: the id (the start of the token's hash), name and creation time.
+    Ls {
+        /// Print [{"id", "name", "created_ms"}].
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Revoke the token whose id (as `ls` shows it, or any 8 or more of its first hex digits) is ID.
+    Rm {
+        id: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ScrubCommand {
     /// Start a deep scrub of every node now.
     Now {
@@ -384,7 +438,7 @@ pub enum BucketCommand {
     },
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
@@ -399,15 +453,23 @@ fn init_logging(default: &str) {
     {
         filter = filter.add_directive(quiet);
     }
-    let output = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_filter(tracing_subscriber::filter::filter_fn(
-            tessera_s3::keep_log_event,
-        ));
+    let keep = || tracing_subscriber::filter::filter_fn(tessera_s3::keep_log_event);
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .with_filter(keep())
+    });
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(keep())
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(output)
+        .with(text)
+        .with(json)
         .try_init();
 }
 
@@ -419,7 +481,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             policy,
             force,
         } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             servers::init(&dir, &meta, policy, force)
         }
         Command::Meta {
@@ -427,7 +489,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             cluster,
             ..
         } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             client_cmds::meta_group(command, &cluster).await
         }
         Command::Meta {
@@ -443,8 +505,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             repair,
             metrics_listen,
             snapshot_every,
+            admin_listen,
         } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             let Some(data) = data else {
                 anyhow::bail!("tessera meta needs --data");
             };
@@ -457,11 +520,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 repair: (!no_repair).then_some(repair),
                 metrics: metrics_listen,
                 snapshot_every,
+                admin: admin_listen,
             };
             servers::run_meta(&cluster.cluster, &data, opts).await
         }
         Command::Repairer { cluster, repair } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             heal_cmds::run_repairer(&cluster, &repair).await
         }
         Command::S3 {
@@ -470,16 +534,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             region,
             domains,
         } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             let config = tessera_s3::GatewayConfig { region, domains };
             servers::run_s3(&cluster.cluster, listen, config).await
         }
         Command::Key { command } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             client_cmds::key(command).await
         }
         Command::Scrub { command } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             heal_cmds::scrub(command).await
         }
         Command::Node {
@@ -487,7 +551,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             cluster,
             ..
         } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             heal_cmds::node(command, &cluster).await
         }
         Command::Node {
@@ -502,7 +566,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             upkeep,
             metrics_listen,
         } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             let (Some(data), Some(listen)) = (data, listen) else {
                 anyhow::bail!("tessera node needs --data and --listen");
             };
@@ -523,19 +587,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             servers::run_node(&cluster.cluster, opts).await
         }
         Command::Dev(args) => {
-            init_logging("info,quinn=warn");
+            init_logging("info,quinn=warn", cli.log_format);
             dev::run(args).await
         }
         Command::Mount(args) => {
-            init_logging(if args.foreground { "info" } else { "warn" });
+            init_logging(
+                if args.foreground { "info" } else { "warn" },
+                cli.log_format,
+            );
             crate::mount::run(args).await
         }
         Command::Bench(args) => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             crate::bench::run(args).await
         }
         command => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             client_cmds::run(command).await
         }
     }

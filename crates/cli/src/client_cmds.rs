@@ -9,7 +9,7 @@ use serde_json::json;
 use tessera_proto::{ListEntry, ObjectData};
 use tessera_sdk::{Client, ClientOptions, ListOptions, PutOptions};
 
-use crate::args::{BucketCommand, ClusterArg, Command, KeyCommand};
+use crate::args::{AdminTokenCommand, BucketCommand, ClusterArg, Command, KeyCommand};
 use crate::servers::load_cluster;
 use crate::units::human_bytes;
 
@@ -258,6 +258,7 @@ pub async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Status { json, cluster } => status(&cluster, json).await,
+        Command::AdminToken { command } => admin_token(command).await,
         other => bail!("not a client command: {other:?}"),
     }
 }
@@ -407,17 +408,9 @@ pub async fn key(command: KeyCommand) -> Result<()> {
             let grants = client.grants(None, None).await?;
             let of = |id: &str| -> Vec<_> { grants.iter().filter(|g| g.key == id).collect() };
             if json {
-                let v: Vec<_> = keys
-                    .iter()
-                    .map(|k| {
-                        let g: Vec<_> = of(&k.id)
-                            .iter()
-                            .map(|g| json!({"bucket": g.bucket, "permission": g.permission.as_str()}))
-                            .collect();
-                        json!({"access_key": k.id, "name": k.name, "created_ms": k.created_ms, "grants": g})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
+                // The same document as the admin API's GET /v1/keys.
+                let docs = tessera_admin::status::KeyDocument::list(&keys, &grants);
+                println!("{}", serde_json::to_string(&docs)?);
             } else {
                 for k in &keys {
                     let g: Vec<String> = of(&k.id)
@@ -530,57 +523,14 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
     let client = connect(cluster).await?;
     let s = client.status().await?;
     let group = group_status(&client).await?;
+    let garbage = client.garbage().await?;
     let (h, r) = (&s.health, &s.repair);
     if as_json {
-        let nodes: Vec<_> = s
-            .map
-            .nodes
-            .iter()
-            .map(|n| {
-                json!({
-                    "id": n.id.to_string(), "addr": n.addr, "state": n.state.as_str(),
-                    "admin": n.admin.as_str(),
-                    "capacity": n.capacity, "used": n.used, "zone": n.zone,
-                    "last_seen_ms": (n.last_seen_ms != u64::MAX).then_some(n.last_seen_ms),
-                    "fragments": n.fragments, "stored": n.stored,
-                    "scrub": {"seq_done": n.scrub.seq_done, "running": n.scrub.running,
-                              "checked": n.scrub.checked, "found": n.scrub.found,
-                              "last_done_ms": n.scrub.last_done_ms},
-                })
-            })
-            .collect();
-        let corrupt: Vec<_> = s
-            .recent_corrupt
-            .iter()
-            .map(|r| json!({"chunk": r.chunk.to_string(), "index": r.index, "node": r.node.to_string(), "reason": r.reason, "at_ms": r.at_ms}))
-            .collect();
-        let v = json!({
-            "epoch": s.map.epoch,
-            "default_policy": s.map.default_policy.to_string(),
-            "nodes": nodes,
-            "buckets": s.buckets,
-            "objects": s.objects,
-            "chunks": {
-                "total": h.total, "healthy": h.healthy, "degraded": h.degraded,
-                "at_risk": h.at_risk, "lost": h.lost, "misplaced": h.misplaced,
-            },
-            "repair": {
-                "pending_fragments": r.pending_fragments, "pending_bytes": r.pending_bytes,
-                "moving_fragments": r.moving_fragments,
-                "rebuilt_fragments": r.rebuilt_fragments, "rebuilt_bytes": r.rebuilt_bytes,
-                "moved_fragments": r.moved_fragments, "moved_bytes": r.moved_bytes,
-                "rate_bytes_per_s": r.rate_bytes_per_s, "eta_s": r.eta_s, "active": r.active,
-            },
-            "balance": {
-                "fullest_over_fair": s.balance.fullest_over_fair,
-                "max_deviation": s.balance.max_deviation,
-            },
-            "scrub_seq": s.scrub_seq,
-            "corrupt_reports": s.corrupt_reports,
-            "recent_corrupt": corrupt,
-            "meta": group_json(&group),
-        });
-        println!("{v}");
+        // The same document as the admin API's GET /v1/status.
+        println!(
+            "{}",
+            serde_json::to_string(&tessera_admin::StatusDocument::new(&s, &garbage))?
+        );
         return Ok(());
     }
     print_group(&group);
@@ -646,12 +596,91 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
             r.rebuilt_fragments, r.moved_fragments
         );
     }
+    if garbage.fragments > 0 {
+        println!(
+            "awaiting garbage collection: {} fragments ({}) of deleted or replaced data{}",
+            garbage.fragments,
+            human_bytes(garbage.bytes),
+            match garbage.oldest_ms {
+                Some(oldest) => format!(
+                    ", collected from {} UTC (gc grace {} s)",
+                    fmt_time(oldest.saturating_add(garbage.grace_ms)),
+                    garbage.grace_ms / 1000
+                ),
+                None => String::new(),
+            }
+        );
+    }
     if s.balance.fullest_over_fair > 0.0 {
         println!(
             "load balance: fullest node at {:.2}x its fair share (max deviation {:.1}%)",
             s.balance.fullest_over_fair,
             s.balance.max_deviation * 100.0
         );
+    }
+    Ok(())
+}
+
+async fn admin_token(command: AdminTokenCommand) -> Result<()> {
+    use tessera_admin::token::token_id;
+    match command {
+        AdminTokenCommand::Create {
+            name,
+            json,
+            cluster,
+        } => {
+            let client = connect(&cluster).await?;
+            let token = tessera_admin::token::create_token(&client, &name).await?;
+            if json {
+                println!("{}", json!({ "token": token }));
+            } else {
+                println!("admin token: {token}");
+                println!("(shown once: meta keeps only its hash)");
+            }
+        }
+        AdminTokenCommand::Ls { json, cluster } => {
+            let tokens = connect(&cluster).await?.admin_tokens().await?;
+            if json {
+                let v: Vec<_> = tokens
+                    .iter()
+                    .map(|(hash, t)| {
+                        json!({"id": token_id(hash), "name": t.name, "created_ms": t.created_ms})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for (hash, t) in &tokens {
+                    println!("{}  {}  {}", fmt_time(t.created_ms), token_id(hash), t.name);
+                }
+            }
+        }
+        AdminTokenCommand::Rm { id, cluster } => {
+            if id.len() < 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!(
+                    "{id:?}: give at least 8 hex digits of the token's id (tessera admin-token ls)"
+                );
+            }
+            let client = connect(&cluster).await?;
+            let id = id.to_ascii_lowercase();
+            let matches: Vec<String> = client
+                .admin_tokens()
+                .await?
+                .into_iter()
+                .map(|(hash, _)| hash)
+                .filter(|hash| hash.starts_with(&id))
+                .collect();
+            match matches.as_slice() {
+                [hash] => {
+                    client.delete_admin_token(hash).await?;
+                    println!("admin token {} revoked", token_id(hash));
+                }
+                [] => bail!("no admin token {id}"),
+                _ => bail!(
+                    "{id} names {} admin tokens: give more digits",
+                    matches.len()
+                ),
+            }
+        }
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ pub struct DevArgs {
     /// Meta's QUIC address; nodes take the ports after it.
     #[arg(long, default_value = "127.0.0.1:7700")]
     pub meta_listen: SocketAddr,
-    /// Bytes each node offers (default: its file system's size).
+    /// Bytes each node offers (default: an equal share of the file system under --data, which every node of dev shares).
     #[arg(long, value_parser = crate::units::parse_size)]
     pub node_capacity: Option<u64>,
     /// Serve meta's Prometheus metrics on http://ADDR/metrics.
@@ -41,6 +41,9 @@ pub struct DevArgs {
     /// Serve virtual-hosted-style S3 requests for BUCKET.DOMAIN (repeatable).
     #[arg(long = "s3-domain")]
     pub s3_domains: Vec<String>,
+    /// The admin API and web console's HTTP address (default: meta's IP, port 9001).
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
     /// Access key id of the key dev creates (default: random).
     #[arg(long)]
     pub access_key: Option<String>,
@@ -87,6 +90,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .await
         .context("starting meta")?;
 
+    // Every node's directory is on the one file system under --data: each
+    // offering all of it would count the disk once per node, and "full"
+    // would mean nothing.
+    let node_capacity = args
+        .node_capacity
+        .unwrap_or_else(|| tessera_node::file_system_capacity(&args.data) / args.nodes as u64);
     let mut nodes = Vec::new();
     for i in 0..args.nodes {
         let data = args.data.join(format!("node-{i}"));
@@ -100,7 +109,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             listen,
             advertise: None,
             zone: None,
-            capacity: args.node_capacity,
+            capacity: Some(node_capacity),
             heartbeat: Duration::from_secs(2),
             upkeep: tessera_node::UpkeepConfig::default(),
             metrics: None,
@@ -171,6 +180,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
         domains: args.s3_domains.clone(),
     };
     let s3 = servers::serve_s3(&cfg, s3_listen, gateway).await?;
+    let admin_listen = args
+        .admin_listen
+        .unwrap_or_else(|| SocketAddr::new(args.meta_listen.ip(), 9001));
+    let admin_server = servers::serve_admin(&cfg, admin_listen).await?;
+    // A token for this run (meta keeps only its hash).
+    let admin_token = tessera_admin::token::create_token(&admin, "dev").await?;
 
     let cluster = std::fs::canonicalize(&file).unwrap_or(file);
     println!(
@@ -179,10 +194,25 @@ pub async fn run(args: DevArgs) -> Result<()> {
         nodes.len(),
         args.policy
     );
+    println!(
+        "Each node offers {} ({}).",
+        crate::units::human_bytes(node_capacity),
+        if args.node_capacity.is_some() {
+            "--node-capacity".to_string()
+        } else {
+            format!(
+                "an equal share of the file system under {}",
+                args.data.display()
+            )
+        }
+    );
     println!("S3 endpoint: http://{s3_listen}");
     println!("  export AWS_ACCESS_KEY_ID={}", key.id);
     println!("  export AWS_SECRET_ACCESS_KEY={}", key.secret);
     println!("  aws --endpoint-url http://{s3_listen} s3 mb s3://demo");
+    println!("Console: http://{admin_listen}/");
+    println!("  admin token: {admin_token}");
+    println!("  curl -H 'Authorization: Bearer {admin_token}' http://{admin_listen}/v1/status");
     println!();
     println!("  export TESSERA_CLUSTER={}", cluster.display());
     println!("  tessera bucket create demo");
@@ -195,6 +225,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     servers::wait_for_signal().await?;
     repairer.abort();
     s3.abort();
+    admin_server.abort();
     for n in nodes {
         n.shutdown().await;
     }

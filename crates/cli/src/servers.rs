@@ -146,6 +146,8 @@ pub struct MetaOpts {
     pub repair: Option<crate::args::RepairArgs>,
     pub metrics: Option<SocketAddr>,
     pub snapshot_every: u64,
+    /// Serve the admin API and console here.
+    pub admin: Option<SocketAddr>,
 }
 
 pub fn meta_config(cfg: &ClusterConfig, data: &Path, opts: &MetaOpts) -> Result<MetaConfig> {
@@ -264,6 +266,10 @@ pub async fn run_meta(cluster: &Path, data: &Path, opts: MetaOpts) -> Result<()>
     if let Some(addr) = opts.metrics {
         serve_metrics(addr, meta_renderer(running.meta.clone())).await?;
     }
+    let admin = match opts.admin {
+        Some(addr) => Some(serve_admin(&cfg, addr).await?),
+        None => None,
+    };
     // The repairer runs where the leader is: a follower's would only be
     // told `NotLeader`, and two at once would plan the same moves twice.
     let repairer = opts.repair.as_ref().map(|r| {
@@ -289,8 +295,22 @@ pub async fn run_meta(cluster: &Path, data: &Path, opts: MetaOpts) -> Result<()>
     if let Some(r) = repairer {
         r.abort();
     }
+    if let Some(a) = admin {
+        a.abort();
+    }
     running.shutdown().await;
     Ok(())
+}
+
+/// Serves the admin API and console on `addr` until the task is aborted.
+pub async fn serve_admin(
+    cfg: &ClusterConfig,
+    addr: SocketAddr,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let client = tessera_sdk::Client::connect(cfg)
+        .await
+        .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))?;
+    Ok(tessera_admin::serve(addr, client).await?)
 }
 
 /// Serves the S3 gateway on `listen` until the task is dropped.

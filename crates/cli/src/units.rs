@@ -63,20 +63,7 @@ pub fn parse_meta_endpoints(s: &str) -> Result<String, String> {
     Ok(all.join(","))
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use tessera_admin::human_bytes;
 
 #[cfg(test)]
 mod tests {

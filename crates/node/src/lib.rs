@@ -12,7 +12,7 @@ mod server;
 mod store;
 mod upkeep;
 
-pub use server::{NodeConfig, RunningNode, load_or_create_node_id, start};
+pub use server::{NodeConfig, RunningNode, file_system_capacity, load_or_create_node_id, start};
 pub use store::{
     FRAGMENT_HEADER_LEN, FragmentHeader, FragmentStore, HeaderError, MAX_FRAGMENT_LEN,
     parse_fragment_name,

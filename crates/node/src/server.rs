@@ -202,7 +202,9 @@ async fn serve_request(
     })
 }
 
-fn capacity_of(dir: &Path) -> u64 {
+/// Bytes of the file system holding `dir` (0 if it cannot be read): a
+/// node's capacity unless `--capacity` says otherwise.
+pub fn file_system_capacity(dir: &Path) -> u64 {
     rustix::fs::statvfs(dir)
         .map(|s| s.f_blocks * s.f_frsize)
         .unwrap_or(0)
@@ -259,7 +261,7 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
     info!(node = %id, addr = %local, fragments = store.count(), used = store.used(), "node listening");
     let capacity = config
         .capacity
-        .unwrap_or_else(|| capacity_of(&config.data_dir));
+        .unwrap_or_else(|| file_system_capacity(&config.data_dir));
     let node = Arc::new(Node {
         id,
         store,

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use tessera_codec::ChunkCodec;
 use tessera_proto::{
-    AccessKey, ChunkRecord, FragmentMove, Grant, MetaQuery, MetaResponse, Permission, Proposal,
-    RepairItem,
+    AccessKey, AdminToken, ChunkRecord, FragmentMove, Grant, MetaQuery, MetaResponse, Permission,
+    Proposal, RepairItem,
 };
 use tessera_types::{ChunkId, Hash, NodeId};
 
@@ -89,6 +89,49 @@ impl Client {
         };
         match self.meta(req).await? {
             MetaResponse::Key(k) => Ok(k),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Records an admin API token by its BLAKE3 hash (64 hex digits); the
+    /// token itself stays with the caller.
+    pub async fn create_admin_token(&self, name: &str, hash: &str) -> Result<(), SdkError> {
+        let req = Proposal::CreateAdminToken {
+            name: name.to_string(),
+            hash: hash.to_string(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// The admin token with this hash; `NotFound` if there is none.
+    pub async fn admin_token(&self, hash: &str) -> Result<AdminToken, SdkError> {
+        let req = MetaQuery::GetAdminToken {
+            hash: hash.to_string(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::AdminToken(t) => Ok(t),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Every admin token as `(hash, token)`, in hash order.
+    pub async fn admin_tokens(&self) -> Result<Vec<(String, AdminToken)>, SdkError> {
+        match self.meta(MetaQuery::ListAdminTokens).await? {
+            MetaResponse::AdminTokens(t) => Ok(t),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Revokes the admin token with this hash; whether it existed.
+    pub async fn delete_admin_token(&self, hash: &str) -> Result<bool, SdkError> {
+        let req = Proposal::DeleteAdminToken {
+            hash: hash.to_string(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Deleted { existed } => Ok(existed),
             other => Err(self.unexpected(other)),
         }
     }

@@ -225,6 +225,14 @@ impl Client {
             .collect())
     }
 
+    /// What waits for garbage collection (deleted or replaced data).
+    pub async fn garbage(&self) -> Result<tessera_proto::GarbageSummary, SdkError> {
+        match self.meta(MetaQuery::Garbage).await? {
+            MetaResponse::Garbage(g) => Ok(g),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     pub async fn status(&self) -> Result<ClusterStatus, SdkError> {
         match self.meta(MetaQuery::Status).await? {
             MetaResponse::Status(s) => Ok(s),

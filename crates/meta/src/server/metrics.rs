@@ -165,7 +165,14 @@ impl Meta {
             r.moved_fragments,
         );
         metric(
-            "tessera_meta_repair_rate_bytes",
+            "tessera_meta_repair_moved_bytes_total",
+            "counter",
+            "Bytes of fragments copied off draining or misplaced nodes.",
+            "",
+            r.moved_bytes,
+        );
+        metric(
+            "tessera_meta_repair_rate_bytes_per_second",
             "gauge",
             "Bytes rebuilt or moved per second over the last 30 s.",
             "",
@@ -214,10 +221,37 @@ impl Meta {
             "",
             get(&self.counters.bad_requests),
         );
+        metric(
+            "tessera_meta_garbage_fragments",
+            "gauge",
+            "Fragments of chunks no record refers to, waiting for the GC grace period.",
+            "",
+            snap.counter(counter::GARBAGE_FRAGMENTS)?,
+        );
+        metric(
+            "tessera_meta_garbage_bytes",
+            "gauge",
+            "Bytes of those fragments.",
+            "",
+            snap.counter(counter::GARBAGE_BYTES)?,
+        );
+        for (i, n) in map.nodes.iter().enumerate() {
+            metric(
+                "tessera_meta_node_up",
+                "gauge",
+                if i == 0 {
+                    "1 while meta hears a node's heartbeats, 0 once it is down or out."
+                } else {
+                    ""
+                },
+                &format!("{{node=\"{}\",admin=\"{}\"}}", n.id, n.admin.as_str()),
+                u64::from(n.state == NodeState::Up),
+            );
+        }
         let b = &status.balance;
         let _ = writeln!(
             out,
-            "# HELP tessera_meta_load_fullest_over_fair Stored bytes of the fullest node over its capacity-weighted fair share.\n# TYPE tessera_meta_load_fullest_over_fair gauge\ntessera_meta_load_fullest_over_fair {}\n# HELP tessera_meta_load_max_deviation Largest deviation of a node's load from its fair share.\n# TYPE tessera_meta_load_max_deviation gauge\ntessera_meta_load_max_deviation {}",
+            "# HELP tessera_meta_load_fullest_over_fair_ratio Stored bytes of the fullest node over its capacity-weighted fair share.\n# TYPE tessera_meta_load_fullest_over_fair_ratio gauge\ntessera_meta_load_fullest_over_fair_ratio {}\n# HELP tessera_meta_load_max_deviation_ratio Largest deviation of a node's load from its fair share.\n# TYPE tessera_meta_load_max_deviation_ratio gauge\ntessera_meta_load_max_deviation_ratio {}",
             b.fullest_over_fair, b.max_deviation
         );
         Ok(out)

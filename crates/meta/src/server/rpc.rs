@@ -297,6 +297,15 @@ impl Meta {
                 version_marker.as_deref(),
                 (max_keys as usize).clamp(1, 10_000),
             )?),
+            Q::GetAdminToken { hash } => MetaResponse::AdminToken(r.admin_token(&hash)?),
+            Q::ListAdminTokens => MetaResponse::AdminTokens(r.admin_tokens()?),
+            Q::Garbage => MetaResponse::Garbage(tessera_proto::GarbageSummary {
+                chunks: r.counter(counter::GARBAGE)?,
+                fragments: r.counter(counter::GARBAGE_FRAGMENTS)?,
+                bytes: r.counter(counter::GARBAGE_BYTES)?,
+                oldest_ms: r.oldest_garbage_ms()?,
+                grace_ms: self.config.gc_grace.as_millis() as u64,
+            }),
             Q::ClusterMap | Q::Status | Q::RepairWork { .. } | Q::UnknownFragments { .. } => {
                 return Err(MetaError::Internal("query answered above".into()));
             }
@@ -541,6 +550,17 @@ impl Meta {
                 },
                 None,
             ),
+            P::CreateAdminToken { name, hash } => (
+                Command::CreateAdminToken {
+                    hash,
+                    token: tessera_proto::AdminToken {
+                        name,
+                        created_ms: at_ms,
+                    },
+                },
+                None,
+            ),
+            P::DeleteAdminToken { hash } => (Command::DeleteAdminToken { hash }, None),
         };
         let touches_health = matches!(
             cmd,

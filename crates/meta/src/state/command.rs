@@ -4,16 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessChange, AccessKey, CorruptReport, DirInfo, FragmentMove, NewObject, NodeAdmin,
-    Permission, TagSet, UploadInfo, Versioning, WriteCondition,
+    AccessChange, AccessKey, AdminToken, CorruptReport, DirInfo, FragmentMove, NewObject,
+    NodeAdmin, Permission, TagSet, UploadInfo, Versioning, WriteCondition,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
 use super::tables::NodeRecord;
 use super::txn::Txn;
 use super::{
-    Applied, access, bucket_access, buckets, chunks, cluster, fsview, healing, multipart, objects,
-    rename, tags, versions,
+    Applied, access, admin_tokens, bucket_access, buckets, chunks, cluster, fsview, healing,
+    multipart, objects, rename, tags, versions,
 };
 use crate::MetaError;
 
@@ -172,6 +172,15 @@ pub enum Command {
         bucket: String,
         change: AccessChange,
     },
+    /// See `Proposal::CreateAdminToken`.
+    CreateAdminToken {
+        hash: String,
+        token: AdminToken,
+    },
+    /// See `Proposal::DeleteAdminToken`.
+    DeleteAdminToken {
+        hash: String,
+    },
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
@@ -275,5 +284,7 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
         C::SetBucketAccess { bucket, change } => {
             bucket_access::set_bucket_access(tx, bucket, change)
         }
+        C::CreateAdminToken { hash, token } => admin_tokens::create_admin_token(tx, hash, token),
+        C::DeleteAdminToken { hash } => admin_tokens::delete_admin_token(tx, hash),
     }
 }

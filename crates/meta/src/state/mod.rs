@@ -43,7 +43,8 @@
 //! patches), [`rename`], [`access`] (S3 keys and grants), [`tags`] (object
 //! and bucket tags), [`versions`] (bucket versioning, noncurrent versions,
 //! delete markers), [`bucket_access`] (CORS rules, bucket policies,
-//! PublicAccessBlock, canned ACLs).
+//! PublicAccessBlock, canned ACLs), [`admin_tokens`] (hashes of admin API
+//! tokens).
 
 use std::sync::Mutex;
 
@@ -54,6 +55,7 @@ use crate::MetaError;
 use crate::store::{MetaStore, Read, ReadView};
 
 pub mod access;
+pub mod admin_tokens;
 pub mod bucket_access;
 pub mod buckets;
 pub mod chunks;
@@ -351,6 +353,7 @@ impl<R: Read + ?Sized> StateQueries for R {}
 pub mod prelude {
     pub use super::StateQueries;
     pub use super::access::AccessQueries;
+    pub use super::admin_tokens::AdminTokenQueries;
     pub use super::bucket_access::BucketAccessQueries;
     pub use super::buckets::BucketQueries;
     pub use super::chunks::ChunkQueries;

@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, BucketAccess, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport, DirInfo,
-    NodeAdmin, ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet, UploadInfo, Versioning,
+    AccessKey, AdminToken, BucketAccess, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport,
+    DirInfo, NodeAdmin, ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet, UploadInfo,
+    Versioning,
 };
 use tessera_types::{ChunkId, NodeId};
 
@@ -84,6 +85,8 @@ pub const NULL_VERSIONS: Table<ObjectKey, u64> = Table::new("null_versions");
 pub const BUCKET_ACCESS: Table<String, BucketAccess> = Table::new("bucket_access");
 /// The outcome of each recent log entry, by index.
 pub const OUTCOMES: Table<u64, RecordedOutcome> = Table::new("outcomes");
+/// Admin API tokens by the hex BLAKE3 hash of the token.
+pub const ADMIN_TOKENS: Table<String, AdminToken> = Table::new("admin_tokens");
 
 /// The replication layer's own records (the last applied log id and the
 /// membership as of it), written in the same batch as the commands they
@@ -115,6 +118,7 @@ pub const ALL: &[&str] = &[
     VERSIONS.name,
     NULL_VERSIONS.name,
     BUCKET_ACCESS.name,
+    ADMIN_TOKENS.name,
 ];
 
 /// Names of the counters kept beside the tables.

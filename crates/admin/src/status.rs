@@ -1,0 +1,344 @@
+//! The JSON documents of cluster status, nodes, keys and buckets: one shape
+//! for `tessera status --json`, `tessera key ls --json` and the admin API,
+//! built from what meta answers.
+
+use serde::{Deserialize, Serialize};
+use tessera_proto::{AccessKey, BucketInfo, ClusterStatus, GarbageSummary, Grant, NodeInfo};
+use utoipa::ToSchema;
+
+/// What `tessera status --json` prints and `GET /v1/status` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StatusDocument {
+    /// The cluster map's epoch: it grows when nodes join, change or leave.
+    pub epoch: u64,
+    /// Policy of buckets created without one (`ec:K+M` or `rep:N`).
+    pub default_policy: String,
+    pub nodes: Vec<NodeDocument>,
+    pub buckets: u64,
+    pub objects: u64,
+    pub chunks: ChunkHealthDocument,
+    pub repair: RepairDocument,
+    pub balance: BalanceDocument,
+    /// The newest deep-scrub request (0: none yet).
+    pub scrub_seq: u64,
+    /// Corruption reports ever received.
+    pub corrupt_reports: u64,
+    /// The most recent corruption reports, newest first.
+    pub recent_corrupt: Vec<CorruptDocument>,
+    /// Deleted or replaced data waiting for garbage collection.
+    pub garbage: GarbageDocument,
+}
+
+/// Data no record refers to, kept for the grace period (`--gc-grace`) in
+/// case a write in flight still needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GarbageDocument {
+    pub chunks: u64,
+    pub fragments: u64,
+    /// Bytes of those fragments, still on the nodes' disks.
+    pub bytes: u64,
+    /// Unix milliseconds when the oldest became garbage (null: none).
+    pub oldest_ms: Option<u64>,
+    /// Unix milliseconds from which the oldest is collected: meta drops its
+    /// record then, and the nodes delete its fragments on their next pass.
+    pub collect_from_ms: Option<u64>,
+    pub grace_ms: u64,
+}
+
+/// A storage node as the cluster map has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeDocument {
+    /// 16 hex digits.
+    pub id: String,
+    /// QUIC address it serves fragments on.
+    pub addr: String,
+    /// `up`, `down` (silent past down-after) or `out` (silent past out-after).
+    pub state: String,
+    /// `active`, `draining` or `removed`.
+    pub admin: String,
+    /// Bytes offered.
+    pub capacity: u64,
+    /// Bytes used on its file system.
+    pub used: u64,
+    pub zone: Option<String>,
+    /// Milliseconds since its last heartbeat (null: never heard from).
+    pub last_seen_ms: Option<u64>,
+    /// Fragments meta's records place there, and their bytes.
+    pub fragments: u64,
+    pub stored: u64,
+    pub scrub: ScrubDocument,
+}
+
+/// A node's deep scrub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScrubDocument {
+    pub seq_done: u64,
+    pub running: bool,
+    pub checked: u64,
+    pub found: u64,
+    /// Unix milliseconds of the last finished scrub (0: none).
+    pub last_done_ms: u64,
+}
+
+/// Live chunks by redundancy: `healthy + degraded + at_risk + lost == total`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChunkHealthDocument {
+    pub total: u64,
+    pub healthy: u64,
+    pub degraded: u64,
+    /// One more lost fragment and they are unreadable.
+    pub at_risk: u64,
+    pub lost: u64,
+    /// Healthy, with fragments to move off draining nodes.
+    pub misplaced: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RepairDocument {
+    pub pending_fragments: u64,
+    pub pending_bytes: u64,
+    pub moving_fragments: u64,
+    pub rebuilt_fragments: u64,
+    pub rebuilt_bytes: u64,
+    pub moved_fragments: u64,
+    pub moved_bytes: u64,
+    /// Over the last half minute.
+    pub rate_bytes_per_s: u64,
+    /// Seconds to go at that rate (null: nothing to do, or no rate yet).
+    pub eta_s: Option<u64>,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BalanceDocument {
+    /// Bytes on the fullest node over its capacity-weighted fair share.
+    pub fullest_over_fair: f64,
+    /// Largest |share / fair share - 1| over the nodes.
+    pub max_deviation: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CorruptDocument {
+    pub chunk: String,
+    pub index: u8,
+    pub node: String,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+impl NodeDocument {
+    pub fn new(n: &NodeInfo) -> Self {
+        NodeDocument {
+            id: n.id.to_string(),
+            addr: n.addr.clone(),
+            state: n.state.as_str().into(),
+            admin: n.admin.as_str().into(),
+            capacity: n.capacity,
+            used: n.used,
+            zone: n.zone.clone(),
+            last_seen_ms: (n.last_seen_ms != u64::MAX).then_some(n.last_seen_ms),
+            fragments: n.fragments,
+            stored: n.stored,
+            scrub: ScrubDocument {
+                seq_done: n.scrub.seq_done,
+                running: n.scrub.running,
+                checked: n.scrub.checked,
+                found: n.scrub.found,
+                last_done_ms: n.scrub.last_done_ms,
+            },
+        }
+    }
+}
+
+impl StatusDocument {
+    /// The document of a status and the garbage summary meta answered.
+    pub fn new(s: &ClusterStatus, g: &GarbageSummary) -> Self {
+        let (h, r) = (&s.health, &s.repair);
+        StatusDocument {
+            epoch: s.map.epoch,
+            default_policy: s.map.default_policy.to_string(),
+            nodes: s.map.nodes.iter().map(NodeDocument::new).collect(),
+            buckets: s.buckets,
+            objects: s.objects,
+            chunks: ChunkHealthDocument {
+                total: h.total,
+                healthy: h.healthy,
+                degraded: h.degraded,
+                at_risk: h.at_risk,
+                lost: h.lost,
+                misplaced: h.misplaced,
+            },
+            repair: RepairDocument {
+                pending_fragments: r.pending_fragments,
+                pending_bytes: r.pending_bytes,
+                moving_fragments: r.moving_fragments,
+                rebuilt_fragments: r.rebuilt_fragments,
+                rebuilt_bytes: r.rebuilt_bytes,
+                moved_fragments: r.moved_fragments,
+                moved_bytes: r.moved_bytes,
+                rate_bytes_per_s: r.rate_bytes_per_s,
+                eta_s: r.eta_s,
+                active: r.active,
+            },
+            balance: BalanceDocument {
+                fullest_over_fair: s.balance.fullest_over_fair,
+                max_deviation: s.balance.max_deviation,
+            },
+            scrub_seq: s.scrub_seq,
+            corrupt_reports: s.corrupt_reports,
+            recent_corrupt: s
+                .recent_corrupt
+                .iter()
+                .map(|c| CorruptDocument {
+                    chunk: c.chunk.to_string(),
+                    index: c.index,
+                    node: c.node.to_string(),
+                    reason: c.reason.clone(),
+                    at_ms: c.at_ms,
+                })
+                .collect(),
+            garbage: GarbageDocument {
+                chunks: g.chunks,
+                fragments: g.fragments,
+                bytes: g.bytes,
+                oldest_ms: g.oldest_ms,
+                collect_from_ms: g.oldest_ms.map(|t| t.saturating_add(g.grace_ms)),
+                grace_ms: g.grace_ms,
+            },
+        }
+    }
+}
+
+/// An access key's grant on a bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyGrantDocument {
+    pub bucket: String,
+    /// `read`, `write` or `owner`.
+    pub permission: String,
+}
+
+/// An S3 access key without its secret: what `tessera key ls --json`
+/// prints and `GET /v1/keys` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyDocument {
+    pub access_key: String,
+    pub name: String,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+    pub grants: Vec<KeyGrantDocument>,
+}
+
+impl KeyDocument {
+    /// Every key with its grants (from all grants of the cluster).
+    pub fn list(keys: &[AccessKey], grants: &[Grant]) -> Vec<Self> {
+        keys.iter()
+            .map(|k| KeyDocument {
+                access_key: k.id.clone(),
+                name: k.name.clone(),
+                created_ms: k.created_ms,
+                grants: grants
+                    .iter()
+                    .filter(|g| g.key == k.id)
+                    .map(|g| KeyGrantDocument {
+                        bucket: g.bucket.clone(),
+                        permission: g.permission.as_str().into(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// An access key's grant, seen from its bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BucketGrantDocument {
+    pub access_key: String,
+    pub permission: String,
+}
+
+/// A bucket: `GET /v1/buckets`. Meta keeps no per-bucket usage or object
+/// count yet, so there is none here (the cluster totals are in the status).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BucketDocument {
+    pub name: String,
+    /// `ec:K+M` or `rep:N`.
+    pub policy: String,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+    pub grants: Vec<BucketGrantDocument>,
+}
+
+impl BucketDocument {
+    pub fn list(buckets: &[BucketInfo], grants: &[Grant]) -> Vec<Self> {
+        buckets
+            .iter()
+            .map(|b| BucketDocument {
+                name: b.name.clone(),
+                policy: b.policy.to_string(),
+                created_ms: b.created_ms,
+                grants: grants
+                    .iter()
+                    .filter(|g| g.bucket == b.name)
+                    .map(|g| BucketGrantDocument {
+                        access_key: g.key.clone(),
+                        permission: g.permission.as_str().into(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// Repair and scrub progress: `GET /v1/repair`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RepairStatusDocument {
+    pub chunks: ChunkHealthDocument,
+    pub repair: RepairDocument,
+    /// The newest deep-scrub request.
+    pub scrub_seq: u64,
+    /// Each node's deep scrub, by node id.
+    pub scrub: Vec<NodeScrubDocument>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeScrubDocument {
+    pub node: String,
+    pub state: String,
+    #[serde(flatten)]
+    pub scrub: ScrubDocument,
+}
+
+impl RepairStatusDocument {
+    pub fn new(s: &StatusDocument) -> Self {
+        RepairStatusDocument {
+            chunks: s.chunks.clone(),
+            repair: s.repair.clone(),
+            scrub_seq: s.scrub_seq,
+            scrub: s
+                .nodes
+                .iter()
+                .map(|n| NodeScrubDocument {
+                    node: n.id.clone(),
+                    state: n.state.clone(),
+                    scrub: n.scrub.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Bytes for people: `1.5 KiB`, `12 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

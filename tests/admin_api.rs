@@ -1,0 +1,236 @@
+//! The admin HTTP API (issue 16) against a real cluster of processes, with
+//! curl as the client: every endpoint, and every refusal (no token, a bad
+//! token, an unknown or malformed node, removing a node that holds data).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, curl, wait_until};
+use serde_json::Value;
+
+/// A status with what changes between two reads of an idle cluster taken
+/// out: the time since each node's last heartbeat, and the bytes used on
+/// the file system the nodes share with everything else on this machine.
+fn steady(mut s: Value) -> Value {
+    for n in s["nodes"].as_array_mut().expect("nodes") {
+        n["last_seen_ms"] = Value::Null;
+        n["used"] = Value::Null;
+    }
+    s
+}
+
+#[test]
+fn admin_api_serves_every_endpoint_and_refuses_without_a_known_token() {
+    // Seven nodes: one can drain while ec:4+2 still finds six.
+    let c = Cluster::start_admin(7);
+    let base = c.admin_url();
+    let url = |path: &str| format!("{base}{path}");
+    c.ok(&["bucket", "create", "photos"]);
+    c.put_objects(
+        "photos",
+        &[("a".into(), 3 << 20), ("b".into(), 100_000)],
+        1,
+        &[],
+    );
+    let token = c.admin_token();
+    let t = Some(token.as_str());
+
+    // The OpenAPI document is open and names the bearer scheme.
+    let doc = curl("GET", &url("/v1/openapi.json"), None, &[]);
+    assert_eq!(doc.status, 200, "{}", doc.body);
+    let doc = doc.json();
+    assert!(doc["paths"]["/v1/nodes/{id}/remove"]["post"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
+    // No token, a bad token, another scheme: 401 with a JSON error body.
+    let victim = c.node_id(0);
+    for auth in [
+        vec![],
+        vec!["-H", "Authorization: Bearer 0123456789abcdef"],
+        vec!["-H", "Authorization: Basic dXNlcjpwYXNz"],
+    ] {
+        for (method, path) in [
+            ("GET", "/v1/status".to_string()),
+            ("GET", "/v1/nodes".to_string()),
+            ("GET", "/v1/buckets".to_string()),
+            ("GET", "/v1/keys".to_string()),
+            ("GET", "/v1/repair".to_string()),
+            ("POST", "/v1/scrub".to_string()),
+            ("POST", format!("/v1/nodes/{victim}/drain")),
+            ("POST", format!("/v1/nodes/{victim}/remove")),
+            ("GET", "/v1/no-such-thing".to_string()),
+        ] {
+            let r = curl(method, &url(&path), None, &auth);
+            assert_eq!(r.status, 401, "{method} {path} {auth:?}: {}", r.body);
+            assert_eq!(r.json()["error"]["code"], "unauthorized", "{}", r.body);
+            assert!(
+                r.header("www-authenticate")
+                    .is_some_and(|h| h.starts_with("Bearer")),
+                "{method} {path}: no WWW-Authenticate"
+            );
+        }
+    }
+    // ... and changed nothing: no drain, no scrub.
+    let s = c.status_fresh();
+    assert_eq!(c.node_entry(&s, 0).unwrap()["admin"], "active");
+    assert_eq!(s["scrub_seq"], 0);
+
+    // GET /v1/status is `tessera status --json`.
+    let mut same = false;
+    for _ in 0..10 {
+        let api = curl("GET", &url("/v1/status"), t, &[]);
+        assert_eq!(api.status, 200, "{}", api.body);
+        let cli = c.status();
+        if steady(api.json()) == steady(cli.clone()) {
+            same = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(same, "GET /v1/status differs from tessera status --json");
+    let status = c.status();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 7);
+    assert!(status["chunks"]["total"].as_u64().unwrap() > 0);
+
+    // Nodes: all of them, one of them, an unknown one, a malformed id.
+    let nodes = curl("GET", &url("/v1/nodes"), t, &[]).json();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 7);
+    assert!(nodes.iter().all(|n| n["state"] == "up"), "{nodes:?}");
+    let one = curl("GET", &url(&format!("/v1/nodes/{victim}")), t, &[]);
+    assert_eq!(one.status, 200);
+    assert_eq!(one.json()["id"], victim.as_str());
+    let unknown = "00000000deadbeef";
+    for (method, path) in [
+        ("GET", format!("/v1/nodes/{unknown}")),
+        ("POST", format!("/v1/nodes/{unknown}/drain")),
+        ("POST", format!("/v1/nodes/{unknown}/remove")),
+    ] {
+        let r = curl(method, &url(&path), t, &[]);
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "not_found");
+    }
+    let bad = curl("POST", &url("/v1/nodes/not-a-node/drain"), t, &[]);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.json()["error"]["code"], "bad_request");
+    let nowhere = curl("GET", &url("/v1/no-such-thing"), t, &[]);
+    assert_eq!(nowhere.status, 404);
+
+    // Buckets and keys, with grants.
+    let key = c.json(&["key", "create", "reader", "--json"]);
+    let key_id = key["access_key"].as_str().unwrap();
+    c.ok(&["bucket", "allow", "photos", key_id, "read"]);
+    let buckets = curl("GET", &url("/v1/buckets"), t, &[]).json();
+    let photos = buckets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "photos")
+        .expect("bucket listed")
+        .clone();
+    assert_eq!(photos["policy"], "ec:4+2");
+    assert!(
+        photos["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["access_key"] == key_id && g["permission"] == "read"),
+        "{photos}"
+    );
+    let keys = curl("GET", &url("/v1/keys"), t, &[]);
+    assert_eq!(keys.status, 200);
+    assert_eq!(keys.json(), c.json(&["key", "ls", "--json"]));
+    assert!(!keys.body.contains(key["secret_key"].as_str().unwrap()));
+
+    // Repair and scrub progress; a scrub started over the API.
+    let repair = curl("GET", &url("/v1/repair"), t, &[]).json();
+    assert_eq!(repair["chunks"]["total"], status["chunks"]["total"]);
+    assert_eq!(repair["scrub"].as_array().unwrap().len(), 7);
+    let scrub = curl("POST", &url("/v1/scrub"), t, &[]);
+    assert_eq!(scrub.status, 202, "{}", scrub.body);
+    assert_eq!(scrub.json()["seq"], 1);
+    assert_eq!(c.status()["scrub_seq"], 1);
+
+    // A node that holds data is not removed (as `tessera node rm` refuses).
+    let held = c.node_entry(&c.status(), 0).unwrap()["fragments"]
+        .as_u64()
+        .unwrap();
+    assert!(held > 0, "node 0 holds nothing to refuse over");
+    let refused = curl("POST", &url(&format!("/v1/nodes/{victim}/remove")), t, &[]);
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "conflict");
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("drain it first")
+    );
+    assert!(c.node_entry(&c.status(), 0).is_some());
+
+    // Drain, wait for the repairer to empty it, then remove it.
+    let drain = curl("POST", &url(&format!("/v1/nodes/{victim}/drain")), t, &[]);
+    assert_eq!(drain.status, 202, "{}", drain.body);
+    assert_eq!(drain.json()["admin"], "draining");
+    wait_until("node 0 drained", Duration::from_secs(180), || {
+        let n = curl("GET", &url(&format!("/v1/nodes/{victim}")), t, &[]).json();
+        n["admin"] == "draining" && n["fragments"] == 0
+    });
+    let removed = curl("POST", &url(&format!("/v1/nodes/{victim}/remove")), t, &[]);
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(removed.json()["admin"], "removed");
+    let gone = curl("GET", &url(&format!("/v1/nodes/{victim}")), t, &[]);
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    assert_eq!(
+        curl("GET", &url("/v1/nodes"), t, &[])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    for obj in ["photos/a", "photos/b"] {
+        c.ok(&["get", obj, c.path("check").to_str().unwrap()]);
+    }
+
+    // Deleted data awaits garbage collection, and status says so (issue
+    // 16: "chunks: 0 total" while the nodes still held the fragments).
+    c.ok(&["rm", "photos/b"]);
+    let g = c.status()["garbage"].clone();
+    assert!(g["fragments"].as_u64().unwrap() >= 6, "{g}");
+    assert!(g["bytes"].as_u64().unwrap() >= 100_000, "{g}");
+    assert_eq!(
+        g["collect_from_ms"].as_u64().unwrap(),
+        g["oldest_ms"].as_u64().unwrap() + g["grace_ms"].as_u64().unwrap()
+    );
+    assert_eq!(curl("GET", &url("/v1/status"), t, &[]).json()["garbage"], g);
+    let human = c.ok(&["status"]);
+    assert!(human.contains("awaiting garbage collection:"), "{human}");
+
+    // Tokens are listed by id (the start of their hash) and revoked at once.
+    let other = c.admin_token();
+    let id = |token: &str| blake3::hash(token.as_bytes()).to_hex()[..16].to_string();
+    let listed = c.json(&["admin-token", "ls", "--json"]);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&id(&token).as_str()) && ids.contains(&id(&other).as_str()));
+    assert!(
+        !listed.to_string().contains(&other),
+        "a listing shows a token"
+    );
+    c.ok(&["admin-token", "rm", &id(&other)[..10]]);
+    let revoked = curl("GET", &url("/v1/status"), Some(&other), &[]);
+    assert_eq!(revoked.status, 401, "{}", revoked.body);
+    assert_eq!(curl("GET", &url("/v1/status"), t, &[]).status, 200);
+    assert!(
+        c.fails(&["admin-token", "rm", &id(&other)])
+            .contains("no admin token")
+    );
+}
