@@ -3,8 +3,10 @@
 //! gateways and mounts commit small files. Prints commits per second and
 //! latency percentiles; results in BENCHMARKS.md.
 //!
-//! `cargo bench --bench meta_commits [-- CONCURRENCY SECONDS]` (64 and 10
-//! by default).
+//! `cargo bench --bench meta_commits [-- CONCURRENCY SECONDS CONNECTIONS
+//! REPLICAS]` (64, 10, 1 and 1 by default). With REPLICAS 3 (or 5) meta
+//! is a Raft group of that many replicas in this process, each with its
+//! own RocksDB directories on the same disk, talking over loopback QUIC.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,30 +34,51 @@ fn main() {
     let concurrency: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let connections: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let replicas: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    rt.block_on(run(concurrency, Duration::from_secs(seconds), connections));
+    rt.block_on(run(
+        concurrency,
+        Duration::from_secs(seconds),
+        connections,
+        replicas,
+    ));
 }
 
-async fn run(concurrency: usize, duration: Duration, connections: usize) {
+/// A loopback address with a port free now.
+fn free_addr() -> std::net::SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+    s.local_addr().expect("its address")
+}
+
+async fn run(concurrency: usize, duration: Duration, connections: usize, replicas: usize) {
     let dir = tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or_else(|_| ".".into()))
         .expect("a temp dir");
     let ca = ClusterCa::generate("bench").expect("a CA");
     let server = identity(&ca, "meta");
-    let config = MetaConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-    let meta = tessera_meta::start(config, &server)
-        .await
-        .expect("starting meta");
-    let addr = meta.local_addr().expect("meta's address");
+    let addrs: Vec<std::net::SocketAddr> = (0..replicas.max(1)).map(|_| free_addr()).collect();
+    let group: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let mut metas = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let mut config = MetaConfig::new(*addr, dir.path().join(format!("meta-{i}")));
+        if replicas > 1 {
+            config.group = group.clone();
+        }
+        metas.push(
+            tessera_meta::start(config, &server)
+                .await
+                .expect("starting meta"),
+        );
+    }
     // Each client its own endpoint and so its own QUIC connection, as
     // separate gateways would have.
     let clients: Vec<MetaClient> = (0..connections.max(1))
         .map(|_| {
-            MetaClient::new(
+            MetaClient::with_group(
                 Endpoint::client(&identity(&ca, "client")).expect("an endpoint"),
-                addr,
+                addrs.clone(),
                 Duration::from_secs(1),
             )
         })
@@ -109,7 +132,7 @@ async fn run(concurrency: usize, duration: Duration, connections: usize) {
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     println!(
-        "meta commits: {concurrency} concurrent, {:.1} s: {} commits, {:.0} commits/s, p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+        "meta commits: {replicas} replica(s), {concurrency} concurrent, {:.1} s: {} commits, {:.0} commits/s, p50 {:.2?}, p99 {:.2?}, max {:.2?}",
         elapsed.as_secs_f64(),
         all.len(),
         all.len() as f64 / elapsed.as_secs_f64(),
@@ -117,5 +140,7 @@ async fn run(concurrency: usize, duration: Duration, connections: usize) {
         pct(0.99),
         all[all.len() - 1],
     );
-    meta.shutdown().await;
+    for meta in metas {
+        meta.shutdown().await;
+    }
 }

@@ -155,3 +155,82 @@ fn dev_cluster_serves_and_stops_cleanly() {
     let status = dev.wait().unwrap();
     assert!(status.success(), "tessera dev exited with {status}");
 }
+
+/// `tessera dev --meta-replicas 3`: meta as a Raft group of three in the
+/// one process; the CLI finds the leader and the data path works.
+#[test]
+fn dev_runs_a_meta_group_of_three() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let ip = format!("127.{}.251.1", 10 + std::process::id() % 240);
+    let mut dev = Command::new(BIN)
+        .args(["dev", "--data", data.to_str().unwrap()])
+        .args([
+            "--meta-listen",
+            &format!("{ip}:7700"),
+            "--meta-replicas",
+            "3",
+        ])
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("Press Ctrl-C") {
+                let _ = tx.send(seen.clone());
+            }
+        }
+    });
+    let banner = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("tessera dev did not come up");
+    assert!(
+        banner.contains(&format!("meta on {ip}:7700,{ip}:7750,{ip}:7751")),
+        "{banner}"
+    );
+    let cluster = data.join("cluster.toml");
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("TESSERA_CLUSTER", &cluster)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let group: serde_json::Value =
+        serde_json::from_str(&cli(&["meta", "status", "--json"])).unwrap();
+    let members = group["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{group}");
+    assert_eq!(
+        members.iter().filter(|m| m["role"] == "leader").count(),
+        1,
+        "{group}"
+    );
+    assert!(group["leader"].as_u64().is_some(), "{group}");
+    cli(&["bucket", "create", "demo"]);
+    let src = dir.path().join("src");
+    random_file(&src, 3 << 20, 7);
+    cli(&["put", src.to_str().unwrap(), "demo/file"]);
+    let out = dir.path().join("out");
+    cli(&["get", "demo/file", out.to_str().unwrap()]);
+    assert!(same_file(&src, &out));
+    let ok = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = dev.wait().unwrap();
+    assert!(status.success(), "tessera dev exited with {status}");
+}

@@ -26,6 +26,9 @@ pub struct DevArgs {
     /// Meta's QUIC address; nodes take the ports after it.
     #[arg(long, default_value = "127.0.0.1:7700")]
     pub meta_listen: SocketAddr,
+    /// Run meta as a Raft group of this many replicas in this process (1, 3 or 5; the others on --meta-listen's port + 50, + 51, ...), to try failover and `tessera meta status`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub meta_replicas: u8,
     /// Bytes each node offers (default: an equal share of the file system under --data, which every node of dev shares).
     #[arg(long, value_parser = crate::units::parse_size)]
     pub node_capacity: Option<u64>,
@@ -62,33 +65,51 @@ pub async fn run(args: DevArgs) -> Result<()> {
         );
     }
     let file = args.data.join("cluster.toml");
+    let replicas: Vec<SocketAddr> = (0..u16::from(args.meta_replicas))
+        .map(|i| match i {
+            0 => args.meta_listen,
+            i => SocketAddr::new(args.meta_listen.ip(), args.meta_listen.port() + 49 + i),
+        })
+        .collect();
+    let endpoints = replicas
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let cfg = if file.exists() {
         let cfg = servers::load_cluster(&file)?;
-        if cfg.meta_addr()? != args.meta_listen {
+        if cfg.meta_addrs()? != replicas {
             bail!(
-                "{} names meta {} but --meta-listen is {}",
+                "{} names meta {} but --meta-listen and --meta-replicas make {}",
                 file.display(),
                 cfg.meta,
-                args.meta_listen
+                endpoints
             );
         }
         cfg
     } else {
-        servers::create_cluster(
-            &args.data,
-            &args.meta_listen.to_string(),
-            args.policy,
-            false,
-        )?
+        servers::create_cluster(&args.data, &endpoints, args.policy, false)?
     };
 
-    let meta_dir = args.data.join("meta");
-    let identity = servers::server_identity(&cfg, &meta_dir, "meta")?;
-    let mut meta_cfg = servers::meta_config(&cfg, &meta_dir, &servers::MetaOpts::default())?;
-    meta_cfg.default_policy = args.policy;
-    let meta = tessera_meta::start(meta_cfg, &identity)
-        .await
-        .context("starting meta")?;
+    let mut metas = Vec::new();
+    for (i, addr) in replicas.iter().enumerate() {
+        let meta_dir = match i {
+            0 => args.data.join("meta"),
+            i => args.data.join(format!("meta-{i}")),
+        };
+        let identity = servers::server_identity(&cfg, &meta_dir, "meta")?;
+        let opts = servers::MetaOpts {
+            listen: Some(*addr),
+            ..servers::MetaOpts::default()
+        };
+        let mut meta_cfg = servers::meta_config(&cfg, &meta_dir, &opts)?;
+        meta_cfg.default_policy = args.policy;
+        metas.push(
+            tessera_meta::start(meta_cfg, &identity)
+                .await
+                .with_context(|| format!("starting meta replica {i} on {addr}"))?,
+        );
+    }
 
     // Every node's directory is on the one file system under --data: each
     // offering all of it would count the disk once per node, and "full"
@@ -123,7 +144,15 @@ pub async fn run(args: DevArgs) -> Result<()> {
     // Ready when every node has reported in.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let map = meta.meta.cluster_map()?;
+        // Liveness is the leader's: ask whichever replica leads.
+        let Some(leader) = metas.iter().find(|m| m.meta.is_leader()) else {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the meta replicas elected no leader");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let map = leader.meta.cluster_map()?;
         let up = map
             .nodes
             .iter()
@@ -190,7 +219,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let cluster = std::fs::canonicalize(&file).unwrap_or(file);
     println!(
         "Tessera dev cluster is up: meta on {}, {} nodes, default policy {}",
-        args.meta_listen,
+        endpoints,
         nodes.len(),
         args.policy
     );
@@ -229,6 +258,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
     for n in nodes {
         n.shutdown().await;
     }
-    meta.shutdown().await;
+    for m in metas {
+        m.shutdown().await;
+    }
     Ok(())
 }

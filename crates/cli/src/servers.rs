@@ -159,7 +159,10 @@ pub fn meta_config(cfg: &ClusterConfig, data: &Path, opts: &MetaOpts) -> Result<
         None => addrs[0],
     };
     let mut mc = MetaConfig::new(listen, data.to_path_buf());
-    mc.snapshot_every = opts.snapshot_every;
+    // 0: not given (`MetaOpts::default()`, as `tessera dev` builds it).
+    if opts.snapshot_every > 0 {
+        mc.snapshot_every = opts.snapshot_every;
+    }
     match addrs.iter().position(|a| *a == listen) {
         Some(i) => {
             mc.advertise = endpoints[i].clone();
