@@ -8,19 +8,12 @@ use std::time::Duration;
 
 use common::{BIN, random_file, same_file};
 
-#[test]
-fn dev_cluster_serves_and_stops_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("dev");
-    let ip = format!("127.{}.250.1", 10 + std::process::id() % 240);
+/// Starts `tessera dev` with `args` and returns it with the banner it
+/// printed up to "Press Ctrl-C" (within a minute).
+fn start_dev(args: &[&str]) -> (std::process::Child, String) {
     let mut dev = Command::new(BIN)
-        .args([
-            "dev",
-            "--data",
-            data.to_str().unwrap(),
-            "--meta-listen",
-            &format!("{ip}:7700"),
-        ])
+        .arg("dev")
+        .args(args)
         .env("TESSERA_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -41,6 +34,20 @@ fn dev_cluster_serves_and_stops_cleanly() {
     let banner = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("tessera dev did not come up");
+    (dev, banner)
+}
+
+#[test]
+fn dev_cluster_serves_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let ip = format!("127.{}.250.1", 10 + std::process::id() % 240);
+    let (mut dev, banner) = start_dev(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--meta-listen",
+        &format!("{ip}:7700"),
+    ]);
     assert!(
         banner.contains("6 nodes") && banner.contains("ec:4+2"),
         "{banner}"
@@ -163,34 +170,14 @@ fn dev_runs_a_meta_group_of_three() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
     let ip = format!("127.{}.251.1", 10 + std::process::id() % 240);
-    let mut dev = Command::new(BIN)
-        .args(["dev", "--data", data.to_str().unwrap()])
-        .args([
-            "--meta-listen",
-            &format!("{ip}:7700"),
-            "--meta-replicas",
-            "3",
-        ])
-        .env("TESSERA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = dev.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains("Press Ctrl-C") {
-                let _ = tx.send(seen.clone());
-            }
-        }
-    });
-    let banner = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("tessera dev did not come up");
+    let (mut dev, banner) = start_dev(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--meta-listen",
+        &format!("{ip}:7700"),
+        "--meta-replicas",
+        "3",
+    ]);
     assert!(
         banner.contains(&format!("meta on {ip}:7700,{ip}:7750,{ip}:7751")),
         "{banner}"
