@@ -27,8 +27,11 @@ const MAX_BATCH: usize = 1024;
 /// most 16 MiB, eight at a time.
 pub(crate) const MAX_ENTRY_BYTES: usize = 1024 * 1024;
 
-/// Entries proposed and not yet applied, at most.
-const IN_FLIGHT: usize = 3;
+/// Entries proposed and not yet applied, at most: one replicated and
+/// synced while the next gathers. Measured at 64 concurrent commits on one
+/// replica: 1 gave 14-15k/s, 2 gave 16.5-17k/s, 3 gave 15-16k/s, 8 gave
+/// 12-13.5k/s (smaller entries, more of openraft's per-entry work).
+const IN_FLIGHT: usize = 2;
 
 struct Pending {
     cmd: Command,
