@@ -244,10 +244,10 @@ impl MetaClient {
     /// there were groups; a group fails once every replica was tried three
     /// times.
     ///
-    /// Resending after a lost connection may apply a proposal twice (the
-    /// first may have been applied before the connection died); meta
-    /// refuses the second of two identical commits (their chunk ids are
-    /// taken), so nothing is lost, but the caller may see that refusal.
+    /// Resending after a lost connection may send a proposal that was
+    /// applied before the connection died; meta answers a resent object
+    /// commit as it answered the first (same chunks, same object), and
+    /// other proposals by their own rules.
     async fn call_leader(&self, frame: &[u8]) -> Result<MetaResponse, MetaCallError> {
         let mut unreachable = 0;
         let mut elections = 0u32;
