@@ -8,6 +8,21 @@ use std::time::Duration;
 
 use common::{BIN, random_file, same_file};
 
+/// Runs `tessera ARGS` on `cluster`; its stdout, once it succeeded.
+fn cli_ok(cluster: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("TESSERA_CLUSTER", cluster)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Starts `tessera dev` with `args` and returns it with the banner it
 /// printed up to "Press Ctrl-C" (within a minute).
 fn start_dev(args: &[&str]) -> (std::process::Child, String) {
@@ -60,19 +75,7 @@ fn dev_cluster_serves_and_stops_cleanly() {
     );
 
     let cluster = data.join("cluster.toml");
-    let cli = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("TESSERA_CLUSTER", &cluster)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |args: &[&str]| cli_ok(&cluster, args);
     cli(&["bucket", "create", "demo"]);
     let src = dir.path().join("src");
     random_file(&src, 9 << 20, 5);
@@ -183,19 +186,7 @@ fn dev_runs_a_meta_group_of_three() {
         "{banner}"
     );
     let cluster = data.join("cluster.toml");
-    let cli = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("TESSERA_CLUSTER", &cluster)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |args: &[&str]| cli_ok(&cluster, args);
     let group: serde_json::Value =
         serde_json::from_str(&cli(&["meta", "status", "--json"])).unwrap();
     let members = group["members"].as_array().unwrap();

@@ -23,18 +23,22 @@ fn repair_config(args: &RepairArgs) -> RepairConfig {
 /// The repairer as a task of another role (meta runs one): it connects to
 /// meta like any client, retrying until meta answers.
 pub fn spawn_repairer(cfg: ClusterConfig, args: RepairArgs) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let client = loop {
-            match Client::connect(&cfg).await {
-                Ok(c) => break c,
-                Err(e) => {
-                    warn!(error = %e, "repairer cannot reach meta yet");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+    tokio::spawn(repair_forever(cfg, args))
+}
+
+/// Connects (retrying every second until meta answers) and repairs until
+/// dropped.
+pub async fn repair_forever(cfg: ClusterConfig, args: RepairArgs) {
+    let client = loop {
+        match Client::connect(&cfg).await {
+            Ok(c) => break c,
+            Err(e) => {
+                warn!(error = %e, "repairer cannot reach meta yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        };
-        Repairer::new(client, repair_config(&args)).run().await;
-    })
+        }
+    };
+    Repairer::new(client, repair_config(&args)).run().await;
 }
 
 pub async fn run_repairer(cluster: &ClusterArg, args: &RepairArgs) -> Result<()> {

@@ -278,19 +278,7 @@ pub async fn run_meta(cluster: &Path, data: &Path, opts: MetaOpts) -> Result<()>
     let repairer = opts.repair.as_ref().map(|r| {
         let (cfg, r) = (cfg.clone(), r.clone());
         tessera_meta::while_leading(running.meta.clone(), move || {
-            let task = crate::heal_cmds::spawn_repairer(cfg.clone(), r.clone());
-            async move {
-                // Aborted with its watcher: the repairer goes with it.
-                struct Stop(tokio::task::JoinHandle<()>);
-                impl Drop for Stop {
-                    fn drop(&mut self) {
-                        self.0.abort();
-                    }
-                }
-                let stop = Stop(task);
-                std::future::pending::<()>().await;
-                drop(stop);
-            }
+            crate::heal_cmds::repair_forever(cfg.clone(), r.clone())
         })
     });
     wait_for_signal().await?;

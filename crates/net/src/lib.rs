@@ -5,12 +5,14 @@
 //! on streams. It must not know what the messages mean: meta, node and SDK
 //! decide that.
 
+mod addr;
 mod pace;
 mod pool;
 mod server;
 mod tls;
 mod wire;
 
+pub use addr::{check_host_port, resolve_host_port};
 pub use pace::Pacer;
 pub use pool::ConnectionPool;
 pub use quinn::{Connection, RecvStream, SendStream, VarInt};

@@ -43,41 +43,12 @@ pub struct ClusterConfig {
     pub dir: PathBuf,
 }
 
-/// Checks that `s` has the form `HOST:PORT` or `IP:PORT` (IPv6 in
-/// brackets), without resolving it.
-pub fn check_host_port(s: &str) -> Result<(), String> {
-    if s.parse::<SocketAddr>().is_ok() {
-        return Ok(());
-    }
-    match s.rsplit_once(':') {
-        Some((host, port))
-            if !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok() =>
-        {
-            Ok(())
-        }
-        _ => Err(format!("{s:?} is not HOST:PORT")),
-    }
-}
+pub use tessera_net::check_host_port;
 
 /// `IP:PORT`, or `HOST:PORT` resolved now (an IPv4 answer first).
 fn resolve_endpoint(meta: &str) -> Result<SocketAddr, SdkError> {
-    use std::net::ToSocketAddrs;
-    if let Ok(addr) = meta.parse() {
-        return Ok(addr);
-    }
-    let bad = |why: String| SdkError::Config(format!("meta endpoint {meta:?}: {why}"));
-    check_host_port(meta).map_err(bad)?;
-    let addrs: Vec<SocketAddr> = meta
-        .to_socket_addrs()
-        .map_err(|e| bad(format!("cannot resolve: {e}")))?
-        .collect();
-    // Client endpoints are IPv4 sockets: prefer an IPv4 answer.
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| bad("resolves to no address".into()))
+    tessera_net::resolve_host_port(meta)
+        .map_err(|why| SdkError::Config(format!("meta endpoint {meta:?}: {why}")))
 }
 
 fn read(path: &Path) -> Result<String, SdkError> {

@@ -167,14 +167,21 @@ impl MachineStore {
     }
 }
 
+/// A record of the `replication` table, decoded.
+fn decode_record<T: serde::de::DeserializeOwned>(
+    bytes: Result<Option<Vec<u8>>, MetaError>,
+) -> StorageResult<Option<T>> {
+    match bytes.map_err(sm_read_err)? {
+        Some(bytes) => Ok(Some(postcard::from_bytes(&bytes).map_err(sm_read_err)?)),
+        None => Ok(None),
+    }
+}
+
 fn record<T: serde::de::DeserializeOwned>(
     sm: &StateMachine<RocksStore>,
     key: &str,
 ) -> StorageResult<Option<T>> {
-    match sm.replication_record(key).map_err(sm_read_err)? {
-        Some(bytes) => Ok(Some(postcard::from_bytes(&bytes).map_err(sm_read_err)?)),
-        None => Ok(None),
-    }
+    decode_record(sm.replication_record(key))
 }
 
 /// Packs the directory `from` into the tar file `to`, synced.
@@ -220,9 +227,9 @@ impl RaftSnapshotBuilder<TypeConfig> for MachineStore {
             let work = this.snapshots().join("building");
             let _ = std::fs::remove_dir_all(&work);
             let (applied, membership) = sm.with_writes_paused(|store| -> StorageResult<_> {
-                let applied: Option<LogId<NodeId>> = record_from(&sm_view(store), APPLIED)?;
+                let applied: Option<LogId<NodeId>> = record(&sm, APPLIED)?;
                 let membership: Option<StoredMembership<NodeId, BasicNode>> =
-                    record_from(&sm_view(store), MEMBERSHIP)?;
+                    record(&sm, MEMBERSHIP)?;
                 store.checkpoint(&work).map_err(snap_err)?;
                 Ok((applied, membership.unwrap_or_default()))
             })?;
@@ -255,32 +262,6 @@ impl RaftSnapshotBuilder<TypeConfig> for MachineStore {
             meta,
             snapshot: Box::new(file),
         })
-    }
-}
-
-/// A throwaway state machine view over a store the caller holds paused.
-fn sm_view(store: &RocksStore) -> StoreRecords<'_> {
-    StoreRecords(store)
-}
-
-struct StoreRecords<'a>(&'a RocksStore);
-
-impl StoreRecords<'_> {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, MetaError> {
-        use crate::store::{MetaStore, Read};
-        self.0
-            .read()
-            .get(crate::state::tables::REPLICATION, &key.to_string())
-    }
-}
-
-fn record_from<T: serde::de::DeserializeOwned>(
-    view: &StoreRecords<'_>,
-    key: &str,
-) -> StorageResult<Option<T>> {
-    match view.get(key).map_err(sm_read_err)? {
-        Some(bytes) => Ok(Some(postcard::from_bytes(&bytes).map_err(sm_read_err)?)),
-        None => Ok(None),
     }
 }
 

@@ -49,27 +49,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
         Peer {
             target,
-            addr: resolve(&node.addr),
+            addr: tessera_net::resolve_host_port(&node.addr)
+                .map_err(|why| format!("meta replica {}: {why}", node.addr)),
             pool: self.pool.clone(),
         }
     }
-}
-
-/// `HOST:PORT` to an address (IPv4 first), or the reason it is none.
-fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    if let Ok(a) = addr.parse() {
-        return Ok(a);
-    }
-    let all: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {addr}: {e}"))?
-        .collect();
-    all.iter()
-        .find(|a| a.is_ipv4())
-        .or(all.first())
-        .copied()
-        .ok_or_else(|| format!("{addr} resolves to no address"))
 }
 
 /// The client of one peer replica.

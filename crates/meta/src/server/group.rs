@@ -73,7 +73,7 @@ impl Meta {
         match req {
             GroupRequest::Status => {}
             GroupRequest::Add { addr } => {
-                tessera_net_check(&addr)?;
+                tessera_net::check_host_port(&addr).map_err(|e| refuse(Refused::BadRequest, e))?;
                 let id = replica_id(&addr);
                 info!(id, %addr, "adding a meta replica");
                 // A learner first: it catches up (from a snapshot if the
@@ -88,24 +88,15 @@ impl Meta {
                     .map_err(raft_write_error)?;
             }
             GroupRequest::Remove { id } => {
-                let voters: BTreeSet<NodeId> = self
-                    .raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .collect();
+                let (voters, known) = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    let membership = m.membership_config.membership();
+                    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+                    (voters, membership.get_node(&id).is_some())
+                };
                 if !voters.contains(&id) {
-                    let learner = self
-                        .raft
-                        .metrics()
-                        .borrow()
-                        .membership_config
-                        .membership()
-                        .get_node(&id)
-                        .is_some();
-                    if !learner {
+                    if !known {
                         return Err(refuse(
                             Refused::NotFound,
                             format!("no meta replica has id {id}"),
@@ -178,21 +169,6 @@ impl Meta {
             committed: m.last_applied.map(|l| l.index),
             members,
         }
-    }
-}
-
-fn tessera_net_check(addr: &str) -> Result<(), MetaError> {
-    let ok = addr.parse::<std::net::SocketAddr>().is_ok()
-        || addr
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(refuse(
-            Refused::BadRequest,
-            format!("{addr:?} is not HOST:PORT"),
-        ))
     }
 }
 
