@@ -15,7 +15,7 @@ use std::process::Command;
 use common::{Cluster, curl};
 
 fn browse(phase: &str, base: &str, token: &str, out: &Path, arg: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console_browser.py");
+    let script = common::repo_root().join("tests/console_browser.py");
     let run = Command::new("python3")
         .arg(script)
         .args([phase, base, token])

@@ -13,9 +13,7 @@ use std::process::{Command, Stdio};
 use common::{Cluster, http_get};
 
 fn deploy(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(rel)
+    common::repo_root().join("deploy").join(rel)
 }
 
 /// Runs promtool; its output when it fails.

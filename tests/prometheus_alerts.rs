@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -27,10 +26,8 @@ impl Drop for Prometheus {
 fn start_prometheus(c: &Cluster) -> (Prometheus, String) {
     let dir = c.path("prometheus");
     std::fs::create_dir_all(&dir).unwrap();
-    let rules = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml"),
-    )
-    .unwrap();
+    let rules =
+        std::fs::read_to_string(common::repo_root().join("deploy/prometheus/alerts.yml")).unwrap();
     // The rules as shipped, but a test cannot wait their minutes out.
     let rules: String = rules
         .lines()

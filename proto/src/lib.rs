@@ -30,6 +30,10 @@ pub use model::{
     VERSION_ID_LEN, VersionListEntry, VersionListing, VersionSummary, Versioning, WriteCondition,
     access_change_fault, is_null_version, tag_set_fault, version_id_is_valid, version_label,
 };
+pub use model::{
+    Attachment, ExtentPiece, ExtentRecord, SnapshotInfo, VOLUME_EXTENT, VOLUME_LEASE_MS,
+    VolumeInfo, VolumeWrite,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {

@@ -3,8 +3,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tessera_types::{ChunkId, Hash, NodeId, Policy};
 
+#[cfg(doc)]
+use crate::model::VOLUME_EXTENT;
 use crate::model::{
-    AccessChange, BucketAccess, ObjectVersion, Removal, VersionListing, Versioning,
+    AccessChange, BucketAccess, ExtentRecord, ObjectVersion, Removal, VersionListing, Versioning,
+    VolumeInfo, VolumeWrite,
 };
 use crate::model::{
     AccessKey, AdminToken, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
@@ -361,6 +364,22 @@ pub enum MetaQuery {
     ListAdminTokens,
     /// What waits for garbage collection: `Garbage(GarbageSummary)`.
     Garbage,
+    /// `Volume`, or `NoSuchVolume`.
+    GetVolume {
+        name: String,
+    },
+    /// Every volume in name order: `Volumes`.
+    ListVolumes,
+    /// The map of extents `first..first+count` (of [`VOLUME_EXTENT`]
+    /// bytes) as volume `name` sees them (its snapshot `snapshot` when
+    /// given), clones reading through their lineage: `Extents`, without the
+    /// extents that are holes.
+    VolumeExtents {
+        name: String,
+        snapshot: Option<String>,
+        first: u64,
+        count: u32,
+    },
 }
 
 /// Requests that become one command of meta's log.
@@ -556,6 +575,80 @@ pub enum Proposal {
     DeleteAdminToken {
         hash: String,
     },
+    /// Creates an empty (thin) volume; answers `Volume`. `size` in bytes, a
+    /// multiple of `block_size` (512 or 4096); `policy` defaults to the
+    /// cluster's. `VolumeExists`, `BadRequest`, `InvalidPolicy`.
+    CreateVolume {
+        name: String,
+        size: u64,
+        policy: Option<Policy>,
+        block_size: u32,
+    },
+    /// Changes a volume's size (bytes); shrinking drops what lies beyond
+    /// and needs `allow_shrink`. Answers `Volume`.
+    ResizeVolume {
+        name: String,
+        size: u64,
+        allow_shrink: bool,
+    },
+    /// Deletes a volume with its snapshots; its chunks become garbage.
+    /// `VolumeBusy` while attached or while a clone depends on one of its
+    /// snapshots. Answers `Deleted`.
+    DeleteVolume {
+        name: String,
+    },
+    /// Takes a snapshot of what the volume's writer has committed (constant
+    /// time). Answers `Volume`.
+    SnapshotVolume {
+        name: String,
+        snapshot: String,
+    },
+    /// Removes a snapshot; `VolumeBusy` while a clone depends on it.
+    /// Answers `Volume`.
+    DeleteSnapshot {
+        name: String,
+        snapshot: String,
+    },
+    /// A new volume reading as `name@snapshot` until written (constant
+    /// time). Answers the new `Volume`.
+    CloneVolume {
+        name: String,
+        snapshot: String,
+        new_name: String,
+    },
+    /// Makes the volume read as `snapshot` again; refused (`VolumeBusy`)
+    /// while attached. Answers `Volume`.
+    RollbackVolume {
+        name: String,
+        snapshot: String,
+    },
+    /// Takes (epoch `None`) or renews (the epoch held) the volume's
+    /// exclusive writer lease. A fresh lease of another writer refuses it
+    /// (`VolumeBusy`) unless `force`; taking it draws a new epoch, which
+    /// fences every commit of the old writer (`Fenced`). Answers `Volume`.
+    AttachVolume {
+        name: String,
+        holder: String,
+        epoch: Option<u64>,
+        force: bool,
+    },
+    /// Gives the lease up (only with the epoch that holds it). Answers `Ok`.
+    DetachVolume {
+        name: String,
+        epoch: u64,
+    },
+    /// Makes stored chunks part of the volume's head, in order: each write
+    /// maps a range to chunk bytes or to zeros. `Fenced` unless `epoch` holds
+    /// the lease. Answers `Extents` with the head's new map of every extent
+    /// touched.
+    CommitVolumeWrites {
+        name: String,
+        epoch: u64,
+        chunks: Vec<ChunkRecord>,
+        writes: Vec<VolumeWrite>,
+        /// The reservation the chunks were written under.
+        write: Option<u64>,
+    },
 }
 
 /// Soft state: what a node or a writer keeps alive by renewing it.
@@ -629,6 +722,10 @@ pub enum MetaResponse {
     AdminToken(AdminToken),
     AdminTokens(Vec<(String, AdminToken)>),
     Garbage(GarbageSummary),
+    Volume(VolumeInfo),
+    Volumes(Vec<VolumeInfo>),
+    /// Extent maps by extent index (see `MetaQuery::VolumeExtents`).
+    Extents(Vec<(u64, ExtentRecord)>),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,
@@ -675,6 +772,12 @@ pub enum ErrorCode {
     /// The meta replica lost its leadership before the request was
     /// proposed: nothing was done; ask the leader.
     NotLeader,
+    NoSuchVolume,
+    VolumeExists,
+    /// The volume is attached by a writer, or a clone depends on it.
+    VolumeBusy,
+    /// The writer's volume lease was taken over: it may not write again.
+    Fenced,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -948,3 +948,152 @@ pub struct GarbageSummary {
     pub oldest_ms: Option<u64>,
     pub grace_ms: u64,
 }
+
+/// Bytes of volume address space one extent record maps. Writes, trims and
+/// copy-on-write work per extent: a snapshot's later writes copy the map of
+/// the extents they touch (not data), and reads look up one record per
+/// extent.
+pub const VOLUME_EXTENT: u64 = 1 << 20;
+
+/// A block volume as meta records it (see ARCHITECTURE.md, "Block
+/// volumes"). Its address space is mapped in extents of [`VOLUME_EXTENT`]
+/// bytes; a never-written extent has no record and reads as zeros.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    /// Drawn once at creation; extent records are keyed by it, so a name
+    /// reused after `volume rm` starts empty.
+    pub id: u64,
+    pub name: String,
+    /// Bytes; a multiple of `block_size`.
+    pub size: u64,
+    pub policy: Policy,
+    /// 512 or 4096 bytes: the smallest unit of reads and writes.
+    pub block_size: u32,
+    pub created_ms: u64,
+    /// The sequence number writes land at now; a snapshot takes the
+    /// current one and the head moves on to the next.
+    pub head_seq: u64,
+    /// Where a clone reads what it has not written itself: `(volume id,
+    /// sequence)` pairs, nearest first (the snapshot cloned, then that
+    /// volume's own parents).
+    pub lineage: Vec<(u64, u64)>,
+    /// Name and snapshot this volume was cloned from, for people.
+    pub origin: Option<String>,
+    /// Snapshots, oldest first.
+    pub snapshots: Vec<SnapshotInfo>,
+    /// The writer holding the volume, if any.
+    pub attachment: Option<Attachment>,
+    /// The last attach epoch granted (fencing: commits carry theirs).
+    pub epoch: u64,
+    /// Bytes the head maps to data (holes and trimmed ranges excluded).
+    pub allocated: u64,
+}
+
+/// A snapshot of a volume: its extents as of `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub seq: u64,
+    pub created_ms: u64,
+    /// Bytes the snapshot maps to data when it was taken.
+    pub allocated: u64,
+    /// Clones made from it; it cannot be removed while any exists.
+    pub clones: u32,
+}
+
+/// The exclusive writer of a volume: a lease renewed by `AttachVolume`
+/// with the same epoch, lost after [`VOLUME_LEASE_MS`] without renewal or
+/// when another writer attaches with `force`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Who holds it (`host/pid`, for people).
+    pub holder: String,
+    pub epoch: u64,
+    pub since_ms: u64,
+    pub renewed_ms: u64,
+}
+
+/// Milliseconds a volume's attachment lasts without renewal; writers renew
+/// every few seconds.
+pub const VOLUME_LEASE_MS: u64 = 30_000;
+
+/// A run of an extent's bytes: `len` bytes at `off` within the extent are
+/// bytes `chunk_off..` of `chunk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtentPiece {
+    /// Bytes from the extent's start.
+    pub off: u32,
+    pub len: u32,
+    pub chunk: ChunkId,
+    /// Bytes from the chunk's start.
+    pub chunk_off: u32,
+}
+
+/// The map of one extent as a view sees it: pieces sorted by `off`, never
+/// overlapping; bytes no piece covers read as zeros. A record is the whole
+/// truth for its extent: nothing below it shows through its gaps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtentRecord {
+    pub pieces: Vec<ExtentPiece>,
+}
+
+impl ExtentRecord {
+    /// Bytes this extent maps to data.
+    pub fn mapped(&self) -> u64 {
+        self.pieces.iter().map(|p| p.len as u64).sum()
+    }
+
+    /// Lays `new` over this map (bytes `off..off+len` of the extent now
+    /// come from it, or read as zeros when `new` is `None`), keeping pieces
+    /// sorted and disjoint. Pure: a simulation and meta's apply share it.
+    pub fn overlay(&mut self, off: u32, len: u32, new: Option<(ChunkId, u32)>) {
+        let end = off + len;
+        // Taken when placed, so it is placed once, in order.
+        let mut new = new.map(|(chunk, chunk_off)| ExtentPiece {
+            off,
+            len,
+            chunk,
+            chunk_off,
+        });
+        let mut out = Vec::with_capacity(self.pieces.len() + 2);
+        for p in self.pieces.drain(..) {
+            let p_end = p.off + p.len;
+            if p_end <= off {
+                out.push(p);
+                continue;
+            }
+            if p.off < off {
+                out.push(ExtentPiece {
+                    len: off - p.off,
+                    ..p
+                });
+            }
+            if p.off >= end || p_end > end {
+                out.extend(new.take());
+            }
+            if p.off >= end {
+                out.push(p);
+            } else if p_end > end {
+                out.push(ExtentPiece {
+                    off: end,
+                    len: p_end - end,
+                    chunk: p.chunk,
+                    chunk_off: p.chunk_off + (end - p.off),
+                });
+            }
+        }
+        out.extend(new);
+        self.pieces = out;
+    }
+}
+
+/// One change a volume writer commits: bytes `offset..offset+len` of the
+/// volume now come from `chunk` at `chunk_off`, or read as zeros (`None`:
+/// TRIM and WRITE_ZEROES, which also free the space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeWrite {
+    /// Bytes from the volume's start.
+    pub offset: u64,
+    pub len: u64,
+    pub data: Option<(ChunkId, u32)>,
+}

@@ -1042,13 +1042,22 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// The checkout the tests run from. Read when the test runs (cargo sets
+/// `CARGO_MANIFEST_DIR` for it), not baked in when it was compiled: a test
+/// binary built from another clone of the same commit sharing the target
+/// directory (as CI's clean clones do) is fresh to cargo and reused, and
+/// its compile-time path may no longer exist.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Runs the python checks in `tests/SCRIPT` (boto3 and friends, which
 /// tools/test installs) with `args`; panics with their output unless they
 /// exit 0 and print `done`.
 pub fn python_checks(script: &str, args: &[&str], done: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join(script);
+    let path = repo_root().join("tests").join(script);
     let out = Command::new("python3")
         .arg(&path)
         .args(args)

@@ -293,3 +293,37 @@ mod tests {
         assert_eq!(NodeFragmentKey::decode(&k.encode()).unwrap(), k);
     }
 }
+
+/// (volume id, extent index, sequence): the sequence is stored inverted so
+/// that, within an extent, the newest record comes first and a seek to
+/// `(volume, index, view)` lands on the newest record a view at `view`
+/// sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtentKey {
+    pub volume: u64,
+    pub index: u64,
+    pub seq: u64,
+}
+
+impl KeyCodec for ExtentKey {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24);
+        out.extend_from_slice(&self.volume.to_be_bytes());
+        out.extend_from_slice(&self.index.to_be_bytes());
+        out.extend_from_slice(&(u64::MAX - self.seq).to_be_bytes());
+        out
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, MetaError> {
+        let b: [u8; 24] = fixed(bytes, "extent")?;
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(w)
+        };
+        Ok(ExtentKey {
+            volume: word(0),
+            index: word(1),
+            seq: u64::MAX - word(2),
+        })
+    }
+}

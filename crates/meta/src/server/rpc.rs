@@ -49,6 +49,10 @@ fn wire_code(kind: Refused) -> ErrorCode {
         Refused::InvalidTag => ErrorCode::InvalidTag,
         Refused::NoSuchVersion => ErrorCode::NoSuchVersion,
         Refused::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+        Refused::NoSuchVolume => ErrorCode::NoSuchVolume,
+        Refused::VolumeExists => ErrorCode::VolumeExists,
+        Refused::VolumeBusy => ErrorCode::VolumeBusy,
+        Refused::Fenced => ErrorCode::Fenced,
     }
 }
 
@@ -74,6 +78,8 @@ fn response(applied: Applied) -> MetaResponse {
         Applied::Key(k) => MetaResponse::Key(k),
         Applied::ScrubRequested { seq } => MetaResponse::ScrubStarted { seq },
         Applied::Removed(r) => MetaResponse::Removed(r),
+        Applied::Volume(v) => MetaResponse::Volume(*v),
+        Applied::Extents(e) => MetaResponse::Extents(e),
     }
 }
 
@@ -306,6 +312,16 @@ impl Meta {
                 oldest_ms: r.oldest_garbage_ms()?,
                 grace_ms: self.config.gc_grace.as_millis() as u64,
             }),
+            Q::GetVolume { name } => MetaResponse::Volume(r.volume(&name)?),
+            Q::ListVolumes => MetaResponse::Volumes(r.volumes()?),
+            Q::VolumeExtents {
+                name,
+                snapshot,
+                first,
+                count,
+            } => {
+                MetaResponse::Extents(r.volume_extents(&name, snapshot.as_deref(), first, count)?)
+            }
             Q::ClusterMap | Q::Status | Q::RepairWork { .. } | Q::UnknownFragments { .. } => {
                 return Err(MetaError::Internal("query answered above".into()));
             }
@@ -561,6 +577,104 @@ impl Meta {
                 None,
             ),
             P::DeleteAdminToken { hash } => (Command::DeleteAdminToken { hash }, None),
+            P::CreateVolume {
+                name,
+                size,
+                policy,
+                block_size,
+            } => (
+                Command::CreateVolume {
+                    name,
+                    size,
+                    policy: policy.unwrap_or(self.config.default_policy),
+                    block_size,
+                    at_ms,
+                },
+                None,
+            ),
+            P::ResizeVolume {
+                name,
+                size,
+                allow_shrink,
+            } => (
+                Command::ResizeVolume {
+                    name,
+                    size,
+                    allow_shrink,
+                    at_ms,
+                },
+                None,
+            ),
+            P::DeleteVolume { name } => (Command::DeleteVolume { name, at_ms }, None),
+            P::SnapshotVolume { name, snapshot } => (
+                Command::SnapshotVolume {
+                    name,
+                    snapshot,
+                    at_ms,
+                },
+                None,
+            ),
+            P::DeleteSnapshot { name, snapshot } => (
+                Command::DeleteSnapshot {
+                    name,
+                    snapshot,
+                    at_ms,
+                },
+                None,
+            ),
+            P::CloneVolume {
+                name,
+                snapshot,
+                new_name,
+            } => (
+                Command::CloneVolume {
+                    name,
+                    snapshot,
+                    new_name,
+                    at_ms,
+                },
+                None,
+            ),
+            P::RollbackVolume { name, snapshot } => (
+                Command::RollbackVolume {
+                    name,
+                    snapshot,
+                    at_ms,
+                },
+                None,
+            ),
+            P::AttachVolume {
+                name,
+                holder,
+                epoch,
+                force,
+            } => (
+                Command::AttachVolume {
+                    name,
+                    holder,
+                    epoch,
+                    force,
+                    at_ms,
+                },
+                None,
+            ),
+            P::DetachVolume { name, epoch } => (Command::DetachVolume { name, epoch }, None),
+            P::CommitVolumeWrites {
+                name,
+                epoch,
+                chunks,
+                writes,
+                write,
+            } => (
+                Command::CommitVolumeWrites {
+                    name,
+                    epoch,
+                    chunks,
+                    writes,
+                    at_ms,
+                },
+                write,
+            ),
         };
         let touches_health = matches!(
             cmd,

@@ -49,10 +49,20 @@ pub(super) fn retire_chunks(
     refs: &[ChunkRef],
     at_ms: u64,
 ) -> Result<(), MetaError> {
-    for r in refs {
-        tx.put(GARBAGE, &r.id, &GarbageRecord { since_ms: at_ms })?;
+    let ids: Vec<ChunkId> = refs.iter().map(|r| r.id).collect();
+    retire_chunk_ids(tx, &ids, at_ms)
+}
+
+/// Hands chunks to garbage collection by id.
+pub(super) fn retire_chunk_ids(
+    tx: &mut Txn<'_, '_>,
+    ids: &[ChunkId],
+    at_ms: u64,
+) -> Result<(), MetaError> {
+    for id in ids {
+        tx.put(GARBAGE, id, &GarbageRecord { since_ms: at_ms })?;
         tx.add(counter::GARBAGE, 1);
-        if let Some(rec) = tx.get(CHUNKS, &r.id)? {
+        if let Some(rec) = tx.get(CHUNKS, id)? {
             let n = rec.fragments.len() as i64;
             tx.add(counter::GARBAGE_FRAGMENTS, n);
             tx.add(counter::GARBAGE_BYTES, n * rec.fragment_len as i64);

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessChange, AccessKey, AdminToken, CorruptReport, DirInfo, FragmentMove, NewObject,
-    NodeAdmin, Permission, TagSet, UploadInfo, Versioning, WriteCondition,
+    AccessChange, AccessKey, AdminToken, ChunkRecord, CorruptReport, DirInfo, FragmentMove,
+    NewObject, NodeAdmin, Permission, TagSet, UploadInfo, Versioning, VolumeWrite, WriteCondition,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
@@ -13,7 +13,7 @@ use super::tables::NodeRecord;
 use super::txn::Txn;
 use super::{
     Applied, access, admin_tokens, bucket_access, buckets, chunks, cluster, fsview, healing,
-    multipart, objects, rename, tags, versions,
+    multipart, objects, rename, tags, versions, volumes,
 };
 use crate::MetaError;
 
@@ -181,6 +181,72 @@ pub enum Command {
     DeleteAdminToken {
         hash: String,
     },
+    /// See `Proposal::CreateVolume`.
+    CreateVolume {
+        name: String,
+        size: u64,
+        policy: Policy,
+        block_size: u32,
+        at_ms: u64,
+    },
+    /// See `Proposal::ResizeVolume`.
+    ResizeVolume {
+        name: String,
+        size: u64,
+        allow_shrink: bool,
+        at_ms: u64,
+    },
+    /// See `Proposal::DeleteVolume`.
+    DeleteVolume {
+        name: String,
+        at_ms: u64,
+    },
+    /// See `Proposal::SnapshotVolume`.
+    SnapshotVolume {
+        name: String,
+        snapshot: String,
+        at_ms: u64,
+    },
+    /// See `Proposal::DeleteSnapshot`.
+    DeleteSnapshot {
+        name: String,
+        snapshot: String,
+        at_ms: u64,
+    },
+    /// See `Proposal::CloneVolume`.
+    CloneVolume {
+        name: String,
+        snapshot: String,
+        new_name: String,
+        at_ms: u64,
+    },
+    /// See `Proposal::RollbackVolume`.
+    RollbackVolume {
+        name: String,
+        snapshot: String,
+        at_ms: u64,
+    },
+    /// See `Proposal::AttachVolume`.
+    AttachVolume {
+        name: String,
+        holder: String,
+        epoch: Option<u64>,
+        force: bool,
+        at_ms: u64,
+    },
+    /// See `Proposal::DetachVolume`.
+    DetachVolume {
+        name: String,
+        epoch: u64,
+    },
+    /// See `Proposal::CommitVolumeWrites`.
+    CommitVolumeWrites {
+        name: String,
+        epoch: u64,
+        chunks: Vec<ChunkRecord>,
+        writes: Vec<VolumeWrite>,
+        at_ms: u64,
+    },
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
@@ -286,5 +352,55 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
         }
         C::CreateAdminToken { hash, token } => admin_tokens::create_admin_token(tx, hash, token),
         C::DeleteAdminToken { hash } => admin_tokens::delete_admin_token(tx, hash),
+        C::CreateVolume {
+            name,
+            size,
+            policy,
+            block_size,
+            at_ms,
+        } => volumes::create_volume(tx, name, *size, *policy, *block_size, *at_ms),
+        C::ResizeVolume {
+            name,
+            size,
+            allow_shrink,
+            at_ms,
+        } => volumes::resize_volume(tx, name, *size, *allow_shrink, *at_ms),
+        C::DeleteVolume { name, at_ms } => volumes::delete_volume(tx, name, *at_ms),
+        C::SnapshotVolume {
+            name,
+            snapshot,
+            at_ms,
+        } => volumes::snapshot_volume(tx, name, snapshot, *at_ms),
+        C::DeleteSnapshot {
+            name,
+            snapshot,
+            at_ms,
+        } => volumes::delete_snapshot(tx, name, snapshot, *at_ms),
+        C::CloneVolume {
+            name,
+            snapshot,
+            new_name,
+            at_ms,
+        } => volumes::clone_volume(tx, name, snapshot, new_name, *at_ms),
+        C::RollbackVolume {
+            name,
+            snapshot,
+            at_ms,
+        } => volumes::rollback_volume(tx, name, snapshot, *at_ms),
+        C::AttachVolume {
+            name,
+            holder,
+            epoch,
+            force,
+            at_ms,
+        } => volumes::attach_volume(tx, name, holder, *epoch, *force, *at_ms),
+        C::DetachVolume { name, epoch } => volumes::detach_volume(tx, name, *epoch),
+        C::CommitVolumeWrites {
+            name,
+            epoch,
+            chunks,
+            writes,
+            at_ms,
+        } => volumes::commit_volume_writes(tx, name, *epoch, chunks, writes, *at_ms),
     }
 }

@@ -49,7 +49,9 @@
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use tessera_proto::{AccessKey, BucketInfo, ObjectInfo, PartInfo, Removal, UploadInfo};
+use tessera_proto::{
+    AccessKey, BucketInfo, ExtentRecord, ObjectInfo, PartInfo, Removal, UploadInfo, VolumeInfo,
+};
 
 use crate::MetaError;
 use crate::store::{MetaStore, Read, ReadView};
@@ -70,6 +72,7 @@ pub mod tables;
 pub mod tags;
 mod txn;
 pub mod versions;
+pub mod volumes;
 
 #[cfg(test)]
 mod testkit;
@@ -114,6 +117,12 @@ pub enum Refused {
     /// The version named is a delete marker, which the request cannot act
     /// on (S3 answers 405).
     MethodNotAllowed,
+    NoSuchVolume,
+    VolumeExists,
+    /// Attached by a writer, or a clone depends on it.
+    VolumeBusy,
+    /// The writer's lease was taken over.
+    Fenced,
 }
 
 /// A typed refusal with a message for people.
@@ -163,6 +172,9 @@ pub enum Applied {
     },
     /// What an S3 delete did (object, version or delete marker).
     Removed(Removal),
+    Volume(Box<VolumeInfo>),
+    /// A volume head's extent maps after a commit, by extent index.
+    Extents(Vec<(u64, ExtentRecord)>),
 }
 
 /// The result of one log entry: applied, or refused with its reason.
@@ -364,6 +376,7 @@ pub mod prelude {
     pub use super::objects::ObjectQueries;
     pub use super::tags::TagQueries;
     pub use super::versions::VersionQueries;
+    pub use super::volumes::VolumeQueries;
 }
 
 #[cfg(test)]

@@ -4,13 +4,13 @@
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
     AccessKey, AdminToken, BucketAccess, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport,
-    DirInfo, NodeAdmin, ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet, UploadInfo,
-    Versioning,
+    DirInfo, ExtentRecord, NodeAdmin, ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet,
+    UploadInfo, Versioning, VolumeInfo,
 };
 use tessera_types::{ChunkId, NodeId};
 
 use super::RecordedOutcome;
-use crate::keys::{FragmentKey, NodeFragmentKey, ObjectKey, VersionKey};
+use crate::keys::{ExtentKey, FragmentKey, NodeFragmentKey, ObjectKey, VersionKey};
 use crate::store::Table;
 
 /// A storage node as the cluster map records it; liveness is not here (it is
@@ -88,6 +88,15 @@ pub const OUTCOMES: Table<u64, RecordedOutcome> = Table::new("outcomes");
 /// Admin API tokens by the hex BLAKE3 hash of the token.
 pub const ADMIN_TOKENS: Table<String, AdminToken> = Table::new("admin_tokens");
 
+/// Block volumes by name.
+pub const VOLUMES: Table<String, VolumeInfo> = Table::new("volumes");
+/// Volume extent maps by (volume id, extent index, sequence); see
+/// `volumes.rs`.
+pub const EXTENTS: Table<ExtentKey, ExtentRecord> = Table::new("extents");
+/// How many extent pieces refer to each chunk of a volume; a chunk goes to
+/// garbage when its count reaches zero.
+pub const VOLUME_CHUNK_REFS: Table<ChunkId, u64> = Table::new("volume_chunk_refs");
+
 /// The replication layer's own records (the last applied log id and the
 /// membership as of it), written in the same batch as the commands they
 /// describe so that the state and its position in the log never disagree.
@@ -119,6 +128,9 @@ pub const ALL: &[&str] = &[
     NULL_VERSIONS.name,
     BUCKET_ACCESS.name,
     ADMIN_TOKENS.name,
+    VOLUMES.name,
+    EXTENTS.name,
+    VOLUME_CHUNK_REFS.name,
 ];
 
 /// Names of the counters kept beside the tables.
@@ -146,4 +158,6 @@ pub mod counter {
     pub const VERSION_SEQ: &str = "version_seq";
     /// Noncurrent versions and delete markers (the `versions` table).
     pub const VERSIONS: &str = "versions";
+    /// Volume ids drawn so far.
+    pub const VOLUME_SEQ: &str = "volume_seq";
 }
