@@ -84,6 +84,7 @@ ensure_test_clients() {
     have s3cmd || ensure_deb s3cmd have s3cmd
     have rclone || ensure_deb rclone have rclone
     ensure_fuse_tools
+    ensure_nbd_tools
     ensure_net_tools
     ensure_ops_tools
 }
@@ -125,6 +126,22 @@ ensure_fuse_tools() {
     have tar || ensure_deb tar have tar
     [ -c /dev/fuse ] ||
         die "/dev/fuse is missing: the FUSE tests need the kernel's FUSE (run 'modprobe fuse'; in a container, pass --device /dev/fuse and CAP_SYS_ADMIN)"
+}
+
+# The NBD server's tests (crates/nbd/tests) drive it with libnbd's clients
+# (nbdinfo, nbdcopy, nbdfuse from libnbd-bin; nbdsh from python3-libnbd,
+# whose module is installed for the system Python, /usr/bin/python3),
+# qemu-img (qemu-utils), fio, and e2fsprogs/util-linux for mkfs.ext4,
+# fsck.ext4 and losetup on an nbdfuse file; nbdfuse needs fusermount3
+# (ensure_fuse_tools).
+ensure_nbd_tools() {
+    have nbdinfo || ensure_deb libnbd-bin have nbdinfo
+    have nbdfuse || ensure_deb libnbd-bin have nbdfuse
+    /usr/bin/python3 -c "import nbd" 2>/dev/null || ensure_deb python3-libnbd /usr/bin/python3 -c "import nbd"
+    have qemu-img || ensure_deb qemu-utils have qemu-img
+    have fio || ensure_deb fio have fio
+    have mkfs.ext4 || ensure_deb e2fsprogs have mkfs.ext4
+    have losetup || ensure_deb mount have losetup
 }
 
 ensure_build_prereqs() {

@@ -1,0 +1,99 @@
+//! One open device per export name, shared by every connection to it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::device::{BlockDevice, DeviceError, Exports};
+
+/// The open devices of a server, by export name, with how many connections
+/// use each. [`Exports::open`] runs once per name while any connection uses
+/// it and [`BlockDevice::close`] when the last one leaves; opens and closes
+/// of one name are serialized (a new open waits for a close in progress),
+/// other names are not held up.
+pub(crate) struct ExportTable {
+    exports: Arc<dyn Exports>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    users: usize,
+    device: Option<Arc<dyn BlockDevice>>,
+}
+
+impl ExportTable {
+    pub fn new(exports: Arc<dyn Exports>) -> Self {
+        Self {
+            exports,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn exports(&self) -> &dyn Exports {
+        self.exports.as_ref()
+    }
+
+    fn slot(&self, name: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(name.to_string()).or_default().clone()
+    }
+
+    /// The open device for `name`, opening it if no connection uses it.
+    /// Each success must be paired with one [`ExportTable::release`].
+    pub async fn acquire(&self, name: &str) -> Result<Arc<dyn BlockDevice>, DeviceError> {
+        let slot = self.slot(name);
+        let result = {
+            let mut state = slot.state.lock().await;
+            let device = match &state.device {
+                Some(device) => Ok(device.clone()),
+                None => self.exports.open(name).await,
+            };
+            if let Ok(device) = &device {
+                state.device = Some(device.clone());
+                state.users += 1;
+            }
+            device
+        };
+        if result.is_err() {
+            self.forget_if_idle(name, slot);
+        }
+        result
+    }
+
+    /// One user of `name` is done; the last one closes the device.
+    pub async fn release(&self, name: &str) {
+        let slot = self.slot(name);
+        {
+            let mut state = slot.state.lock().await;
+            state.users = state.users.saturating_sub(1);
+            if state.users == 0
+                && let Some(device) = state.device.take()
+            {
+                device.close().await;
+            }
+        }
+        self.forget_if_idle(name, slot);
+    }
+
+    /// Drops the slot of a name nobody uses, so that names tried once do
+    /// not accumulate.
+    fn forget_if_idle(&self, name: &str, slot: Arc<Slot>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's reference and ours: nobody else is waiting on the slot,
+        // and nobody can take it while the map is locked.
+        let idle = Arc::strong_count(&slot) == 2
+            && slot
+                .state
+                .try_lock()
+                .map(|state| state.users == 0 && state.device.is_none())
+                .unwrap_or(false);
+        if idle {
+            slots.remove(name);
+        }
+    }
+}
