@@ -147,6 +147,22 @@ pub enum Command {
         #[arg(long = "domain")]
         domains: Vec<String>,
     },
+    /// Block volumes: create, list, inspect, resize, remove, snapshot, clone, roll back.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+    /// Serve block volumes over NBD: export VOLUME (read-write, one writer at a time) or VOLUME@SNAP (read-only).
+    Nbd {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// HOST:PORT, or unix:PATH for a Unix socket.
+        #[arg(long, value_parser = crate::volume_cmds::parse_nbd_listen, default_value = "127.0.0.1:10809")]
+        listen: crate::volume_cmds::NbdListen,
+        /// Take volumes over from a writer that is presumed dead (it is fenced: it can never write again).
+        #[arg(long)]
+        force: bool,
+    },
     /// S3 access keys: create, list, remove.
     Key {
         #[command(subcommand)]
@@ -353,6 +369,84 @@ pub enum KeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a thin volume (nothing is stored until written).
+    Create {
+        name: String,
+        /// Bytes, for example 100GiB.
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// ec:K+M or rep:N (default: the cluster's).
+        #[arg(long)]
+        policy: Option<Policy>,
+        /// 512 or 4096.
+        #[arg(long, default_value_t = 4096)]
+        block_size: u32,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// List volumes: name, size, policy, bytes allocated, snapshots.
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// One volume in detail.
+    Info {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Grow a volume (shrinking drops data and needs --allow-shrink).
+    Resize {
+        name: String,
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        #[arg(long)]
+        allow_shrink: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Remove a volume with its snapshots (refused while attached or cloned from), or one snapshot (NAME@SNAP).
+    Rm {
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Take a snapshot of what the volume's writer has flushed (constant time).
+    Snapshot {
+        name: String,
+        snapshot: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// List a volume's snapshots.
+    Snapshots {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Make a new volume from a snapshot (NAME@SNAP), sharing its data until written.
+    Clone {
+        source: String,
+        new_name: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Make a volume read as one of its snapshots again (NAME@SNAP); refused while attached.
+    Rollback {
+        source: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AdminTokenCommand {
     /// Make a token for the admin API and console; prints it (the only
     /// time it is shown: meta keeps only its hash).
@@ -541,6 +635,22 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Key { command } => {
             init_logging("warn", cli.log_format);
             client_cmds::key(command).await
+        }
+        Command::Volume { command } => {
+            init_logging("warn", cli.log_format);
+            crate::volume_cmds::volume(command).await
+        }
+        Command::Nbd {
+            cluster,
+            listen,
+            force,
+        } => {
+            init_logging("info", cli.log_format);
+            let cfg = servers::load_cluster(&cluster.cluster)?;
+            let task = crate::volume_cmds::serve_nbd(&cfg, &listen, force).await?;
+            servers::wait_for_signal().await?;
+            task.abort();
+            Ok(())
         }
         Command::Scrub { command } => {
             init_logging("warn", cli.log_format);

@@ -47,6 +47,9 @@ pub struct DevArgs {
     /// The admin API and web console's HTTP address (default: meta's IP, port 9001).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// The NBD server's address for block volumes (HOST:PORT or unix:PATH; default: meta's IP, port 10809).
+    #[arg(long, value_parser = crate::volume_cmds::parse_nbd_listen)]
+    pub nbd_listen: Option<crate::volume_cmds::NbdListen>,
     /// Access key id of the key dev creates (default: random).
     #[arg(long)]
     pub access_key: Option<String>,
@@ -213,6 +216,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .admin_listen
         .unwrap_or_else(|| SocketAddr::new(args.meta_listen.ip(), 9001));
     let admin_server = servers::serve_admin(&cfg, admin_listen).await?;
+    let nbd_listen = args.nbd_listen.clone().unwrap_or_else(|| {
+        crate::volume_cmds::NbdListen::Tcp(SocketAddr::new(args.meta_listen.ip(), 10809))
+    });
+    let nbd = crate::volume_cmds::serve_nbd(&cfg, &nbd_listen, false).await?;
     // A token for this run (meta keeps only its hash).
     let admin_token = tessera_admin::token::create_token(&admin, "dev").await?;
 
@@ -242,6 +249,19 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("Console: http://{admin_listen}/");
     println!("  admin token: {admin_token}");
     println!("  curl -H 'Authorization: Bearer {admin_token}' http://{admin_listen}/v1/status");
+    match &nbd_listen {
+        crate::volume_cmds::NbdListen::Tcp(a) => {
+            println!("NBD (block volumes): nbd://{a}/VOLUME");
+            println!("  tessera volume create disk1 --size 10GiB");
+            println!("  nbdinfo nbd://{a}/disk1");
+        }
+        crate::volume_cmds::NbdListen::Unix(p) => {
+            println!(
+                "NBD (block volumes): nbd+unix:///VOLUME?socket={}",
+                p.display()
+            )
+        }
+    }
     println!();
     println!("  export TESSERA_CLUSTER={}", cluster.display());
     println!("  tessera bucket create demo");
@@ -254,6 +274,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     servers::wait_for_signal().await?;
     repairer.abort();
     s3.abort();
+    nbd.abort();
     admin_server.abort();
     for n in nodes {
         n.shutdown().await;

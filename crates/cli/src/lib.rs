@@ -13,6 +13,7 @@ mod heal_cmds;
 mod mount;
 mod servers;
 mod units;
+mod volume_cmds;
 
 pub use args::Cli;
 pub use bench::s3_client;

@@ -26,6 +26,7 @@ mod multipart;
 mod read;
 mod tags;
 mod versions;
+mod volume;
 mod write;
 
 pub use client::{BodyCheck, Client, ClientOptions, ListOptions, PutOptions};
@@ -34,10 +35,11 @@ pub use fsview::StagedWrite;
 pub use tessera_meta_client::{MetaCallError, MetaClient};
 pub use tessera_proto::{
     BucketInfo, ClusterMap, ClusterStatus, ErrorCode, ListEntry, Listing, NodeInfo, NodeState,
-    ObjectHeaders, ObjectInfo, RemoteError,
+    ObjectHeaders, ObjectInfo, RemoteError, SnapshotInfo, VolumeInfo,
 };
 pub use tessera_types::Policy;
 pub use versions::VersionListOptions;
+pub use volume::{Allocation, DIRTY_LIMIT, VOLUME_CHUNK, Volume};
 
 /// What an SDK call can fail with. Callers match on variants and on
 /// `code()`, never on messages.

@@ -22,7 +22,7 @@ use crate::{BodyCheck, Client, PutOptions, SdkError};
 
 /// A spawned task that is cancelled when its handle is dropped: a put that
 /// fails or is abandoned stops its remaining chunk writes.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 /// A write reservation and the task renewing it.
 pub(crate) struct Reservation {

@@ -1,0 +1,354 @@
+//! Block volumes (issue 14) on a cluster of real processes, through
+//! `tessera nbd` and the clients people use: `qemu-img convert` of a 2 GiB
+//! image with holes in and out byte-identical, `qemu-img map` and
+//! `nbdinfo --map` showing the holes, `nbdcopy`; snapshots, clones and
+//! rollback; the exclusive writer (a second attach refused, `--force`
+//! taking over, the old writer fenced); and removal freeing the nodes'
+//! disks.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{BIN, Cluster, random_file, same_file, wait_until};
+
+/// A `tessera nbd` process, SIGKILLed when dropped.
+struct NbdServer {
+    child: Option<Child>,
+    addr: String,
+}
+
+impl NbdServer {
+    fn start(c: &Cluster, port: u16, flags: &[&str]) -> NbdServer {
+        let addr = format!("{}:{port}", c.ip);
+        let log = std::fs::File::create(c.path(&format!("nbd-{port}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .arg("nbd")
+            .arg("--cluster")
+            .arg(&c.cluster_file)
+            .args(["--listen", &addr])
+            .args(flags)
+            .env("TESSERA_LOG", "info,quinn=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tessera nbd");
+        let sock: std::net::SocketAddr = addr.parse().unwrap();
+        wait_until("the NBD server", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(sock).is_ok()
+        });
+        NbdServer {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    fn uri(&self, export: &str) -> String {
+        format!("nbd://{}/{export}", self.addr)
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill {sig}");
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NbdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn need(tools: &[&str]) {
+    for t in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{t} is required (tools/test installs it: libnbd-bin, nbdfuse, qemu-utils)"
+        );
+    }
+}
+
+/// A raw image of `size` bytes with data at `regions` (offset, len) and
+/// holes elsewhere.
+fn sparse_image(path: &Path, size: u64, regions: &[(u64, usize)], seed: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    drop(f);
+    for (i, &(off, len)) in regions.iter().enumerate() {
+        let part = path.with_extension(format!("part{i}"));
+        random_file(&part, len, seed + i as u64);
+        run(Command::new("dd")
+            .arg(format!("if={}", part.display()))
+            .arg(format!("of={}", path.display()))
+            .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
+            .arg(format!("seek={}", off >> 20)));
+        std::fs::remove_file(part).unwrap();
+    }
+}
+
+fn qemu_out(uri: &str, to: &Path) {
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "raw", uri])
+        .arg(to));
+}
+
+fn volume(c: &Cluster, name: &str) -> serde_json::Value {
+    c.json(&["volume", "info", name, "--json"])
+}
+
+/// Holes `nbdinfo --map` reports, in bytes.
+fn mapped_holes(uri: &str) -> u64 {
+    let out = run(Command::new("nbdinfo").args(["--map", "--json", uri]));
+    let map: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    map.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"].as_u64().unwrap_or(0) & 1 == 1)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum()
+}
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn volumes_through_nbd_with_qemu_img_nbdinfo_and_nbdcopy_snapshots_clones_and_rollback() {
+    need(&["qemu-img", "nbdinfo", "nbdcopy"]);
+    let c = Cluster::start_full(6, &["--gc-grace", "2s"], &["--gc-interval", "1s"]);
+    c.wait_nodes_up(6);
+    c.ok(&["volume", "create", "disk", "--size", "2GiB"]);
+    let nbd = NbdServer::start(&c, 10809, &[]);
+
+    // A 2 GiB image with 24 MiB of data in three places.
+    let image = c.path("image.raw");
+    let regions = [(0, 8 << 20), (GIB, 8 << 20), (2 * GIB - 8 * MIB, 8 << 20)];
+    sparse_image(&image, 2 * GIB, &regions, 1);
+    run(Command::new("qemu-img")
+        .args(["convert", "-n", "-f", "raw", "-O", "raw"])
+        .arg(&image)
+        .arg(nbd.uri("disk")));
+    let back = c.path("back.raw");
+    qemu_out(&nbd.uri("disk"), &back);
+    assert!(same_file(&image, &back), "the image read back differs");
+
+    // The holes stay holes: the volume maps only what was written.
+    let holes = mapped_holes(&nbd.uri("disk"));
+    assert!(
+        holes >= 2 * GIB - 32 * MIB,
+        "nbdinfo --map shows {holes} bytes of holes"
+    );
+    let map =
+        run(Command::new("qemu-img").args(["map", "--output=json", "-f", "raw", &nbd.uri("disk")]));
+    let map: serde_json::Value = serde_json::from_slice(&map.stdout).unwrap();
+    let data: u64 = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"] == true)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum();
+    assert!(data <= 32 * MIB, "qemu-img map shows {data} bytes of data");
+    let info = volume(&c, "disk");
+    assert_eq!(info["allocated"].as_u64(), Some(24 * MIB), "{info}");
+    let ls = c.json(&["volume", "ls", "--json"]);
+    assert_eq!(ls[0]["name"], "disk");
+    assert_eq!(ls[0]["size"].as_u64(), Some(2 * GIB));
+    assert_eq!(ls[0]["policy"], "ec:4+2");
+
+    // The read-only export of a snapshot, and nbdcopy both ways.
+    c.ok(&["volume", "snapshot", "disk", "s1"]);
+    let info: serde_json::Value = serde_json::from_slice(
+        &run(Command::new("nbdinfo").args(["--json", &nbd.uri("disk@s1")])).stdout,
+    )
+    .unwrap();
+    assert_eq!(info["exports"][0]["is_read_only"], true, "{info}");
+    let patch = c.path("patch.raw");
+    random_file(&patch, 16 << 20, 99);
+    let patch_img = c.path("patched.raw");
+    std::fs::copy(&image, &patch_img).unwrap();
+    run(Command::new("dd")
+        .arg(format!("if={}", patch.display()))
+        .arg(format!("of={}", patch_img.display()))
+        .args(["bs=1M", "conv=notrunc", "status=none"]));
+    run(Command::new("nbdcopy").arg(&patch_img).arg(nbd.uri("disk")));
+    let now = c.path("now.raw");
+    run(Command::new("nbdcopy").arg(nbd.uri("disk")).arg(&now));
+    assert!(same_file(&patch_img, &now), "nbdcopy read back differs");
+    let snap = c.path("snap.raw");
+    qemu_out(&nbd.uri("disk@s1"), &snap);
+    assert!(
+        same_file(&image, &snap),
+        "the snapshot changed after writes"
+    );
+
+    // A clone diverges from its snapshot without changing it.
+    c.ok(&["volume", "clone", "disk@s1", "c1"]);
+    let cloned = c.path("clone.raw");
+    qemu_out(&nbd.uri("c1"), &cloned);
+    assert!(
+        same_file(&image, &cloned),
+        "a fresh clone differs from its snapshot"
+    );
+    run(Command::new("nbdcopy").arg(&patch).arg(nbd.uri("c1")));
+    qemu_out(&nbd.uri("c1"), &cloned);
+    assert!(same_file(&patch_img, &cloned), "the clone after writes");
+    qemu_out(&nbd.uri("disk@s1"), &snap);
+    assert!(
+        same_file(&image, &snap),
+        "writing the clone changed its snapshot"
+    );
+
+    // The snapshot cannot go while the clone needs it; rollback restores.
+    let refused = c.fails(&["volume", "rm", "disk@s1"]);
+    assert!(refused.contains("clone"), "{refused}");
+    c.ok(&["volume", "rollback", "disk@s1"]);
+    qemu_out(&nbd.uri("disk"), &now);
+    assert!(
+        same_file(&image, &now),
+        "rollback did not restore the snapshot"
+    );
+
+    // Everything removed: the nodes' disks empty again once GC has run.
+    c.ok(&["volume", "rm", "c1"]);
+    c.ok(&["volume", "rm", "disk@s1"]);
+    c.ok(&["volume", "rm", "disk"]);
+    let ls = c.json(&["volume", "ls", "--json"]);
+    assert_eq!(ls.as_array().map(|a| a.len()), Some(0), "{ls}");
+    wait_until(
+        "the nodes' disks to empty",
+        Duration::from_secs(120),
+        || (0..6).map(|i| c.fragment_bytes(i)).sum::<u64>() == 0,
+    );
+}
+
+/// Python with libnbd: writes `byte` to block `block`, flushes, prints
+/// `written`, then waits for a line on stdin and does it again to
+/// `block + 1`, printing `second ok` or `second failed: ...`.
+const WRITER: &str = r#"
+import sys, nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+b = int(sys.argv[2]); v = int(sys.argv[3])
+h.pwrite(bytes([v]) * 4096, b * 4096)
+h.flush()
+print("written", flush=True)
+sys.stdin.readline()
+try:
+    h.pwrite(bytes([v]) * 4096, (b + 1) * 4096)
+    h.flush()
+    print("second ok", flush=True)
+except Exception as e:
+    print("second failed:", e, flush=True)
+"#;
+
+fn read_block(uri: &str, block: u64) -> Vec<u8> {
+    let out = run(Command::new("/usr/bin/python3").args([
+        "-c",
+        "import sys, nbd\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\nsys.stdout.buffer.write(h.pread(4096, int(sys.argv[2]) * 4096))",
+        uri,
+        &block.to_string(),
+    ]));
+    out.stdout
+}
+
+#[test]
+fn one_writer_at_a_time_and_a_writer_taken_over_is_fenced() {
+    need(&["nbdinfo"]);
+    let c = Cluster::start(6);
+    c.wait_nodes_up(6);
+    c.ok(&["volume", "create", "v", "--size", "64MiB"]);
+    let a = NbdServer::start(&c, 10809, &[]);
+    let b = NbdServer::start(&c, 10810, &[]);
+
+    // Writer A holds the volume through its open connection.
+    let script = c.path("writer.py");
+    std::fs::write(&script, WRITER).unwrap();
+    let mut writer = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args([&a.uri("v"), "0", "65"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(writer.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "written");
+    let held = volume(&c, "v");
+    assert_eq!(held["attached"], true, "{held}");
+
+    // A second server is refused while A holds it.
+    let refused = Command::new("nbdinfo").arg(b.uri("v")).output().unwrap();
+    assert!(!refused.status.success(), "a second writer attached");
+
+    // A stops (as if hung); B takes over with --force and writes.
+    a.signal("-STOP");
+    let mut forced = NbdServer::start(&c, 10811, &["--force"]);
+    let epoch_a = held["epoch"].as_u64().unwrap();
+    let script_b = c.path("writer_b.py");
+    std::fs::write(&script_b, WRITER).unwrap();
+    let b_writer = Command::new("/usr/bin/python3")
+        .arg(&script_b)
+        .args([&forced.uri("v"), "0", "66"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&b_writer.stdout).contains("written"),
+        "{b_writer:?}"
+    );
+    assert!(volume(&c, "v")["epoch"].as_u64().unwrap() > epoch_a);
+
+    // A comes back: its writes are refused, and nothing of it lands.
+    a.signal("-CONT");
+    use std::io::Write;
+    writeln!(writer.stdin.as_mut().unwrap()).unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(
+        line.starts_with("second failed"),
+        "the fenced writer wrote: {line}"
+    );
+    let _ = writer.wait();
+    forced.kill();
+    let reader = NbdServer::start(&c, 10812, &["--force"]);
+    // B wrote both blocks; A's second write (to block 1) never landed.
+    assert!(
+        read_block(&reader.uri("v"), 0) == vec![66u8; 4096],
+        "block 0"
+    );
+    assert!(
+        read_block(&reader.uri("v"), 1) == vec![66u8; 4096],
+        "block 1"
+    );
+}
