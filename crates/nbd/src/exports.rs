@@ -44,8 +44,28 @@ impl ExportTable {
     }
 
     /// The open device for `name`, opening it if no connection uses it.
-    /// Each success must be paired with one [`ExportTable::release`].
-    pub async fn acquire(&self, name: &str) -> Result<Arc<dyn BlockDevice>, DeviceError> {
+    ///
+    /// Runs in a task of its own, so that a caller dropped mid-way (a
+    /// handshake timeout) cancels neither [`Exports::open`] nor the
+    /// bookkeeping: an export opened for nobody is released by the
+    /// [`OpenExport`]'s drop.
+    pub async fn acquire(self: &Arc<Self>, name: &str) -> Result<OpenExport, DeviceError> {
+        let table = self.clone();
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            let device = table.open_shared(&name).await?;
+            Ok(OpenExport {
+                table,
+                name,
+                device,
+                released: false,
+            })
+        });
+        task.await
+            .unwrap_or_else(|e| Err(DeviceError::Io(format!("opening the export failed: {e}"))))
+    }
+
+    async fn open_shared(&self, name: &str) -> Result<Arc<dyn BlockDevice>, DeviceError> {
         let slot = self.slot(name);
         let result = {
             let mut state = slot.state.lock().await;
@@ -66,7 +86,7 @@ impl ExportTable {
     }
 
     /// One user of `name` is done; the last one closes the device.
-    pub async fn release(&self, name: &str) {
+    async fn release(&self, name: &str) {
         let slot = self.slot(name);
         {
             let mut state = slot.state.lock().await;
@@ -94,6 +114,42 @@ impl ExportTable {
                 .unwrap_or(false);
         if idle {
             slots.remove(name);
+        }
+    }
+}
+
+/// One connection's use of an open export. Give it back with
+/// [`OpenExport::release`]; dropped without that (a cancelled handshake, a
+/// dropped connection future), it is released in a task of its own.
+pub(crate) struct OpenExport {
+    table: Arc<ExportTable>,
+    pub name: String,
+    pub device: Arc<dyn BlockDevice>,
+    released: bool,
+}
+
+impl OpenExport {
+    /// Releases the export, closing the device if this was its last user.
+    pub async fn release(mut self) {
+        self.released = true;
+        self.table.release(&self.name).await;
+    }
+}
+
+impl Drop for OpenExport {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let table = self.table.clone();
+        let name = std::mem::take(&mut self.name);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { table.release(&name).await });
+            }
+            Err(_) => {
+                tracing::error!(export = %name, "export dropped outside a runtime: its device stays open")
+            }
         }
     }
 }
