@@ -153,3 +153,54 @@ impl Drop for OpenExport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::memory::{MemoryDevice, MemoryExports};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_open_device_per_name_closed_by_the_last_user() {
+        let exports = Arc::new(MemoryExports::new());
+        let device = Arc::new(MemoryDevice::new(1 << 20, 4096));
+        exports.insert("a", device.clone());
+        let table = Arc::new(ExportTable::new(exports.clone()));
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let table = table.clone();
+                tokio::spawn(async move { table.acquire("a").await.map_err(|e| e.to_string()) })
+            })
+            .collect();
+        let mut users = Vec::new();
+        for handle in handles {
+            users.push(handle.await.unwrap().unwrap());
+        }
+        assert_eq!(exports.opens("a"), 1);
+        let last = users.pop().unwrap();
+        for user in users {
+            user.release().await;
+        }
+        assert_eq!(device.counters().closes.load(Ordering::Relaxed), 0);
+        last.release().await;
+        assert_eq!(device.counters().closes.load(Ordering::Relaxed), 1);
+        // Opened afresh after the close; a guard dropped without release
+        // still closes.
+        drop(table.acquire("a").await.unwrap());
+        for _ in 0..100 {
+            if device.counters().closes.load(Ordering::Relaxed) == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(exports.opens("a"), 2);
+        assert_eq!(device.counters().closes.load(Ordering::Relaxed), 2);
+        // Unknown names fail and leave nothing behind.
+        assert!(matches!(
+            table.acquire("b").await,
+            Err(DeviceError::NotFound(_))
+        ));
+        assert!(table.slots.lock().unwrap().is_empty());
+    }
+}
