@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use crate::ConnectionError;
 use crate::device::BlockDevice;
-use crate::exports::ExportTable;
+use crate::exports::{ExportTable, OpenExport};
 use crate::transmission::{BASE_ALLOCATION_ID, ExportParams, Session};
 use crate::wire::{self, InfoRequest, MetaContextRequest, OptionHeader};
 
@@ -21,8 +21,11 @@ const MAX_OPTION_LEN: u32 = 64 << 10;
 /// What option haggling ended with.
 pub(crate) enum Outcome {
     /// `NBD_OPT_GO` or `NBD_OPT_EXPORT_NAME` succeeded: transmission on
-    /// export `name`, which the caller must release from the table.
-    Transmission { name: String, session: Session },
+    /// `export`, which the caller releases when transmission ends.
+    Transmission {
+        export: OpenExport,
+        session: Session,
+    },
     /// `NBD_OPT_STARTTLS` was acknowledged: the caller starts TLS and
     /// negotiates again over it.
     StartTls,
@@ -270,7 +273,7 @@ async fn export_name<S: AsyncWrite + Unpin>(
 ) -> Result<Outcome, ConnectionError> {
     let name = wire::parse_string(data, "export name")
         .map_err(|e| ConnectionError::Protocol(format!("NBD_OPT_EXPORT_NAME: invalid {}", e.0)))?;
-    let device = n
+    let export = n
         .table
         .acquire(&name)
         .await
@@ -278,10 +281,10 @@ async fn export_name<S: AsyncWrite + Unpin>(
             name: name.clone(),
             error,
         })?;
-    let params = match ExportParams::new(device.as_ref()) {
+    let params = match ExportParams::new(export.device.as_ref()) {
         Ok(params) => params,
         Err(message) => {
-            n.table.release(&name).await;
+            export.release().await;
             return Err(ConnectionError::Protocol(format!(
                 "export {name:?} is unusable: {message}"
             )));
@@ -293,19 +296,17 @@ async fn export_name<S: AsyncWrite + Unpin>(
     if !n.no_zeroes {
         answer.extend_from_slice(&[0u8; 124]);
     }
-    if let Err(e) = stream.write_all(&answer).await {
-        n.table.release(&name).await;
-        return Err(e.into());
-    }
-    if let Err(e) = stream.flush().await {
-        n.table.release(&name).await;
+    let sent = async {
+        stream.write_all(&answer).await?;
+        stream.flush().await
+    };
+    if let Err(e) = sent.await {
+        export.release().await;
         return Err(e.into());
     }
     info!(export = %name, "transmission (NBD_OPT_EXPORT_NAME)");
-    Ok(Outcome::Transmission {
-        session: session(n, &name, device, params),
-        name,
-    })
+    let session = session(n, &name, export.device.clone(), params);
+    Ok(Outcome::Transmission { export, session })
 }
 
 fn session(
@@ -379,23 +380,24 @@ async fn info_or_go<S: AsyncWrite + Unpin>(
         }
     };
     let name = request.name;
-    let device = match n.table.acquire(&name).await {
-        Ok(device) => device,
+    let export = match n.table.acquire(&name).await {
+        Ok(export) => export,
         Err(e) => {
             info!(export = %name, "open refused: {e}");
             refuse(stream, option, e.option_reply(), &e.to_string()).await?;
             return Ok(None);
         }
     };
+    let device = export.device.clone();
     let result = answer_info(stream, n, option, &name, &request.requests, device.as_ref()).await;
     match result {
         Ok(Some(params)) if option == wire::OPT_GO => {
             info!(export = %name, structured = n.structured, "transmission (NBD_OPT_GO)");
             let session = session(n, &name, device, params);
-            Ok(Some(Outcome::Transmission { name, session }))
+            Ok(Some(Outcome::Transmission { export, session }))
         }
         other => {
-            n.table.release(&name).await;
+            export.release().await;
             other.map(|_| None)
         }
     }

@@ -24,6 +24,7 @@ mod transmission;
 mod wire;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
@@ -60,6 +61,11 @@ pub struct NbdOptions {
     /// wait (the server stops reading). Payload bytes in flight are also
     /// capped, at 128 MiB per connection.
     pub max_in_flight: usize,
+    /// How long a client may take from connecting to entering transmission
+    /// (greeting, options, TLS handshake); past it the connection is
+    /// dropped, so clients that connect and say nothing hold nothing.
+    /// Transmission itself has no idle limit: an idle disk is normal.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for NbdOptions {
@@ -68,6 +74,7 @@ impl Default for NbdOptions {
             tls: None,
             tls_required: false,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            handshake_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -92,6 +99,9 @@ pub enum ConnectionError {
     /// option cannot carry an error, so the connection ends.
     #[error("export {name:?}: {error}")]
     Open { name: String, error: DeviceError },
+    /// The handshake took longer than [`NbdOptions::handshake_timeout`].
+    #[error("handshake not finished within {0:?}")]
+    HandshakeTimeout(Duration),
 }
 
 /// An NBD server over a set of [`Exports`]. Cheap to clone: clones share
@@ -180,29 +190,52 @@ impl NbdServer {
             structured: false,
             meta_export: None,
         };
-        handshake::greet(&mut stream, &mut negotiation).await?;
-        match handshake::negotiate(&mut stream, &mut negotiation).await? {
+        let limit = options.handshake_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        let in_time = |e: tokio::time::error::Elapsed| {
+            let _ = e;
+            ConnectionError::HandshakeTimeout(limit)
+        };
+        tokio::time::timeout_at(deadline, handshake::greet(&mut stream, &mut negotiation))
+            .await
+            .map_err(in_time)??;
+        let outcome = tokio::time::timeout_at(
+            deadline,
+            handshake::negotiate(&mut stream, &mut negotiation),
+        )
+        .await
+        .map_err(in_time)??;
+        match outcome {
             Outcome::Ended => Ok(()),
-            Outcome::Transmission { name, session } => self.transmit(stream, name, session).await,
+            Outcome::Transmission { export, session } => {
+                self.transmit(stream, export, session).await
+            }
             Outcome::StartTls => {
                 let Some(config) = options.tls.clone() else {
                     return Err(ConnectionError::Protocol(
                         "STARTTLS acknowledged without TLS configured".into(),
                     ));
                 };
-                let mut stream = tokio_rustls::TlsAcceptor::from(config)
-                    .accept(stream)
+                let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                let mut stream = tokio::time::timeout_at(deadline, accept)
                     .await
+                    .map_err(in_time)?
                     .map_err(ConnectionError::Tls)?;
                 info!("TLS established");
                 negotiation.start_tls();
-                match handshake::negotiate(&mut stream, &mut negotiation).await? {
+                let outcome = tokio::time::timeout_at(
+                    deadline,
+                    handshake::negotiate(&mut stream, &mut negotiation),
+                )
+                .await
+                .map_err(in_time)??;
+                match outcome {
                     Outcome::Ended => {
                         let _ = stream.shutdown().await;
                         Ok(())
                     }
-                    Outcome::Transmission { name, session } => {
-                        self.transmit(stream, name, session).await
+                    Outcome::Transmission { export, session } => {
+                        self.transmit(stream, export, session).await
                     }
                     Outcome::StartTls => Err(ConnectionError::Protocol("second STARTTLS".into())),
                 }
@@ -213,11 +246,11 @@ impl NbdServer {
     async fn transmit<S: AsyncRead + AsyncWrite + Unpin + Send>(
         &self,
         stream: S,
-        name: String,
+        export: exports::OpenExport,
         session: transmission::Session,
     ) -> Result<(), ConnectionError> {
         let result = transmission::serve(stream, session, self.inner.options.max_in_flight).await;
-        self.inner.table.release(&name).await;
+        export.release().await;
         result
     }
 }

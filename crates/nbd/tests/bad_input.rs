@@ -11,6 +11,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use common::TestServer;
+use tessera_nbd::NbdOptions;
 
 const NBDMAGIC: u64 = 0x4e42444d41474943;
 const IHAVEOPT: u64 = 0x49484156454F5054;
@@ -349,4 +350,22 @@ fn bad_requests_get_errors_and_garbage_drops_only_that_connection() {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("the shared device was not closed after the last connection ended");
+}
+
+#[test]
+fn a_client_that_never_finishes_the_handshake_is_dropped() {
+    let options = NbdOptions {
+        handshake_timeout: Duration::from_millis(300),
+        ..NbdOptions::default()
+    };
+    let server = TestServer::standard_with(options);
+    let mut silent = Raw::connect(&server);
+    let started = std::time::Instant::now();
+    assert!(silent.closed_by_server());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Transmission has no such limit: a connection idle past it still works.
+    let mut idle = Raw::connect(&server);
+    idle.go("disk");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(idle.read_block(1, 0), [0; 4096]);
 }

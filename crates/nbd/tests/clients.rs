@@ -372,3 +372,36 @@ fn nbdsh_writes_to_a_read_only_export_get_eperm() {
         0
     );
 }
+
+#[test]
+fn fio_random_writes_at_queue_depth_32_verify() {
+    if !have_tool("fio") {
+        return;
+    }
+    let server = TestServer::standard();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("fio.json");
+    run(Command::new("fio")
+        .args([
+            "--name=verify",
+            "--ioengine=nbd",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=32",
+            "--size=32M",
+        ])
+        .args([
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+            "--output-format=json",
+        ])
+        .arg(format!("--uri={}", server.uri("disk")))
+        .arg(format!("--output={}", report.display())));
+    let report = json(&std::fs::read_to_string(&report).unwrap());
+    let job = &report["jobs"][0];
+    assert_eq!(job["error"], 0);
+    assert_eq!(job["write"]["io_bytes"], 32 << 20);
+    // Every block written was read back and its checksum verified.
+    assert_eq!(job["read"]["io_bytes"], 32 << 20);
+}

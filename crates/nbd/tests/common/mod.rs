@@ -57,6 +57,11 @@ impl TestServer {
     /// `disk512` (64 MiB, 512-byte blocks), `disk@snap` (a read-only
     /// snapshot of `disk` holding 1 MiB of 0xa5 at 4 MiB).
     pub fn standard() -> Self {
+        Self::standard_with(NbdOptions::default())
+    }
+
+    /// [`TestServer::standard`] with other options.
+    pub fn standard_with(options: NbdOptions) -> Self {
         let exports = Arc::new(MemoryExports::new());
         let disk = MemoryDevice::new(64 << 20, 4096).with_description("a 64 MiB test disk");
         disk.write_now(4 << 20, &vec![0xa5; 1 << 20]);
@@ -67,7 +72,7 @@ impl TestServer {
             Arc::new(MemoryDevice::new(64 << 20, 4096).with_description("a 64 MiB test disk")),
         );
         exports.insert("disk512", Arc::new(MemoryDevice::new(64 << 20, 512)));
-        Self::start(exports, NbdOptions::default())
+        Self::start(exports, options)
     }
 
     /// `nbd://127.0.0.1:PORT/EXPORT`.
