@@ -24,6 +24,7 @@ mod config;
 mod fsview;
 mod multipart;
 mod read;
+mod read_range;
 mod tags;
 mod versions;
 mod volume;

@@ -17,6 +17,7 @@
 //! commits, so it can never change the volume again.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,8 +40,8 @@ pub const VOLUME_CHUNK: usize = 1 << 20;
 /// Buffered bytes past which a write flushes before it returns.
 pub const DIRTY_LIMIT: usize = 8 << 20;
 
-/// Decoded chunks kept for reads.
-const CHUNK_CACHE: usize = 64;
+/// Data fragments kept for reads (up to 256 KiB each for `ec:4+2`).
+const FRAGMENT_CACHE: usize = 256;
 
 /// How often the writer renews its lease (meta drops it after
 /// `VOLUME_LEASE_MS` without renewal).
@@ -277,8 +278,28 @@ struct VolumeInner {
     /// writer is the only one, so what it committed stays true.
     maps: Mutex<HashMap<u64, Option<ExtentRecord>>>,
     records: Mutex<HashMap<ChunkId, ChunkRecord>>,
-    chunks: Mutex<VecDeque<(ChunkId, Arc<Vec<u8>>)>>,
+    fragments: Mutex<FragmentCache>,
     renewer: Mutex<Option<AbortOnDrop<()>>>,
+}
+
+/// Recently read data fragments by (chunk, index), oldest dropped first.
+#[derive(Default)]
+struct FragmentCache {
+    by_key: HashMap<(ChunkId, u64), Arc<Vec<u8>>>,
+    order: VecDeque<(ChunkId, u64)>,
+}
+
+impl FragmentCache {
+    fn insert(&mut self, key: (ChunkId, u64), bytes: Arc<Vec<u8>>) {
+        if self.by_key.insert(key, bytes).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > FRAGMENT_CACHE {
+            if let Some(old) = self.order.pop_front() {
+                self.by_key.remove(&old);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -307,7 +328,7 @@ impl Volume {
                 flush_lock: tokio::sync::Mutex::new(()),
                 maps: Mutex::new(HashMap::new()),
                 records: Mutex::new(HashMap::new()),
-                chunks: Mutex::new(VecDeque::new()),
+                fragments: Mutex::new(FragmentCache::default()),
                 renewer: Mutex::new(None),
             }),
         }
@@ -610,32 +631,69 @@ impl Volume {
             .collect())
     }
 
-    async fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, SdkError> {
-        if let Some((_, c)) = lock(&self.inner.chunks).iter().find(|(c, _)| *c == id) {
-            return Ok(c.clone());
+    async fn record(&self, id: ChunkId) -> Result<ChunkRecord, SdkError> {
+        if let Some(r) = lock(&self.inner.records).get(&id) {
+            return Ok(r.clone());
         }
-        let record = lock(&self.inner.records).get(&id).cloned();
-        let record = match record {
-            Some(r) => r,
-            None => {
-                let resp = self
-                    .inner
-                    .client
-                    .meta(MetaQuery::GetChunks { ids: vec![id] })
-                    .await?;
-                match resp {
-                    MetaResponse::Chunks(mut c) if c.len() == 1 => c.remove(0),
-                    other => return Err(self.inner.client.unexpected(other)),
-                }
-            }
+        let client = &self.inner.client;
+        let record = match client.meta(MetaQuery::GetChunks { ids: vec![id] }).await? {
+            MetaResponse::Chunks(mut c) if c.len() == 1 => c.remove(0),
+            other => return Err(client.unexpected(other)),
         };
-        let data = Arc::new(self.inner.client.read_chunk(&record).await?);
-        let mut cache = lock(&self.inner.chunks);
-        if cache.len() >= CHUNK_CACHE {
-            cache.pop_front();
+        lock(&self.inner.records).insert(id, record.clone());
+        Ok(record)
+    }
+
+    /// Bytes `range` of chunk `id`, from the data fragments that hold them
+    /// (cached, or read from their nodes: a 4 KiB read costs one fragment,
+    /// not the chunk).
+    async fn chunk_bytes(&self, id: ChunkId, range: Range<u64>) -> Result<Vec<u8>, SdkError> {
+        let record = self.record(id).await?;
+        if range.end > record.len || range.is_empty() {
+            return Err(SdkError::Invalid(format!(
+                "bytes {range:?} of chunk {id} of {} bytes",
+                record.len
+            )));
         }
-        cache.push_back((id, data.clone()));
-        Ok(data)
+        let flen = match record.policy {
+            Policy::Erasure { .. } => record.fragment_len.max(1),
+            Policy::Replicated { .. } => record.len.max(1),
+        };
+        let (first, last) = (range.start / flen, (range.end - 1) / flen);
+        let mut frags: Vec<Option<Arc<Vec<u8>>>> = {
+            let cache = lock(&self.inner.fragments);
+            (first..=last)
+                .map(|i| cache.by_key.get(&(id, i)).cloned())
+                .collect()
+        };
+        let lo = frags.iter().position(Option::is_none);
+        let hi = frags.iter().rposition(Option::is_none);
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            let wanted = (first as usize + lo)..=(first as usize + hi);
+            let got = self
+                .inner
+                .client
+                .read_data_fragments(&record, wanted)
+                .await?;
+            let mut cache = lock(&self.inner.fragments);
+            for (k, bytes) in got.into_iter().enumerate() {
+                let bytes = Arc::new(bytes);
+                cache.insert((id, first + (lo + k) as u64), bytes.clone());
+                frags[lo + k] = Some(bytes);
+            }
+        }
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for (k, f) in frags.iter().enumerate() {
+            let base = (first + k as u64) * flen;
+            let s = range.start.max(base) - base;
+            let e = range.end.min(base + flen) - base;
+            let f = f
+                .as_ref()
+                .and_then(|f| f.get(s as usize..e as usize))
+                .ok_or_else(|| SdkError::Invalid(format!("fragment of chunk {id} is short")))?;
+            out.extend_from_slice(f);
+        }
+        Ok(out)
     }
 
     /// Reads `len` bytes at `offset` (whole blocks): what was written last,
@@ -668,17 +726,11 @@ impl Volume {
                 if start >= end {
                     continue;
                 }
-                let data = self.chunk(p.chunk).await?;
                 let from = p.chunk_off as u64 + (start - ext - p.off as u64);
-                let src = data
-                    .get(from as usize..(from + end - start) as usize)
-                    .ok_or_else(|| {
-                        SdkError::Invalid(format!(
-                            "chunk {} is shorter than the extent map says",
-                            p.chunk
-                        ))
-                    })?;
-                out[(start - offset) as usize..(end - offset) as usize].copy_from_slice(src);
+                let src = self
+                    .chunk_bytes(p.chunk, from..from + (end - start))
+                    .await?;
+                out[(start - offset) as usize..(end - offset) as usize].copy_from_slice(&src);
             }
         }
         let mut put = |index: u64, block: &Block| {
