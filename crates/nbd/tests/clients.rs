@@ -397,7 +397,9 @@ fn fio_random_writes_at_queue_depth_32_verify() {
             "--output-format=json",
         ])
         .arg(format!("--uri={}", server.uri("disk")))
-        .arg(format!("--output={}", report.display())));
+        .arg(format!("--output={}", report.display()))
+        // fio saves its verify state in the working directory.
+        .current_dir(dir.path()));
     let report = json(&std::fs::read_to_string(&report).unwrap());
     let job = &report["jobs"][0];
     assert_eq!(job["error"], 0);
