@@ -141,15 +141,27 @@ pub(crate) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
             ));
         };
         if len > MAX_OPTION_LEN {
+            if option == wire::OPT_EXPORT_NAME {
+                // No error reply exists for it, and no name is that long.
+                return Err(ConnectionError::Protocol(format!(
+                    "NBD_OPT_EXPORT_NAME of {len} bytes"
+                )));
+            }
             let skipped =
                 tokio::io::copy(&mut (&mut *stream).take(len as u64), &mut tokio::io::sink())
                     .await?;
             if skipped < len as u64 {
                 return Err(ConnectionError::Protocol("option data truncated".into()));
             }
-            let message =
-                format!("option data of {len} bytes exceeds the limit of {MAX_OPTION_LEN}");
-            refuse(stream, option, wire::REP_ERR_TOO_BIG, &message).await?;
+            if n.tls_required && !n.tls_active {
+                // Whatever it was, nothing but STARTTLS (which has no data)
+                // is answered before TLS.
+                refuse(stream, option, wire::REP_ERR_TLS_REQD, "TLS is required").await?;
+            } else {
+                let message =
+                    format!("option data of {len} bytes exceeds the limit of {MAX_OPTION_LEN}");
+                refuse(stream, option, wire::REP_ERR_TOO_BIG, &message).await?;
+            }
             continue;
         }
         let mut data = vec![0u8; len as usize];

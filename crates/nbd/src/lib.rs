@@ -192,10 +192,7 @@ impl NbdServer {
         };
         let limit = options.handshake_timeout;
         let deadline = tokio::time::Instant::now() + limit;
-        let in_time = |e: tokio::time::error::Elapsed| {
-            let _ = e;
-            ConnectionError::HandshakeTimeout(limit)
-        };
+        let in_time = |_: tokio::time::error::Elapsed| ConnectionError::HandshakeTimeout(limit);
         tokio::time::timeout_at(deadline, handshake::greet(&mut stream, &mut negotiation))
             .await
             .map_err(in_time)??;

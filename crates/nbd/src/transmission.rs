@@ -427,6 +427,32 @@ async fn execute(session: &Session, h: RequestHeader, payload: Vec<u8>) -> Reply
     })
 }
 
+/// Answers `NBD_EIO` for a request whose device call panicked (a device
+/// bug), so the client is not left waiting for that cookie forever. The
+/// reply channel has room for every request in flight, so `try_send`
+/// succeeds unless the writer is gone.
+struct AnswerIfPanicking {
+    replies: Option<mpsc::Sender<Reply>>,
+    cookie: u64,
+    structured: bool,
+}
+
+impl AnswerIfPanicking {
+    fn disarm(mut self) {
+        self.replies = None;
+    }
+}
+
+impl Drop for AnswerIfPanicking {
+    fn drop(&mut self) {
+        if let Some(replies) = self.replies.take() {
+            warn!(cookie = self.cookie, "device call panicked: answering EIO");
+            let reply = error_reply(self.cookie, self.structured, wire::EIO, "the device failed");
+            let _ = replies.try_send(reply);
+        }
+    }
+}
+
 /// Writes replies in the order they finish, flushing the socket when no
 /// other reply is ready, until every sender is gone; then closes the stream
 /// (a TLS close_notify, or a TCP FIN).
@@ -522,7 +548,13 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
             let session = session.clone();
             let replies = replies.clone();
             tokio::spawn(async move {
+                let unanswered = AnswerIfPanicking {
+                    replies: Some(replies.clone()),
+                    cookie: h.cookie,
+                    structured: session.structured,
+                };
                 let reply = execute(&session, h, payload).await;
+                unanswered.disarm();
                 // The writer is gone only if the client is: nothing to tell.
                 let _ = replies.send(reply).await;
                 drop((slot, budget));

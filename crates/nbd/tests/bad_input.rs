@@ -369,3 +369,99 @@ fn a_client_that_never_finishes_the_handshake_is_dropped() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(idle.read_block(1, 0), [0; 4096]);
 }
+
+/// A device with a bug: reads at offset 0 panic.
+struct PanicsOnRead(tessera_nbd::MemoryDevice);
+
+#[async_trait::async_trait]
+impl tessera_nbd::BlockDevice for PanicsOnRead {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn block_size(&self) -> u32 {
+        self.0.block_size()
+    }
+    fn read_only(&self) -> bool {
+        self.0.read_only()
+    }
+    async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, tessera_nbd::DeviceError> {
+        assert!(offset != 0, "a device bug");
+        self.0.read(offset, len).await
+    }
+    async fn write(
+        &self,
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    ) -> Result<(), tessera_nbd::DeviceError> {
+        self.0.write(offset, data, fua).await
+    }
+    async fn flush(&self) -> Result<(), tessera_nbd::DeviceError> {
+        self.0.flush().await
+    }
+    async fn trim(&self, offset: u64, len: u32) -> Result<(), tessera_nbd::DeviceError> {
+        self.0.trim(offset, len).await
+    }
+    async fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u32,
+        no_hole: bool,
+        fua: bool,
+    ) -> Result<(), tessera_nbd::DeviceError> {
+        self.0.write_zeroes(offset, len, no_hole, fua).await
+    }
+    async fn block_status(
+        &self,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<tessera_nbd::Extent>, tessera_nbd::DeviceError> {
+        self.0.block_status(offset, len).await
+    }
+    async fn close(&self) {}
+}
+
+struct OneBuggyExport;
+
+#[async_trait::async_trait]
+impl tessera_nbd::Exports for OneBuggyExport {
+    async fn list(&self) -> Result<Vec<tessera_nbd::ExportSummary>, tessera_nbd::DeviceError> {
+        Ok(Vec::new())
+    }
+    async fn open(
+        &self,
+        _name: &str,
+    ) -> Result<std::sync::Arc<dyn tessera_nbd::BlockDevice>, tessera_nbd::DeviceError> {
+        Ok(std::sync::Arc::new(PanicsOnRead(
+            tessera_nbd::MemoryDevice::new(1 << 20, 4096),
+        )))
+    }
+}
+
+#[test]
+fn a_panicking_device_call_is_answered_eio() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server =
+        tessera_nbd::NbdServer::new(std::sync::Arc::new(OneBuggyExport), NbdOptions::default());
+    runtime.spawn(async move { server.serve_tcp(listener).await });
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut raw = Raw { s };
+    let mut greeting = [0u8; 18];
+    raw.s.read_exact(&mut greeting).unwrap();
+    raw.s.write_all(&3u32.to_be_bytes()).unwrap();
+    raw.go("any");
+    raw.request(0, CMD_READ, 1, 0, 4096);
+    assert_eq!(raw.simple_reply(), (5, 1)); // NBD_EIO
+    // The connection goes on.
+    assert_eq!(raw.read_block(2, 4096), [0; 4096]);
+    runtime.shutdown_background();
+}

@@ -31,7 +31,21 @@ impl Drop for Cleanup {
             let _ = Command::new("losetup").arg("-d").arg(dev).status();
         }
         if let Some(dir) = self.fuse_mount.take() {
-            let _ = Command::new("fusermount3").arg("-u").arg(dir).status();
+            // The loop device lets go of the file asynchronously after
+            // `losetup -d`: until then the unmount is refused as busy.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !Command::new("fusermount3")
+                .arg("-u")
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                if Instant::now() > deadline {
+                    let _ = Command::new("umount").arg("-l").arg(&dir).status();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         if let Some(mut child) = self.nbdfuse.take() {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -95,8 +109,8 @@ fn ext4_on_nbdfuse_512_byte_blocks() {
 /// and attaches a loop device to it, with the export's block size as its
 /// sector size, so the kernel never sends the export I/O smaller than the
 /// minimum block size it advertises (libnbd refuses such requests itself).
-fn attach(server: &TestServer, work: &Path, block_size: u32) -> (Cleanup, String) {
-    let fuse_dir = work.join("fuse");
+fn attach(server: &TestServer, work: &Path, block_size: u32, round: u32) -> (Cleanup, String) {
+    let fuse_dir = work.join(format!("fuse{round}"));
     std::fs::create_dir_all(&fuse_dir).unwrap();
     let pidfile = work.join("nbdfuse.pid");
     let _ = std::fs::remove_file(&pidfile);
@@ -152,7 +166,7 @@ fn ext4_on_nbdfuse(block_size: u32) {
     let fs_dir = work.path().join("fs");
     std::fs::create_dir_all(&fs_dir).unwrap();
 
-    let (mut cleanup, loop_device) = attach(&server, work.path(), block_size);
+    let (mut cleanup, loop_device) = attach(&server, work.path(), block_size, 1);
     run(Command::new("mkfs.ext4").args(["-q", "-F", &loop_device]));
     run(Command::new("mount").arg(&loop_device).arg(&fs_dir));
     cleanup.mounted = Some(fs_dir.clone());
@@ -169,7 +183,7 @@ fn ext4_on_nbdfuse(block_size: u32) {
             > 0
     );
 
-    let (mut cleanup, loop_device) = attach(&server, work.path(), block_size);
+    let (mut cleanup, loop_device) = attach(&server, work.path(), block_size, 2);
     run(Command::new("fsck.ext4").args(["-n", "-f", &loop_device]));
     run(Command::new("mount")
         .args(["-o", "ro"])
