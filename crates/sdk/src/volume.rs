@@ -47,6 +47,9 @@ const FRAGMENT_CACHE: usize = 256;
 /// `VOLUME_LEASE_MS` without renewal).
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 
+/// Chunks one read fetches from at once.
+const PARALLEL_READS: usize = 16;
+
 /// Extent maps asked of meta at once.
 const EXTENT_BATCH: u32 = 256;
 
@@ -717,6 +720,8 @@ impl Volume {
         let first = offset / VOLUME_EXTENT;
         let last = (offset + len - 1) / VOLUME_EXTENT;
         let maps = self.maps(first, last).await?;
+        // What each chunk must supply: (bytes of `out`, bytes of the chunk).
+        let mut wanted: HashMap<ChunkId, Vec<(Range<usize>, u64)>> = HashMap::new();
         for (i, rec) in maps.iter().enumerate() {
             let Some(rec) = rec else { continue };
             let ext = (first + i as u64) * VOLUME_EXTENT;
@@ -727,10 +732,28 @@ impl Volume {
                     continue;
                 }
                 let from = p.chunk_off as u64 + (start - ext - p.off as u64);
-                let src = self
-                    .chunk_bytes(p.chunk, from..from + (end - start))
-                    .await?;
-                out[(start - offset) as usize..(end - offset) as usize].copy_from_slice(&src);
+                let dst = (start - offset) as usize..(end - offset) as usize;
+                wanted.entry(p.chunk).or_default().push((dst, from));
+            }
+        }
+        // One read per chunk, covering all its pieces; chunks concurrently
+        // (a map written by small random writes points into many).
+        let reads = wanted.into_iter().map(|(chunk, parts)| async move {
+            let lo = parts.iter().map(|(_, from)| *from).min().unwrap_or(0);
+            let hi = parts
+                .iter()
+                .map(|(dst, from)| from + dst.len() as u64)
+                .max()
+                .unwrap_or(0);
+            let bytes = self.chunk_bytes(chunk, lo..hi).await?;
+            Ok::<_, SdkError>((bytes, lo, parts))
+        });
+        let mut reads = futures::stream::iter(reads).buffer_unordered(PARALLEL_READS);
+        while let Some(r) = reads.next().await {
+            let (bytes, lo, parts) = r?;
+            for (dst, from) in parts {
+                let at = (from - lo) as usize;
+                out[dst.clone()].copy_from_slice(&bytes[at..at + dst.len()]);
             }
         }
         let mut put = |index: u64, block: &Block| {
