@@ -311,27 +311,29 @@ fn one_writer_at_a_time_and_a_writer_taken_over_is_fenced() {
     let refused = Command::new("nbdinfo").arg(b.uri("v")).output().unwrap();
     assert!(!refused.status.success(), "a second writer attached");
 
+    use std::io::Write;
     // A stops (as if hung); B takes over with --force and writes.
     a.signal("-STOP");
     let mut forced = NbdServer::start(&c, 10811, &["--force"]);
     let epoch_a = held["epoch"].as_u64().unwrap();
     let script_b = c.path("writer_b.py");
     std::fs::write(&script_b, WRITER).unwrap();
-    let b_writer = Command::new("/usr/bin/python3")
+    // B's writer keeps its connection (and so the lease) until told.
+    let mut b_writer = Command::new("/usr/bin/python3")
         .arg(&script_b)
         .args([&forced.uri("v"), "0", "66"])
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&b_writer.stdout).contains("written"),
-        "{b_writer:?}"
-    );
+    let mut b_out = std::io::BufReader::new(b_writer.stdout.take().unwrap());
+    let mut b_line = String::new();
+    std::io::BufRead::read_line(&mut b_out, &mut b_line).unwrap();
+    assert_eq!(b_line.trim(), "written");
     assert!(volume(&c, "v")["epoch"].as_u64().unwrap() > epoch_a);
 
     // A comes back: its writes are refused, and nothing of it lands.
     a.signal("-CONT");
-    use std::io::Write;
     writeln!(writer.stdin.as_mut().unwrap()).unwrap();
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
@@ -340,17 +342,21 @@ fn one_writer_at_a_time_and_a_writer_taken_over_is_fenced() {
         "the fenced writer wrote: {line}"
     );
     let _ = writer.wait();
+    // The second writer is SIGKILLed: its lease is still fresh, so a plain
+    // attach is refused and --force takes over.
     forced.kill();
+    let refused = Command::new("nbdinfo").arg(b.uri("v")).output().unwrap();
+    assert!(!refused.status.success(), "attached over a fresh lease");
+    let _ = b_writer.kill();
+    let _ = b_writer.wait();
     let reader = NbdServer::start(&c, 10812, &["--force"]);
-    // B wrote both blocks; A's second write (to block 1) never landed.
+    // B's write is there; A's second write (to block 1) never landed.
     assert!(
         read_block(&reader.uri("v"), 0) == vec![66u8; 4096],
         "block 0"
     );
-    assert!(
-        read_block(&reader.uri("v"), 1) == vec![66u8; 4096],
-        "block 1"
-    );
+    let b1 = read_block(&reader.uri("v"), 1);
+    assert!(b1 == vec![0u8; 4096], "block 1 begins {:?}", &b1[..8]);
 }
 
 /// Random 4 KiB writes at queue depth 32 by fio's nbd engine, with a flush
@@ -549,4 +555,75 @@ fn ext4_on_a_volume_through_nbdfuse_and_a_loop_device() {
     drop(m);
     let info = volume(&c, "fs");
     assert!(info["allocated"].as_u64().unwrap() > 8 << 20, "{info}");
+}
+
+/// Python with libnbd: rounds 1..=N, each writes its number into every
+/// 4 KiB block of the first `blocks` and flushes, then prints the round.
+const ROUNDS: &str = r#"
+import sys, nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+blocks, rounds = int(sys.argv[2]), int(sys.argv[3])
+for r in range(1, rounds + 1):
+    data = r.to_bytes(4, "little") * 1024
+    for b in range(blocks):
+        h.pwrite(data, b * 4096)
+    h.flush()
+    print(r, flush=True)
+"#;
+
+/// A snapshot taken while a writer rewrites a region and flushes round
+/// after round reads back exactly one whole round: one it could have seen
+/// (not older than the last round flushed before the snapshot was asked
+/// for, not newer than the one in flight when it returned), never a mix.
+#[test]
+fn a_snapshot_under_write_load_is_one_flushed_state() {
+    let c = Cluster::start(6);
+    c.wait_nodes_up(6);
+    c.ok(&["volume", "create", "v", "--size", "64MiB"]);
+    let nbd = NbdServer::start(&c, 10809, &[]);
+    let script = c.path("rounds.py");
+    std::fs::write(&script, ROUNDS).unwrap();
+    let blocks = 64;
+    let mut writer = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args([&nbd.uri("v"), &blocks.to_string(), "100000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let latest = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let out = writer.stdout.take().unwrap();
+    let seen = latest.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { break };
+            if let Ok(r) = line.trim().parse() {
+                seen.store(r, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let round = || latest.load(std::sync::atomic::Ordering::SeqCst);
+    wait_until("the writer's 20th round", Duration::from_secs(60), || {
+        round() >= 20
+    });
+    let before = round();
+    c.ok(&["volume", "snapshot", "v", "s1"]);
+    let after = round();
+    wait_until("rounds after the snapshot", Duration::from_secs(60), || {
+        round() >= after + 5
+    });
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let snap = (0..blocks)
+        .map(|b| read_block(&nbd.uri("v@s1"), b))
+        .collect::<Vec<_>>();
+    let r = u32::from_le_bytes(snap[0][..4].try_into().unwrap()) as u64;
+    for (b, block) in snap.iter().enumerate() {
+        let want = (r as u32).to_le_bytes().repeat(1024);
+        assert!(*block == want, "block {b} of the snapshot is not round {r}");
+    }
+    assert!(
+        before <= r && r <= after + 1,
+        "the snapshot holds round {r}; flushed before it was asked for: {before}, when it returned: {after}"
+    );
 }
