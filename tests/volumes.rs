@@ -627,3 +627,64 @@ fn a_snapshot_under_write_load_is_one_flushed_state() {
         "the snapshot holds round {r}; flushed before it was asked for: {before}, when it returned: {after}"
     );
 }
+
+/// `tessera nbd --tls`: clients with a certificate from the cluster CA are
+/// served over STARTTLS (libnbd checks the server's certificate, issued at
+/// start for the listening address, against the cluster CA); a plain
+/// client, or one without a client certificate, gets nothing.
+#[test]
+fn nbd_over_tls_with_the_cluster_certificates() {
+    need(&["nbdinfo", "nbdcopy"]);
+    let c = Cluster::start(6);
+    c.wait_nodes_up(6);
+    c.ok(&["volume", "create", "v", "--size", "64MiB"]);
+    let nbd = NbdServer::start(&c, 10809, &["--tls"]);
+    // libnbd's layout: ca-cert.pem, client-cert.pem, client-key.pem.
+    let cluster = tessera_sdk::ClusterConfig::load(&c.cluster_file).unwrap();
+    let dir = c.cluster_file.parent().unwrap();
+    let file = |k: &str| {
+        dir.join(match k {
+            "ca_cert" => &cluster.ca_cert,
+            "cert" => &cluster.cert,
+            _ => &cluster.key,
+        })
+    };
+    let certs = c.path("nbd-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(file("ca_cert"), certs.join("ca-cert.pem")).unwrap();
+    std::fs::copy(file("cert"), certs.join("client-cert.pem")).unwrap();
+    std::fs::copy(file("key"), certs.join("client-key.pem")).unwrap();
+    let tls_uri = format!("nbds://{}/v?tls-certificates={}", nbd.addr, certs.display());
+    let data = c.path("data.raw");
+    random_file(&data, 8 << 20, 5);
+    let padded = c.path("padded.raw");
+    std::fs::copy(&data, &padded).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&padded)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    run(Command::new("nbdcopy").arg(&padded).arg(&tls_uri));
+    let back = c.path("back.raw");
+    run(Command::new("nbdcopy").arg(&tls_uri).arg(&back));
+    assert!(same_file(&padded, &back), "read back over TLS differs");
+
+    let plain = Command::new("nbdinfo").arg(nbd.uri("v")).output().unwrap();
+    assert!(!plain.status.success(), "served without TLS");
+    let no_client_cert = c.path("ca-only");
+    std::fs::create_dir_all(&no_client_cert).unwrap();
+    std::fs::copy(file("ca_cert"), no_client_cert.join("ca-cert.pem")).unwrap();
+    let anon = Command::new("nbdinfo")
+        .arg(format!(
+            "nbds://{}/v?tls-certificates={}",
+            nbd.addr,
+            no_client_cert.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        !anon.status.success(),
+        "served without a client certificate"
+    );
+}

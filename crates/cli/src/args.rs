@@ -162,6 +162,15 @@ pub enum Command {
         /// Take volumes over from a writer that is presumed dead (it is fenced: it can never write again).
         #[arg(long)]
         force: bool,
+        /// Require TLS (NBD STARTTLS) and client certificates from the cluster CA.
+        #[arg(long)]
+        tls: bool,
+        /// The server's certificate (PEM, from the cluster CA, naming the host clients dial); default: issued at start from the cluster CA's key.
+        #[arg(long, requires = "tls")]
+        tls_cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// S3 access keys: create, list, remove.
     Key {
@@ -644,10 +653,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             cluster,
             listen,
             force,
+            tls,
+            tls_cert,
+            tls_key,
         } => {
             init_logging("info", cli.log_format);
             let cfg = servers::load_cluster(&cluster.cluster)?;
-            let task = crate::volume_cmds::serve_nbd(&cfg, &listen, force).await?;
+            let tls = tls.then_some(crate::volume_cmds::NbdTls {
+                cert: tls_cert,
+                key: tls_key,
+            });
+            let task = crate::volume_cmds::serve_nbd(&cfg, &listen, force, tls.as_ref()).await?;
             servers::wait_for_signal().await?;
             task.abort();
             Ok(())

@@ -219,7 +219,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let nbd_listen = args.nbd_listen.clone().unwrap_or_else(|| {
         crate::volume_cmds::NbdListen::Tcp(SocketAddr::new(args.meta_listen.ip(), 10809))
     });
-    let nbd = crate::volume_cmds::serve_nbd(&cfg, &nbd_listen, false).await?;
+    let nbd = crate::volume_cmds::serve_nbd(&cfg, &nbd_listen, false, None).await?;
     // A token for this run (meta keeps only its hash).
     let admin_token = tessera_admin::token::create_token(&admin, "dev").await?;
 

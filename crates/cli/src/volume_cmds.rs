@@ -395,19 +395,76 @@ pub fn parse_nbd_listen(s: &str) -> Result<NbdListen, String> {
         .map_err(|e| format!("{s:?}: expected HOST:PORT or unix:PATH ({e})"))
 }
 
-/// Starts serving volumes over NBD on `listen`.
+/// TLS for `tessera nbd`: required of every client (NBD's FORCEDTLS,
+/// through `NBD_OPT_STARTTLS`), with client certificates from the cluster
+/// CA.
+#[derive(Debug, Clone, Default)]
+pub struct NbdTls {
+    /// The server's certificate and key (PEM files), signed by the cluster
+    /// CA and naming the host clients dial; when absent, one is issued at
+    /// start from the cluster CA (the cluster file must hold its key).
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// The rustls configuration for NBD's TLS: the server's certificate (given,
+/// or issued now for `listen`'s address and this host's name), client
+/// certificates checked against the cluster CA.
+fn nbd_tls_config(
+    cfg: &ClusterConfig,
+    listen: &NbdListen,
+    tls: &NbdTls,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let ca_pem = cfg.ca_cert_pem()?;
+    let identity = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => tessera_net::Identity::from_pem(
+            &ca_pem,
+            &std::fs::read_to_string(cert)
+                .with_context(|| format!("reading {}", cert.display()))?,
+            &std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?,
+        )?,
+        (None, None) => {
+            let Some(ca) = cfg.ca()? else {
+                bail!(
+                    "--tls needs --tls-cert and --tls-key (a certificate from the cluster CA naming this host), or a cluster file that holds the CA's key"
+                );
+            };
+            let mut names = Vec::new();
+            if let NbdListen::Tcp(addr) = listen {
+                names.push(addr.ip().to_string());
+            }
+            if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+                names.push(host.trim().to_string());
+            }
+            names.push("localhost".into());
+            let (cert, key) = ca.issue_for("tessera nbd", &names)?;
+            tessera_net::Identity::from_pem(&ca_pem, &cert, &key)?
+        }
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
+    Ok(identity.tls_server_config()?)
+}
+
+/// Starts serving volumes over NBD on `listen`, with TLS required when
+/// `tls` is given.
 pub async fn serve_nbd(
     cfg: &ClusterConfig,
     listen: &NbdListen,
     force: bool,
+    tls: Option<&NbdTls>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let client = Client::connect(cfg)
         .await
         .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))?;
-    let server = NbdServer::new(
-        Arc::new(VolumeExports::new(client, force)),
-        NbdOptions::default(),
-    );
+    let options = match tls {
+        Some(t) => NbdOptions {
+            tls: Some(nbd_tls_config(cfg, listen, t)?),
+            tls_required: true,
+            ..NbdOptions::default()
+        },
+        None => NbdOptions::default(),
+    };
+    let server = NbdServer::new(Arc::new(VolumeExports::new(client, force)), options);
     Ok(match listen {
         NbdListen::Tcp(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
