@@ -167,6 +167,7 @@ fn systemd_units_verify_and_are_hardened() {
         names,
         [
             "tessera-meta.service",
+            "tessera-nbd.service",
             "tessera-node@disk1.service",
             "tessera-repairer.service",
             "tessera-s3.service"
