@@ -58,6 +58,7 @@ fn admin_api_serves_every_endpoint_and_refuses_without_a_known_token() {
             ("GET", "/v1/nodes".to_string()),
             ("GET", "/v1/buckets".to_string()),
             ("GET", "/v1/keys".to_string()),
+            ("GET", "/v1/volumes".to_string()),
             ("GET", "/v1/repair".to_string()),
             ("POST", "/v1/scrub".to_string()),
             ("POST", format!("/v1/nodes/{victim}/drain")),
@@ -145,6 +146,16 @@ fn admin_api_serves_every_endpoint_and_refuses_without_a_known_token() {
     assert_eq!(keys.status, 200);
     assert_eq!(keys.json(), c.json(&["key", "ls", "--json"]));
     assert!(!keys.body.contains(key["secret_key"].as_str().unwrap()));
+
+    // Volumes: the document `tessera volume ls --json` prints.
+    c.ok(&["volume", "create", "disk", "--size", "1GiB"]);
+    c.ok(&["volume", "snapshot", "disk", "s1"]);
+    let volumes = curl("GET", &url("/v1/volumes"), t, &[]);
+    assert_eq!(volumes.status, 200, "{}", volumes.body);
+    assert_eq!(volumes.json(), c.json(&["volume", "ls", "--json"]));
+    assert_eq!(volumes.json()[0]["size"], 1u64 << 30);
+    assert_eq!(volumes.json()[0]["snapshots"][0]["name"], "s1");
+    assert!(doc["paths"]["/v1/volumes"]["get"].is_object());
 
     // Repair and scrub progress; a scrub started over the API.
     let repair = curl("GET", &url("/v1/repair"), t, &[]).json();

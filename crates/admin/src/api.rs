@@ -20,7 +20,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::error::{ApiError, ErrorBody};
 use crate::history::{History, SAMPLE_EVERY_S, Sample};
 use crate::status::{
-    BucketDocument, KeyDocument, NodeDocument, RepairStatusDocument, StatusDocument,
+    BucketDocument, KeyDocument, NodeDocument, RepairStatusDocument, StatusDocument, VolumeDocument,
 };
 use crate::token::token_hash;
 
@@ -76,6 +76,15 @@ impl AppState {
         let buckets = self.client.list_buckets().await?;
         let grants = self.client.grants(None, None).await?;
         Ok(BucketDocument::list(&buckets, &grants))
+    }
+
+    pub async fn volumes(&self) -> Result<Vec<VolumeDocument>, ApiError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let vols = self.client.list_volumes().await?;
+        Ok(vols.iter().map(|v| VolumeDocument::new(v, now)).collect())
     }
 
     pub async fn keys(&self) -> Result<Vec<KeyDocument>, ApiError> {
@@ -162,6 +171,7 @@ pub struct ScrubStartedDocument {
         drain_node,
         remove_node,
         list_buckets,
+        list_volumes,
         list_keys,
         get_repair,
         start_scrub
@@ -266,6 +276,14 @@ async fn list_buckets(State(s): State<AppState>) -> Result<Json<Vec<BucketDocume
     Ok(Json(s.buckets().await?))
 }
 
+/// Block volumes with size, policy, allocation, snapshots and lease: the
+/// document `tessera volume ls --json` prints.
+#[utoipa::path(get, path = "/v1/volumes", tag = "volumes",
+    responses((status = 200, body = Vec<VolumeDocument>), (status = 401, body = ErrorBody)))]
+async fn list_volumes(State(s): State<AppState>) -> Result<Json<Vec<VolumeDocument>>, ApiError> {
+    Ok(Json(s.volumes().await?))
+}
+
 /// S3 access keys (without secrets) and their grants: the document
 /// `tessera key ls --json` prints.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
@@ -309,6 +327,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/nodes/{id}/remove", post(remove_node))
         .route("/v1/buckets", get(list_buckets))
         .route("/v1/keys", get(list_keys))
+        .route("/v1/volumes", get(list_volumes))
         .route("/v1/repair", get(get_repair))
         .route("/v1/scrub", post(start_scrub))
         .route("/v1/{*rest}", axum::routing::any(no_such_route))

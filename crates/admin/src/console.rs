@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::AppState;
 use crate::error::ApiError;
 use crate::history::{Charts, History};
-use crate::status::{BucketDocument, KeyDocument, StatusDocument, human_bytes};
+use crate::status::{BucketDocument, KeyDocument, StatusDocument, VolumeDocument, human_bytes};
 
 /// htmx 2 (npm package `htmx.org`, BSD-0 licence), as published.
 const HTMX_JS: &str = include_str!("../assets/htmx.min.js");
@@ -67,6 +67,7 @@ fn render(name: &str, ctx: impl Serialize) -> Response {
 struct Overview {
     status: StatusDocument,
     buckets: Vec<BucketDocument>,
+    volumes: Vec<VolumeDocument>,
     keys: Vec<KeyDocument>,
     summary: Summary,
     charts: Charts,
@@ -139,6 +140,7 @@ async fn overview(state: &AppState, message: Option<Message>) -> Result<Overview
         charts,
         summary: Summary::new(&status, now_ms()),
         buckets: state.buckets().await?,
+        volumes: state.volumes().await?,
         keys: state.keys().await?,
         status,
         message,
@@ -439,6 +441,7 @@ mod tests {
             summary: Summary::new(&s, 31_000),
             status: s,
             buckets: vec![],
+            volumes: vec![],
             keys: vec![],
             message: Some(Message {
                 ok: false,

@@ -256,6 +256,75 @@ pub struct BucketGrantDocument {
     pub permission: String,
 }
 
+/// A block volume: `GET /v1/volumes`, and `tessera volume ls --json` /
+/// `volume info --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VolumeDocument {
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// `ec:K+M` or `rep:N`.
+    pub policy: String,
+    /// Bytes: 512 or 4096.
+    pub block_size: u32,
+    /// Bytes the volume maps to data (holes and trimmed ranges excluded).
+    pub allocated: u64,
+    /// Oldest first.
+    pub snapshots: Vec<SnapshotDocument>,
+    /// `NAME@SNAP` this volume was cloned from.
+    pub origin: Option<String>,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+    /// Whether a writer holds the volume's lease now.
+    pub attached: bool,
+    /// Who holds (or last held) the lease.
+    pub holder: Option<String>,
+    /// The last lease epoch granted.
+    pub epoch: u64,
+}
+
+/// A volume's snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotDocument {
+    pub name: String,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+    /// Bytes mapped to data when taken.
+    pub allocated: u64,
+    /// Clones made from it (it cannot be removed while any exists).
+    pub clones: u32,
+}
+
+impl VolumeDocument {
+    /// The document of `v` as of `now_ms` (for whether its lease is fresh).
+    pub fn new(v: &tessera_proto::VolumeInfo, now_ms: u64) -> Self {
+        VolumeDocument {
+            name: v.name.clone(),
+            size: v.size,
+            policy: v.policy.to_string(),
+            block_size: v.block_size,
+            allocated: v.allocated,
+            snapshots: v
+                .snapshots
+                .iter()
+                .map(|s| SnapshotDocument {
+                    name: s.name.clone(),
+                    created_ms: s.created_ms,
+                    allocated: s.allocated,
+                    clones: s.clones,
+                })
+                .collect(),
+            origin: v.origin.clone(),
+            created_ms: v.created_ms,
+            attached: v.attachment.as_ref().is_some_and(|a| {
+                now_ms < a.renewed_ms.saturating_add(tessera_proto::VOLUME_LEASE_MS)
+            }),
+            holder: v.attachment.as_ref().map(|a| a.holder.clone()),
+            epoch: v.epoch,
+        }
+    }
+}
+
 /// A bucket: `GET /v1/buckets`. Meta keeps no per-bucket usage or object
 /// count yet, so there is none here (the cluster totals are in the status).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tessera_nbd::{
     BlockDevice, DeviceError, ExportSummary, Exports, Extent, NbdOptions, NbdServer,
 };
@@ -32,26 +32,11 @@ fn split_snapshot(s: &str) -> Result<(&str, &str)> {
     }
 }
 
-/// The JSON document of a volume (`volume ls --json`, `volume info --json`).
+/// The JSON document of a volume (`volume ls --json`, `volume info --json`):
+/// the admin API's `GET /v1/volumes` document.
 pub fn volume_document(v: &VolumeInfo, now_ms: u64) -> Value {
-    json!({
-        "name": v.name,
-        "size": v.size,
-        "policy": v.policy.to_string(),
-        "block_size": v.block_size,
-        "allocated": v.allocated,
-        "snapshots": v.snapshots.iter().map(|s| json!({
-            "name": s.name,
-            "created_ms": s.created_ms,
-            "allocated": s.allocated,
-            "clones": s.clones,
-        })).collect::<Vec<_>>(),
-        "origin": v.origin,
-        "created_ms": v.created_ms,
-        "attached": tessera_meta::state::volumes::attached_at(v, now_ms),
-        "holder": v.attachment.as_ref().map(|a| a.holder.clone()),
-        "epoch": v.epoch,
-    })
+    serde_json::to_value(tessera_admin::status::VolumeDocument::new(v, now_ms))
+        .unwrap_or(Value::Null)
 }
 
 fn now_ms() -> u64 {
@@ -128,7 +113,7 @@ pub async fn volume(command: VolumeCommand) -> Result<()> {
                     println!("cloned from {o}");
                 }
                 match &v.attachment {
-                    Some(a) if doc["attached"] == json!(true) => {
+                    Some(a) if doc["attached"] == Value::Bool(true) => {
                         println!("attached:   by {} (epoch {})", a.holder, a.epoch)
                     }
                     _ => println!("attached:   no"),
