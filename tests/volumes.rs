@@ -688,3 +688,138 @@ fn nbd_over_tls_with_the_cluster_certificates() {
         "served without a client certificate"
     );
 }
+
+/// The SDK's `Volume` without NBD: writes read back before and after a
+/// flush, trims read as zeros and free the space, a second open is
+/// refused, a snapshot opens read-only, a grow is seen by a new open, a
+/// shrink needs `allow_shrink`, removal is refused while attached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_volume_reads_writes_flushes_and_trims() {
+    use tessera_sdk::{Client, ClusterConfig, ErrorCode};
+    let c = Cluster::start(6);
+    c.wait_nodes_up(6);
+    let client = Client::connect(&ClusterConfig::load(&c.cluster_file).unwrap())
+        .await
+        .unwrap();
+    client
+        .create_volume("v", 16 << 20, None, 4096)
+        .await
+        .unwrap();
+    let vol = client.open_volume("v", "test", false).await.unwrap();
+    let a: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
+    vol.write_at(4096, &a, false).await.unwrap();
+    assert_eq!(vol.read_at(4096, a.len() as u64).await.unwrap(), a);
+    assert_eq!(vol.read_at(0, 4096).await.unwrap(), vec![0u8; 4096]);
+    vol.flush().await.unwrap();
+    assert_eq!(vol.read_at(4096, a.len() as u64).await.unwrap(), a);
+    assert_eq!(
+        client.volume_info("v").await.unwrap().allocated,
+        a.len() as u64
+    );
+    // Misaligned and out-of-range requests are refused.
+    assert!(vol.write_at(1, &a, false).await.is_err());
+    assert!(vol.read_at(16 << 20, 4096).await.is_err());
+    // Trim: zeros, space freed once flushed.
+    vol.trim(8192, 4096, true).await.unwrap();
+    let mut want = a.clone();
+    want[4096..8192].fill(0);
+    assert_eq!(vol.read_at(4096, a.len() as u64).await.unwrap(), want);
+    assert_eq!(client.volume_info("v").await.unwrap().allocated, 8192);
+    let holes = vol.allocation(0, 16 << 20).await.unwrap();
+    assert_eq!(
+        holes[0],
+        tessera_sdk::Allocation {
+            len: 4096,
+            hole: true
+        }
+    );
+    // One writer at a time; removal refused while attached.
+    let second = client.open_volume("v", "other", false).await;
+    assert_eq!(
+        second.err().and_then(|e| e.code()),
+        Some(ErrorCode::VolumeBusy)
+    );
+    let rm = client.delete_volume("v").await;
+    assert_eq!(rm.err().and_then(|e| e.code()), Some(ErrorCode::VolumeBusy));
+    // A snapshot opens read-only and keeps its state.
+    client.snapshot_volume("v", "s").await.unwrap();
+    vol.write_at(4096, &vec![9u8; 4096], true).await.unwrap();
+    let snap = client.open_snapshot("v", "s").await.unwrap();
+    assert!(snap.read_only());
+    assert_eq!(snap.read_at(4096, a.len() as u64).await.unwrap(), want);
+    assert!(snap.write_at(0, &[0u8; 4096], false).await.is_err());
+    vol.close().await.unwrap();
+    // Resize: grow; a shrink needs allow_shrink and drops what lies beyond.
+    let grown = client.resize_volume("v", 32 << 20, false).await.unwrap();
+    assert_eq!(grown.size, 32 << 20);
+    let refused = client.resize_volume("v", 4096, false).await;
+    assert_eq!(
+        refused.err().and_then(|e| e.code()),
+        Some(ErrorCode::BadRequest)
+    );
+    client.resize_volume("v", 8192, true).await.unwrap();
+    client.resize_volume("v", 1 << 20, false).await.unwrap();
+    let vol = client.open_volume("v", "test", false).await.unwrap();
+    assert_eq!(vol.size(), 1 << 20);
+    let mut after = vec![0u8; 3 * 4096];
+    after[..4096].copy_from_slice(&vec![9u8; 4096]);
+    assert_eq!(vol.read_at(4096, 3 * 4096).await.unwrap(), after);
+    vol.close().await.unwrap();
+    // The CLI shows the same: snapshots, and the sizes.
+    let snaps = c.json(&["volume", "snapshots", "v", "--json"]);
+    assert_eq!(snaps[0]["name"], "s");
+    let refused = c.fails(&["volume", "resize", "v", "--size", "4KiB"]);
+    assert!(refused.contains("allow"), "{refused}");
+    client.delete_snapshot("v", "s").await.unwrap();
+    client.delete_volume("v").await.unwrap();
+    assert!(client.list_volumes().await.unwrap().is_empty());
+}
+
+/// Python with libnbd: writes `byte` to block `block` without a flush,
+/// prints `buffered`, then holds the connection until killed.
+const UNFLUSHED: &str = r#"
+import sys, time, nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.pwrite(bytes([int(sys.argv[3])]) * 4096, int(sys.argv[2]) * 4096)
+print("buffered", flush=True)
+time.sleep(600)
+"#;
+
+/// `tessera nbd` stopped by SIGTERM flushes what its volumes buffer and
+/// gives their leases up: another server attaches at once without
+/// `--force` and reads the write a client never flushed.
+#[test]
+fn a_stopped_nbd_server_flushes_and_detaches() {
+    let c = Cluster::start(6);
+    c.wait_nodes_up(6);
+    c.ok(&["volume", "create", "v", "--size", "64MiB"]);
+    let mut a = NbdServer::start(&c, 10809, &[]);
+    let script = c.path("unflushed.py");
+    std::fs::write(&script, UNFLUSHED).unwrap();
+    let mut writer = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args([&a.uri("v"), "3", "77"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(writer.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "buffered");
+    assert_eq!(volume(&c, "v")["attached"], true);
+    a.signal("-TERM");
+    let child = a.child.as_mut().unwrap();
+    wait_until("the NBD server to exit", Duration::from_secs(30), || {
+        child.try_wait().unwrap().is_some()
+    });
+    a.child = None;
+    assert_eq!(volume(&c, "v")["attached"], false, "the lease was kept");
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let b = NbdServer::start(&c, 10810, &[]);
+    assert!(
+        read_block(&b.uri("v"), 3) == vec![77u8; 4096],
+        "the buffered write was lost"
+    );
+}

@@ -663,9 +663,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 cert: tls_cert,
                 key: tls_key,
             });
-            let task = crate::volume_cmds::serve_nbd(&cfg, &listen, force, tls.as_ref()).await?;
+            let service = crate::volume_cmds::serve_nbd(&cfg, &listen, force, tls.as_ref()).await?;
             servers::wait_for_signal().await?;
-            task.abort();
+            tracing::info!("stopping: flushing and detaching open volumes");
+            service.stop().await;
             Ok(())
         }
         Command::Scrub { command } => {

@@ -274,7 +274,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     servers::wait_for_signal().await?;
     repairer.abort();
     s3.abort();
-    nbd.abort();
+    nbd.stop().await;
     admin_server.abort();
     for n in nodes {
         n.shutdown().await;

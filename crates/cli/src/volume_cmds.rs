@@ -430,6 +430,22 @@ fn nbd_tls_config(
     Ok(identity.tls_server_config()?)
 }
 
+/// A running NBD server: stop it with `stop`, which flushes and detaches
+/// the volumes it has open.
+pub struct NbdService {
+    server: NbdServer,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NbdService {
+    /// Stops accepting, then flushes and detaches every open volume (so
+    /// another server may attach at once, without `--force`).
+    pub async fn stop(self) {
+        self.task.abort();
+        self.server.close_devices().await;
+    }
+}
+
 /// Starts serving volumes over NBD on `listen`, with TLS required when
 /// `tls` is given.
 pub async fn serve_nbd(
@@ -437,7 +453,7 @@ pub async fn serve_nbd(
     listen: &NbdListen,
     force: bool,
     tls: Option<&NbdTls>,
-) -> Result<tokio::task::JoinHandle<()>> {
+) -> Result<NbdService> {
     let client = Client::connect(cfg)
         .await
         .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))?;
@@ -450,20 +466,22 @@ pub async fn serve_nbd(
         None => NbdOptions::default(),
     };
     let server = NbdServer::new(Arc::new(VolumeExports::new(client, force)), options);
-    Ok(match listen {
+    let serving = server.clone();
+    let task = match listen {
         NbdListen::Tcp(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the NBD server on {addr}"))?;
             info!(addr = %addr, "NBD server on nbd://{addr}/VOLUME");
-            tokio::spawn(async move { server.serve_tcp(l).await })
+            tokio::spawn(async move { serving.serve_tcp(l).await })
         }
         NbdListen::Unix(path) => {
             let _ = std::fs::remove_file(path);
             let l = tokio::net::UnixListener::bind(path)
                 .with_context(|| format!("binding the NBD server on {}", path.display()))?;
             info!(path = %path.display(), "NBD server on nbd+unix:///VOLUME?socket={}", path.display());
-            tokio::spawn(async move { server.serve_unix(l).await })
+            tokio::spawn(async move { serving.serve_unix(l).await })
         }
-    })
+    };
+    Ok(NbdService { server, task })
 }

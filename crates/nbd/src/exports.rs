@@ -100,6 +100,23 @@ impl ExportTable {
         self.forget_if_idle(name, slot);
     }
 
+    /// Closes every open device now (flushing what it buffers, releasing
+    /// what `open` took), whoever still uses it: for a server that stops.
+    /// Connections still open get the device's errors from then on; one
+    /// that opens the name again opens it anew.
+    pub async fn close_all(&self) {
+        let slots: Vec<Arc<Slot>> = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.values().cloned().collect()
+        };
+        for slot in slots {
+            let mut state = slot.state.lock().await;
+            if let Some(device) = state.device.take() {
+                device.close().await;
+            }
+        }
+    }
+
     /// Drops the slot of a name nobody uses, so that names tried once do
     /// not accumulate.
     fn forget_if_idle(&self, name: &str, slot: Arc<Slot>) {

@@ -127,6 +127,15 @@ impl NbdServer {
         }
     }
 
+    /// Closes every open device ([`BlockDevice::close`]: for Tessera,
+    /// flushes what the volume buffers and gives its lease up), for a
+    /// server that is stopping: drop the `serve_*` future first, so that
+    /// nothing opens them again. Clients still connected get the devices'
+    /// errors from then on.
+    pub async fn close_devices(&self) {
+        self.inner.table.close_all().await;
+    }
+
     /// Serves every connection `listener` accepts, each in its own task,
     /// until the returned future is dropped (connections already accepted
     /// keep running). Accept errors (e.g. out of file descriptors) are
