@@ -989,6 +989,16 @@ pub struct VolumeInfo {
     pub allocated: u64,
 }
 
+impl VolumeInfo {
+    /// Whether a writer holds the volume at `now_ms` (Unix milliseconds): a
+    /// lease not renewed for [`VOLUME_LEASE_MS`] is lost.
+    pub fn attached_at(&self, now_ms: u64) -> bool {
+        self.attachment
+            .as_ref()
+            .is_some_and(|a| now_ms < a.renewed_ms.saturating_add(VOLUME_LEASE_MS))
+    }
+}
+
 /// A snapshot of a volume: its extents as of `seq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInfo {

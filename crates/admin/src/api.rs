@@ -79,10 +79,7 @@ impl AppState {
     }
 
     pub async fn volumes(&self) -> Result<Vec<VolumeDocument>, ApiError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = crate::console::now_ms();
         let vols = self.client.list_volumes().await?;
         Ok(vols.iter().map(|v| VolumeDocument::new(v, now)).collect())
     }

@@ -147,7 +147,8 @@ async fn overview(state: &AppState, message: Option<Message>) -> Result<Overview
     })
 }
 
-fn now_ms() -> u64 {
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

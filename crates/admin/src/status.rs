@@ -316,9 +316,7 @@ impl VolumeDocument {
                 .collect(),
             origin: v.origin.clone(),
             created_ms: v.created_ms,
-            attached: v.attachment.as_ref().is_some_and(|a| {
-                now_ms < a.renewed_ms.saturating_add(tessera_proto::VOLUME_LEASE_MS)
-            }),
+            attached: v.attached_at(now_ms),
             holder: v.attachment.as_ref().map(|a| a.holder.clone()),
             epoch: v.epoch,
         }

@@ -10,15 +10,8 @@ use tessera_proto::{ListEntry, ObjectData};
 use tessera_sdk::{Client, ClientOptions, ListOptions, PutOptions};
 
 use crate::args::{AdminTokenCommand, BucketCommand, ClusterArg, Command, KeyCommand};
-use crate::servers::load_cluster;
+use crate::servers::{connect, load_cluster};
 use crate::units::human_bytes;
-
-async fn connect(c: &ClusterArg) -> Result<Client> {
-    let cfg = load_cluster(&c.cluster)?;
-    Client::connect(&cfg)
-        .await
-        .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))
-}
 
 /// Splits `bucket/key`; the key may contain further slashes.
 fn split_target(t: &str, need_key: bool) -> Result<(&str, &str)> {

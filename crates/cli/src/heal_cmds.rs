@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use tessera_scrub::{RepairConfig, Repairer};
 use tessera_sdk::{Client, ClusterConfig};
 use tessera_types::NodeId;
 use tracing::warn;
 
 use crate::args::{ClusterArg, NodeCommand, RepairArgs, ScrubCommand};
-use crate::servers::load_cluster;
+use crate::servers::{connect, load_cluster};
 
 fn repair_config(args: &RepairArgs) -> RepairConfig {
     RepairConfig {
@@ -47,13 +47,6 @@ pub async fn run_repairer(cluster: &ClusterArg, args: &RepairArgs) -> Result<()>
     crate::servers::wait_for_signal().await?;
     task.abort();
     Ok(())
-}
-
-async fn connect(c: &ClusterArg) -> Result<Client> {
-    let cfg = load_cluster(&c.cluster)?;
-    Client::connect(&cfg)
-        .await
-        .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))
 }
 
 pub async fn scrub(command: ScrubCommand) -> Result<()> {

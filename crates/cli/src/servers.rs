@@ -94,6 +94,14 @@ pub fn init(dir: &Path, meta: &str, policy: Policy, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// A client of the cluster that `c` names, for the CLI's client commands.
+pub async fn connect(c: &crate::args::ClusterArg) -> Result<tessera_sdk::Client> {
+    let cfg = load_cluster(&c.cluster)?;
+    tessera_sdk::Client::connect(&cfg)
+        .await
+        .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))
+}
+
 pub fn load_cluster(path: &Path) -> Result<ClusterConfig> {
     ClusterConfig::load(path).with_context(|| {
         format!(

@@ -13,16 +13,9 @@ use tessera_nbd::{
 use tessera_sdk::{Client, ClusterConfig, ErrorCode, SdkError, Volume, VolumeInfo};
 use tracing::{info, warn};
 
-use crate::args::{ClusterArg, VolumeCommand};
-use crate::servers::load_cluster;
+use crate::args::VolumeCommand;
+use crate::servers::connect;
 use crate::units::human_bytes;
-
-async fn connect(c: &ClusterArg) -> Result<Client> {
-    let cfg = load_cluster(&c.cluster)?;
-    Client::connect(&cfg)
-        .await
-        .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))
-}
 
 /// `NAME@SNAP` as (NAME, SNAP).
 fn split_snapshot(s: &str) -> Result<(&str, &str)> {
@@ -37,6 +30,13 @@ fn split_snapshot(s: &str) -> Result<(&str, &str)> {
 pub fn volume_document(v: &VolumeInfo, now_ms: u64) -> Value {
     serde_json::to_value(tessera_admin::status::VolumeDocument::new(v, now_ms))
         .unwrap_or(Value::Null)
+}
+
+/// This machine's host name (`localhost` if the kernel does not say).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 fn now_ms() -> u64 {
@@ -206,12 +206,9 @@ pub struct VolumeExports {
 
 impl VolumeExports {
     pub fn new(client: Client, force: bool) -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
         VolumeExports {
             client,
-            holder: format!("nbd {host}/{}", std::process::id()),
+            holder: format!("nbd {}/{}", host_name(), std::process::id()),
             force,
         }
     }
@@ -418,9 +415,7 @@ fn nbd_tls_config(
             if let NbdListen::Tcp(addr) = listen {
                 names.push(addr.ip().to_string());
             }
-            if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-                names.push(host.trim().to_string());
-            }
+            names.push(host_name());
             names.push("localhost".into());
             let (cert, key) = ca.issue_for("tessera nbd", &names)?;
             tessera_net::Identity::from_pem(&ca_pem, &cert, &key)?

@@ -22,8 +22,7 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use tessera_proto::{
-    Attachment, ChunkRecord, ExtentRecord, SnapshotInfo, VOLUME_EXTENT, VOLUME_LEASE_MS,
-    VolumeInfo, VolumeWrite,
+    Attachment, ChunkRecord, ExtentRecord, SnapshotInfo, VOLUME_EXTENT, VolumeInfo, VolumeWrite,
 };
 use tessera_types::{ChunkId, Policy};
 
@@ -88,14 +87,6 @@ fn snapshot<'v>(vol: &'v VolumeInfo, snap: &str) -> Result<&'v SnapshotInfo, Met
                 format!("no snapshot {}@{snap}", vol.name),
             )
         })
-}
-
-/// Whether a writer holds the volume at `now_ms` (a lease not renewed for
-/// `VOLUME_LEASE_MS` is lost).
-pub fn attached_at(vol: &VolumeInfo, now_ms: u64) -> bool {
-    vol.attachment
-        .as_ref()
-        .is_some_and(|a| now_ms < a.renewed_ms.saturating_add(VOLUME_LEASE_MS))
 }
 
 fn check_size(size: u64, block_size: u32) -> Result<(), MetaError> {
@@ -199,7 +190,7 @@ pub(super) fn delete_volume(
     at_ms: u64,
 ) -> Result<Applied, MetaError> {
     let vol = load(tx, name)?;
-    if attached_at(&vol, at_ms) {
+    if vol.attached_at(at_ms) {
         return Err(busy(format!(
             "volume {name} is attached by {}",
             holder(&vol)
@@ -385,7 +376,7 @@ pub(super) fn rollback_volume(
     at_ms: u64,
 ) -> Result<Applied, MetaError> {
     let mut vol = load(tx, name)?;
-    if attached_at(&vol, at_ms) {
+    if vol.attached_at(at_ms) {
         return Err(busy(format!(
             "volume {name} is attached by {}: detach it before a rollback",
             holder(&vol)
@@ -446,7 +437,7 @@ pub(super) fn attach_volume(
             ));
         }
         (None, _) => {
-            if attached_at(&vol, at_ms) && !force {
+            if vol.attached_at(at_ms) && !force {
                 return Err(busy(format!(
                     "volume {name} is attached by {}; --force takes it over once that writer is dead",
                     holder(&vol)
