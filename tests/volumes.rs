@@ -281,6 +281,49 @@ fn read_block(uri: &str, block: u64) -> Vec<u8> {
     out.stdout
 }
 
+/// A libnbd client script run by Debian's python (which has the `nbd`
+/// module), talked to line by line; killed when dropped.
+struct ScriptClient {
+    child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl ScriptClient {
+    fn start(c: &Cluster, name: &str, script: &str, args: &[&str]) -> ScriptClient {
+        let path = c.path(name);
+        std::fs::write(&path, script).unwrap();
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(&path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        ScriptClient { child, out }
+    }
+
+    /// The next line it prints, trimmed.
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.out, &mut line).unwrap();
+        line.trim().to_string()
+    }
+
+    /// Sends it an empty line (what `WRITER` waits for).
+    fn go_on(&mut self) {
+        use std::io::Write;
+        writeln!(self.child.stdin.as_mut().unwrap()).unwrap();
+    }
+}
+
+impl Drop for ScriptClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn one_writer_at_a_time_and_a_writer_taken_over_is_fenced() {
     need(&["nbdinfo"]);
@@ -291,19 +334,8 @@ fn one_writer_at_a_time_and_a_writer_taken_over_is_fenced() {
     let b = NbdServer::start(&c, 10810, &[]);
 
     // Writer A holds the volume through its open connection.
-    let script = c.path("writer.py");
-    std::fs::write(&script, WRITER).unwrap();
-    let mut writer = Command::new("/usr/bin/python3")
-        .arg(&script)
-        .args([&a.uri("v"), "0", "65"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(writer.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "written");
+    let mut writer = ScriptClient::start(&c, "writer.py", WRITER, &[&a.uri("v"), "0", "65"]);
+    assert_eq!(writer.line(), "written");
     let held = volume(&c, "v");
     assert_eq!(held["attached"], true, "{held}");
 
@@ -311,44 +343,31 @@ fn one_writer_at_a_time_and_a_writer_taken_over_is_fenced() {
     let refused = Command::new("nbdinfo").arg(b.uri("v")).output().unwrap();
     assert!(!refused.status.success(), "a second writer attached");
 
-    use std::io::Write;
     // A stops (as if hung); B takes over with --force and writes.
     a.signal("-STOP");
     let mut forced = NbdServer::start(&c, 10811, &["--force"]);
     let epoch_a = held["epoch"].as_u64().unwrap();
-    let script_b = c.path("writer_b.py");
-    std::fs::write(&script_b, WRITER).unwrap();
     // B's writer keeps its connection (and so the lease) until told.
-    let mut b_writer = Command::new("/usr/bin/python3")
-        .arg(&script_b)
-        .args([&forced.uri("v"), "0", "66"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut b_out = std::io::BufReader::new(b_writer.stdout.take().unwrap());
-    let mut b_line = String::new();
-    std::io::BufRead::read_line(&mut b_out, &mut b_line).unwrap();
-    assert_eq!(b_line.trim(), "written");
+    let mut b_writer =
+        ScriptClient::start(&c, "writer_b.py", WRITER, &[&forced.uri("v"), "0", "66"]);
+    assert_eq!(b_writer.line(), "written");
     assert!(volume(&c, "v")["epoch"].as_u64().unwrap() > epoch_a);
 
     // A comes back: its writes are refused, and nothing of it lands.
     a.signal("-CONT");
-    writeln!(writer.stdin.as_mut().unwrap()).unwrap();
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    writer.go_on();
+    let line = writer.line();
     assert!(
         line.starts_with("second failed"),
         "the fenced writer wrote: {line}"
     );
-    let _ = writer.wait();
+    drop(writer);
     // The second writer is SIGKILLed: its lease is still fresh, so a plain
     // attach is refused and --force takes over.
     forced.kill();
     let refused = Command::new("nbdinfo").arg(b.uri("v")).output().unwrap();
     assert!(!refused.status.success(), "attached over a fresh lease");
-    let _ = b_writer.kill();
-    let _ = b_writer.wait();
+    drop(b_writer);
     let reader = NbdServer::start(&c, 10812, &["--force"]);
     // B's write is there; A's second write (to block 1) never landed.
     assert!(
@@ -795,18 +814,8 @@ fn a_stopped_nbd_server_flushes_and_detaches() {
     c.wait_nodes_up(6);
     c.ok(&["volume", "create", "v", "--size", "64MiB"]);
     let mut a = NbdServer::start(&c, 10809, &[]);
-    let script = c.path("unflushed.py");
-    std::fs::write(&script, UNFLUSHED).unwrap();
-    let mut writer = Command::new("/usr/bin/python3")
-        .arg(&script)
-        .args([&a.uri("v"), "3", "77"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(writer.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "buffered");
+    let mut writer = ScriptClient::start(&c, "unflushed.py", UNFLUSHED, &[&a.uri("v"), "3", "77"]);
+    assert_eq!(writer.line(), "buffered");
     assert_eq!(volume(&c, "v")["attached"], true);
     a.signal("-TERM");
     let child = a.child.as_mut().unwrap();
@@ -815,8 +824,7 @@ fn a_stopped_nbd_server_flushes_and_detaches() {
     });
     a.child = None;
     assert_eq!(volume(&c, "v")["attached"], false, "the lease was kept");
-    let _ = writer.kill();
-    let _ = writer.wait();
+    drop(writer);
     let b = NbdServer::start(&c, 10810, &[]);
     assert!(
         read_block(&b.uri("v"), 3) == vec![77u8; 4096],
