@@ -225,6 +225,42 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// Bytes of kernel buffer asked for on each QUIC socket, each way.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Asks for `SOCKET_BUFFER` bytes of send and receive buffer. The kernel's
+/// default (about 208 KiB) holds a few milliseconds of a fast flow: when
+/// the receiving process is briefly off the CPU, datagrams are dropped,
+/// the sender's congestion control backs off, and quinn's black-hole
+/// detection takes the losses for a path that cannot carry large packets
+/// and drops back to 1200 bytes. Root may exceed `net.core.rmem_max` and
+/// `wmem_max`; other users get at most those, and a warning says to raise
+/// them (deploy/sysctl/90-tessera.conf).
+fn enlarge_socket_buffers(socket: &std::net::UdpSocket) {
+    use rustix::net::sockopt;
+    if sockopt::set_socket_recv_buffer_size_force(socket, SOCKET_BUFFER).is_err() {
+        let _ = sockopt::set_socket_recv_buffer_size(socket, SOCKET_BUFFER);
+    }
+    if sockopt::set_socket_send_buffer_size_force(socket, SOCKET_BUFFER).is_err() {
+        let _ = sockopt::set_socket_send_buffer_size(socket, SOCKET_BUFFER);
+    }
+    // Linux reports twice what was granted (the doubling covers its own
+    // bookkeeping): compare against what was asked for.
+    let recv = sockopt::socket_recv_buffer_size(socket).unwrap_or(0);
+    if recv < SOCKET_BUFFER {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                granted = recv,
+                wanted = SOCKET_BUFFER,
+                "the kernel limits UDP receive buffers: QUIC throughput suffers under load; \
+                 raise net.core.rmem_max and net.core.wmem_max to at least {SOCKET_BUFFER} \
+                 (see deploy/sysctl/90-tessera.conf)"
+            );
+        });
+    }
+}
+
 /// A QUIC endpoint: always a client, a server too when built with `server`.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -235,17 +271,31 @@ pub struct Endpoint {
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Endpoint {
+    /// An endpoint that accepts connections on `addr` and makes its own.
+    /// Errors: `Bind` when the address is taken or not local, `Tls` and
+    /// `Certificate` for an unusable identity.
     pub fn server(addr: SocketAddr, identity: &Identity) -> Result<Self, NetError> {
-        let mut inner = quinn::Endpoint::server(identity.server_config()?, addr)
-            .map_err(|source| NetError::Bind { addr, source })?;
-        inner.set_default_client_config(identity.client_config()?);
-        Ok(Endpoint { inner })
+        Self::bind(addr, Some(identity.server_config()?), identity)
     }
 
+    /// An endpoint that only makes connections, from an ephemeral port.
     pub fn client(identity: &Identity) -> Result<Self, NetError> {
-        let addr: SocketAddr = ([0, 0, 0, 0], 0).into();
+        Self::bind(([0, 0, 0, 0], 0).into(), None, identity)
+    }
+
+    fn bind(
+        addr: SocketAddr,
+        server: Option<quinn::ServerConfig>,
+        identity: &Identity,
+    ) -> Result<Self, NetError> {
+        let bind_err = |source| NetError::Bind { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+        enlarge_socket_buffers(&socket);
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_err(std::io::Error::other("no async runtime")))?;
         let mut inner =
-            quinn::Endpoint::client(addr).map_err(|source| NetError::Bind { addr, source })?;
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+                .map_err(bind_err)?;
         inner.set_default_client_config(identity.client_config()?);
         Ok(Endpoint { inner })
     }
