@@ -10,7 +10,6 @@ use tessera_proto::{
     ErrorCode, FrameKind, Heartbeat, Lease, MetaResponse, NodeRequest, NodeResponse, RemoteError,
 };
 use tessera_types::NodeId;
-use tokio::io::AsyncReadExt;
 use tracing::{debug, info, warn};
 
 use crate::metrics::NodeMetrics;
@@ -36,7 +35,21 @@ pub struct NodeConfig {
 /// QUIC idle timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const LIST_LIMIT: u32 = 10_000;
-const IO_BUF: usize = 256 * 1024;
+
+/// Bytes of a fragment read from disk and handed to QUIC at a time.
+const SEND_PIECE: usize = 1 << 20;
+
+/// Reads up to `len` bytes from `file` (fewer only at its end) into a new
+/// buffer; returns the file for the next piece.
+fn read_piece(
+    mut file: std::fs::File,
+    len: usize,
+) -> std::io::Result<(std::fs::File, bytes::Bytes)> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(len);
+    (&mut file).take(len as u64).read_to_end(&mut buf)?;
+    Ok((file, buf.into()))
+}
 
 /// The node's identity, created on first start and kept with its data.
 pub fn load_or_create_node_id(dir: &Path) -> Result<NodeId, NodeError> {
@@ -94,7 +107,7 @@ async fn handle_stream(node: Arc<Node>, mut send: SendStream, mut recv: RecvStre
         Err(e) => NodeResponse::Error(e),
         Ok(NodeRequest::GetFragment { chunk, index }) => {
             match node.store.open_fragment(chunk, index).await {
-                Ok((header, mut file)) => {
+                Ok((header, file)) => {
                     let head = NodeResponse::Fragment {
                         len: header.len,
                         hash: header.hash,
@@ -105,14 +118,21 @@ async fn handle_stream(node: Arc<Node>, mut send: SendStream, mut recv: RecvStre
                     {
                         return;
                     }
-                    let mut buf = vec![0u8; IO_BUF];
+                    // Pieces read on a blocking thread straight into
+                    // buffers QUIC then sends as they are (no copy).
+                    let mut file = Some(file.into_std().await);
                     loop {
-                        match file.read(&mut buf).await {
-                            Ok(0) => break,
-                            Ok(n) => {
-                                if send.write_all(&buf[..n]).await.is_err() {
+                        let Some(f) = file.take() else { break };
+                        let piece = tokio::task::spawn_blocking(move || read_piece(f, SEND_PIECE))
+                            .await
+                            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                        match piece {
+                            Ok((_, piece)) if piece.is_empty() => break,
+                            Ok((f, piece)) => {
+                                if send.write_chunk(piece).await.is_err() {
                                     return;
                                 }
+                                file = Some(f);
                             }
                             Err(e) => {
                                 // The header promised more bytes: reset so the
