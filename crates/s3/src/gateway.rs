@@ -21,7 +21,7 @@ use crate::access::{AccessFacts, Target, decide, resource_of};
 use crate::checksum::{BodyChecksums, ResponseChecksums};
 use crate::policy::{BucketPolicy, PolicyRequest};
 use crate::rules;
-use tokio_util::io::{ReaderStream, StreamReader};
+use tokio_util::io::StreamReader;
 use tracing::debug;
 
 /// Largest object a POST form upload may carry (s3s buffers it).
@@ -30,8 +30,12 @@ const MAX_POST_OBJECT: u64 = 64 << 20;
 /// CreateBucket's header for a storage policy.
 const POLICY_HEADER: &str = "x-tessera-policy";
 
-/// Bytes buffered between the SDK's reader and the HTTP response.
-const GET_PIPE: usize = 1 << 20;
+/// Bytes buffered between a copy's source read and its write.
+const COPY_PIPE: usize = 1 << 20;
+
+/// Verified pieces (chunk slices, up to a chunk each) queued between the
+/// SDK's read and a GET's response body.
+const GET_PIECES_QUEUED: usize = 2;
 
 /// What an operator may set for a gateway.
 #[derive(Debug, Clone, Default)]
@@ -683,21 +687,28 @@ impl S3 for Gateway {
                 info.size
             )
         });
-        // The SDK writes verified bytes into a pipe that the response reads:
-        // memory stays at the pipe's size whatever the object's.
-        let (mut tx, rx) = tokio::io::duplex(GET_PIPE);
+        // The SDK hands verified chunk slices to the response body as they
+        // are (no copy, no re-framing); memory stays at the SDK's chunks
+        // in flight plus the channel's, whatever the object's size.
+        let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(GET_PIECES_QUEUED);
         let client = self.client.clone();
         let object = info.clone();
         tokio::spawn(async move {
-            if let Err(e) = client.read_object(&object, range, &mut tx).await {
+            match client.read_object_to(&object, range, tx).await {
+                Ok(()) | Err(SdkError::ReaderGone) => {}
                 // The response ends short; the client sees a truncated body.
-                tracing::warn!(key = %object.key, error = %e, "GET failed mid-stream");
+                Err(e) => tracing::warn!(key = %object.key, error = %e, "GET failed mid-stream"),
             }
+        });
+        let rx = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|piece| (Ok::<_, std::convert::Infallible>(piece), rx))
         });
         let mut out = object_output!(dto::GetObjectOutput, &info, sums, parts_count);
         out.version_id = shown_version(&info, input.version_id.is_some());
         out.tag_count = tag_count(&info.headers.tags);
-        out.body = Some(StreamingBlob::wrap(ReaderStream::new(rx)));
+        out.body = Some(StreamingBlob::wrap(rx));
         out.content_length = Some(len as i64);
         out.content_range = content_range;
         // response-* query parameters (presigned downloads) override what
@@ -2316,7 +2327,7 @@ impl Gateway {
         src: &ObjectInfo,
         range: std::ops::Range<u64>,
     ) -> (ExactLength<tokio::io::DuplexStream>, SourceRead) {
-        let (mut tx, rx) = tokio::io::duplex(GET_PIPE);
+        let (mut tx, rx) = tokio::io::duplex(COPY_PIPE);
         let client = self.client.clone();
         let source = src.clone();
         let left = range.end - range.start;

@@ -86,6 +86,10 @@ pub enum SdkError {
     Io(#[from] std::io::Error),
     #[error("unexpected answer from {peer}: {what}")]
     Protocol { peer: String, what: String },
+    /// Whoever consumed a read's bytes (`Client::read_object_to`'s
+    /// receiver) went away before the read ended.
+    #[error("the reader went away before the read ended")]
+    ReaderGone,
 }
 
 impl SdkError {

@@ -2,16 +2,18 @@
 //! decode from parity only when a data fragment is missing, slow or corrupt.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Range;
 
+use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tessera_net::{NetError, read_exact_body, read_frame, write_frame};
 use tessera_proto::{
     ChunkRecord, ChunkRef, FrameKind, MetaQuery, MetaResponse, NodeInfo, NodeRequest, NodeResponse,
     NodeState, ObjectData, ObjectInfo, Proposal,
 };
-use tessera_types::{ChunkId, NodeId};
+use tessera_types::{ChunkId, NodeId, Policy};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
@@ -23,6 +25,30 @@ const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Chunk records fetched from meta per request.
 const RECORD_BATCH: usize = 256;
+
+/// Where a read's verified pieces go, in order.
+trait PieceSink: Send {
+    fn put(&mut self, piece: Bytes) -> impl Future<Output = Result<(), SdkError>> + Send;
+}
+
+/// Pieces written to a byte stream (a file, a pipe, a FUSE reply).
+struct WriterSink<'a, W>(&'a mut W);
+
+impl<W: AsyncWrite + Unpin + Send> PieceSink for WriterSink<'_, W> {
+    async fn put(&mut self, piece: Bytes) -> Result<(), SdkError> {
+        self.0.write_all(&piece).await?;
+        Ok(())
+    }
+}
+
+/// Pieces handed on whole (an HTTP response body).
+struct ChannelSink(tokio::sync::mpsc::Sender<Bytes>);
+
+impl PieceSink for ChannelSink {
+    async fn put(&mut self, piece: Bytes) -> Result<(), SdkError> {
+        self.0.send(piece).await.map_err(|_| SdkError::ReaderGone)
+    }
+}
 
 pub(crate) enum FetchError {
     /// The bytes came back wrong: reported to meta as corruption.
@@ -56,6 +82,34 @@ impl Client {
         range: Option<Range<u64>>,
         out: &mut W,
     ) -> Result<(), SdkError> {
+        self.read_object_into(info, range, &mut WriterSink(out))
+            .await?;
+        out.flush().await?;
+        Ok(())
+    }
+
+    /// Reads an object (or `range` of it) into `out` as a sequence of
+    /// verified pieces (the chunks' slices, not copied): a server streams
+    /// them into a response body without copying them again. The call
+    /// ends with an error if a chunk cannot be read correctly, or with
+    /// `SdkError::ReaderGone` when `out`'s receiver is dropped; the pieces
+    /// sent so far are then all that was read.
+    pub async fn read_object_to(
+        &self,
+        info: &ObjectInfo,
+        range: Option<Range<u64>>,
+        out: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Result<(), SdkError> {
+        self.read_object_into(info, range, &mut ChannelSink(out))
+            .await
+    }
+
+    async fn read_object_into<S: PieceSink>(
+        &self,
+        info: &ObjectInfo,
+        range: Option<Range<u64>>,
+        out: &mut S,
+    ) -> Result<(), SdkError> {
         let range = range.unwrap_or(0..info.size);
         if range.start > range.end || range.end > info.size {
             return Err(SdkError::InvalidRange {
@@ -66,8 +120,10 @@ impl Client {
         }
         match &info.data {
             ObjectData::Inline(bytes) => {
-                out.write_all(&bytes[range.start as usize..range.end as usize])
-                    .await?;
+                out.put(Bytes::copy_from_slice(
+                    &bytes[range.start as usize..range.end as usize],
+                ))
+                .await?;
             }
             ObjectData::Chunks(refs) => {
                 // (chunk, slice of it that the range covers)
@@ -104,13 +160,20 @@ impl Client {
                         .map(|(record, slice)| self.read_slice(record, slice))
                         .buffered(self.inner.options.parallel_chunks);
                     while let Some(chunk) = chunks.next().await {
-                        let (chunk, slice) = chunk?;
-                        out.write_all(&chunk[slice]).await?;
+                        let (pieces, slice) = chunk?;
+                        let mut at = 0;
+                        for piece in pieces {
+                            let (start, end) = (at, at + piece.len());
+                            at = end;
+                            let (from, to) = (slice.start.max(start), slice.end.min(end));
+                            if from < to {
+                                out.put(piece.slice(from - start..to - start)).await?;
+                            }
+                        }
                     }
                 }
             }
         }
-        out.flush().await?;
         Ok(())
     }
 
@@ -118,7 +181,7 @@ impl Client {
         &self,
         record: ChunkRecord,
         slice: Range<usize>,
-    ) -> Result<(Vec<u8>, Range<usize>), SdkError> {
+    ) -> Result<(Vec<Bytes>, Range<usize>), SdkError> {
         // The read budget covers fetching and decoding, not the wait for
         // the consumer: a reader that never reads (a stalled HTTP client)
         // must not hold permits that every other read needs. Chunks
@@ -130,7 +193,7 @@ impl Client {
             .acquire()
             .await
             .map_err(|_| SdkError::Invalid("read budget closed".into()))?;
-        Ok((self.read_chunk(&record).await?, slice))
+        Ok((self.read_chunk_pieces(&record, &[]).await?, slice))
     }
 
     /// The chunk records of an object, in order: where every fragment lives.
@@ -167,6 +230,22 @@ impl Client {
         record: &ChunkRecord,
         avoid: &[usize],
     ) -> Result<Vec<u8>, SdkError> {
+        let mut pieces = self.read_chunk_pieces(record, avoid).await?;
+        if pieces.len() == 1 {
+            // The decoder's own buffer: no copy.
+            return Ok(Vec::from(pieces.remove(0)));
+        }
+        Ok(pieces.concat())
+    }
+
+    /// A chunk as pieces that concatenate to it: its verified data
+    /// fragments as they arrived when all are at hand (no decoding, no
+    /// copy), else the one buffer decoded from parity.
+    async fn read_chunk_pieces(
+        &self,
+        record: &ChunkRecord,
+        avoid: &[usize],
+    ) -> Result<Vec<Bytes>, SdkError> {
         let n = record.fragments.len();
         let needed = record.policy.required();
         let node_ids: Vec<NodeId> = record.fragments.iter().map(|f| f.node).collect();
@@ -233,13 +312,34 @@ impl Client {
                 failures: failures.join("; "),
             });
         }
-        let codec = self.inner.codec.clone();
         let (policy, len, hash) = (record.policy, record.len as usize, record.hash);
+        if let Policy::Erasure { data, .. } = policy
+            && fragments[..data as usize].iter().all(Option::is_some)
+        {
+            // Systematic code: the data fragments are the chunk, then padding.
+            let mut left = len;
+            let mut pieces = Vec::with_capacity(data as usize);
+            for f in fragments.into_iter().take(data as usize).flatten() {
+                let mut piece = Bytes::from(f);
+                piece.truncate(left);
+                left -= piece.len();
+                if !piece.is_empty() {
+                    pieces.push(piece);
+                }
+            }
+            if left != 0 {
+                return Err(SdkError::Codec(
+                    tessera_codec::CodecError::ChunkHashMismatch,
+                ));
+            }
+            return Ok(pieces);
+        }
+        let codec = self.inner.codec.clone();
         let chunk =
             tokio::task::spawn_blocking(move || codec.decode(policy, len, &hash, fragments))
                 .await
                 .map_err(|e| SdkError::Invalid(format!("decoder task: {e}")))??;
-        Ok(chunk)
+        Ok(vec![Bytes::from(chunk)])
     }
 
     /// Logs a failed fragment read (reporting corruption to meta) and says why.

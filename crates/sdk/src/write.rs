@@ -377,7 +377,8 @@ impl Client {
                 hash,
             };
             write_frame(&mut send, FrameKind::Request, &req).await?;
-            send.write_all(&body)
+            // The fragment's own buffer goes to QUIC, not a copy of it.
+            send.write_chunk(body)
                 .await
                 .map_err(|e| tessera_net::NetError::ConnectionLost(e.to_string()))?;
             let _ = send.finish();
