@@ -218,6 +218,9 @@ pub enum Command {
     /// Load an S3 endpoint with PUTs then GETs of one object size; report
     /// throughput and latency percentiles.
     Bench(crate::bench::BenchArgs),
+    /// Measure this machine's limits (synced disk writes, memory copy,
+    /// loopback TCP and QUIC), the figures benchmarks are read against.
+    BenchMachine(crate::machine::MachineArgs),
     /// Create, list and remove buckets.
     Bucket {
         #[command(subcommand)]
@@ -727,6 +730,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => {
             init_logging("warn", cli.log_format);
             crate::bench::run(args).await
+        }
+        Command::BenchMachine(args) => {
+            init_logging("warn", cli.log_format);
+            crate::machine::run(args).await
         }
         command => {
             init_logging("warn", cli.log_format);

@@ -1,7 +1,11 @@
 //! `tessera bench`: load through the S3 API with the AWS SDK for Rust, as an
 //! application would drive it. Workers PUT objects of one size for a while,
 //! then GET them back for a while; each phase reports operations and bytes
-//! per second and latency percentiles.
+//! per second, latency percentiles, and (with `--cpu-of`) the CPU time each
+//! named server process spent per GiB moved.
+//!
+//! Every object gets its own bytes by default: a content-addressed store
+//! would otherwise write one body once and look faster than it is.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +51,102 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+    /// PUT the same bytes for every object (by default each object's body is
+    /// distinct in every 4 KiB block, so no store can skip a write by
+    /// recognising the content).
+    #[arg(long)]
+    pub same_body: bool,
+    /// Report the CPU seconds process PID spent in each phase, under NAME
+    /// (NAME=PID; repeat for each process, for example the gateway, meta and
+    /// each node). Read from /proc/PID/stat (user + system time).
+    #[arg(long = "cpu-of", value_parser = parse_named_pid)]
+    pub cpu_of: Vec<(String, u32)>,
+}
+
+fn parse_named_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PID, got {s:?}"))?;
+    let pid = pid
+        .parse::<u32>()
+        .map_err(|_| format!("{pid:?} is not a process id"))?;
+    Ok((name.to_string(), pid))
+}
+
+/// Distance in bytes between the stamps that make each object's body
+/// distinct: 4 KiB, the smallest block any store deduplicates by.
+const STAMP_EVERY: usize = 4096;
+
+/// `base` with the object number written into the first 8 bytes of every
+/// 4 KiB block, so no two objects share a block.
+fn distinct_body(base: &[u8], object: u64) -> bytes::Bytes {
+    let mut body = base.to_vec();
+    let stamp = object.to_le_bytes();
+    for block in body.chunks_mut(STAMP_EVERY) {
+        let n = block.len().min(stamp.len());
+        for (b, s) in block[..n].iter_mut().zip(stamp) {
+            *b ^= s;
+        }
+    }
+    body.into()
+}
+
+/// CPU time (user + system) a process has used so far, in seconds, from
+/// /proc/PID/stat (proc(5): fields 14 and 15, in clock ticks).
+pub(crate) fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from its closing ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf only reads a constant of the running system.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) / ticks as f64)
+}
+
+/// CPU time of this process (the benchmark's client) so far, in seconds.
+fn own_cpu_seconds() -> Option<f64> {
+    process_cpu_seconds(std::process::id())
+}
+
+/// The CPU seconds each process spent in one phase.
+#[derive(Debug, Serialize)]
+pub struct ProcessCpu {
+    pub name: String,
+    pub cpu_s: f64,
+    /// CPU seconds per GiB of object bytes moved in the phase.
+    pub cpu_s_per_gib: f64,
+}
+
+struct CpuMeter {
+    procs: Vec<(String, u32, Option<f64>)>,
+}
+
+impl CpuMeter {
+    fn start(named: &[(String, u32)]) -> Self {
+        let mut procs: Vec<(String, u32, Option<f64>)> = named
+            .iter()
+            .map(|(n, p)| (n.clone(), *p, process_cpu_seconds(*p)))
+            .collect();
+        procs.push(("client".into(), std::process::id(), own_cpu_seconds()));
+        CpuMeter { procs }
+    }
+
+    fn finish(self, bytes: u64) -> Vec<ProcessCpu> {
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        self.procs
+            .into_iter()
+            .filter_map(|(name, pid, before)| {
+                let used = process_cpu_seconds(pid)? - before?;
+                Some(ProcessCpu {
+                    name,
+                    cpu_s: used,
+                    cpu_s_per_gib: if gib > 0.0 { used / gib } else { 0.0 },
+                })
+            })
+            .collect()
+    }
 }
 
 /// One phase's figures.
@@ -61,6 +161,9 @@ pub struct PhaseResult {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// CPU seconds per process in this phase: the `--cpu-of` processes and
+    /// the client, with their sum over the servers as `servers`.
+    pub cpu: Vec<ProcessCpu>,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,13 +222,19 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         rand::Rng::fill(&mut rand::thread_rng(), &mut v[..]);
         v.into()
     };
+    let same_body = args.same_body;
     let prefix = format!("bench-{:08x}/", rand::random::<u32>());
 
     let put = {
         let (client, body, prefix) = (client.clone(), body.clone(), prefix.clone());
         let bucket = args.bucket.clone();
         phase(&args, "PUT", move |worker, n| {
-            let (client, body) = (client.clone(), body.clone());
+            let client = client.clone();
+            let body = if same_body {
+                body.clone()
+            } else {
+                distinct_body(&body, ((worker as u64) << 40) | n)
+            };
             let key = format!("{prefix}{worker:04}/{n:08}");
             let bucket = bucket.clone();
             async move {
@@ -205,6 +314,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 p.op, p.ops, p.ops_per_s, p.mib_per_s, p.p50_ms, p.p99_ms, p.max_ms, p.errors
             );
         }
+        for p in &result.phases {
+            if p.cpu.is_empty() {
+                continue;
+            }
+            let per: Vec<String> = p
+                .cpu
+                .iter()
+                .map(|c| format!("{} {:.2}", c.name, c.cpu_s_per_gib))
+                .collect();
+            println!("{} CPU s/GiB: {}", p.op, per.join(", "));
+        }
     }
     if result.phases.iter().any(|p| p.ops == 0) {
         bail!("a phase completed no operations");
@@ -219,6 +339,7 @@ where
     Fut: std::future::Future<Output = Result<()>> + Send + 'static,
 {
     let op = Arc::new(op);
+    let cpu = CpuMeter::start(&args.cpu_of);
     let started = Instant::now();
     let deadline = started + args.duration;
     let done = Arc::new(AtomicU64::new(0));
@@ -292,6 +413,20 @@ where
         latencies[i] as f64 / 1000.0
     };
     let ops = latencies.len() as u64;
+    let mut cpu = cpu.finish(ops * args.size);
+    let servers: f64 = cpu
+        .iter()
+        .filter(|c| c.name != "client")
+        .map(|c| c.cpu_s)
+        .sum();
+    if args.cpu_of.len() > 1 {
+        let gib = (ops * args.size) as f64 / (1u64 << 30) as f64;
+        cpu.push(ProcessCpu {
+            name: "servers".into(),
+            cpu_s: servers,
+            cpu_s_per_gib: if gib > 0.0 { servers / gib } else { 0.0 },
+        });
+    }
     Ok(PhaseResult {
         op: name,
         ops,
@@ -302,6 +437,7 @@ where
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         max_ms: latencies.last().map_or(0.0, |&l| l as f64 / 1000.0),
+        cpu,
     })
 }
 
@@ -364,5 +500,36 @@ async fn cleanup(client: &Client, bucket: &str, prefix: &str) -> Result<()> {
             .send()
             .await
             .context("deleting the benchmark's objects")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_bodies_share_no_block() {
+        let base: Vec<u8> = (0..3 * STAMP_EVERY + 100).map(|i| i as u8).collect();
+        let a = distinct_body(&base, 1);
+        let b = distinct_body(&base, 2 << 40);
+        assert_eq!(a.len(), base.len());
+        for (x, y) in a.chunks(STAMP_EVERY).zip(b.chunks(STAMP_EVERY)) {
+            assert_ne!(x, y);
+        }
+        let mut blocks: Vec<&[u8]> = a.chunks(STAMP_EVERY).chain(b.chunks(STAMP_EVERY)).collect();
+        blocks.sort();
+        blocks.dedup();
+        assert_eq!(blocks.len(), 8);
+        // Short bodies (4 KiB objects and smaller) are stamped too.
+        assert_ne!(distinct_body(&[0; 5], 1), distinct_body(&[0; 5], 2));
+    }
+
+    #[test]
+    fn reads_cpu_time_of_a_process() {
+        let s = own_cpu_seconds().expect("/proc/self/stat");
+        assert!(s.is_finite() && s >= 0.0, "{s}");
+        assert_eq!(process_cpu_seconds(u32::MAX), None);
+        assert!(parse_named_pid("gateway=12").is_ok());
+        assert!(parse_named_pid("gateway").is_err());
     }
 }

@@ -10,6 +10,7 @@ mod bench;
 mod client_cmds;
 mod dev;
 mod heal_cmds;
+mod machine;
 mod mount;
 mod servers;
 mod units;
