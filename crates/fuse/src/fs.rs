@@ -1,6 +1,12 @@
 //! The FUSE operations. Each request is answered from a task on the tokio
 //! runtime, so slow cluster calls never hold the kernel's other requests up;
 //! per-file state is behind one async lock per open file.
+//!
+//! A file created here is pending until its first commit (close, fsync):
+//! meta has no object for it yet, so creating a small file costs one
+//! synced meta command, not two. Inside the mount it is a file like any
+//! other (lookup, readdir, rename, unlink see it); other clients see it
+//! after close (close-to-open), and a crash before then loses it.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -15,7 +21,7 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use tessera_proto::{DirInfo, Found, ObjectData, ObjectInfo, Permission};
+use tessera_proto::{DirInfo, ErrorCode, Found, ObjectData, ObjectInfo, Permission};
 use tessera_sdk::{Client, SdkError};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{debug, warn};
@@ -278,12 +284,35 @@ impl Inner {
         self.may(Permission::Read)?;
         let _names = self.names.read().await;
         let path = self.child_path(parent, name)?;
+        if let Some(attr) = self.pending_attr(&path).await {
+            return Ok(attr);
+        }
         let found = self
             .client
             .lookup(&self.cfg.bucket, &self.key(&path))
             .await
             .map_err(|e| errno(&e))?;
         self.found_attr(&path, found).await
+    }
+
+    /// The attributes of `path` if it is a file pending in this mount
+    /// (meta does not know it yet), counting one more kernel reference.
+    async fn pending_attr(&self, path: &str) -> Option<FileAttr> {
+        let (ino, file) = {
+            let mut t = self.lock_inodes();
+            let ino = t.pending(path)?;
+            let file = t.get(ino)?.file.clone()?;
+            (t.remember(path, false), file)
+        };
+        Some(self.open_attr(ino, &*file.lock().await))
+    }
+
+    /// Refuses a new name that a pending file of this mount holds.
+    fn refuse_pending(&self, path: &str) -> Res<()> {
+        match self.lock_inodes().pending(path) {
+            Some(_) => Err(Errno::EEXIST),
+            None => Ok(()),
+        }
     }
 
     async fn getattr(&self, ino: u64) -> Res<FileAttr> {
@@ -413,42 +442,59 @@ impl Inner {
         mode: u32,
     ) -> Res<(FileAttr, u64)> {
         self.may(Permission::Write)?;
+        let _names = self.names.read().await;
         let path = self.child_path(parent, name)?;
+        // O_EXCL, as far as one read can tell: the kernel creates only a
+        // name it found free, but another client may have taken it since.
+        // The commit at close checks again, in the same step as it writes.
+        self.refuse_pending(&path)?;
+        let key = self.key(&path);
+        match self
+            .client
+            .lookup(&self.cfg.bucket, &key)
+            .await
+            .map_err(|e| errno(&e))?
+        {
+            Found::Nothing => {}
+            Found::Object(_) | Found::Dir(_) => return Err(Errno::EEXIST),
+        }
         let mut meta = std::collections::BTreeMap::new();
         meta.insert(MODE.to_string(), format!("{:o}", S_IFREG | (mode & 0o7777)));
         self.owner_meta(&mut meta, req_uid, req_gid);
-        let object = tessera_proto::NewObject {
+        let info = ObjectInfo {
+            key,
             size: 0,
             etag: md5_hex(b""),
             content_type: None,
             user_meta: meta,
             headers: Default::default(),
+            mtime_ms: now_ms(),
             data: ObjectData::Inline(Vec::new()),
-            chunks: Vec::new(),
+            parts: Vec::new(),
+            version_id: None,
         };
-        let info = self
-            .client
-            .patch_object(&self.cfg.bucket, &self.key(&path), object, None, true)
-            .await
-            .map_err(|e| errno(&e))?;
-        let file = Arc::new(AsyncMutex::new(OpenFile::new(
+        let file = Arc::new(AsyncMutex::new(OpenFile::new_pending(
             self.store.clone(),
-            info.clone(),
-            Vec::new(),
+            info,
         )));
         let ino = {
             let mut t = self.lock_inodes();
+            if t.pending(&path).is_some() {
+                // Another create of the same name in this mount won.
+                return Err(Errno::EEXIST);
+            }
             let ino = t.remember(&path, false);
             if let Some(n) = t.get_mut(ino) {
                 n.file = Some(file.clone());
                 n.opens += 1;
                 n.unlinked = false;
-                n.version = Some((info.etag.clone(), info.mtime_ms));
+                n.pending = true;
+                n.version = None;
             }
             ino
         };
-        let fh = self.add_handle(ino, file, true);
-        Ok((attrs::object_attr(ino, &info, self.defaults()), fh))
+        let fh = self.add_handle(ino, file.clone(), true);
+        Ok((self.open_attr(ino, &*file.lock().await), fh))
     }
 
     /// Records an owner only when it differs from the mount's default.
@@ -516,25 +562,36 @@ impl Inner {
             return Ok(());
         }
         let _names = self.names.read().await;
-        let (path, unlinked) = {
+        let (path, unlinked, pending) = {
             let t = self.lock_inodes();
             let n = t.get(ino).ok_or(Errno::ENOENT)?;
-            (n.path.clone(), n.unlinked)
+            (n.path.clone(), n.unlinked, n.pending)
         };
         if unlinked {
             return Ok(());
         }
-        let info = f.commit(&self.key(&path)).await.map_err(|e| {
-            warn!(path, error = %e, "commit failed");
+        // A pending file's first commit creates the object, and only if
+        // no other client created that name since: never overwrite a file
+        // this mount did not know about.
+        let info = f.commit(&self.key(&path), pending).await.map_err(|e| {
+            if pending && e.code() == Some(ErrorCode::PreconditionFailed) {
+                warn!(
+                    path,
+                    "another client created this name before the new file was closed: not stored"
+                );
+            } else {
+                warn!(path, error = %e, "commit failed");
+            }
             errno(&e)
         })?;
         if info.is_some() {
             MountMetrics::add(&self.metrics.commits, 1);
         }
-        if let Some(info) = info
-            && let Some(n) = self.lock_inodes().get_mut(ino)
-        {
-            n.version = Some((info.etag, info.mtime_ms));
+        if let Some(n) = self.lock_inodes().get_mut(ino) {
+            n.pending = false;
+            if let Some(info) = info {
+                n.version = Some((info.etag, info.mtime_ms));
+            }
         }
         Ok(())
     }
@@ -623,7 +680,11 @@ impl Inner {
                     f.set_meta(MTIME, Some(attrs::time_text(time_of(t))));
                 }
             }
-            self.commit(ino, &file).await?;
+            // A pending file keeps the change for its first commit.
+            let pending = self.lock_inodes().get(ino).is_some_and(|n| n.pending);
+            if !pending {
+                self.commit(ino, &file).await?;
+            }
             Ok(self.open_attr(ino, &*file.lock().await))
         }
         .await;
@@ -642,6 +703,7 @@ impl Inner {
     ) -> Res<FileAttr> {
         self.may(Permission::Write)?;
         let path = self.child_path(parent, name)?;
+        self.refuse_pending(&path)?;
         let info = DirInfo {
             mode: Some(mode & 0o7777),
             uid: (uid != self.cfg.uid).then_some(uid),
@@ -659,6 +721,20 @@ impl Inner {
     async fn unlink(&self, parent: u64, name: &OsStr) -> Res<()> {
         self.may(Permission::Write)?;
         let path = self.child_path(parent, name)?;
+        if self.lock_inodes().pending(&path).is_some() {
+            // Meta has nothing to remove: the file just must never be
+            // committed. Holding the names to write waits for a commit of
+            // it already under way, so it is either done (and removed
+            // below like any file) or never starts.
+            let _names = self.names.write().await;
+            let path = self.child_path(parent, name)?;
+            let mut t = self.lock_inodes();
+            if t.pending(&path).is_some() {
+                t.removed(&path);
+                return Ok(());
+            }
+        }
+        let path = self.child_path(parent, name)?;
         let keep = self.keep(parent_of(&path));
         self.client
             .unlink(&self.cfg.bucket, &self.key(&path), keep.as_deref())
@@ -671,6 +747,16 @@ impl Inner {
     async fn rmdir(&self, parent: u64, name: &OsStr) -> Res<()> {
         self.may(Permission::Write)?;
         let path = self.child_path(parent, name)?;
+        {
+            // Meta cannot see files pending in this mount.
+            let t = self.lock_inodes();
+            if t.pending(&path).is_some() {
+                return Err(Errno::ENOTDIR);
+            }
+            if t.pending_under(&path) {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
         let keep = self.keep(parent_of(&path));
         match self
             .client
@@ -705,34 +791,86 @@ impl Inner {
         {
             return Err(Errno::EINVAL);
         }
+        // A pending file renamed over an existing file is committed first
+        // (then it is a file like any other), so that the replacement is
+        // still one meta command: the old file until then, the new after.
+        while let Some((ino, file)) = self
+            .rename_once(parent, name, newparent, newname, flags)
+            .await?
+        {
+            self.commit(ino, &file).await?;
+        }
+        Ok(())
+    }
+
+    /// One attempt of `rename`: `Some` is a pending file to commit before
+    /// trying again.
+    async fn rename_once(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> Res<Option<(u64, Arc<AsyncMutex<OpenFile>>)>> {
         let _names = self.names.write().await;
         let from = self.child_path(parent, name)?;
         let to = self.child_path(newparent, newname)?;
         if from == to {
-            return Ok(());
+            return Ok(None);
         }
+        let (src_pending, dst_pending) = {
+            let t = self.lock_inodes();
+            (t.pending(&from), t.pending(&to))
+        };
         let bucket = &self.cfg.bucket;
-        let src = self
-            .client
-            .lookup(bucket, &self.key(&from))
-            .await
-            .map_err(|e| errno(&e))?;
-        let dst = self
-            .client
-            .lookup(bucket, &self.key(&to))
-            .await
-            .map_err(|e| errno(&e))?;
-        let src_dir = match src {
-            Found::Nothing => return Err(Errno::ENOENT),
-            Found::Dir(_) => true,
-            Found::Object(_) => false,
+        let src_dir = match src_pending {
+            Some(_) => false,
+            None => match self
+                .client
+                .lookup(bucket, &self.key(&from))
+                .await
+                .map_err(|e| errno(&e))?
+            {
+                Found::Nothing => return Err(Errno::ENOENT),
+                Found::Dir(_) => true,
+                Found::Object(_) => false,
+            },
+        };
+        let dst = match dst_pending {
+            Some(_) => Found::Nothing,
+            None => self
+                .client
+                .lookup(bucket, &self.key(&to))
+                .await
+                .map_err(|e| errno(&e))?,
         };
         match (&dst, src_dir) {
-            (Found::Nothing, _) => {}
+            (Found::Nothing, _) if dst_pending.is_none() => {}
             _ if flags.contains(RenameFlags::RENAME_NOREPLACE) => return Err(Errno::EEXIST),
+            (Found::Nothing, true) => return Err(Errno::ENOTDIR),
             (Found::Object(_), true) => return Err(Errno::ENOTDIR),
             (Found::Dir(_), false) => return Err(Errno::EISDIR),
+            // Meta would take it for empty.
+            (Found::Dir(_), true) if self.lock_inodes().pending_under(&to) => {
+                return Err(Errno::ENOTEMPTY);
+            }
             _ => {}
+        }
+        if let Some(ino) = src_pending {
+            if matches!(dst, Found::Object(_)) {
+                let file = self
+                    .lock_inodes()
+                    .get(ino)
+                    .and_then(|n| n.file.clone())
+                    .ok_or(Errno::ENOENT)?;
+                return Ok(Some((ino, file)));
+            }
+            // Meta holds nothing under either name: the file moves in this
+            // mount only (a pending file at `to` is replaced, never
+            // committed).
+            self.lock_inodes().renamed(&from, &to);
+            return Ok(None);
         }
         let keep = self.keep(parent_of(&from));
         let (from_key, to_key) = if src_dir {
@@ -747,8 +885,9 @@ impl Inner {
             .rename_keeping(bucket, &from_key, &to_key, true, keep.as_deref())
             .await
             .map_err(|e| errno(&e))?;
+        // A pending file at `to` is replaced: `renamed` marks it removed.
         self.lock_inodes().renamed(&from, &to);
-        Ok(())
+        Ok(None)
     }
 
     async fn symlink(
@@ -761,6 +900,7 @@ impl Inner {
     ) -> Res<FileAttr> {
         self.may(Permission::Write)?;
         let path = self.child_path(parent, name)?;
+        self.refuse_pending(&path)?;
         let target = target.to_str().ok_or(Errno::EINVAL)?.as_bytes().to_vec();
         if target.len() as u64 > self.store.inline_limit {
             return Err(Errno::ENAMETOOLONG);
@@ -917,16 +1057,34 @@ impl Inner {
             .list_dir(&self.cfg.bucket, &prefix, after.as_deref(), DIR_PAGE)
             .await
             .map_err(|e| errno(&e))?;
-        s.start += s.buf.len() as u64;
-        s.buf = page
+        let mut buf: Vec<(String, bool)> = page
             .entries
             .into_iter()
             .filter(|e| e.name != "." && e.name != ".." && e.name.len() <= NAME_MAX)
             .map(|e| (e.name, e.dir))
             .collect();
-        s.next = page
+        let next = page
             .next
             .and_then(|n| n.strip_prefix(&prefix).map(String::from));
+        // Files pending in this mount that fall within this page, in the
+        // page's (key) order: a directory's key is its name and a '/'.
+        let pending = self.lock_inodes().pending_in(&path);
+        if !pending.is_empty() {
+            let before = buf.len();
+            for name in pending {
+                let in_page = s.next.as_ref().is_none_or(|a| name > *a)
+                    && next.as_ref().is_none_or(|b| name <= *b);
+                if in_page && !buf.iter().any(|(n, _)| *n == name) {
+                    buf.push((name, false));
+                }
+            }
+            if buf.len() > before {
+                buf.sort_by_cached_key(|(n, dir)| if *dir { format!("{n}/") } else { n.clone() });
+            }
+        }
+        s.start += s.buf.len() as u64;
+        s.buf = buf;
+        s.next = next;
         s.fetched = true;
         Ok(())
     }
