@@ -40,6 +40,8 @@ const TTL: Duration = Duration::from_secs(1);
 const DIR_PAGE: u32 = 10_000;
 /// Chunks the mount keeps decoded for readers.
 const CACHE_CHUNKS: usize = 24;
+/// Free names remembered for `create` (see `Inner::absent`).
+const ABSENT_MAX: usize = 4096;
 
 /// What a mount serves and how.
 #[derive(Debug, Clone)]
@@ -75,6 +77,11 @@ pub(crate) struct Inner {
     /// moved (and see it empty), or a lookup give the moved directory a
     /// second inode.
     names: tokio::sync::RwLock<()>,
+    /// Names meta just said are free, and when: the kernel looks a name
+    /// up right before it creates it (in the same open(2)), so `create`
+    /// trusts that answer instead of asking again. Bounded by
+    /// `ABSENT_MAX`; entries older than `TTL` are not trusted.
+    absent: Mutex<HashMap<String, Instant>>,
     /// The root's mtime when the prefix has no entry of its own.
     started_ms: u64,
 }
@@ -164,6 +171,7 @@ impl TesseraFs {
             statfs: Mutex::new(None),
             metrics,
             names: tokio::sync::RwLock::new(()),
+            absent: Mutex::default(),
             started_ms: now_ms(),
         });
         inner.refresh_grant().await?;
@@ -292,7 +300,34 @@ impl Inner {
             .lookup(&self.cfg.bucket, &self.key(&path))
             .await
             .map_err(|e| errno(&e))?;
+        self.note_absent(&path, matches!(found, Found::Nothing));
         self.found_attr(&path, found).await
+    }
+
+    /// Remembers whether meta just said `path` is free.
+    fn note_absent(&self, path: &str, free: bool) {
+        let mut absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
+        if !free {
+            absent.remove(path);
+            return;
+        }
+        if absent.len() >= ABSENT_MAX {
+            absent.retain(|_, at| at.elapsed() < TTL);
+            if absent.len() >= ABSENT_MAX {
+                absent.clear();
+            }
+        }
+        absent.insert(path.to_string(), Instant::now());
+    }
+
+    /// Whether meta said `path` was free within `TTL` (once: the answer is
+    /// used up).
+    fn take_absent(&self, path: &str) -> bool {
+        self.absent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path)
+            .is_some_and(|at| at.elapsed() < TTL)
     }
 
     /// The attributes of `path` if it is a file pending in this mount
@@ -444,19 +479,23 @@ impl Inner {
         self.may(Permission::Write)?;
         let _names = self.names.read().await;
         let path = self.child_path(parent, name)?;
-        // O_EXCL, as far as one read can tell: the kernel creates only a
-        // name it found free, but another client may have taken it since.
-        // The commit at close checks again, in the same step as it writes.
+        // O_EXCL, as far as a read can tell: the kernel creates only a
+        // name it has just looked up and found free (in the same open(2),
+        // so that answer is used when it is fresh), but another client
+        // may have taken it since. The commit at close checks again, in
+        // the same step as it writes.
         self.refuse_pending(&path)?;
         let key = self.key(&path);
-        match self
-            .client
-            .lookup(&self.cfg.bucket, &key)
-            .await
-            .map_err(|e| errno(&e))?
-        {
-            Found::Nothing => {}
-            Found::Object(_) | Found::Dir(_) => return Err(Errno::EEXIST),
+        if !self.take_absent(&path) {
+            match self
+                .client
+                .lookup(&self.cfg.bucket, &key)
+                .await
+                .map_err(|e| errno(&e))?
+            {
+                Found::Nothing => {}
+                Found::Object(_) | Found::Dir(_) => return Err(Errno::EEXIST),
+            }
         }
         let mut meta = std::collections::BTreeMap::new();
         meta.insert(MODE.to_string(), format!("{:o}", S_IFREG | (mode & 0o7777)));
@@ -704,6 +743,7 @@ impl Inner {
         self.may(Permission::Write)?;
         let path = self.child_path(parent, name)?;
         self.refuse_pending(&path)?;
+        self.note_absent(&path, false);
         let info = DirInfo {
             mode: Some(mode & 0o7777),
             uid: (uid != self.cfg.uid).then_some(uid),
@@ -869,6 +909,7 @@ impl Inner {
             // Meta holds nothing under either name: the file moves in this
             // mount only (a pending file at `to` is replaced, never
             // committed).
+            self.note_absent(&to, false);
             self.lock_inodes().renamed(&from, &to);
             return Ok(None);
         }
@@ -886,6 +927,7 @@ impl Inner {
             .await
             .map_err(|e| errno(&e))?;
         // A pending file at `to` is replaced: `renamed` marks it removed.
+        self.note_absent(&to, false);
         self.lock_inodes().renamed(&from, &to);
         Ok(None)
     }
@@ -901,6 +943,7 @@ impl Inner {
         self.may(Permission::Write)?;
         let path = self.child_path(parent, name)?;
         self.refuse_pending(&path)?;
+        self.note_absent(&path, false);
         let target = target.to_str().ok_or(Errno::EINVAL)?.as_bytes().to_vec();
         if target.len() as u64 > self.store.inline_limit {
             return Err(Errno::ENAMETOOLONG);
