@@ -261,39 +261,31 @@ impl Inner {
         }
     }
 
-    async fn attr_of_object(&self, ino: u64, o: &ObjectInfo) -> FileAttr {
-        let file = self.lock_inodes().get(ino).and_then(|n| n.file.clone());
-        match file {
-            Some(f) => self.open_attr(ino, &*f.lock().await),
-            None => attrs::object_attr(ino, o, self.defaults()),
-        }
-    }
-
     /// An open file's attributes: its unsaved size and attributes count.
     fn open_attr(&self, ino: u64, f: &OpenFile) -> FileAttr {
         attrs::file_attr(ino, f.size(), f.info.mtime_ms, &f.meta, self.defaults())
     }
 
-    async fn found_attr(&self, path: &str, found: Found) -> Res<FileAttr> {
-        match found {
-            Found::Nothing => Err(Errno::ENOENT),
-            Found::Dir(info) => {
-                let ino = self.lock_inodes().remember(path, true);
-                Ok(attrs::dir_attr(ino, info.as_ref(), self.defaults()))
-            }
-            Found::Object(o) => {
-                let ino = self.lock_inodes().remember(path, false);
-                Ok(self.attr_of_object(ino, &o).await)
-            }
-        }
+    /// The number `path` gets, counting one more kernel reference, and
+    /// its open file if it has one.
+    fn remember_file(&self, path: &str) -> (u64, Option<Arc<AsyncMutex<OpenFile>>>) {
+        let mut t = self.lock_inodes();
+        let ino = t.remember(path, false);
+        (ino, t.get(ino).and_then(|n| n.file.clone()))
     }
 
     async fn lookup(&self, parent: u64, name: &OsStr) -> Res<FileAttr> {
         self.may(Permission::Read)?;
-        let _names = self.names.read().await;
+        let names = self.names.read().await;
         let path = self.child_path(parent, name)?;
-        if let Some(attr) = self.pending_attr(&path).await {
-            return Ok(attr);
+        // An open file's lock is taken only after the names are let go: a
+        // commit holds its file while it waits for them, and a rename
+        // waiting to write them would otherwise close the circle.
+        let pending = self.lock_inodes().pending(&path).is_some();
+        if pending && let (ino, Some(file)) = self.remember_file(&path) {
+            // Pending in this mount: meta does not know it yet.
+            drop(names);
+            return Ok(self.open_attr(ino, &*file.lock().await));
         }
         let found = self
             .client
@@ -301,7 +293,21 @@ impl Inner {
             .await
             .map_err(|e| errno(&e))?;
         self.note_absent(&path, matches!(found, Found::Nothing));
-        self.found_attr(&path, found).await
+        match found {
+            Found::Nothing => Err(Errno::ENOENT),
+            Found::Dir(info) => {
+                let ino = self.lock_inodes().remember(&path, true);
+                Ok(attrs::dir_attr(ino, info.as_ref(), self.defaults()))
+            }
+            Found::Object(o) => {
+                let (ino, file) = self.remember_file(&path);
+                drop(names);
+                Ok(match file {
+                    Some(f) => self.open_attr(ino, &*f.lock().await),
+                    None => attrs::object_attr(ino, &o, self.defaults()),
+                })
+            }
+        }
     }
 
     /// Remembers whether meta just said `path` is free.
@@ -330,18 +336,6 @@ impl Inner {
             .is_some_and(|at| at.elapsed() < TTL)
     }
 
-    /// The attributes of `path` if it is a file pending in this mount
-    /// (meta does not know it yet), counting one more kernel reference.
-    async fn pending_attr(&self, path: &str) -> Option<FileAttr> {
-        let (ino, file) = {
-            let mut t = self.lock_inodes();
-            let ino = t.pending(path)?;
-            let file = t.get(ino)?.file.clone()?;
-            (t.remember(path, false), file)
-        };
-        Some(self.open_attr(ino, &*file.lock().await))
-    }
-
     /// Refuses a new name that a pending file of this mount holds.
     fn refuse_pending(&self, path: &str) -> Res<()> {
         match self.lock_inodes().pending(path) {
@@ -352,7 +346,7 @@ impl Inner {
 
     async fn getattr(&self, ino: u64) -> Res<FileAttr> {
         self.may(Permission::Read)?;
-        let _names = self.names.read().await;
+        let names = self.names.read().await;
         let (path, _) = self.path(ino)?;
         if ino == ROOT {
             let info = DirInfo {
@@ -363,6 +357,8 @@ impl Inner {
         }
         let file = self.lock_inodes().get(ino).and_then(|n| n.file.clone());
         if let Some(f) = file {
+            // Not holding the names (see `lookup`).
+            drop(names);
             return Ok(self.open_attr(ino, &*f.lock().await));
         }
         let found = self
@@ -477,7 +473,7 @@ impl Inner {
         mode: u32,
     ) -> Res<(FileAttr, u64)> {
         self.may(Permission::Write)?;
-        let _names = self.names.read().await;
+        let names = self.names.read().await;
         let path = self.child_path(parent, name)?;
         // O_EXCL, as far as a read can tell: the kernel creates only a
         // name it has just looked up and found free (in the same open(2),
@@ -532,6 +528,7 @@ impl Inner {
             }
             ino
         };
+        drop(names);
         let fh = self.add_handle(ino, file.clone(), true);
         Ok((self.open_attr(ino, &*file.lock().await), fh))
     }
