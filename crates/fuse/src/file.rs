@@ -113,6 +113,15 @@ impl OpenFile {
         f
     }
 
+    /// A file created by this mount and not committed yet: `info` is what
+    /// its first commit will make (empty, with the creator's attributes),
+    /// and that commit happens even if nothing is written (`touch`).
+    pub fn new_pending(store: Arc<FileStore>, info: ObjectInfo) -> Self {
+        let mut f = OpenFile::new(store, info, Vec::new());
+        f.content_dirty = true;
+        f
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -421,12 +430,17 @@ impl OpenFile {
 
     /// Makes what was written durable as `key`: one meta command that
     /// keeps every chunk not touched. Returns the new version, or `None`
-    /// when there was nothing to commit.
-    pub async fn commit(&mut self, key: &str) -> Result<Option<ObjectInfo>, SdkError> {
+    /// when there was nothing to commit. `if_absent`: the commit creates
+    /// the object and is refused (`PreconditionFailed`) if `key` exists.
+    pub async fn commit(
+        &mut self,
+        key: &str,
+        if_absent: bool,
+    ) -> Result<Option<ObjectInfo>, SdkError> {
         if !self.is_dirty() {
             return Ok(None);
         }
-        match self.try_commit(key).await {
+        match self.try_commit(key, if_absent).await {
             Err(e) if e.code() == Some(ErrorCode::Conflict) && self.content_dirty => {
                 // Someone replaced the object meanwhile: the chunks kept
                 // from the old version are not its chunks any more. Last
@@ -438,13 +452,17 @@ impl OpenFile {
                         self.dirty.insert(i);
                     }
                 }
-                self.try_commit(key).await
+                self.try_commit(key, if_absent).await
             }
             other => other,
         }
     }
 
-    async fn try_commit(&mut self, key: &str) -> Result<Option<ObjectInfo>, SdkError> {
+    async fn try_commit(
+        &mut self,
+        key: &str,
+        if_absent: bool,
+    ) -> Result<Option<ObjectInfo>, SdkError> {
         let store = self.store.clone();
         let (data, chunks, etag) = if !self.content_dirty {
             (self.info.data.clone(), Vec::new(), self.info.etag.clone())
@@ -507,7 +525,13 @@ impl OpenFile {
         };
         let info = store
             .client
-            .patch_object(&store.bucket, key, object, self.staged.as_deref(), false)
+            .patch_object(
+                &store.bucket,
+                key,
+                object,
+                self.staged.as_deref(),
+                if_absent,
+            )
             .await?;
         for s in &mut self.slots {
             if let Slot::Written(r) = s {

@@ -1,6 +1,12 @@
 //! The FUSE operations. Each request is answered from a task on the tokio
 //! runtime, so slow cluster calls never hold the kernel's other requests up;
 //! per-file state is behind one async lock per open file.
+//!
+//! A file created here is pending until its first commit (close, fsync):
+//! meta has no object for it yet, so creating a small file costs one
+//! synced meta command, not two. Inside the mount it is a file like any
+//! other (lookup, readdir, rename, unlink see it); other clients see it
+//! after close (close-to-open), and a crash before then loses it.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -15,7 +21,7 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use tessera_proto::{DirInfo, Found, ObjectData, ObjectInfo, Permission};
+use tessera_proto::{DirInfo, ErrorCode, Found, ObjectData, ObjectInfo, Permission};
 use tessera_sdk::{Client, SdkError};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{debug, warn};
@@ -34,6 +40,8 @@ const TTL: Duration = Duration::from_secs(1);
 const DIR_PAGE: u32 = 10_000;
 /// Chunks the mount keeps decoded for readers.
 const CACHE_CHUNKS: usize = 24;
+/// Free names remembered for `create` (see `Inner::absent`).
+const ABSENT_MAX: usize = 4096;
 
 /// What a mount serves and how.
 #[derive(Debug, Clone)]
@@ -69,6 +77,11 @@ pub(crate) struct Inner {
     /// moved (and see it empty), or a lookup give the moved directory a
     /// second inode.
     names: tokio::sync::RwLock<()>,
+    /// Names meta just said are free, and when: the kernel looks a name
+    /// up right before it creates it (in the same open(2)), so `create`
+    /// trusts that answer instead of asking again. Bounded by
+    /// `ABSENT_MAX`; entries older than `TTL` are not trusted.
+    absent: Mutex<HashMap<String, Instant>>,
     /// The root's mtime when the prefix has no entry of its own.
     started_ms: u64,
 }
@@ -158,6 +171,7 @@ impl TesseraFs {
             statfs: Mutex::new(None),
             metrics,
             names: tokio::sync::RwLock::new(()),
+            absent: Mutex::default(),
             started_ms: now_ms(),
         });
         inner.refresh_grant().await?;
@@ -247,48 +261,92 @@ impl Inner {
         }
     }
 
-    async fn attr_of_object(&self, ino: u64, o: &ObjectInfo) -> FileAttr {
-        let file = self.lock_inodes().get(ino).and_then(|n| n.file.clone());
-        match file {
-            Some(f) => self.open_attr(ino, &*f.lock().await),
-            None => attrs::object_attr(ino, o, self.defaults()),
-        }
-    }
-
     /// An open file's attributes: its unsaved size and attributes count.
     fn open_attr(&self, ino: u64, f: &OpenFile) -> FileAttr {
         attrs::file_attr(ino, f.size(), f.info.mtime_ms, &f.meta, self.defaults())
     }
 
-    async fn found_attr(&self, path: &str, found: Found) -> Res<FileAttr> {
-        match found {
-            Found::Nothing => Err(Errno::ENOENT),
-            Found::Dir(info) => {
-                let ino = self.lock_inodes().remember(path, true);
-                Ok(attrs::dir_attr(ino, info.as_ref(), self.defaults()))
-            }
-            Found::Object(o) => {
-                let ino = self.lock_inodes().remember(path, false);
-                Ok(self.attr_of_object(ino, &o).await)
-            }
-        }
+    /// The number `path` gets, counting one more kernel reference, and
+    /// its open file if it has one.
+    fn remember_file(&self, path: &str) -> (u64, Option<Arc<AsyncMutex<OpenFile>>>) {
+        let mut t = self.lock_inodes();
+        let ino = t.remember(path, false);
+        (ino, t.get(ino).and_then(|n| n.file.clone()))
     }
 
     async fn lookup(&self, parent: u64, name: &OsStr) -> Res<FileAttr> {
         self.may(Permission::Read)?;
-        let _names = self.names.read().await;
+        let names = self.names.read().await;
         let path = self.child_path(parent, name)?;
+        // An open file's lock is taken only after the names are let go: a
+        // commit holds its file while it waits for them, and a rename
+        // waiting to write them would otherwise close the circle.
+        let pending = self.lock_inodes().pending(&path).is_some();
+        if pending && let (ino, Some(file)) = self.remember_file(&path) {
+            // Pending in this mount: meta does not know it yet.
+            drop(names);
+            return Ok(self.open_attr(ino, &*file.lock().await));
+        }
         let found = self
             .client
             .lookup(&self.cfg.bucket, &self.key(&path))
             .await
             .map_err(|e| errno(&e))?;
-        self.found_attr(&path, found).await
+        self.note_absent(&path, matches!(found, Found::Nothing));
+        match found {
+            Found::Nothing => Err(Errno::ENOENT),
+            Found::Dir(info) => {
+                let ino = self.lock_inodes().remember(&path, true);
+                Ok(attrs::dir_attr(ino, info.as_ref(), self.defaults()))
+            }
+            Found::Object(o) => {
+                let (ino, file) = self.remember_file(&path);
+                drop(names);
+                Ok(match file {
+                    Some(f) => self.open_attr(ino, &*f.lock().await),
+                    None => attrs::object_attr(ino, &o, self.defaults()),
+                })
+            }
+        }
+    }
+
+    /// Remembers whether meta just said `path` is free.
+    fn note_absent(&self, path: &str, free: bool) {
+        let mut absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
+        if !free {
+            absent.remove(path);
+            return;
+        }
+        if absent.len() >= ABSENT_MAX {
+            absent.retain(|_, at| at.elapsed() < TTL);
+            if absent.len() >= ABSENT_MAX {
+                absent.clear();
+            }
+        }
+        absent.insert(path.to_string(), Instant::now());
+    }
+
+    /// Whether meta said `path` was free within `TTL` (once: the answer is
+    /// used up).
+    fn take_absent(&self, path: &str) -> bool {
+        self.absent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path)
+            .is_some_and(|at| at.elapsed() < TTL)
+    }
+
+    /// Refuses a new name that a pending file of this mount holds.
+    fn refuse_pending(&self, path: &str) -> Res<()> {
+        match self.lock_inodes().pending(path) {
+            Some(_) => Err(Errno::EEXIST),
+            None => Ok(()),
+        }
     }
 
     async fn getattr(&self, ino: u64) -> Res<FileAttr> {
         self.may(Permission::Read)?;
-        let _names = self.names.read().await;
+        let names = self.names.read().await;
         let (path, _) = self.path(ino)?;
         if ino == ROOT {
             let info = DirInfo {
@@ -299,6 +357,8 @@ impl Inner {
         }
         let file = self.lock_inodes().get(ino).and_then(|n| n.file.clone());
         if let Some(f) = file {
+            // Not holding the names (see `lookup`).
+            drop(names);
             return Ok(self.open_attr(ino, &*f.lock().await));
         }
         let found = self
@@ -413,42 +473,64 @@ impl Inner {
         mode: u32,
     ) -> Res<(FileAttr, u64)> {
         self.may(Permission::Write)?;
+        let names = self.names.read().await;
         let path = self.child_path(parent, name)?;
+        // O_EXCL, as far as a read can tell: the kernel creates only a
+        // name it has just looked up and found free (in the same open(2),
+        // so that answer is used when it is fresh), but another client
+        // may have taken it since. The commit at close checks again, in
+        // the same step as it writes.
+        self.refuse_pending(&path)?;
+        let key = self.key(&path);
+        if !self.take_absent(&path) {
+            match self
+                .client
+                .lookup(&self.cfg.bucket, &key)
+                .await
+                .map_err(|e| errno(&e))?
+            {
+                Found::Nothing => {}
+                Found::Object(_) | Found::Dir(_) => return Err(Errno::EEXIST),
+            }
+        }
         let mut meta = std::collections::BTreeMap::new();
         meta.insert(MODE.to_string(), format!("{:o}", S_IFREG | (mode & 0o7777)));
         self.owner_meta(&mut meta, req_uid, req_gid);
-        let object = tessera_proto::NewObject {
+        let info = ObjectInfo {
+            key,
             size: 0,
             etag: md5_hex(b""),
             content_type: None,
             user_meta: meta,
             headers: Default::default(),
+            mtime_ms: now_ms(),
             data: ObjectData::Inline(Vec::new()),
-            chunks: Vec::new(),
+            parts: Vec::new(),
+            version_id: None,
         };
-        let info = self
-            .client
-            .patch_object(&self.cfg.bucket, &self.key(&path), object, None, true)
-            .await
-            .map_err(|e| errno(&e))?;
-        let file = Arc::new(AsyncMutex::new(OpenFile::new(
+        let file = Arc::new(AsyncMutex::new(OpenFile::new_pending(
             self.store.clone(),
-            info.clone(),
-            Vec::new(),
+            info,
         )));
         let ino = {
             let mut t = self.lock_inodes();
+            if t.pending(&path).is_some() {
+                // Another create of the same name in this mount won.
+                return Err(Errno::EEXIST);
+            }
             let ino = t.remember(&path, false);
             if let Some(n) = t.get_mut(ino) {
                 n.file = Some(file.clone());
                 n.opens += 1;
                 n.unlinked = false;
-                n.version = Some((info.etag.clone(), info.mtime_ms));
+                n.pending = true;
+                n.version = None;
             }
             ino
         };
-        let fh = self.add_handle(ino, file, true);
-        Ok((attrs::object_attr(ino, &info, self.defaults()), fh))
+        drop(names);
+        let fh = self.add_handle(ino, file.clone(), true);
+        Ok((self.open_attr(ino, &*file.lock().await), fh))
     }
 
     /// Records an owner only when it differs from the mount's default.
@@ -516,25 +598,36 @@ impl Inner {
             return Ok(());
         }
         let _names = self.names.read().await;
-        let (path, unlinked) = {
+        let (path, unlinked, pending) = {
             let t = self.lock_inodes();
             let n = t.get(ino).ok_or(Errno::ENOENT)?;
-            (n.path.clone(), n.unlinked)
+            (n.path.clone(), n.unlinked, n.pending)
         };
         if unlinked {
             return Ok(());
         }
-        let info = f.commit(&self.key(&path)).await.map_err(|e| {
-            warn!(path, error = %e, "commit failed");
+        // A pending file's first commit creates the object, and only if
+        // no other client created that name since: never overwrite a file
+        // this mount did not know about.
+        let info = f.commit(&self.key(&path), pending).await.map_err(|e| {
+            if pending && e.code() == Some(ErrorCode::PreconditionFailed) {
+                warn!(
+                    path,
+                    "another client created this name before the new file was closed: not stored"
+                );
+            } else {
+                warn!(path, error = %e, "commit failed");
+            }
             errno(&e)
         })?;
         if info.is_some() {
             MountMetrics::add(&self.metrics.commits, 1);
         }
-        if let Some(info) = info
-            && let Some(n) = self.lock_inodes().get_mut(ino)
-        {
-            n.version = Some((info.etag, info.mtime_ms));
+        if let Some(n) = self.lock_inodes().get_mut(ino) {
+            n.pending = false;
+            if let Some(info) = info {
+                n.version = Some((info.etag, info.mtime_ms));
+            }
         }
         Ok(())
     }
@@ -623,7 +716,11 @@ impl Inner {
                     f.set_meta(MTIME, Some(attrs::time_text(time_of(t))));
                 }
             }
-            self.commit(ino, &file).await?;
+            // A pending file keeps the change for its first commit.
+            let pending = self.lock_inodes().get(ino).is_some_and(|n| n.pending);
+            if !pending {
+                self.commit(ino, &file).await?;
+            }
             Ok(self.open_attr(ino, &*file.lock().await))
         }
         .await;
@@ -642,6 +739,8 @@ impl Inner {
     ) -> Res<FileAttr> {
         self.may(Permission::Write)?;
         let path = self.child_path(parent, name)?;
+        self.refuse_pending(&path)?;
+        self.note_absent(&path, false);
         let info = DirInfo {
             mode: Some(mode & 0o7777),
             uid: (uid != self.cfg.uid).then_some(uid),
@@ -659,6 +758,20 @@ impl Inner {
     async fn unlink(&self, parent: u64, name: &OsStr) -> Res<()> {
         self.may(Permission::Write)?;
         let path = self.child_path(parent, name)?;
+        if self.lock_inodes().pending(&path).is_some() {
+            // Meta has nothing to remove: the file just must never be
+            // committed. Holding the names to write waits for a commit of
+            // it already under way, so it is either done (and removed
+            // below like any file) or never starts.
+            let _names = self.names.write().await;
+            let path = self.child_path(parent, name)?;
+            let mut t = self.lock_inodes();
+            if t.pending(&path).is_some() {
+                t.removed(&path);
+                return Ok(());
+            }
+        }
+        let path = self.child_path(parent, name)?;
         let keep = self.keep(parent_of(&path));
         self.client
             .unlink(&self.cfg.bucket, &self.key(&path), keep.as_deref())
@@ -671,6 +784,16 @@ impl Inner {
     async fn rmdir(&self, parent: u64, name: &OsStr) -> Res<()> {
         self.may(Permission::Write)?;
         let path = self.child_path(parent, name)?;
+        {
+            // Meta cannot see files pending in this mount.
+            let t = self.lock_inodes();
+            if t.pending(&path).is_some() {
+                return Err(Errno::ENOTDIR);
+            }
+            if t.pending_under(&path) {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
         let keep = self.keep(parent_of(&path));
         match self
             .client
@@ -705,34 +828,87 @@ impl Inner {
         {
             return Err(Errno::EINVAL);
         }
+        // A pending file renamed over an existing file is committed first
+        // (then it is a file like any other), so that the replacement is
+        // still one meta command: the old file until then, the new after.
+        while let Some((ino, file)) = self
+            .rename_once(parent, name, newparent, newname, flags)
+            .await?
+        {
+            self.commit(ino, &file).await?;
+        }
+        Ok(())
+    }
+
+    /// One attempt of `rename`: `Some` is a pending file to commit before
+    /// trying again.
+    async fn rename_once(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> Res<Option<(u64, Arc<AsyncMutex<OpenFile>>)>> {
         let _names = self.names.write().await;
         let from = self.child_path(parent, name)?;
         let to = self.child_path(newparent, newname)?;
         if from == to {
-            return Ok(());
+            return Ok(None);
         }
+        let (src_pending, dst_pending) = {
+            let t = self.lock_inodes();
+            (t.pending(&from), t.pending(&to))
+        };
         let bucket = &self.cfg.bucket;
-        let src = self
-            .client
-            .lookup(bucket, &self.key(&from))
-            .await
-            .map_err(|e| errno(&e))?;
-        let dst = self
-            .client
-            .lookup(bucket, &self.key(&to))
-            .await
-            .map_err(|e| errno(&e))?;
-        let src_dir = match src {
-            Found::Nothing => return Err(Errno::ENOENT),
-            Found::Dir(_) => true,
-            Found::Object(_) => false,
+        let src_dir = match src_pending {
+            Some(_) => false,
+            None => match self
+                .client
+                .lookup(bucket, &self.key(&from))
+                .await
+                .map_err(|e| errno(&e))?
+            {
+                Found::Nothing => return Err(Errno::ENOENT),
+                Found::Dir(_) => true,
+                Found::Object(_) => false,
+            },
+        };
+        let dst = match dst_pending {
+            Some(_) => Found::Nothing,
+            None => self
+                .client
+                .lookup(bucket, &self.key(&to))
+                .await
+                .map_err(|e| errno(&e))?,
         };
         match (&dst, src_dir) {
-            (Found::Nothing, _) => {}
+            (Found::Nothing, _) if dst_pending.is_none() => {}
             _ if flags.contains(RenameFlags::RENAME_NOREPLACE) => return Err(Errno::EEXIST),
+            (Found::Nothing, true) => return Err(Errno::ENOTDIR),
             (Found::Object(_), true) => return Err(Errno::ENOTDIR),
             (Found::Dir(_), false) => return Err(Errno::EISDIR),
+            // Meta would take it for empty.
+            (Found::Dir(_), true) if self.lock_inodes().pending_under(&to) => {
+                return Err(Errno::ENOTEMPTY);
+            }
             _ => {}
+        }
+        if let Some(ino) = src_pending {
+            if matches!(dst, Found::Object(_)) {
+                let file = self
+                    .lock_inodes()
+                    .get(ino)
+                    .and_then(|n| n.file.clone())
+                    .ok_or(Errno::ENOENT)?;
+                return Ok(Some((ino, file)));
+            }
+            // Meta holds nothing under either name: the file moves in this
+            // mount only (a pending file at `to` is replaced, never
+            // committed).
+            self.note_absent(&to, false);
+            self.lock_inodes().renamed(&from, &to);
+            return Ok(None);
         }
         let keep = self.keep(parent_of(&from));
         let (from_key, to_key) = if src_dir {
@@ -747,8 +923,10 @@ impl Inner {
             .rename_keeping(bucket, &from_key, &to_key, true, keep.as_deref())
             .await
             .map_err(|e| errno(&e))?;
+        // A pending file at `to` is replaced: `renamed` marks it removed.
+        self.note_absent(&to, false);
         self.lock_inodes().renamed(&from, &to);
-        Ok(())
+        Ok(None)
     }
 
     async fn symlink(
@@ -761,6 +939,8 @@ impl Inner {
     ) -> Res<FileAttr> {
         self.may(Permission::Write)?;
         let path = self.child_path(parent, name)?;
+        self.refuse_pending(&path)?;
+        self.note_absent(&path, false);
         let target = target.to_str().ok_or(Errno::EINVAL)?.as_bytes().to_vec();
         if target.len() as u64 > self.store.inline_limit {
             return Err(Errno::ENAMETOOLONG);
@@ -917,16 +1097,34 @@ impl Inner {
             .list_dir(&self.cfg.bucket, &prefix, after.as_deref(), DIR_PAGE)
             .await
             .map_err(|e| errno(&e))?;
-        s.start += s.buf.len() as u64;
-        s.buf = page
+        let mut buf: Vec<(String, bool)> = page
             .entries
             .into_iter()
             .filter(|e| e.name != "." && e.name != ".." && e.name.len() <= NAME_MAX)
             .map(|e| (e.name, e.dir))
             .collect();
-        s.next = page
+        let next = page
             .next
             .and_then(|n| n.strip_prefix(&prefix).map(String::from));
+        // Files pending in this mount that fall within this page, in the
+        // page's (key) order: a directory's key is its name and a '/'.
+        let pending = self.lock_inodes().pending_in(&path);
+        if !pending.is_empty() {
+            let before = buf.len();
+            for name in pending {
+                let in_page = s.next.as_ref().is_none_or(|a| name > *a)
+                    && next.as_ref().is_none_or(|b| name <= *b);
+                if in_page && !buf.iter().any(|(n, _)| *n == name) {
+                    buf.push((name, false));
+                }
+            }
+            if buf.len() > before {
+                buf.sort_by_cached_key(|(n, dir)| if *dir { format!("{n}/") } else { n.clone() });
+            }
+        }
+        s.start += s.buf.len() as u64;
+        s.buf = buf;
+        s.next = next;
         s.fetched = true;
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Inode numbers for the paths the kernel knows about. FUSE names files by
 //! number; the cluster by key. A number lives from the first lookup until
-//! the kernel forgets it, and follows its file through renames.
+//! the kernel forgets it, and follows its file through renames. Files
+//! created in this mount and not committed yet live only here (`pending`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,10 @@ pub struct Inode {
     pub version: Option<(String, u64)>,
     /// Removed or replaced while known: an open file is not committed.
     pub unlinked: bool,
+    /// Created by this mount and not committed yet: meta has no object
+    /// by this name, and only this mount sees the file until its first
+    /// commit (close, fsync), which must find the name still free.
+    pub pending: bool,
 }
 
 pub struct Inodes {
@@ -57,6 +62,7 @@ impl Default for Inodes {
                 opens: 0,
                 version: None,
                 unlinked: false,
+                pending: false,
             },
         );
         let by_path = HashMap::from([(String::new(), ROOT)]);
@@ -102,6 +108,7 @@ impl Inodes {
                 opens: 0,
                 version: None,
                 unlinked: false,
+                pending: false,
             },
         );
         self.by_path.insert(path.to_string(), ino);
@@ -130,6 +137,9 @@ impl Inodes {
         node.opens = node.opens.saturating_sub(1);
         if node.opens == 0 {
             node.file = None;
+            // A pending file whose commit failed is gone with its last
+            // open: there is nothing left to show under its name.
+            node.pending = false;
             if ino != ROOT && node.lookups == 0 {
                 self.drop_inode(ino);
             }
@@ -173,6 +183,34 @@ impl Inodes {
         }
     }
 
+    /// The number of `path` if it is a pending file.
+    pub fn pending(&self, path: &str) -> Option<u64> {
+        let ino = self.by_path(path)?;
+        self.by_ino.get(&ino).filter(|n| n.pending).map(|_| ino)
+    }
+
+    /// Names of the pending files directly in directory `dir`.
+    pub fn pending_in(&self, dir: &str) -> Vec<String> {
+        self.by_path
+            .iter()
+            .filter(|(p, i)| {
+                !p.is_empty()
+                    && parent_of(p) == dir
+                    && self.by_ino.get(i).is_some_and(|n| n.pending)
+            })
+            .map(|(p, _)| p.rsplit('/').next().unwrap_or(p).to_string())
+            .collect()
+    }
+
+    /// Whether a pending file lies anywhere under directory `dir`.
+    pub fn pending_under(&self, dir: &str) -> bool {
+        let under = format!("{dir}/");
+        self.by_path.iter().any(|(p, i)| {
+            (dir.is_empty() || p.starts_with(&under))
+                && self.by_ino.get(i).is_some_and(|n| n.pending)
+        })
+    }
+
     /// Open files, for a flush before unmounting.
     pub fn open_files(&self) -> Vec<(u64, Arc<AsyncMutex<OpenFile>>)> {
         self.by_ino
@@ -202,5 +240,36 @@ mod tests {
         assert_eq!(parent_of("a/b/c"), "a/b");
         assert_eq!(parent_of("c"), "");
         assert_eq!(child("", "x"), "x");
+    }
+
+    #[test]
+    fn pending_files_are_found_by_directory_until_committed_or_closed() {
+        let mut t = Inodes::default();
+        let d = t.remember("d", true);
+        let f = t.remember("d/f", false);
+        let g = t.remember("g", false);
+        for ino in [f, g] {
+            let n = t.get_mut(ino).unwrap();
+            n.pending = true;
+            n.opens = 1;
+        }
+        assert_eq!(t.pending("d/f"), Some(f));
+        assert_eq!(t.pending("d"), None);
+        assert_eq!(t.pending_in("d"), vec!["f".to_string()]);
+        assert_eq!(t.pending_in(""), vec!["g".to_string()]);
+        assert!(t.pending_under("d"));
+        assert!(!t.pending_under("e"));
+        // A rename moves a pending file with its directory.
+        t.renamed("d", "e");
+        assert_eq!(t.pending("e/f"), Some(f));
+        assert!(t.pending_under("e") && !t.pending_under("d"));
+        // Removed: no longer found under its name.
+        t.removed("g");
+        assert_eq!(t.pending("g"), None);
+        assert!(t.pending_in("").is_empty());
+        // The last close ends it.
+        t.closed(f);
+        assert_eq!(t.pending("e/f"), None);
+        assert!(t.get(d).is_some());
     }
 }
