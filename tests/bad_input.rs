@@ -401,6 +401,58 @@ async fn meta_answers_each_request_of_a_batch() {
             other => panic!("{other:?}"),
         }
     }
+    // Small queries (what the S3 gateway asks for every request) go in
+    // batches too, mixed with commits: each caller gets its own answer,
+    // refusals included, and a read sees a commit acknowledged before it.
+    let calls = (0..200).map(|i| {
+        let client = client.clone();
+        async move {
+            let req: MetaRequest = match i % 5 {
+                0 => MetaQuery::GetBucket {
+                    name: "bkt-one".into(),
+                }
+                .into(),
+                1 => MetaQuery::GetBucket {
+                    name: "missing".into(),
+                }
+                .into(),
+                2 => MetaQuery::ListGrants {
+                    bucket: Some("bkt-one".into()),
+                    key: Some("no-such-key".into()),
+                }
+                .into(),
+                3 => MetaQuery::GetBucketAccess {
+                    bucket: "bkt-one".into(),
+                }
+                .into(),
+                _ => Proposal::CreateBucket {
+                    name: format!("bkt-q{i:03}"),
+                    policy: None,
+                }
+                .into(),
+            };
+            (i, client.call(req).await)
+        }
+    });
+    for (i, r) in futures::future::join_all(calls).await {
+        match (i % 5, r) {
+            (0, Ok(MetaResponse::Bucket(b))) => assert_eq!(b.name, "bkt-one"),
+            (1, Err(tessera_meta_client::MetaCallError::Refused(e))) => {
+                assert_eq!(e.code, ErrorCode::NoSuchBucket, "{e:?}")
+            }
+            (2, Ok(MetaResponse::Grants(g))) => assert!(g.is_empty(), "{g:?}"),
+            (3, Ok(MetaResponse::BucketAccess(_))) => {}
+            (4, Ok(MetaResponse::Bucket(b))) => {
+                let read = client
+                    .call(MetaQuery::GetBucket {
+                        name: b.name.clone(),
+                    })
+                    .await;
+                assert!(matches!(read, Ok(MetaResponse::Bucket(_))), "{i}: {read:?}");
+            }
+            (_, other) => panic!("{i}: {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -225,6 +225,52 @@ async fn fragments_spread_over_zones() {
     assert_eq!(get(&client, "zoned", "obj", None).await, body);
 }
 
+/// A read whose consumer stops reading (a stalled HTTP client) must not
+/// hold the client-wide read budget: another read of the same client
+/// still finishes. Before chunk reads ran as tasks of their own, the
+/// stalled read's queued chunk reads were granted permits they could not
+/// use until their consumer read again, and the other read waited for
+/// ever (the GETs the AWS SDK aborted as stalled in issue 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_does_not_starve_other_reads() {
+    let c = Cluster::start(6);
+    let cfg = ClusterConfig::load(&c.cluster_file).unwrap();
+    let options = tessera_sdk::ClientOptions {
+        chunk_size: 1 << 20,
+        parallel_chunks: 4,
+        chunks_in_flight: 2,
+        ..Default::default()
+    };
+    let client = Client::connect_with(cfg.meta_addr().unwrap(), &cfg.identity().unwrap(), options)
+        .await
+        .unwrap();
+    client.create_bucket("stall", None).await.unwrap();
+    let body = data(12 << 20, 9);
+    for key in ["stalled", "other"] {
+        client
+            .put("stall", key, &body[..], PutOptions::default())
+            .await
+            .unwrap();
+    }
+    // A one-piece channel nobody reads: the stalled read blocks on its
+    // second piece with chunks still to go.
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    let info = client.head("stall", "stalled").await.unwrap();
+    let stalled = {
+        let client = client.clone();
+        tokio::spawn(async move { client.read_object_to(&info, None, tx).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let other = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        get(&client, "stall", "other", None).await
+    })
+    .await
+    .expect("a read must not wait for another read's consumer");
+    assert_eq!(other, body);
+    assert!(!stalled.is_finished(), "the stalled read cannot have ended");
+    stalled.abort();
+}
+
 /// The client-wide budgets for chunks in flight, at their smallest: many
 /// puts, gets and copies (a read feeding a write through a pipe) at once
 /// all finish, with the right bytes. One budget for both directions could

@@ -382,6 +382,24 @@ pub enum MetaQuery {
     },
 }
 
+impl MetaQuery {
+    /// Whether the answer is small and bounded whatever the cluster holds
+    /// (one key, one key's grants on one bucket, one bucket's record, its
+    /// access settings or versioning): such a query may share a
+    /// `MetaRequest::Batch` with others without the batch's answer
+    /// outgrowing a frame. The S3 gateway asks these for every request.
+    pub fn has_small_answer(&self) -> bool {
+        match self {
+            MetaQuery::GetKey { .. }
+            | MetaQuery::GetBucket { .. }
+            | MetaQuery::GetBucketAccess { .. }
+            | MetaQuery::GetVersioning { .. } => true,
+            MetaQuery::ListGrants { bucket, key } => bucket.is_some() && key.is_some(),
+            _ => false,
+        }
+    }
+}
+
 /// Requests that become one command of meta's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Proposal {

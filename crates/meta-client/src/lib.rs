@@ -7,8 +7,8 @@
 //! replica is passed over for the next one of the group), the connection
 //! (reused, retried after a short hold-off, since nothing works without
 //! meta), one retry when a cached connection turns out dead, a deadline per
-//! call, proposals and leases made at the same moment sent together
-//! (`MetaRequest::Batch`), and typed errors (refused by meta, unreachable,
+//! call, proposals, leases and small queries made at the same moment sent
+//! together (`MetaRequest::Batch`), and typed errors (refused by meta, unreachable,
 //! timed out, unexpected answer). It must not know what the requests mean:
 //! callers build them from `tessera_proto` and match the answers.
 
@@ -88,8 +88,9 @@ pub struct MetaClient {
     outbox: Arc<Mutex<Outbox>>,
 }
 
-/// Most requests sent together. Proposals and leases only: their answers
-/// are small, where a batch of listings could outgrow a frame. Batches of
+/// Most requests sent together. Proposals, leases and queries with small
+/// answers only (`MetaQuery::has_small_answer`): a batch of listings
+/// could outgrow a frame. Batches of
 /// 16 keep several in flight at 64 callers, so that meta's committer
 /// applies one group while the last one syncs (64 at once went in lock
 /// step: about 17,500 commits/s at 64 callers against 22,000 at 16; see
@@ -107,7 +108,7 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// lost: it takes them after one yield, far sooner.
 const SENDER_LOST_AFTER: Duration = Duration::from_secs(1);
 
-/// Proposals and leases waiting to be sent together.
+/// Requests waiting to be sent together.
 #[derive(Default)]
 struct Outbox {
     waiting: Vec<(MetaRequest, Reply)>,
@@ -170,15 +171,21 @@ impl MetaClient {
     /// becomes `MetaCallError::Refused`. A cached connection that turns
     /// out dead is replaced once.
     ///
-    /// Proposals and leases made while others are on their way go out
-    /// together: the first starts a sender task, which yields once so that
+    /// Proposals, leases and small queries (a key, grants, a bucket's
+    /// settings: what the S3 gateway asks for every request) made while
+    /// others are on their way go out together: the first starts a sender task, which yields once so that
     /// the ones made at the same moment join, then sends them all on one
     /// stream. Many concurrent commits (a busy gateway) then cost meta one
     /// stream and a few packets for many, not one each. A lone call costs a
     /// task hand-off more than sending it directly.
     pub async fn call(&self, req: impl Into<MetaRequest>) -> Result<MetaResponse, MetaCallError> {
         let req = req.into();
-        if !matches!(req, MetaRequest::Propose(_) | MetaRequest::Lease(_)) {
+        let together = match &req {
+            MetaRequest::Propose(_) | MetaRequest::Lease(_) => true,
+            MetaRequest::Query(q) => q.has_small_answer(),
+            _ => false,
+        };
+        if !together {
             return self.call_alone(&req).await;
         }
         let (reply, answer) = oneshot::channel();

@@ -17,6 +17,7 @@ use tessera_types::{ChunkId, NodeId, Policy};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
+use crate::write::AbortOnDrop;
 use crate::{Client, SdkError};
 
 /// How long the fragments of a chunk may all stay silent before one more is
@@ -156,11 +157,24 @@ impl Client {
                         .into_iter()
                         .zip(batch.iter().map(|(_, slice)| slice.clone()))
                         .collect();
+                    // Each chunk is read by a task of its own, so a read
+                    // that holds a budget permit makes progress while this
+                    // one waits for its consumer. Polled from here, a read
+                    // granted a permit (tokio's semaphore hands permits to
+                    // waiters in turn, polled or not) sat on it for as long
+                    // as a slow HTTP client took, and other GETs starved
+                    // for seconds.
                     let mut chunks = futures::stream::iter(jobs)
-                        .map(|(record, slice)| self.read_slice(record, slice))
+                        .map(|(record, slice)| {
+                            let client = self.clone();
+                            AbortOnDrop(tokio::spawn(async move {
+                                client.read_slice(record, slice).await
+                            }))
+                        })
                         .buffered(self.inner.options.parallel_chunks);
                     while let Some(chunk) = chunks.next().await {
-                        let (pieces, slice) = chunk?;
+                        let (pieces, slice) = chunk
+                            .map_err(|e| SdkError::Invalid(format!("chunk reader task: {e}")))??;
                         let mut at = 0;
                         for piece in pieces {
                             let (start, end) = (at, at + piece.len());

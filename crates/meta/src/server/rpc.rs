@@ -115,14 +115,22 @@ impl Meta {
         match req {
             MetaRequest::Batch(reqs) => self.handle_batch(reqs).await,
             MetaRequest::Group(g) => self.group(g).await,
-            one => self.handle_one(one).await,
+            one => self.handle_one(one, false).await,
         }
     }
 
-    async fn handle_one(self: &Arc<Self>, req: MetaRequest) -> Result<MetaResponse, MetaError> {
+    /// One request; `confirmed` when leadership was confirmed after it
+    /// arrived (for a whole batch), so a query need not confirm again.
+    async fn handle_one(
+        self: &Arc<Self>,
+        req: MetaRequest,
+        confirmed: bool,
+    ) -> Result<MetaResponse, MetaError> {
         match req {
             MetaRequest::Query(q) => {
-                self.confirm_leader().await?;
+                if !confirmed {
+                    self.confirm_leader().await?;
+                }
                 self.blocking(move |m| m.query(q)).await
             }
             MetaRequest::Propose(p) => self.propose(p).await,
@@ -158,8 +166,17 @@ impl Meta {
         // The stream counts as one request; the others are counted here.
         let more = reqs.len().saturating_sub(1) as u64;
         self.counters.requests.fetch_add(more, Ordering::Relaxed);
+        // One read-index for all the batch's queries: it starts after each
+        // of them arrived, so every one still sees every write
+        // acknowledged before it was sent.
+        let confirmed = if reqs.iter().any(|r| matches!(r, MetaRequest::Query(_))) {
+            self.confirm_leader().await?;
+            true
+        } else {
+            false
+        };
         let answers = futures::future::join_all(reqs.into_iter().map(|r| async move {
-            match self.handle_one(r).await {
+            match self.handle_one(r, confirmed).await {
                 Ok(resp) => resp,
                 Err(e) => {
                     self.counters.refused.fetch_add(1, Ordering::Relaxed);
