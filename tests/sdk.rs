@@ -225,19 +225,21 @@ async fn fragments_spread_over_zones() {
     assert_eq!(get(&client, "zoned", "obj", None).await, body);
 }
 
-/// A read whose consumer stops reading (a stalled HTTP client) must not
+/// Reads whose consumers stop reading (stalled HTTP clients) must not
 /// hold the client-wide read budget: another read of the same client
-/// still finishes. Before chunk reads ran as tasks of their own, the
-/// stalled read's queued chunk reads were granted permits they could not
-/// use until their consumer read again, and the other read waited for
-/// ever (the GETs the AWS SDK aborted as stalled in issue 17).
+/// still finishes. When a read's chunk reads were polled only by the
+/// read itself, a permit released to a queued chunk read of a stalled
+/// read (tokio's semaphore hands permits to waiters in turn, polled or
+/// not) stayed with it until its consumer read again, and other reads
+/// could wait for ever (the GETs the AWS SDK aborted as stalled in
+/// issue 17). Chunk reads now run as tasks of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_does_not_starve_other_reads() {
     let c = Cluster::start(6);
     let cfg = ClusterConfig::load(&c.cluster_file).unwrap();
     let options = tessera_sdk::ClientOptions {
         chunk_size: 1 << 20,
-        parallel_chunks: 4,
+        parallel_chunks: 2,
         chunks_in_flight: 2,
         ..Default::default()
     };
@@ -252,14 +254,19 @@ async fn a_stalled_reader_does_not_starve_other_reads() {
             .await
             .unwrap();
     }
-    // A one-piece channel nobody reads: the stalled read blocks on its
-    // second piece with chunks still to go.
-    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    // Three reads into one-piece channels nobody reads: each blocks on
+    // its second piece with chunks still to go.
     let info = client.head("stall", "stalled").await.unwrap();
-    let stalled = {
-        let client = client.clone();
-        tokio::spawn(async move { client.read_object_to(&info, None, tx).await })
-    };
+    let mut stalled = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..3 {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        receivers.push(rx);
+        let (client, info) = (client.clone(), info.clone());
+        stalled.push(tokio::spawn(async move {
+            client.read_object_to(&info, None, tx).await
+        }));
+    }
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let other = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         get(&client, "stall", "other", None).await
@@ -267,8 +274,11 @@ async fn a_stalled_reader_does_not_starve_other_reads() {
     .await
     .expect("a read must not wait for another read's consumer");
     assert_eq!(other, body);
-    assert!(!stalled.is_finished(), "the stalled read cannot have ended");
-    stalled.abort();
+    for s in &stalled {
+        assert!(!s.is_finished(), "a stalled read cannot have ended");
+        s.abort();
+    }
+    drop(receivers);
 }
 
 /// The client-wide budgets for chunks in flight, at their smallest: many
