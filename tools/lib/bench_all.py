@@ -172,10 +172,10 @@ def cli_bench(cluster, src, size, report):
 
 def fuse_bench(cluster, src, size, files, report):
     print("FUSE mount...", file=sys.stderr)
-    cluster.run("bucket", "create", "fs")
+    cluster.run("bucket", "create", "mounted")
     mnt = f"{cluster.root}/mnt"
     os.makedirs(mnt)
-    cluster.spawn("mount", "mount", "fs", mnt, "--foreground")
+    cluster.spawn("mount", "mount", "mounted", mnt, "--foreground")
     for _ in range(100):
         if any(f" {mnt} " in line for line in open("/proc/self/mountinfo")):
             break
@@ -247,7 +247,7 @@ def print_report(r):
             limit, lname, value, unit = ec_put_limit, "disk / 1.5", s["mib_per_s"], "MiB/s"
         else:
             limit, lname, value, unit = quic, "QUIC loopback", s["mib_per_s"], "MiB/s"
-        c = s["cpu_s_per_gib"]
+        c = {k: (round(v, 1) if v is not None else None) for k, v in s["cpu_s_per_gib"].items()}
         rows.append((f"S3 {s['op']} {s['size']} x{s['concurrency']}", f"{value:.1f} {unit}", lname, f"{limit:.0f}", ratio(value, limit),
                      f"gw {c['gateway']}, meta {c['meta']}, nodes {c['nodes']}, client {c['client']}"))
     for name, key, limit, lname in (("CLI put 1 GiB", ("cli", "put"), ec_put_limit, "disk / 1.5"),
