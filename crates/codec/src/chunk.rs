@@ -102,19 +102,21 @@ impl ChunkCodec {
     }
 
     /// Rebuilds a chunk of `len` bytes from the fragments present, which the
-    /// caller has verified against their own hashes. When every data
-    /// fragment is present the chunk is their concatenation, taken as it
-    /// is; when some were rebuilt from parity the result is checked against
-    /// `chunk_hash`, so a decoding fault can never return wrong bytes.
-    /// Errors: `FragmentCount`, `NotEnoughFragments`, `FragmentLength`,
-    /// `ChunkHashMismatch`.
+    /// caller has verified against their own hashes, as pieces that
+    /// concatenate to it. When every data fragment is present they are the
+    /// pieces, taken as they are (no copy, no second hash: verified data
+    /// fragments concatenate to the chunk they were cut from); when some
+    /// were rebuilt from parity the one piece is the decoded chunk,
+    /// checked against `chunk_hash`, so a decoding fault can never return
+    /// wrong bytes. Errors: `FragmentCount`, `NotEnoughFragments`,
+    /// `FragmentLength`, `ChunkHashMismatch`.
     pub fn decode(
         &self,
         policy: Policy,
         len: usize,
         chunk_hash: &Hash,
         mut fragments: Vec<Option<Vec<u8>>>,
-    ) -> Result<Vec<u8>, CodecError> {
+    ) -> Result<Vec<Bytes>, CodecError> {
         if fragments.len() != policy.fragments() {
             return Err(CodecError::FragmentCount {
                 expected: policy.fragments(),
@@ -140,33 +142,54 @@ impl ChunkCodec {
                 });
             }
         }
-        let mut reconstructed = false;
-        let chunk = match policy {
-            Policy::Replicated { .. } => fragments.into_iter().flatten().next().unwrap_or_default(),
-            Policy::Erasure { data, parity } => {
-                let data = data as usize;
-                if fragments[..data].iter().any(Option::is_none) {
-                    self.backend
-                        .reconstruct_data(data, parity as usize, &mut fragments)?;
-                    reconstructed = true;
-                }
-                let mut chunk = Vec::with_capacity(data * flen);
-                for f in fragments.into_iter().take(data) {
-                    let f = f.ok_or(CodecError::NotEnoughFragments { needed: data, have })?;
-                    chunk.extend_from_slice(&f);
-                }
-                chunk.truncate(len);
-                chunk
+        if let Policy::Erasure { data, parity } = policy
+            && must_reconstruct(policy, &fragments)
+        {
+            let data = data as usize;
+            self.backend
+                .reconstruct_data(data, parity as usize, &mut fragments)?;
+            let mut chunk = Vec::with_capacity(data * flen);
+            for f in fragments.into_iter().take(data) {
+                let f = f.ok_or(CodecError::NotEnoughFragments { needed: data, have })?;
+                chunk.extend_from_slice(&f);
             }
+            chunk.truncate(len);
+            if chunk.len() != len || &hash(&chunk) != chunk_hash {
+                return Err(CodecError::ChunkHashMismatch);
+            }
+            return Ok(vec![Bytes::from(chunk)]);
+        }
+        // Systematic code: the data fragments (or a replica) are the chunk,
+        // then padding.
+        let data = match policy {
+            Policy::Replicated { .. } => 1,
+            Policy::Erasure { data, .. } => data as usize,
         };
-        // Verified data fragments concatenate to the chunk they were cut
-        // from: hashing it again would only repeat the caller's checks.
-        // Bytes computed from parity are checked, so a decoding fault can
-        // never return wrong bytes.
-        if chunk.len() != len || (reconstructed && &hash(&chunk) != chunk_hash) {
+        let mut left = len;
+        let mut pieces = Vec::with_capacity(data);
+        for f in fragments.into_iter().flatten().take(data) {
+            let mut piece = Bytes::from(f);
+            piece.truncate(left);
+            left -= piece.len();
+            if !piece.is_empty() {
+                pieces.push(piece);
+            }
+        }
+        if left != 0 {
             return Err(CodecError::ChunkHashMismatch);
         }
-        Ok(chunk)
+        Ok(pieces)
+    }
+}
+
+/// Whether `ChunkCodec::decode` must compute data from parity (a data
+/// fragment is missing): the costly case, which callers run off their
+/// async threads. Taking the chunk from its data fragments or a replica
+/// is cheap.
+pub fn must_reconstruct(policy: Policy, fragments: &[Option<Vec<u8>>]) -> bool {
+    match policy {
+        Policy::Replicated { .. } => false,
+        Policy::Erasure { data, .. } => fragments.iter().take(data as usize).any(Option::is_none),
     }
 }
 
@@ -211,7 +234,8 @@ mod tests {
                     }
                     let out = codec
                         .decode(policy, len, &enc.chunk_hash, frags.clone())
-                        .unwrap();
+                        .unwrap()
+                        .concat();
                     assert_eq!(out, data, "{} {p} len {len}", codec.backend_name());
                     // One more loss is too many.
                     if let Some(&i) = idx.get(policy.tolerated_losses()) {

@@ -10,7 +10,7 @@ mod chunk;
 mod reader;
 
 pub use backend::{ErasureBackend, ReedSolomonErasure, ReedSolomonSimd, default_backend};
-pub use chunk::{ChunkCodec, EncodedChunk, fragment_len, hash};
+pub use chunk::{ChunkCodec, EncodedChunk, fragment_len, hash, must_reconstruct};
 pub use reader::ChunkReader;
 
 /// Default chunk size: large enough that per-chunk overhead (one metadata

@@ -13,7 +13,7 @@ use tessera_proto::{
     ChunkRecord, ChunkRef, FrameKind, MetaQuery, MetaResponse, NodeInfo, NodeRequest, NodeResponse,
     NodeState, ObjectData, ObjectInfo, Proposal,
 };
-use tessera_types::{ChunkId, NodeId, Policy};
+use tessera_types::{ChunkId, NodeId};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
@@ -252,9 +252,9 @@ impl Client {
         Ok(pieces.concat())
     }
 
-    /// A chunk as pieces that concatenate to it: its verified data
-    /// fragments as they arrived when all are at hand (no decoding, no
-    /// copy), else the one buffer decoded from parity.
+    /// A chunk as pieces that concatenate to it (`ChunkCodec::decode`): its
+    /// verified data fragments as they arrived when all are at hand, else
+    /// the one buffer decoded from parity, off the async threads.
     async fn read_chunk_pieces(
         &self,
         record: &ChunkRecord,
@@ -327,33 +327,15 @@ impl Client {
             });
         }
         let (policy, len, hash) = (record.policy, record.len as usize, record.hash);
-        if let Policy::Erasure { data, .. } = policy
-            && fragments[..data as usize].iter().all(Option::is_some)
-        {
-            // Systematic code: the data fragments are the chunk, then padding.
-            let mut left = len;
-            let mut pieces = Vec::with_capacity(data as usize);
-            for f in fragments.into_iter().take(data as usize).flatten() {
-                let mut piece = Bytes::from(f);
-                piece.truncate(left);
-                left -= piece.len();
-                if !piece.is_empty() {
-                    pieces.push(piece);
-                }
-            }
-            if left != 0 {
-                return Err(SdkError::Codec(
-                    tessera_codec::CodecError::ChunkHashMismatch,
-                ));
-            }
-            return Ok(pieces);
-        }
         let codec = self.inner.codec.clone();
-        let chunk =
+        if !tessera_codec::must_reconstruct(policy, &fragments) {
+            return Ok(codec.decode(policy, len, &hash, fragments)?);
+        }
+        let pieces =
             tokio::task::spawn_blocking(move || codec.decode(policy, len, &hash, fragments))
                 .await
                 .map_err(|e| SdkError::Invalid(format!("decoder task: {e}")))??;
-        Ok(vec![Bytes::from(chunk)])
+        Ok(pieces)
     }
 
     /// Logs a failed fragment read (reporting corruption to meta) and says why.
