@@ -91,6 +91,13 @@ fn distinct_body(base: &[u8], object: u64) -> bytes::Bytes {
     body.into()
 }
 
+/// `len` random bytes: bodies no store can compress or deduplicate.
+pub(crate) fn random_bytes(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut v[..]);
+    v
+}
+
 /// CPU time (user + system) a process has used so far, in seconds, from
 /// /proc/PID/stat (proc(5): fields 14 and 15, in clock ticks).
 pub(crate) fn process_cpu_seconds(pid: u32) -> Option<f64> {
@@ -106,7 +113,7 @@ pub(crate) fn process_cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// CPU time of this process (the benchmark's client) so far, in seconds.
-fn own_cpu_seconds() -> Option<f64> {
+pub(crate) fn own_cpu_seconds() -> Option<f64> {
     process_cpu_seconds(std::process::id())
 }
 
@@ -217,11 +224,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 .with_context(|| format!("creating bucket {} at {}", args.bucket, args.endpoint))?;
         }
     }
-    let body: bytes::Bytes = {
-        let mut v = vec![0u8; args.size as usize];
-        rand::Rng::fill(&mut rand::thread_rng(), &mut v[..]);
-        v.into()
-    };
+    let body = bytes::Bytes::from(random_bytes(args.size as usize));
     let same_body = args.same_body;
     let prefix = format!("bench-{:08x}/", rand::random::<u32>());
 

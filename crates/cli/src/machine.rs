@@ -20,6 +20,7 @@ use clap::Args;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::bench::random_bytes;
 use crate::units::parse_size;
 
 #[derive(Args, Debug)]
@@ -148,7 +149,7 @@ fn scratch_file(dir: &std::path::Path, name: &str) -> Result<(PathBuf, std::fs::
 
 fn disk_write_fdatasync(dir: &std::path::Path, bytes: u64) -> Result<f64> {
     let (path, mut file) = scratch_file(dir, "seq")?;
-    let block = random_block(DISK_BLOCK);
+    let block = random_bytes(DISK_BLOCK);
     let blocks = bytes.div_ceil(DISK_BLOCK as u64).max(1);
     let started = Instant::now();
     let result = (|| -> std::io::Result<()> {
@@ -166,7 +167,7 @@ fn disk_write_fdatasync(dir: &std::path::Path, bytes: u64) -> Result<f64> {
 
 fn sync_4k_writes(dir: &std::path::Path) -> Result<f64> {
     let (path, mut file) = scratch_file(dir, "4k")?;
-    let block = random_block(4096);
+    let block = random_bytes(4096);
     let started = Instant::now();
     let mut n = 0u64;
     let result = (|| -> std::io::Result<()> {
@@ -184,7 +185,7 @@ fn sync_4k_writes(dir: &std::path::Path) -> Result<f64> {
 }
 
 fn memcpy_mib_s() -> f64 {
-    let src = random_block(64 << 20);
+    let src = random_bytes(64 << 20);
     let mut dst = vec![0u8; src.len()];
     let started = Instant::now();
     let mut copied = 0u64;
@@ -196,14 +197,8 @@ fn memcpy_mib_s() -> f64 {
     copied as f64 / MIB / started.elapsed().as_secs_f64()
 }
 
-fn random_block(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::Rng::fill(&mut rand::thread_rng(), &mut v[..]);
-    v
-}
-
 fn own_cpu_seconds() -> f64 {
-    crate::bench::process_cpu_seconds(std::process::id()).unwrap_or(0.0)
+    crate::bench::own_cpu_seconds().unwrap_or(0.0)
 }
 
 /// Sends `bytes` over one loopback TCP connection; returns (MiB/s, CPU s/GiB).
@@ -226,7 +221,7 @@ async fn tcp_loopback(bytes: u64) -> Result<(f64, f64)> {
         s.write_all(&[1]).await?;
         Ok::<u64, std::io::Error>(got)
     });
-    let block = random_block(NET_BLOCK);
+    let block = random_bytes(NET_BLOCK);
     let cpu = own_cpu_seconds();
     let started = Instant::now();
     let mut s = tokio::net::TcpStream::connect(addr).await?;
@@ -274,7 +269,7 @@ async fn quic_loopback(bytes: u64, streams: usize) -> Result<(f64, f64)> {
     ));
     let client = tessera_net::Endpoint::client(&identity("client")?)?;
     let conn = client.connect(server_addr).await?;
-    let block = bytes::Bytes::from(random_block(NET_BLOCK));
+    let block = bytes::Bytes::from(random_bytes(NET_BLOCK));
     let per_stream = bytes.div_ceil(streams as u64);
     let cpu = own_cpu_seconds();
     let started = Instant::now();
