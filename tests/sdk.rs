@@ -19,6 +19,21 @@ async fn client(c: &Cluster) -> Client {
         .unwrap()
 }
 
+/// A client with 1 MiB chunks and the smallest budgets: two chunks per
+/// read or write, two in flight for all of them together.
+async fn small_budget_client(c: &Cluster) -> Client {
+    let cfg = ClusterConfig::load(&c.cluster_file).unwrap();
+    let options = tessera_sdk::ClientOptions {
+        chunk_size: 1 << 20,
+        parallel_chunks: 2,
+        chunks_in_flight: 2,
+        ..Default::default()
+    };
+    Client::connect_with(cfg.meta_addr().unwrap(), &cfg.identity().unwrap(), options)
+        .await
+        .unwrap()
+}
+
 async fn get(
     client: &Client,
     bucket: &str,
@@ -236,16 +251,7 @@ async fn fragments_spread_over_zones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_does_not_starve_other_reads() {
     let c = Cluster::start(6);
-    let cfg = ClusterConfig::load(&c.cluster_file).unwrap();
-    let options = tessera_sdk::ClientOptions {
-        chunk_size: 1 << 20,
-        parallel_chunks: 2,
-        chunks_in_flight: 2,
-        ..Default::default()
-    };
-    let client = Client::connect_with(cfg.meta_addr().unwrap(), &cfg.identity().unwrap(), options)
-        .await
-        .unwrap();
+    let client = small_budget_client(&c).await;
     client.create_bucket("stall", None).await.unwrap();
     let body = data(12 << 20, 9);
     for key in ["stalled", "other"] {
@@ -288,16 +294,7 @@ async fn a_stalled_reader_does_not_starve_other_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_transfers_share_a_small_budget_without_deadlock() {
     let c = Cluster::start(6);
-    let cfg = ClusterConfig::load(&c.cluster_file).unwrap();
-    let options = tessera_sdk::ClientOptions {
-        chunk_size: 1 << 20,
-        parallel_chunks: 2,
-        chunks_in_flight: 2,
-        ..Default::default()
-    };
-    let client = Client::connect_with(cfg.meta_addr().unwrap(), &cfg.identity().unwrap(), options)
-        .await
-        .unwrap();
+    let client = small_budget_client(&c).await;
     client.create_bucket("budget", None).await.unwrap();
     let bodies: Vec<Vec<u8>> = (0..6)
         .map(|i| data((5 << 20) + i * 4099, i as u8))
