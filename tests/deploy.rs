@@ -2,7 +2,8 @@
 //! alert rules pass `promtool check` and their unit tests; every metric the
 //! rules and the Grafana dashboard name is one a real cluster exports; and
 //! what meta, a node and the S3 gateway export passes `promtool check
-//! metrics` (Prometheus' naming conventions: `_total` counters, base units).
+//! metrics` (Prometheus' naming conventions: `_total` counters, base units);
+//! and docs/s3-compatibility.md lists what the gateway's code implements.
 
 mod common;
 
@@ -220,5 +221,17 @@ fn kubernetes_manifests_and_compose_file_pass_schema_checks() {
         "docker-compose",
         &["-f", compose.to_str().unwrap(), "config", "-q"],
         "Debian's docker-compose",
+    );
+}
+
+/// docs/s3-compatibility.md is what `tools/s3-compat` writes from the
+/// gateway's code, so the list of implemented S3 operations stays true.
+#[test]
+fn s3_compatibility_page_is_current() {
+    let script = common::repo_root().join("tools/s3-compat");
+    check(
+        "python3",
+        &[script.to_str().unwrap(), "--check"],
+        "Debian's python3",
     );
 }
