@@ -4,19 +4,25 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Cluster, curl, wait_until};
 use serde_json::Value;
 
 /// A status with what changes between two reads of an idle cluster taken
-/// out: the time since each node's last heartbeat, and the bytes used on
-/// the file system the nodes share with everything else on this machine.
+/// out: the time since each node's last heartbeat, the bytes used on the
+/// file system the nodes share with everything else on this machine, and
+/// the traffic rates (the last writes may still be in them).
 fn steady(mut s: Value) -> Value {
     for n in s["nodes"].as_array_mut().expect("nodes") {
         n["last_seen_ms"] = Value::Null;
         n["used"] = Value::Null;
+        n["write_bytes_per_s"] = Value::Null;
+        n["read_bytes_per_s"] = Value::Null;
     }
+    s["throughput"] = Value::Null;
     s
 }
 
@@ -243,5 +249,88 @@ fn admin_api_serves_every_endpoint_and_refuses_without_a_known_token() {
     assert!(
         c.fails(&["admin-token", "rm", &id(&other)])
             .contains("no admin token")
+    );
+}
+
+/// The nodes' traffic reaches status (and so the API, the CLI and the
+/// console's charts): while a writer runs, bytes written per second show
+/// on the nodes and in the cluster's sum; while a reader runs, bytes read;
+/// once both stop, the rates fall back to zero.
+#[test]
+fn status_shows_the_traffic_the_nodes_see() {
+    let c = Cluster::start_admin(6);
+    let token = c.admin_token();
+    c.ok(&["bucket", "create", "traffic"]);
+    let src = c.path("object");
+    common::random_file(&src, 8 << 20, 3);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let moving = |what: &'static str, args: Vec<String>| {
+        let (cli, stop) = (c.cli(), stop.clone());
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            while !stop.load(Ordering::Relaxed) {
+                let out = cli.tessera(&args);
+                assert!(out.status.success(), "{what}: {out:?}");
+            }
+        })
+    };
+    let api_status = || {
+        let r = curl(
+            "GET",
+            &format!("{}/v1/status", c.admin_url()),
+            Some(&token),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let figure = |s: &Value, field: &str| {
+        let total = s["throughput"][field].as_u64().expect("throughput figure");
+        let per_node: u64 = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n[field].as_u64().expect("node figure"))
+            .sum();
+        assert_eq!(total, per_node, "the sum is not the nodes' sum: {s}");
+        total
+    };
+
+    let writer = moving(
+        "put",
+        vec![
+            "put".into(),
+            src.to_str().unwrap().into(),
+            "traffic/w".into(),
+        ],
+    );
+    wait_until(
+        "bytes written per second in status",
+        Duration::from_secs(60),
+        || figure(&api_status(), "write_bytes_per_s") > 0,
+    );
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+
+    stop.store(false, Ordering::Relaxed);
+    let reader = moving("get", vec!["get".into(), "traffic/w".into(), "-".into()]);
+    wait_until(
+        "bytes read per second in status",
+        Duration::from_secs(60),
+        || figure(&api_status(), "read_bytes_per_s") > 0,
+    );
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let text = c.ok(&["status"]);
+    assert!(text.contains("throughput on the nodes:"), "{text}");
+
+    wait_until(
+        "an idle cluster's rates back at zero",
+        Duration::from_secs(60),
+        || {
+            let s = api_status();
+            figure(&s, "write_bytes_per_s") == 0 && figure(&s, "read_bytes_per_s") == 0
+        },
     );
 }

@@ -116,6 +116,10 @@ def phase_status(d, base, token, out, nodes):
     wait_for(d, "chart samples", lambda: d.execute_script(
         "return document.querySelector('#repair-todo-chart polyline')"
         ".getAttribute('points').split(' ').length") >= 2, timeout=20)
+    # Client traffic as the nodes see it, beside repair.
+    assert "written" in text_of(d, "#throughput"), text_of(d, "#throughput")
+    assert d.find_elements(By.CSS_SELECTOR, "#write-rate-chart polyline"), "no write chart"
+    assert d.find_elements(By.CSS_SELECTOR, "#read-rate-chart polyline"), "no read chart"
     d.save_screenshot(os.path.join(out, "status-desktop.png"))
     d.set_window_size(*PHONE)
     time.sleep(0.5)

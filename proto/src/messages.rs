@@ -88,6 +88,11 @@ pub struct Heartbeat {
     pub used: u64,
     pub fragments: u64,
     pub scrub: ScrubProgress,
+    /// Fragment body bytes stored and served since the node started (its
+    /// `tessera_node_fragment_put_bytes_total` and `..._get_bytes_total`):
+    /// meta turns the differences between heartbeats into rates.
+    pub put_bytes: u64,
+    pub get_bytes: u64,
 }
 
 /// Meta's answer to a heartbeat: what the node should be doing.

@@ -78,6 +78,11 @@ pub struct NodeInfo {
     pub fragments: u64,
     pub stored: u64,
     pub scrub: ScrubProgress,
+    /// Fragment bytes per second the node stored and served between its
+    /// last two heartbeats (0 when it is not up). Parity and repair
+    /// traffic count: an `ec:4+2` client write shows as 1.5 times its size.
+    pub write_bytes_per_s: u64,
+    pub read_bytes_per_s: u64,
 }
 
 impl NodeInfo {

@@ -83,6 +83,7 @@ ensure_test_clients() {
     ensure_py_module boto3 boto3
     have s3cmd || ensure_deb s3cmd have s3cmd
     have rclone || ensure_deb rclone have rclone
+    have restic || ensure_deb restic have restic
     ensure_fuse_tools
     ensure_nbd_tools
     ensure_net_tools

@@ -361,6 +361,8 @@ mod tests {
                 found: 0,
                 last_done_ms: 0,
             },
+            write_bytes_per_s: 0,
+            read_bytes_per_s: 0,
         }
     }
 
@@ -406,6 +408,7 @@ mod tests {
                 collect_from_ms: Some(61_000),
                 grace_ms: 60_000,
             },
+            throughput: Default::default(),
         }
     }
 

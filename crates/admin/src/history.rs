@@ -22,6 +22,9 @@ pub struct Sample {
     pub repair_todo: u64,
     /// Chunks below full redundancy (degraded, at risk or lost).
     pub unhealthy_chunks: u64,
+    /// Fragment bytes per second the nodes stored and served.
+    pub write_rate: u64,
+    pub read_rate: u64,
 }
 
 impl Sample {
@@ -30,6 +33,8 @@ impl Sample {
             repair_rate: s.repair.rate_bytes_per_s,
             repair_todo: s.repair.pending_fragments + s.repair.moving_fragments,
             unhealthy_chunks: s.chunks.degraded + s.chunks.at_risk + s.chunks.lost,
+            write_rate: s.throughput.write_bytes_per_s,
+            read_rate: s.throughput.read_bytes_per_s,
         }
     }
 }
@@ -56,6 +61,8 @@ pub struct Charts {
     pub repair_rate: Chart,
     pub repair_todo: Chart,
     pub unhealthy_chunks: Chart,
+    pub write_rate: Chart,
+    pub read_rate: Chart,
 }
 
 impl History {
@@ -76,6 +83,8 @@ impl History {
             repair_rate: chart(|s| s.repair_rate),
             repair_todo: chart(|s| s.repair_todo),
             unhealthy_chunks: chart(|s| s.unhealthy_chunks),
+            write_rate: chart(|s| s.write_rate),
+            read_rate: chart(|s| s.read_rate),
         }
     }
 }
@@ -131,11 +140,15 @@ mod tests {
                 repair_rate: i,
                 repair_todo: 0,
                 unhealthy_chunks: 0,
+                write_rate: 2 * i,
+                read_rate: 0,
             });
         }
         let charts = h.charts();
         assert_eq!(charts.samples, SAMPLES);
         assert_eq!(charts.repair_rate.last, SAMPLES as u64 + 9);
         assert_eq!(charts.repair_rate.max, SAMPLES as u64 + 9);
+        assert_eq!(charts.write_rate.last, 2 * (SAMPLES as u64 + 9));
+        assert_eq!(charts.read_rate.max, 0);
     }
 }

@@ -27,6 +27,20 @@ pub struct StatusDocument {
     pub recent_corrupt: Vec<CorruptDocument>,
     /// Deleted or replaced data waiting for garbage collection.
     pub garbage: GarbageDocument,
+    /// What the nodes are storing and serving now: the sum of every up
+    /// node's rates.
+    #[serde(default)]
+    pub throughput: ThroughputDocument,
+}
+
+/// Fragment traffic at the nodes, in bytes per second, over the time
+/// between their last two heartbeats. It counts what the disks see:
+/// parity and repair traffic are in it, so an `ec:4+2` client write of
+/// 100 MB/s shows as 150 MB/s written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ThroughputDocument {
+    pub write_bytes_per_s: u64,
+    pub read_bytes_per_s: u64,
 }
 
 /// Data no record refers to, kept for the grace period (`--gc-grace`) in
@@ -67,6 +81,11 @@ pub struct NodeDocument {
     pub fragments: u64,
     pub stored: u64,
     pub scrub: ScrubDocument,
+    /// Fragment bytes per second it stored and served lately (0 unless up).
+    #[serde(default)]
+    pub write_bytes_per_s: u64,
+    #[serde(default)]
+    pub read_bytes_per_s: u64,
 }
 
 /// A node's deep scrub.
@@ -146,6 +165,8 @@ impl NodeDocument {
                 found: n.scrub.found,
                 last_done_ms: n.scrub.last_done_ms,
             },
+            write_bytes_per_s: n.write_bytes_per_s,
+            read_bytes_per_s: n.read_bytes_per_s,
         }
     }
 }
@@ -204,6 +225,10 @@ impl StatusDocument {
                 oldest_ms: g.oldest_ms,
                 collect_from_ms: g.oldest_ms.map(|t| t.saturating_add(g.grace_ms)),
                 grace_ms: g.grace_ms,
+            },
+            throughput: ThroughputDocument {
+                write_bytes_per_s: s.map.nodes.iter().map(|n| n.write_bytes_per_s).sum(),
+                read_bytes_per_s: s.map.nodes.iter().map(|n| n.read_bytes_per_s).sum(),
             },
         }
     }

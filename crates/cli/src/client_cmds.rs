@@ -570,6 +570,13 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
             String::new()
         }
     );
+    let written: u64 = s.map.nodes.iter().map(|n| n.write_bytes_per_s).sum();
+    let read: u64 = s.map.nodes.iter().map(|n| n.read_bytes_per_s).sum();
+    println!(
+        "throughput on the nodes: {}/s written, {}/s read (fragments: parity and repair included)",
+        human_bytes(written),
+        human_bytes(read)
+    );
     let todo = r.pending_fragments + r.moving_fragments;
     if todo > 0 {
         println!(

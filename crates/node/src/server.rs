@@ -329,6 +329,8 @@ pub async fn start(config: NodeConfig, identity: &Identity) -> Result<RunningNod
                 used: n.store.used(),
                 fragments: n.store.count(),
                 scrub: n.upkeep.progress(),
+                put_bytes: n.metrics.put_bytes.load(Ordering::Relaxed),
+                get_bytes: n.metrics.get_bytes.load(Ordering::Relaxed),
             };
             match meta.call(Lease::Heartbeat(hb)).await {
                 Ok(MetaResponse::HeartbeatReply(reply)) => {

@@ -477,6 +477,8 @@ impl Sim {
                 fragments: stats.fragments,
                 stored: stats.bytes,
                 scrub: ScrubProgress::default(),
+                write_bytes_per_s: 0,
+                read_bytes_per_s: 0,
             })
             .collect();
         Ok(ClusterMap {

@@ -24,6 +24,27 @@ pub(super) const RESTART_GRACE: Duration = Duration::from_secs(10);
 pub(super) struct NodeReport {
     pub used: u64,
     pub scrub: ScrubProgress,
+    /// Its fragment byte counters (since it started).
+    pub put_bytes: u64,
+    pub get_bytes: u64,
+    /// Rates over the time between its last two heartbeats, set by
+    /// [`Liveness::heard`].
+    pub write_bytes_per_s: u64,
+    pub read_bytes_per_s: u64,
+}
+
+/// Bytes per second between two readings of a counter `ms` apart; a
+/// counter that went back (the node restarted) counts from zero.
+fn rate(before: u64, after: u64, ms: u64) -> u64 {
+    let delta = if after >= before {
+        after - before
+    } else {
+        after
+    };
+    if ms == 0 {
+        return 0;
+    }
+    (u128::from(delta) * 1000 / u128::from(ms)).min(u128::from(u64::MAX)) as u64
 }
 
 /// A node as liveness sees it at some moment.
@@ -61,9 +82,16 @@ impl Liveness {
         *inner = (LivenessTracker::new(now_ms), HashMap::new());
     }
 
-    /// A heartbeat from `node` at `now_ms`.
-    pub fn heard(&self, node: NodeId, report: NodeReport, now_ms: u64) {
+    /// A heartbeat from `node` at `now_ms`; its traffic rates are worked
+    /// out here from the previous heartbeat's counters.
+    pub fn heard(&self, node: NodeId, mut report: NodeReport, now_ms: u64) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let before = inner.0.last_heard(node);
+        if let (Some(at), Some(prev)) = (before, inner.1.get(&node)) {
+            let ms = now_ms.saturating_sub(at);
+            report.write_bytes_per_s = rate(prev.put_bytes, report.put_bytes, ms);
+            report.read_bytes_per_s = rate(prev.get_bytes, report.get_bytes, ms);
+        }
         inner.0.heard(node, now_ms);
         inner.1.insert(node, report);
     }
@@ -83,5 +111,21 @@ impl Liveness {
             silent_ms: now_ms.saturating_sub(since),
             report: inner.1.get(&node).copied().unwrap_or_default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate;
+
+    #[test]
+    fn rates_come_from_counter_differences_and_survive_a_restarted_node() {
+        assert_eq!(rate(1_000, 3_000, 500), 4_000);
+        assert_eq!(rate(5, 5, 1_000), 0);
+        // The node restarted: its counter began again at zero.
+        assert_eq!(rate(10_000, 2_000, 1_000), 2_000);
+        // Two heartbeats in the same millisecond say nothing about a rate.
+        assert_eq!(rate(0, 100, 0), 0);
+        assert_eq!(rate(0, u64::MAX, 1), u64::MAX);
     }
 }

@@ -771,6 +771,9 @@ impl Meta {
             NodeReport {
                 used: hb.used,
                 scrub: hb.scrub,
+                put_bytes: hb.put_bytes,
+                get_bytes: hb.get_bytes,
+                ..NodeReport::default()
             },
             self.mono_ms(),
         );

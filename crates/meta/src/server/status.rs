@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tessera_heal::ClusterView;
 use tessera_heal::load_balance;
-use tessera_proto::{ClusterMap, ClusterStatus, NodeInfo, RepairProgress};
+use tessera_proto::{ClusterMap, ClusterStatus, NodeInfo, NodeState, RepairProgress};
 
 use super::Meta;
 use crate::MetaError;
@@ -58,6 +58,8 @@ impl Meta {
             .into_iter()
             .map(|(n, admin, stats)| {
                 let seen = self.liveness.seen(n.id, now);
+                // A silent node's last rates are history, not traffic.
+                let up_rate = |rate| if seen.state == NodeState::Up { rate } else { 0 };
                 NodeInfo {
                     id: n.id,
                     addr: n.addr,
@@ -70,6 +72,8 @@ impl Meta {
                     fragments: stats.fragments,
                     stored: stats.bytes,
                     scrub: seen.report.scrub,
+                    write_bytes_per_s: up_rate(seen.report.write_bytes_per_s),
+                    read_bytes_per_s: up_rate(seen.report.read_bytes_per_s),
                 }
             })
             .collect();
