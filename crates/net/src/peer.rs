@@ -33,7 +33,7 @@ impl PeerIdentity {
     pub fn from_chain(addr: SocketAddr, chain: &[CertificateDer<'_>]) -> Self {
         PeerIdentity {
             addr,
-            role: chain.first().and_then(|c| common_name(c)),
+            role: chain.first().and_then(|c| common_name(c.as_ref())),
         }
     }
 
