@@ -6,7 +6,9 @@
 //! for linearizability (registers written by one writer each, and the set
 //! of keys a listing shows), every acknowledged PUT reads back
 //! byte-identical, and the longest stretch without a successful write is
-//! printed.
+//! printed. Further tests fill a follower's disk and stop one for minutes
+//! under the same loop, and check that only meta certificates speak Raft
+//! or change the group.
 
 mod common;
 
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use common::{Cluster, wait_until};
+use common::{Cluster, SmallDisk, run_ok, wait_until};
 
 const BUCKET: &str = "history";
 const WRITERS: usize = 4;
@@ -308,11 +310,7 @@ fn wait_caught_up(c: &Cluster, i: usize) {
             let Ok(g) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
                 return false;
             };
-            g["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|m| m["addr"] == addr.as_str() && m["lag"].as_u64().is_some_and(|l| l <= 8))
+            member(&g, &addr).is_some_and(|m| m["lag"].as_u64().is_some_and(|l| l <= 8))
         },
     );
 }
@@ -390,6 +388,21 @@ impl Load {
 
     fn say(&self, what: &str) {
         eprintln!("{:?}: {what}", self.t0.elapsed());
+    }
+
+    /// Acknowledged PUTs and answered GETs that began at `since` or later
+    /// (time since the loop started).
+    fn served_since(&self, since: Duration) -> (usize, usize) {
+        let history = self.history.lock().unwrap();
+        let puts = history
+            .iter()
+            .filter(|o| matches!(o, Op::Put { ok: true, start, .. } if *start >= since))
+            .count();
+        let gets = history
+            .iter()
+            .filter(|o| matches!(o, Op::Get { start, .. } if *start >= since))
+            .count();
+        (puts, gets)
     }
 
     /// Stops the loop, checks the history and reads every key back.
@@ -581,12 +594,7 @@ async fn the_meta_group_survives_a_partition_a_stopped_replica_and_membership_ch
     wait_caught_up(&load.c, old);
     let g = load.c.meta_group();
     let old_addr = load.c.meta_replica_addr(old).to_string();
-    let old_role = g["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["addr"] == old_addr.as_str())
-        .map(|m| m["role"].clone());
+    let old_role = member(&g, &old_addr).map(|m| m["role"].clone());
     assert_eq!(old_role, Some(serde_json::json!("follower")), "{g}");
 
     // A follower is stopped (alive, silent), then resumes and catches up.
@@ -610,11 +618,7 @@ async fn the_meta_group_survives_a_partition_a_stopped_replica_and_membership_ch
     let leader = load.c.meta_leader();
     let leaving = (0..3).find(|i| *i != leader).unwrap();
     let leaving_addr = load.c.meta_replica_addr(leaving).to_string();
-    let id = g["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["addr"] == leaving_addr.as_str())
+    let id = member(&g, &leaving_addr)
         .and_then(|m| m["id"].as_u64())
         .expect("the leaving replica's id");
     load.say(&format!("removing replica {leaving} (id {id})"));
@@ -624,4 +628,349 @@ async fn the_meta_group_survives_a_partition_a_stopped_replica_and_membership_ch
     load.c.kill_meta_replica(leaving);
     settle().await;
     load.finish().await;
+}
+
+/// Writes to `path` (appending) until its file system has no space left;
+/// returns the bytes written.
+fn fill(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open the fill file");
+    let block = vec![0x5a_u8; 1 << 20];
+    let mut written = 0;
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    written
+}
+
+/// What `DIR/state-current` names (the state installed from the last
+/// snapshot received), or "" before any.
+fn installed_state(c: &Cluster, i: usize) -> String {
+    std::fs::read_to_string(c.meta_replica_dir(i).join("state-current")).unwrap_or_default()
+}
+
+/// The member at `addr` in a `meta status --json`.
+fn member<'a>(g: &'a serde_json::Value, addr: &str) -> Option<&'a serde_json::Value> {
+    g["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["addr"] == addr)
+}
+
+/// Replica `i`'s match index and lag as the leader reports them.
+fn replica_lag(c: &Cluster, i: usize) -> (serde_json::Value, serde_json::Value) {
+    let g = c.meta_group();
+    let m = member(&g, &c.meta_replica_addr(i).to_string())
+        .cloned()
+        .unwrap_or_default();
+    (m["match_index"].clone(), m["lag"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_meta_group_survives_a_full_disk_and_a_follower_stopped_for_minutes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Snapshots every 200 entries: a replica stopped for minutes finds the
+    // log it missed purged behind a snapshot (and on a full disk, should
+    // its appends land in space RocksDB preallocated, the next snapshot
+    // fails soon).
+    let mut load = Load::start(&["--snapshot-every", "200"]).await;
+    let settle = || tokio::time::sleep(Duration::from_secs(3));
+    settle().await;
+
+    // A follower's data directory moves onto a small disk of its own.
+    let leader = load.c.meta_leader();
+    let full = (0..3).find(|i| *i != leader).unwrap();
+    let dir = load.c.meta_replica_dir(full);
+    load.say(&format!(
+        "moving follower {full}'s data onto a 512 MiB tmpfs"
+    ));
+    load.c.kill_meta_replica(full);
+    let aside = dir.with_extension("before");
+    std::fs::rename(&dir, &aside).expect("move the replica's data aside");
+    std::fs::create_dir(&dir).expect("mount point");
+    let _disk = SmallDisk::mount(&dir, "512m");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(aside.join("."))
+            .arg(&dir),
+    );
+    load.c.start_meta_replica(full);
+    wait_caught_up(&load.c, full);
+
+    // Its disk fills: it stops with a clear message; the others serve.
+    let filler = dir.join("fill");
+    let filled_at = load.t0.elapsed();
+    let bytes = tokio::task::spawn_blocking({
+        let filler = filler.clone();
+        move || fill(&filler)
+    })
+    .await
+    .unwrap();
+    load.say(&format!("filled follower {full}'s disk ({bytes} bytes)"));
+    let mut status = None;
+    wait_until(
+        "the replica on the full disk to stop",
+        Duration::from_secs(120),
+        || {
+            status = load.c.meta_replica_exited(full);
+            status.is_some()
+        },
+    );
+    let stopped_after = load.t0.elapsed() - filled_at;
+    let status = status.unwrap();
+    let log = load.c.meta_replica_log(full);
+    let message = log
+        .lines()
+        .find(|l| l.starts_with("error: meta replica stopped"))
+        .unwrap_or_else(|| panic!("no clear message in the replica's log:\n{log}"));
+    load.say(&format!(
+        "replica {full} stopped {stopped_after:?} after the fill ({status}): {message}"
+    ));
+    assert_eq!(status.code(), Some(1), "{message}");
+    assert!(message.contains(&dir.display().to_string()), "{message}");
+    assert!(message.contains("No space left on device"), "{message}");
+    settle().await;
+    let (puts, gets) = load.served_since(filled_at);
+    load.say(&format!(
+        "while follower {full}'s disk was full: {puts} PUTs acknowledged, {gets} GETs answered"
+    ));
+    assert!(puts > 0 && gets > 0, "the group stopped serving");
+
+    // Restarted on the still full disk, it waits for space.
+    fill(&filler);
+    let logged = log.len();
+    load.c.start_meta_replica(full);
+    wait_until(
+        "the restarted replica to wait for space",
+        Duration::from_secs(60),
+        || load.c.meta_replica_log(full)[logged..].contains("waiting for space"),
+    );
+    assert_eq!(load.c.meta_replica_exited(full), None);
+    load.say(&format!("replica {full} waits for space; freeing it"));
+    std::fs::remove_file(&filler).expect("free the space");
+    let freed = Instant::now();
+    wait_caught_up(&load.c, full);
+    let disk_catch_up = freed.elapsed();
+    load.say(&format!(
+        "replica {full} caught up {disk_catch_up:?} after space was freed"
+    ));
+
+    // A follower stopped for two minutes falls behind the purged log and
+    // catches up from a snapshot.
+    let leader = load.c.meta_leader();
+    let paused = (0..3).find(|i| *i != leader).unwrap();
+    let state_before = installed_state(&load.c, paused);
+    load.say(&format!("SIGSTOP follower {paused} for 120 s"));
+    let paused_at = load.t0.elapsed();
+    load.c.pause_meta_replica(paused, true);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let (match_index, lag) = replica_lag(&load.c, paused);
+    load.c.pause_meta_replica(paused, false);
+    let resumed = Instant::now();
+    load.say(&format!(
+        "SIGCONT follower {paused}: match index {match_index}, lag {lag}"
+    ));
+    wait_caught_up(&load.c, paused);
+    let pause_catch_up = resumed.elapsed();
+    let (puts, gets) = load.served_since(paused_at);
+    load.say(&format!(
+        "replica {paused} caught up {pause_catch_up:?} after SIGCONT; meanwhile {puts} PUTs acknowledged, {gets} GETs answered"
+    ));
+    assert!(
+        lag.as_u64().is_some_and(|l| l > 200),
+        "the stopped replica was only {lag} entries behind: no snapshot was needed"
+    );
+    assert_ne!(
+        installed_state(&load.c, paused),
+        state_before,
+        "the replica stopped for minutes did not install a snapshot"
+    );
+    eprintln!(
+        "catch-up: {disk_catch_up:?} after the full disk was freed, {pause_catch_up:?} after 120 s stopped"
+    );
+    settle().await;
+    load.finish().await;
+}
+
+/// Sends `req` to the replica at `addr` alone, as the holder of `identity`.
+async fn ask_as(
+    identity: &tessera_net::Identity,
+    addr: std::net::SocketAddr,
+    req: tessera_proto::MetaRequest,
+) -> Result<tessera_proto::MetaResponse, tessera_meta_client::MetaCallError> {
+    let endpoint = tessera_net::Endpoint::client(identity).expect("client endpoint");
+    tessera_meta_client::MetaClient::new(endpoint, addr, Duration::from_millis(100))
+        .call(req)
+        .await
+}
+
+/// The wire error code of a refused call.
+fn refused_code(
+    r: &Result<tessera_proto::MetaResponse, tessera_meta_client::MetaCallError>,
+) -> Option<tessera_proto::ErrorCode> {
+    match r {
+        Err(tessera_meta_client::MetaCallError::Refused(e)) => Some(e.code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_meta_certificates_speak_raft_or_change_the_group() {
+    use tessera_net::role;
+    use tessera_proto::{ErrorCode, GroupRequest, MetaRequest, RaftMessage};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start_group(3, 0, &[]);
+
+    // `tessera meta status --json`: exactly the fields the issue names.
+    let g = c.meta_group();
+    let keys = |v: &serde_json::Value| -> BTreeSet<String> {
+        v.as_object().expect("an object").keys().cloned().collect()
+    };
+    let names = |n: &[&str]| -> BTreeSet<String> { n.iter().map(|s| s.to_string()).collect() };
+    assert_eq!(
+        keys(&g),
+        names(&["leader", "term", "committed", "members"]),
+        "{g}"
+    );
+    let members = g["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{g}");
+    for m in members {
+        assert_eq!(
+            keys(m),
+            names(&["id", "addr", "role", "match_index", "lag"]),
+            "{g}"
+        );
+        assert!(m["id"].is_u64() && m["addr"].is_string(), "{g}");
+        assert!(
+            ["leader", "follower"].contains(&m["role"].as_str().unwrap_or("")),
+            "{g}"
+        );
+    }
+    let leaders: Vec<_> = members.iter().filter(|m| m["role"] == "leader").collect();
+    assert_eq!(leaders.len(), 1, "{g}");
+    assert_eq!(leaders[0]["id"], g["leader"], "{g}");
+    assert_eq!(leaders[0]["lag"], 0, "{g}");
+    assert!(g["term"].as_u64().is_some_and(|t| t >= 1), "{g}");
+    assert!(g["committed"].is_u64(), "{g}");
+
+    // Certificates of each role, from the cluster's CA.
+    let cfg = tessera_sdk::ClusterConfig::load(&c.cluster_file).expect("cluster file");
+    let ca = cfg
+        .ca()
+        .expect("CA")
+        .expect("the test's cluster file holds ca_key");
+    let ca_pem = cfg.ca_cert_pem().expect("CA certificate");
+    let identity = |cn: &str| {
+        let (cert, key) = ca.issue(cn).expect("issue");
+        tessera_net::Identity::from_pem(&ca_pem, &cert, &key).expect("identity")
+    };
+    let garbage = || {
+        [
+            RaftMessage::AppendEntries(vec![1, 2, 3]),
+            RaftMessage::Vote(vec![1, 2, 3]),
+            RaftMessage::InstallSnapshot(vec![1, 2, 3]),
+        ]
+    };
+    for cn in [role::NODE, role::CLIENT] {
+        let id = identity(cn);
+        for i in 0..3 {
+            for msg in garbage() {
+                let r = ask_as(&id, c.meta_replica_addr(i), MetaRequest::Raft(msg)).await;
+                assert_eq!(
+                    refused_code(&r),
+                    Some(ErrorCode::Forbidden),
+                    "{cn} to {i}: {r:?}"
+                );
+            }
+        }
+        let leader = c.meta_replica_addr(c.meta_leader());
+        let add = GroupRequest::Add {
+            addr: c.meta_replica_addr(3).to_string(),
+        };
+        let remove = GroupRequest::Remove {
+            id: members[0]["id"].as_u64().unwrap(),
+        };
+        for req in [add, remove] {
+            let r = ask_as(&id, leader, MetaRequest::Group(req.clone())).await;
+            assert_eq!(
+                refused_code(&r),
+                Some(ErrorCode::Forbidden),
+                "{cn}: {req:?}: {r:?}"
+            );
+        }
+        // Reading the group's status needs no role.
+        let r = ask_as(&id, leader, MetaRequest::Group(GroupRequest::Status)).await;
+        assert!(r.is_ok(), "{cn}: status: {r:?}");
+    }
+    // A meta certificate gets past the check (its garbage is then refused
+    // as garbage).
+    let meta = identity(role::META);
+    for i in 0..3 {
+        for msg in garbage() {
+            let r = ask_as(&meta, c.meta_replica_addr(i), MetaRequest::Raft(msg)).await;
+            assert_eq!(
+                refused_code(&r),
+                Some(ErrorCode::BadRequest),
+                "meta to {i}: {r:?}"
+            );
+        }
+    }
+    let g = c.meta_group();
+    assert_eq!(g["members"].as_array().map(Vec::len), Some(3), "{g}");
+
+    // The CLI with a cluster file without the CA's key has only a client
+    // certificate: it reads the group but may not change it, and says why.
+    let text = std::fs::read_to_string(&c.cluster_file).expect("cluster file");
+    let client_only = c.cluster_file.with_file_name("client-only.toml");
+    let without_key: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("ca_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&client_only, without_key).expect("client-only cluster file");
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .env("TESSERA_CLUSTER", &client_only)
+            .env("TESSERA_LOG", "error")
+            .output()
+            .expect("run tessera")
+    };
+    assert!(cli(&["meta", "status", "--json"]).status.success());
+    let id = members[0]["id"].as_u64().unwrap().to_string();
+    let out = cli(&["meta", "remove", &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a client certificate removed a replica"
+    );
+    assert!(
+        stderr.contains("meta certificate") && stderr.contains("ca_key"),
+        "{stderr}"
+    );
+    eprintln!("without ca_key: {}", stderr.trim());
+
+    // With the CA's key the CLI issues itself a meta certificate: an
+    // operator adds and removes replicas as before.
+    c.start_meta_replica(3);
+    let new_addr = c.meta_replica_addr(3).to_string();
+    c.ok(&["meta", "add", &new_addr]);
+    wait_caught_up(&c, 3);
+    let new_id = member(&c.meta_group(), &new_addr)
+        .and_then(|m| m["id"].as_u64())
+        .expect("the new replica's id");
+    c.ok(&["meta", "remove", &new_id.to_string()]);
+    let g = c.meta_group();
+    assert_eq!(g["members"].as_array().map(Vec::len), Some(3), "{g}");
 }

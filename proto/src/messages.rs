@@ -801,6 +801,10 @@ pub enum ErrorCode {
     VolumeBusy,
     /// The writer's volume lease was taken over: it may not write again.
     Fenced,
+    /// The peer's certificate does not give it the role the request needs
+    /// (Raft's RPCs and changes of the meta group: `meta`). Kept last:
+    /// codes are encoded by position, so older peers still read the others.
+    Forbidden,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

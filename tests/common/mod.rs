@@ -214,6 +214,25 @@ impl Cluster {
         }
     }
 
+    /// Meta group replica `i`'s log so far (its stdout and stderr).
+    pub fn meta_replica_log(&self, i: usize) -> String {
+        let name = match i {
+            0 => "meta.log".to_string(),
+            i => format!("meta-{i}.log"),
+        };
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Meta group replica `i`'s exit status, once its process has ended by
+    /// itself (`None` while it runs, or when the harness runs none).
+    pub fn meta_replica_exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let child = match i {
+            0 => self.meta.as_mut(),
+            i => self.more_metas.get_mut(i - 1).and_then(Option::as_mut),
+        }?;
+        child.try_wait().expect("poll meta replica")
+    }
+
     /// SIGSTOP (`true`) or SIGCONT meta group replica `i`: alive, silent.
     pub fn pause_meta_replica(&mut self, i: usize, stop: bool) {
         let child = match i {

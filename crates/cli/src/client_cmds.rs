@@ -439,7 +439,8 @@ async fn group_request(
     req: tessera_proto::GroupRequest,
 ) -> Result<tessera_proto::MetaGroupStatus> {
     use tessera_proto::{MetaRequest, MetaResponse};
-    match client.meta_client().call(MetaRequest::Group(req)).await? {
+    let answer = client.meta_client().call(MetaRequest::Group(req)).await;
+    match answer.map_err(group_change_error)? {
         MetaResponse::Group(g) => Ok(g),
         other => bail!("meta answered a group request with {other:?}"),
     }
@@ -484,11 +485,46 @@ fn print_group(g: &tessera_proto::MetaGroupStatus) {
     }
 }
 
+/// A client holding a meta certificate, which changes of the group need
+/// (meta refuses them from anyone else): issued here, in memory only,
+/// when the cluster file holds the CA's key; otherwise the file's own
+/// client, whose changes meta will refuse with a reason.
+async fn group_admin(cluster: &ClusterArg) -> Result<Client> {
+    let cfg = load_cluster(&cluster.cluster)?;
+    let Some(ca) = cfg.ca()? else {
+        return connect(cluster).await;
+    };
+    let (cert, key) = ca.issue(tessera_net::role::META)?;
+    let identity = tessera_net::Identity::from_pem(&cfg.ca_cert_pem()?, &cert, &key)?;
+    Client::connect_group(cfg.meta_addrs()?, &identity, ClientOptions::default())
+        .await
+        .with_context(|| format!("cannot reach the cluster's meta at {}", cfg.meta))
+}
+
+/// Why a change of the group was refused, with what to do when it was for
+/// want of a meta certificate.
+fn group_change_error(e: tessera_sdk::MetaCallError) -> anyhow::Error {
+    let forbidden = matches!(&e, tessera_sdk::MetaCallError::Refused(r)
+        if r.code == tessera_proto::ErrorCode::Forbidden);
+    let e = anyhow::Error::new(e);
+    if forbidden {
+        e.context(
+            "changing the meta group needs a meta certificate: run this where the cluster \
+             file holds the CA's key (ca_key), and the CLI issues itself one",
+        )
+    } else {
+        e
+    }
+}
+
 /// `tessera meta status|add|remove`.
 pub async fn meta_group(command: crate::args::MetaCommand, cluster: &ClusterArg) -> Result<()> {
     use crate::args::MetaCommand;
     use tessera_proto::GroupRequest;
-    let client = connect(cluster).await?;
+    let client = match command {
+        MetaCommand::Status { .. } => connect(cluster).await?,
+        MetaCommand::Add { .. } | MetaCommand::Remove { .. } => group_admin(cluster).await?,
+    };
     match command {
         MetaCommand::Status { json } => {
             let g = group_status(&client).await?;

@@ -100,7 +100,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             0 => args.data.join("meta"),
             i => args.data.join(format!("meta-{i}")),
         };
-        let identity = servers::server_identity(&cfg, &meta_dir, "meta")?;
+        let identity = servers::server_identity(&cfg, &meta_dir, tessera_net::role::META)?;
         let opts = servers::MetaOpts {
             listen: Some(*addr),
             ..servers::MetaOpts::default()
@@ -127,7 +127,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             args.meta_listen.ip(),
             args.meta_listen.port() + 1 + i as u16,
         );
-        let identity = servers::server_identity(&cfg, &data, "node")?;
+        let identity = servers::server_identity(&cfg, &data, tessera_net::role::NODE)?;
         let opts = NodeOpts {
             data,
             listen,

@@ -6,26 +6,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tessera_meta::MetaConfig;
-use tessera_net::{ClusterCa, Identity};
+use tessera_net::{ClusterCa, Identity, role};
 use tessera_node::NodeConfig;
 use tessera_sdk::ClusterConfig;
 use tessera_types::Policy;
 use tracing::info;
 
-/// Writes a file readable only by its owner (keys), durably.
+/// Writes a file readable only by its owner (keys, the cluster file),
+/// atomically and durably: a full disk leaves the old file or none.
 fn write_private(path: &Path, contents: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+    tessera_net::write_atomically(path, contents.as_bytes(), true)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Creates DIR/cluster.toml with a new CA and client credentials.
@@ -45,7 +36,7 @@ pub fn create_cluster(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = hex::encode(rand::random::<[u8; 4]>());
     let ca = ClusterCa::generate(&name)?;
-    let (cert, key) = ca.issue("client")?;
+    let (cert, key) = ca.issue(role::CLIENT)?;
     write_private(&dir.join("ca.pem"), ca.cert_pem())?;
     write_private(&dir.join("ca.key"), &ca.key_pem())?;
     write_private(&dir.join("client.pem"), &cert)?;
@@ -113,6 +104,8 @@ pub fn load_cluster(path: &Path) -> Result<ClusterConfig> {
 
 /// A server's identity: its own certificate, issued by the cluster CA at
 /// first start and kept in `data/tls/`, or put there by the operator.
+/// `role` (one of `tessera_net::role`) is the certificate's common name:
+/// meta replicas accept Raft's RPCs only from `meta`.
 pub fn server_identity(cfg: &ClusterConfig, data: &Path, role: &str) -> Result<Identity> {
     let tls = data.join("tls");
     let (cert_path, key_path) = (
@@ -272,7 +265,7 @@ pub fn meta_renderer(
 pub async fn run_meta(cluster: &Path, data: &Path, opts: MetaOpts) -> Result<()> {
     let cfg = load_cluster(cluster)?;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
-    let identity = server_identity(&cfg, data, "meta")?;
+    let identity = server_identity(&cfg, data, role::META)?;
     let running = tessera_meta::start(meta_config(&cfg, data, &opts)?, &identity).await?;
     if let Some(addr) = opts.metrics {
         serve_metrics(addr, meta_renderer(running.meta.clone())).await?;
@@ -289,14 +282,31 @@ pub async fn run_meta(cluster: &Path, data: &Path, opts: MetaOpts) -> Result<()>
             crate::heal_cmds::repair_forever(cfg.clone(), r.clone())
         })
     });
-    wait_for_signal().await?;
-    info!("meta shutting down");
+    // A storage error stops the replica's Raft (a full or failing disk):
+    // it leaves the group to the others and exits 1, saying what to do.
+    let failed = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            None
+        }
+        why = running.meta.stopped() => Some(why),
+    };
     if let Some(r) = repairer {
         r.abort();
     }
     if let Some(a) = admin {
         a.abort();
     }
+    if let Some(why) = failed {
+        tracing::error!(data = %data.display(), cause = %why, "meta replica stopped: its storage failed");
+        bail!(
+            "meta replica stopped: writing its data directory {} failed ({why}). The rest of \
+             the group serves without it. Free space on that disk (or replace it), then start \
+             this replica again: it catches up from the group's log or a snapshot",
+            data.display()
+        );
+    }
+    info!("meta shutting down");
     running.shutdown().await;
     Ok(())
 }
@@ -383,7 +393,7 @@ pub async fn run_node(cluster: &Path, opts: NodeOpts) -> Result<()> {
     let cfg = load_cluster(cluster)?;
     std::fs::create_dir_all(&opts.data)
         .with_context(|| format!("creating {}", opts.data.display()))?;
-    let identity = server_identity(&cfg, &opts.data, "node")?;
+    let identity = server_identity(&cfg, &opts.data, role::NODE)?;
     let metrics = opts.metrics;
     let running = tessera_node::start(node_config(&cfg, opts)?, &identity).await?;
     if let Some(addr) = metrics {

@@ -21,7 +21,7 @@ pub mod store;
 
 pub use keys::{FragmentKey, NodeFragmentKey, ObjectKey};
 #[cfg(feature = "server")]
-pub use server::{Meta, MetaConfig, RunningMeta, start, while_leading};
+pub use server::{MIN_FREE_TO_START, Meta, MetaConfig, RunningMeta, start, while_leading};
 pub use state::tables::NodeRecord;
 pub use state::{Applied, Command, Outcome, Refusal, Refused, StateMachine};
 

@@ -1,19 +1,25 @@
 //! QUIC transport with mutual TLS from the cluster's own CA.
 //!
-//! Owns certificates (creating the CA, issuing node and client certificates),
-//! QUIC endpoints, connection reuse, and reading and writing protocol frames
-//! on streams. It must not know what the messages mean: meta, node and SDK
-//! decide that.
+//! Owns certificates (creating the CA, issuing node and client certificates,
+//! the roles their common names give, writing them to disk atomically),
+//! QUIC endpoints, who a connection's peer is, connection reuse, and
+//! reading and writing protocol frames on streams. It must not know what
+//! the messages mean: meta, node and SDK decide that (and which role may
+//! ask what).
 
 mod addr;
+mod files;
 mod pace;
+mod peer;
 mod pool;
 mod server;
 mod tls;
 mod wire;
 
 pub use addr::{check_host_port, resolve_host_port};
+pub use files::write_atomically;
 pub use pace::Pacer;
+pub use peer::{PeerIdentity, common_name, role};
 pub use pool::ConnectionPool;
 pub use quinn::{Connection, RecvStream, SendStream, VarInt};
 pub use server::serve;

@@ -1,17 +1,17 @@
 use std::future::Future;
-use std::net::SocketAddr;
 
 use quinn::{RecvStream, SendStream};
 use tracing::{debug, warn};
 
-use crate::Endpoint;
+use crate::{Endpoint, PeerIdentity};
 
 /// Accepts connections until the endpoint closes, and runs `handler` on every
-/// bidirectional stream in its own task. A peer whose certificate the cluster
-/// CA did not sign never gets past the handshake.
+/// bidirectional stream in its own task, with the peer's identity (what
+/// its certificate names). A peer whose certificate the cluster CA did not
+/// sign never gets past the handshake.
 pub async fn serve<F, Fut>(endpoint: Endpoint, handler: F)
 where
-    F: Fn(SocketAddr, SendStream, RecvStream) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(PeerIdentity, SendStream, RecvStream) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     while let Some(incoming) = endpoint.quinn().accept().await {
@@ -25,10 +25,11 @@ where
                     return;
                 }
             };
+            let identity = PeerIdentity::of(&conn);
             loop {
                 match conn.accept_bi().await {
                     Ok((send, recv)) => {
-                        tokio::spawn(handler.clone()(peer, send, recv));
+                        tokio::spawn(handler.clone()(identity.clone(), send, recv));
                     }
                     Err(e) => {
                         debug!(%peer, reason = %e, "connection closed");

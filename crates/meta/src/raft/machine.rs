@@ -151,9 +151,8 @@ impl MachineStore {
     /// `<id>.tar`) and removes older ones.
     fn keep_snapshot(&self, meta: &SnapshotMeta<NodeId, BasicNode>) -> StorageResult<()> {
         let path = self.snapshots().join(format!("{}.meta", meta.snapshot_id));
-        let tmp = path.with_extension("meta.tmp");
-        std::fs::write(&tmp, postcard::to_allocvec(meta).map_err(snap_err)?).map_err(snap_err)?;
-        std::fs::rename(&tmp, &path).map_err(snap_err)?;
+        let bytes = postcard::to_allocvec(meta).map_err(snap_err)?;
+        tessera_net::write_atomically(&path, &bytes, false).map_err(snap_err)?;
         if let Ok(entries) = std::fs::read_dir(self.snapshots()) {
             for entry in entries.flatten() {
                 let p = entry.path();
@@ -202,18 +201,6 @@ fn unpack(from: &Path, to: &Path) -> std::io::Result<()> {
         std::fs::File::open(entry.path())?.sync_all()?;
     }
     std::fs::File::open(to)?.sync_all()
-}
-
-/// Replaces `path`'s content with `text`, durably.
-fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for MachineStore {
@@ -383,7 +370,8 @@ impl MachineStore {
         let sm = StateMachine::open(&target).map_err(snap_err)?;
         let next = sm.applied_index().map_err(snap_err)? + 1;
         // The new state is whole on disk before the pointer names it.
-        write_durably(&self.dir.join(CURRENT), &name).map_err(snap_err)?;
+        tessera_net::write_atomically(&self.dir.join(CURRENT), name.as_bytes(), false)
+            .map_err(snap_err)?;
         let old = self.cell.replace(Arc::new(sm));
         self.next_command.store(next, Ordering::SeqCst);
         // The received snapshot becomes this replica's own.

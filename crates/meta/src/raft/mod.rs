@@ -87,8 +87,7 @@ pub fn own_id(data_dir: &Path, advertise: &str) -> Result<NodeId, MetaError> {
             .map_err(|e| MetaError::Corrupt(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = replica_id(advertise);
-            std::fs::write(&path, format!("{id}\n"))
-                .and_then(|()| std::fs::File::open(&path)?.sync_all())
+            tessera_net::write_atomically(&path, format!("{id}\n").as_bytes(), false)
                 .map_err(|e| MetaError::Corrupt(format!("writing {}: {e}", path.display())))?;
             Ok(id)
         }

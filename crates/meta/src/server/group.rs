@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers};
+use openraft::{BasicNode, ChangeMembers, RaftMetrics};
 use tessera_proto::{GroupRequest, MetaGroupStatus, MetaMember, MetaResponse};
 use tracing::info;
 
@@ -32,12 +32,36 @@ pub(crate) fn raft_write_error(
     }
 }
 
+/// Whether `me` leads, by these metrics: its Raft runs and knows itself
+/// as the leader. A replica whose storage failed stops its Raft, and its
+/// last metrics still name it leader: it must not act on them.
+fn leads(m: &RaftMetrics<NodeId, BasicNode>, me: NodeId) -> bool {
+    m.running_state.is_ok() && m.current_leader == Some(me)
+}
+
 impl Meta {
     /// Whether this replica leads the group now (as far as it knows: a
     /// leader cut off from the others learns it lost only when it hears of
     /// a later term; reads confirm leadership first, see `confirm_leader`).
+    /// Never while its Raft is stopped.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.me)
+        leads(&self.raft.metrics().borrow(), self.me)
+    }
+
+    /// Waits until this replica's Raft stops for good, and says why. Raft
+    /// stops on a storage error (the log or the state could not be
+    /// written: a full or failing disk), after which the replica can do
+    /// nothing useful: `tessera meta` then exits. Pending while Raft runs.
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "meta's Raft ended".into();
+            }
+        }
     }
 
     /// The leader's address, if one is known.
@@ -182,7 +206,7 @@ pub(super) async fn watch_leadership(meta: Weak<Meta>) {
     };
     let mut leading = false;
     loop {
-        let now_leading = metrics.borrow_and_update().current_leader == Some(me);
+        let now_leading = leads(&metrics.borrow_and_update(), me);
         if now_leading != leading {
             leading = now_leading;
             let Some(m) = meta.upgrade() else { return };
@@ -224,7 +248,7 @@ where
         drop(meta);
         let mut task: Option<Running> = None;
         loop {
-            let leading = metrics.borrow_and_update().current_leader == Some(me);
+            let leading = leads(&metrics.borrow_and_update(), me);
             match (leading, task.is_some()) {
                 (true, false) => task = Some(Running(tokio::spawn(work()))),
                 (false, true) => task = None,

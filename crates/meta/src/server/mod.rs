@@ -211,10 +211,60 @@ impl RunningMeta {
     }
 }
 
-/// Opens meta and serves it on `config.listen` until shut down.
+/// Free bytes a replica's data directory needs before it starts: enough
+/// for RocksDB to open both databases, replay their logs and take the
+/// first entries (or a snapshot's first chunks), so a nearly full disk is
+/// found out here, not half-way through writing.
+pub const MIN_FREE_TO_START: u64 = 64 << 20;
+
+/// How often a replica waiting for space says so.
+const SPACE_WARNING_EVERY: Duration = Duration::from_secs(30);
+
+/// Free bytes for an unprivileged writer on the file system holding
+/// `dir`. Errors: `statvfs`'s.
+fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Waits until `dir` has `MIN_FREE_TO_START` bytes free, warning every 30
+/// s: a replica started on a full disk would fail on its first write (or
+/// halfway through a snapshot) and stop again, while waiting costs the
+/// group nothing (it serves without this replica) and the replica catches
+/// up once space is freed. Errors: `statvfs`'s.
+async fn wait_for_space(dir: &std::path::Path) -> Result<(), MetaError> {
+    let mut warned: Option<Instant> = None;
+    loop {
+        let free = free_bytes(dir)
+            .map_err(|e| MetaError::Corrupt(format!("free space of {}: {e}", dir.display())))?;
+        if free >= MIN_FREE_TO_START {
+            if warned.is_some() {
+                info!(dir = %dir.display(), free, "meta's data directory has space again: starting");
+            }
+            return Ok(());
+        }
+        if warned.is_none_or(|w| w.elapsed() >= SPACE_WARNING_EVERY) {
+            tracing::warn!(
+                dir = %dir.display(),
+                free,
+                needed = MIN_FREE_TO_START,
+                "meta's data directory {} has {free} bytes free, less than the {MIN_FREE_TO_START} \
+                 it needs to start: waiting for space (free some; this replica then starts and \
+                 catches up from the group)",
+                dir.display()
+            );
+            warned = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Opens meta and serves it on `config.listen` until shut down. Waits
+/// first while the data directory has less than `MIN_FREE_TO_START` free.
 pub async fn start(config: MetaConfig, identity: &Identity) -> Result<RunningMeta, MetaError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| MetaError::Corrupt(format!("creating {}: {e}", config.data_dir.display())))?;
+    wait_for_space(&config.data_dir).await?;
     let listen = config.listen;
     // Listening before Raft starts: the other replicas' votes and entries
     // must reach this one while it starts.
@@ -228,8 +278,8 @@ pub async fn start(config: MetaConfig, identity: &Identity) -> Result<RunningMet
         move || upkeep::run(m.clone())
     });
     let task = tokio::spawn(async move {
-        serve(ep, move |_peer, send, recv| {
-            rpc::handle_stream(m.clone(), send, recv)
+        serve(ep, move |peer, send, recv| {
+            rpc::handle_stream(m.clone(), peer, send, recv)
         })
         .await;
         upkeep.abort();

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tessera_net::{RecvStream, SendStream, read_frame, write_frame};
+use tessera_net::{PeerIdentity, RecvStream, SendStream, read_frame, role, write_frame};
 use tessera_proto::{
-    AccessKey, CorruptReport, ErrorCode, FrameKind, Heartbeat, HeartbeatReply, Lease,
+    AccessKey, CorruptReport, ErrorCode, FrameKind, GroupRequest, Heartbeat, HeartbeatReply, Lease,
     MAX_BATCHED_REQUESTS, MetaQuery, MetaRequest, MetaResponse, NodeAdmin, Proposal, RemoteError,
     UploadInfo,
 };
@@ -53,6 +53,7 @@ fn wire_code(kind: Refused) -> ErrorCode {
         Refused::VolumeExists => ErrorCode::VolumeExists,
         Refused::VolumeBusy => ErrorCode::VolumeBusy,
         Refused::Fenced => ErrorCode::Fenced,
+        Refused::Forbidden => ErrorCode::Forbidden,
     }
 }
 
@@ -63,6 +64,24 @@ pub(super) fn to_remote(e: &MetaError) -> RemoteError {
         MetaError::NotLeader { .. } => RemoteError::new(ErrorCode::NotLeader, e.to_string()),
         other => RemoteError::new(ErrorCode::Internal, other.to_string()),
     }
+}
+
+/// Refuses `what` unless `peer`'s certificate is a meta replica's (CN
+/// `meta`). Errors: `Forbidden`, naming the peer and its role.
+pub(super) fn only_meta(peer: &PeerIdentity, what: &str) -> Result<(), MetaError> {
+    if peer.has_role(role::META) {
+        return Ok(());
+    }
+    warn!(peer = %peer.addr, role = peer.role_name(), "refused {what} from a peer without a meta certificate");
+    Err(refuse(
+        Refused::Forbidden,
+        format!(
+            "{what} are accepted only from peers with a meta certificate (CN {:?}); {} presented {:?}",
+            role::META,
+            peer.addr,
+            peer.role_name()
+        ),
+    ))
 }
 
 /// What an applied command answers.
@@ -97,15 +116,26 @@ fn random_text(alphabet: &[u8], len: usize) -> String {
 }
 
 impl Meta {
-    /// Answers one request, or each request of a batch.
+    /// Answers one request from `peer`, or each request of a batch.
     /// Raft's own traffic is answered by every replica; everything else
     /// only by the leader (a follower answers `NotLeader` with the
-    /// leader's address, and does nothing).
-    pub async fn handle(self: &Arc<Self>, req: MetaRequest) -> Result<MetaResponse, MetaError> {
+    /// leader's address, and does nothing). Raft's RPCs and changes of the
+    /// group come only from meta replicas (and operators holding a meta
+    /// certificate): anyone else is refused with `Forbidden`, whichever
+    /// replica they ask.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: MetaRequest,
+        peer: &PeerIdentity,
+    ) -> Result<MetaResponse, MetaError> {
         if let MetaRequest::Raft(msg) = req {
+            only_meta(peer, "Raft's RPCs")?;
             return Ok(MetaResponse::Raft(
                 crate::raft::answer_rpc(&self.raft, msg).await?,
             ));
+        }
+        if let MetaRequest::Group(GroupRequest::Add { .. } | GroupRequest::Remove { .. }) = req {
+            only_meta(peer, "changes of the meta group")?;
         }
         if !self.is_leader() {
             return Ok(MetaResponse::NotLeader {
@@ -787,7 +817,12 @@ impl Meta {
     }
 }
 
-pub(super) async fn handle_stream(meta: Arc<Meta>, mut send: SendStream, mut recv: RecvStream) {
+pub(super) async fn handle_stream(
+    meta: Arc<Meta>,
+    peer: PeerIdentity,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
     let response = match tokio::time::timeout(
         REQUEST_TIMEOUT,
         read_frame::<MetaRequest>(&mut recv, FrameKind::Request),
@@ -806,7 +841,7 @@ pub(super) async fn handle_stream(meta: Arc<Meta>, mut send: SendStream, mut rec
                 format!("bad request: {e}"),
             ))
         }
-        Ok(Ok(req)) => match meta.handle(req).await {
+        Ok(Ok(req)) => match meta.handle(req, &peer).await {
             Ok(resp) => resp,
             Err(e) => MetaResponse::Error(to_remote(&e)),
         },

@@ -123,6 +123,8 @@ pub enum Refused {
     VolumeBusy,
     /// The writer's lease was taken over.
     Fenced,
+    /// The peer's certificate does not give it the role the request needs.
+    Forbidden,
 }
 
 /// A typed refusal with a message for people.
