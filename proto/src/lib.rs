@@ -19,7 +19,7 @@ pub use messages::{
     Proposal, RaftMessage, RemoteError,
 };
 pub use model::{
-    AccessChange, AccessKey, AdminToken, BucketAccess, BucketInfo, CannedAcl, ChunkHealth,
+    AccessChange, AccessKey, AdminToken, BucketAccess, BucketInfo, BucketUsage, CannedAcl, ChunkHealth,
     ChunkPlacement, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus, CorruptReport, CorsRule,
     DeleteMarker, DirEntry, DirInfo, DirListing, ExpectedFragment, Found, FragmentMove,
     FragmentNodes, FragmentRecord, FragmentState, GarbageSummary, Grant, ListEntry, Listing,
