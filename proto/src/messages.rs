@@ -10,10 +10,10 @@ use crate::model::{
     VolumeInfo, VolumeWrite,
 };
 use crate::model::{
-    AccessKey, AdminToken, BucketInfo, BucketUsage, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
-    ExpectedFragment, Found, FragmentMove, GarbageSummary, Grant, Listing, NewObject,
-    ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo,
-    WriteCondition,
+    AccessKey, AdminToken, BucketInfo, BucketUsage, ChunkRecord, ClusterMap, ClusterStatus,
+    DirInfo, DirListing, ExpectedFragment, Found, FragmentMove, GarbageSummary, Grant, Listing,
+    NewObject, ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem, ScrubProgress, TagSet,
+    UploadInfo, WriteCondition,
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow

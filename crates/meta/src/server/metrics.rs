@@ -277,7 +277,13 @@ impl Meta {
         for (name, help, value) in per_bucket {
             for (i, (bucket, u)) in usage.iter().enumerate() {
                 let help = if i == 0 { help } else { "" };
-                metric(name, "gauge", help, &format!("{{bucket=\"{bucket}\"}}"), value(u));
+                metric(
+                    name,
+                    "gauge",
+                    help,
+                    &format!("{{bucket=\"{bucket}\"}}"),
+                    value(u),
+                );
             }
         }
         let b = &status.balance;

@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, AdminToken, BucketAccess, BucketInfo, BucketUsage, ChunkPlacement, ChunkRecord, CorruptReport,
-    DirInfo, ExtentRecord, NodeAdmin, ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet,
-    UploadInfo, Versioning, VolumeInfo,
+    AccessKey, AdminToken, BucketAccess, BucketInfo, BucketUsage, ChunkPlacement, ChunkRecord,
+    CorruptReport, DirInfo, ExtentRecord, NodeAdmin, ObjectInfo, ObjectVersion, PartInfo,
+    Permission, TagSet, UploadInfo, Versioning, VolumeInfo,
 };
 use tessera_types::{ChunkId, NodeId};
 

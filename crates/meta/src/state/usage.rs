@@ -257,7 +257,12 @@ mod tests {
         assert_eq!(figures(&t, "bkt"), (0, 0, 0, 0));
         assert_eq!(figures(&t, "other"), (1, 2, 0, 0));
         t.ok(Command::DeleteBucket { name: "bkt".into() });
-        assert!(t.sm.read().get(BUCKET_USAGE, &"bkt".to_string()).unwrap().is_none());
+        assert!(
+            t.sm.read()
+                .get(BUCKET_USAGE, &"bkt".to_string())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -341,13 +346,24 @@ mod tests {
         older.set(
             BUCKET_USAGE.name,
             "gone".to_string().encode(),
-            Some(encode_value(&BucketUsage { objects: 9, ..Default::default() }).unwrap()),
+            Some(
+                encode_value(&BucketUsage {
+                    objects: 9,
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
         );
         older.set(COUNTERS.name, counter::USAGE_AT.to_string().encode(), None);
         t.sm.store().write(older).unwrap();
         assert_eq!(t.sm.recount_usage_if_stale().unwrap(), Some(1));
         assert_eq!(figures(&t, "bkt"), (2, 7, 0, 0));
-        assert!(t.sm.read().get(BUCKET_USAGE, &"gone".to_string()).unwrap().is_none());
+        assert!(
+            t.sm.read()
+                .get(BUCKET_USAGE, &"gone".to_string())
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(t.sm.recount_usage_if_stale().unwrap(), None);
         // Kept from here on.
         t.put("bkt", "c", inline(b"8")).unwrap();
