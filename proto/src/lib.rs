@@ -19,9 +19,9 @@ pub use messages::{
     Proposal, RaftMessage, RemoteError,
 };
 pub use model::{
-    AccessChange, AccessKey, AdminToken, BucketAccess, BucketInfo, CannedAcl, ChunkHealth,
-    ChunkPlacement, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus, CorruptReport, CorsRule,
-    DeleteMarker, DirEntry, DirInfo, DirListing, ExpectedFragment, Found, FragmentMove,
+    AccessChange, AccessKey, AdminToken, BucketAccess, BucketInfo, BucketUsage, CannedAcl,
+    ChunkHealth, ChunkPlacement, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus, CorruptReport,
+    CorsRule, DeleteMarker, DirEntry, DirInfo, DirListing, ExpectedFragment, Found, FragmentMove,
     FragmentNodes, FragmentRecord, FragmentState, GarbageSummary, Grant, ListEntry, Listing,
     LoadBalance, MAX_BUCKET_TAGS, MAX_CORS_RULES, MAX_OBJECT_TAGS, MAX_POLICY_BYTES,
     MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS, NULL_VERSION, NewObject, NodeAdmin, NodeInfo,

@@ -10,10 +10,10 @@ use crate::model::{
     VolumeInfo, VolumeWrite,
 };
 use crate::model::{
-    AccessKey, AdminToken, BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, DirInfo, DirListing,
-    ExpectedFragment, Found, FragmentMove, GarbageSummary, Grant, Listing, NewObject,
-    ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem, ScrubProgress, TagSet, UploadInfo,
-    WriteCondition,
+    AccessKey, AdminToken, BucketInfo, BucketUsage, ChunkRecord, ClusterMap, ClusterStatus,
+    DirInfo, DirListing, ExpectedFragment, Found, FragmentMove, GarbageSummary, Grant, Listing,
+    NewObject, ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem, ScrubProgress, TagSet,
+    UploadInfo, WriteCondition,
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
@@ -385,6 +385,9 @@ pub enum MetaQuery {
         first: u64,
         count: u32,
     },
+    /// Every bucket's usage in name order: `BucketUsage`, with a zero
+    /// usage for a bucket that holds nothing.
+    BucketUsage,
 }
 
 impl MetaQuery {
@@ -749,6 +752,8 @@ pub enum MetaResponse {
     Volumes(Vec<VolumeInfo>),
     /// Extent maps by extent index (see `MetaQuery::VolumeExtents`).
     Extents(Vec<(u64, ExtentRecord)>),
+    /// Buckets' usage by name (see `MetaQuery::BucketUsage`).
+    BucketUsage(Vec<(String, BucketUsage)>),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

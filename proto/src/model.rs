@@ -954,6 +954,34 @@ pub struct GarbageSummary {
     pub grace_ms: u64,
 }
 
+/// What a bucket holds, kept by meta in the same write as every change to
+/// the bucket's objects and versions (so it never drifts from them).
+/// Logical bytes: the objects' sizes, not the fragments that store them.
+/// In-progress multipart uploads are not counted (their parts are not
+/// objects until completed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BucketUsage {
+    /// Current objects: keys whose newest version is an object.
+    pub objects: u64,
+    /// Bytes of the current objects.
+    pub object_bytes: u64,
+    /// Noncurrent object versions (versioned buckets; delete markers are
+    /// not counted here).
+    pub noncurrent: u64,
+    /// Bytes of the noncurrent versions.
+    pub noncurrent_bytes: u64,
+    /// Delete markers, current or not (they hold no bytes).
+    pub delete_markers: u64,
+}
+
+impl BucketUsage {
+    /// Bytes the bucket holds: current and noncurrent versions, as S3 and
+    /// MinIO report a bucket's size.
+    pub fn bytes(&self) -> u64 {
+        self.object_bytes.saturating_add(self.noncurrent_bytes)
+    }
+}
+
 /// Bytes of volume address space one extent record maps. Writes, trims and
 /// copy-on-write work per extent: a snapshot's later writes copy the map of
 /// the extents they touch (not data), and reads look up one record per

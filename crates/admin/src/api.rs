@@ -75,7 +75,8 @@ impl AppState {
     pub async fn buckets(&self) -> Result<Vec<BucketDocument>, ApiError> {
         let buckets = self.client.list_buckets().await?;
         let grants = self.client.grants(None, None).await?;
-        Ok(BucketDocument::list(&buckets, &grants))
+        let usage = self.client.bucket_usage().await?;
+        Ok(BucketDocument::list(&buckets, &grants, &usage))
     }
 
     pub async fn volumes(&self) -> Result<Vec<VolumeDocument>, ApiError> {
@@ -266,7 +267,7 @@ async fn remove_node(
     Ok(Json(s.remove(&id).await?))
 }
 
-/// Buckets with their policy and grants.
+/// Buckets with their policy, grants and usage (objects and bytes).
 #[utoipa::path(get, path = "/v1/buckets", tag = "buckets",
     responses((status = 200, body = Vec<BucketDocument>), (status = 401, body = ErrorBody)))]
 async fn list_buckets(State(s): State<AppState>) -> Result<Json<Vec<BucketDocument>>, ApiError> {

@@ -3,7 +3,9 @@
 //! built from what meta answers.
 
 use serde::{Deserialize, Serialize};
-use tessera_proto::{AccessKey, BucketInfo, ClusterStatus, GarbageSummary, Grant, NodeInfo};
+use tessera_proto::{
+    AccessKey, BucketInfo, BucketUsage, ClusterStatus, GarbageSummary, Grant, NodeInfo,
+};
 use utoipa::ToSchema;
 
 /// What `tessera status --json` prints and `GET /v1/status` answers.
@@ -348,8 +350,7 @@ impl VolumeDocument {
     }
 }
 
-/// A bucket: `GET /v1/buckets`. Meta keeps no per-bucket usage or object
-/// count yet, so there is none here (the cluster totals are in the status).
+/// A bucket: `GET /v1/buckets` and `tessera bucket ls --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BucketDocument {
     pub name: String,
@@ -358,24 +359,54 @@ pub struct BucketDocument {
     /// Unix milliseconds.
     pub created_ms: u64,
     pub grants: Vec<BucketGrantDocument>,
+    /// Logical bytes of the bucket's current and noncurrent object
+    /// versions (the objects' sizes, not the fragments storing them;
+    /// parts of multipart uploads in progress are not counted).
+    pub bytes: u64,
+    /// Current objects.
+    pub objects: u64,
+    /// Noncurrent object versions (versioned buckets).
+    pub noncurrent_versions: u64,
+    /// Bytes of those noncurrent versions (part of `bytes`).
+    pub noncurrent_bytes: u64,
+    /// Delete markers (versioned buckets).
+    pub delete_markers: u64,
 }
 
 impl BucketDocument {
-    pub fn list(buckets: &[BucketInfo], grants: &[Grant]) -> Vec<Self> {
+    /// Every bucket with its grants (from all grants of the cluster) and
+    /// its usage (a bucket missing from `usage` counts as empty).
+    pub fn list(
+        buckets: &[BucketInfo],
+        grants: &[Grant],
+        usage: &[(String, BucketUsage)],
+    ) -> Vec<Self> {
         buckets
             .iter()
-            .map(|b| BucketDocument {
-                name: b.name.clone(),
-                policy: b.policy.to_string(),
-                created_ms: b.created_ms,
-                grants: grants
+            .map(|b| {
+                let u = usage
                     .iter()
-                    .filter(|g| g.bucket == b.name)
-                    .map(|g| BucketGrantDocument {
-                        access_key: g.key.clone(),
-                        permission: g.permission.as_str().into(),
-                    })
-                    .collect(),
+                    .find(|(name, _)| *name == b.name)
+                    .map(|(_, u)| *u)
+                    .unwrap_or_default();
+                BucketDocument {
+                    name: b.name.clone(),
+                    policy: b.policy.to_string(),
+                    created_ms: b.created_ms,
+                    grants: grants
+                        .iter()
+                        .filter(|g| g.bucket == b.name)
+                        .map(|g| BucketGrantDocument {
+                            access_key: g.key.clone(),
+                            permission: g.permission.as_str().into(),
+                        })
+                        .collect(),
+                    bytes: u.bytes(),
+                    objects: u.objects,
+                    noncurrent_versions: u.noncurrent,
+                    noncurrent_bytes: u.noncurrent_bytes,
+                    delete_markers: u.delete_markers,
+                }
             })
             .collect()
     }

@@ -515,8 +515,13 @@ pub enum BucketCommand {
         #[command(flatten)]
         cluster: ClusterArg,
     },
-    /// List buckets.
+    /// List buckets: creation time, policy, current objects, size (bytes
+    /// of current and noncurrent versions) and name.
     Ls {
+        /// Print the buckets as the admin API's GET /v1/buckets answers
+        /// them (with grants and usage).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         cluster: ClusterArg,
     },

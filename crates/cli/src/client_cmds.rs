@@ -329,15 +329,30 @@ async fn bucket(command: BucketCommand) -> Result<()> {
                 None => println!("created bucket {} ({})", b.name, b.policy),
             }
         }
-        BucketCommand::Ls { cluster } => {
+        BucketCommand::Ls { json, cluster } => {
             let client = connect(&cluster).await?;
-            for b in client.list_buckets().await? {
+            let buckets = client.list_buckets().await?;
+            let grants = client.grants(None, None).await?;
+            let usage = client.bucket_usage().await?;
+            // The same document as the admin API's GET /v1/buckets.
+            let docs = tessera_admin::status::BucketDocument::list(&buckets, &grants, &usage);
+            if json {
+                println!("{}", serde_json::to_string(&docs)?);
+            } else {
                 println!(
-                    "{}  {:<8} {}",
-                    fmt_time(b.created_ms),
-                    b.policy.to_string(),
-                    b.name
+                    "{:<19}  {:<8} {:>10} {:>11}  NAME",
+                    "CREATED", "POLICY", "OBJECTS", "SIZE"
                 );
+                for b in &docs {
+                    println!(
+                        "{}  {:<8} {:>10} {:>11}  {}",
+                        fmt_time(b.created_ms),
+                        b.policy,
+                        b.objects,
+                        human_bytes(b.bytes),
+                        b.name
+                    );
+                }
             }
         }
         BucketCommand::Rm { name, cluster } => {

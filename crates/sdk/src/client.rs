@@ -285,6 +285,17 @@ impl Client {
         }
     }
 
+    /// Every bucket's usage (objects, versions, logical bytes), in name
+    /// order.
+    pub async fn bucket_usage(
+        &self,
+    ) -> Result<Vec<(String, tessera_proto::BucketUsage)>, SdkError> {
+        match self.meta(MetaQuery::BucketUsage).await? {
+            MetaResponse::BucketUsage(u) => Ok(u),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, SdkError> {
         match self
             .meta(MetaQuery::HeadObject {

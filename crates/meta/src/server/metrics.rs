@@ -4,12 +4,16 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tessera_proto::NodeState;
+use tessera_proto::{BucketUsage, NodeState};
 
 use super::Meta;
 use crate::MetaError;
 use crate::state::prelude::*;
 use crate::state::tables::counter;
+
+/// Most buckets with series of their own in the metrics (the largest by
+/// bytes when there are more): two series each.
+pub const MAX_BUCKET_SERIES: usize = 1000;
 
 /// Requests answered, refused and malformed.
 #[derive(Default)]
@@ -247,6 +251,40 @@ impl Meta {
                 &format!("{{node=\"{}\",admin=\"{}\"}}", n.id, n.admin.as_str()),
                 u64::from(n.state == NodeState::Up),
             );
+        }
+        // One series per bucket and metric, for at most
+        // MAX_BUCKET_SERIES buckets (the largest): a scrape stays bounded
+        // however many buckets there are. Bucket names need no escaping
+        // (lower-case letters, digits, `-` and `.` only).
+        let mut usage = snap.buckets_usage()?;
+        if usage.len() > MAX_BUCKET_SERIES {
+            usage.sort_by_key(|(_, u)| std::cmp::Reverse(u.bytes()));
+            usage.truncate(MAX_BUCKET_SERIES);
+            usage.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let per_bucket: [(&str, &str, fn(&BucketUsage) -> u64); 2] = [
+            (
+                "tessera_meta_bucket_objects",
+                "Current objects in a bucket.",
+                |u| u.objects,
+            ),
+            (
+                "tessera_meta_bucket_bytes",
+                "Logical bytes of a bucket's current and noncurrent object versions.",
+                BucketUsage::bytes,
+            ),
+        ];
+        for (name, help, value) in per_bucket {
+            for (i, (bucket, u)) in usage.iter().enumerate() {
+                let help = if i == 0 { help } else { "" };
+                metric(
+                    name,
+                    "gauge",
+                    help,
+                    &format!("{{bucket=\"{bucket}\"}}"),
+                    value(u),
+                );
+            }
         }
         let b = &status.balance;
         let _ = writeln!(

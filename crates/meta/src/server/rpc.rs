@@ -271,6 +271,7 @@ impl Meta {
         Ok(match q {
             Q::GetBucket { name } => MetaResponse::Bucket(r.bucket(&name)?),
             Q::ListBuckets => MetaResponse::Buckets(r.buckets()?),
+            Q::BucketUsage => MetaResponse::BucketUsage(r.buckets_usage()?),
             Q::HeadObject { bucket, key } => MetaResponse::Object(r.object(&bucket, &key)?),
             Q::GetChunks { ids } => MetaResponse::Chunks(r.chunks(&ids)?),
             Q::ListObjects {

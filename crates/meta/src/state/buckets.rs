@@ -9,7 +9,9 @@ use tessera_types::{Policy, validate_bucket_name};
 use super::access::drop_bucket_grants;
 use super::fsview::drop_bucket_dirs;
 use super::objects::ObjectQueries;
-use super::tables::{BUCKET_ACCESS, BUCKET_TAGS, BUCKET_VERSIONING, BUCKETS, counter};
+use super::tables::{
+    BUCKET_ACCESS, BUCKET_TAGS, BUCKET_USAGE, BUCKET_VERSIONING, BUCKETS, counter,
+};
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
 use crate::store::{Read, Step};
@@ -55,6 +57,8 @@ pub(super) fn delete_bucket(tx: &mut Txn<'_, '_>, name: &str) -> Result<Applied,
     tx.delete(BUCKET_TAGS, &name.to_string())?;
     tx.delete(BUCKET_VERSIONING, &name.to_string())?;
     tx.delete(BUCKET_ACCESS, &name.to_string())?;
+    // Zeros by now (the bucket is empty); the row goes with the bucket.
+    tx.delete(BUCKET_USAGE, &name.to_string())?;
     Ok(Applied::Deleted { existed: true })
 }
 

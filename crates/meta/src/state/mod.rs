@@ -44,7 +44,8 @@
 //! and bucket tags), [`versions`] (bucket versioning, noncurrent versions,
 //! delete markers), [`bucket_access`] (CORS rules, bucket policies,
 //! PublicAccessBlock, canned ACLs), [`admin_tokens`] (hashes of admin API
-//! tokens).
+//! tokens), [`usage`] (per-bucket object counts and bytes, kept by the
+//! transaction layer).
 
 use std::sync::Mutex;
 
@@ -71,6 +72,7 @@ pub mod rename;
 pub mod tables;
 pub mod tags;
 mod txn;
+pub mod usage;
 pub mod versions;
 pub mod volumes;
 
@@ -316,6 +318,12 @@ impl<S: MetaStore> StateMachine<S> {
             last = index;
             outcomes.push(outcome);
         }
+        if !entries.is_empty() {
+            // Every batch of this build keeps bucket usage (see `usage.rs`).
+            let mut tx = Txn::new(&mut batch);
+            tx.put(COUNTERS, &counter::USAGE_AT.to_string(), &last)?;
+            tx.finish()?;
+        }
         if !records.is_empty() {
             let mut tx = Txn::new(&mut batch);
             for (key, value) in records {
@@ -336,9 +344,54 @@ impl<S: MetaStore> StateMachine<S> {
 
 #[cfg(feature = "server")]
 impl StateMachine<crate::store::RocksStore> {
-    /// Opens meta's RocksDB database in `dir`.
+    /// Opens meta's RocksDB database in `dir`, counting bucket usage again
+    /// if a build that did not keep it wrote there (see `usage.rs`).
     pub fn open(dir: &std::path::Path) -> Result<Self, MetaError> {
-        Ok(Self::new(crate::store::RocksStore::open(dir, tables::ALL)?))
+        let sm = Self::new(crate::store::RocksStore::open(dir, tables::ALL)?);
+        let started = std::time::Instant::now();
+        if let Some(buckets) = sm.recount_usage_if_stale()? {
+            tracing::info!(
+                buckets,
+                seconds = started.elapsed().as_secs_f64(),
+                "counted bucket usage from the object tables (written by an older build)"
+            );
+        }
+        Ok(sm)
+    }
+}
+
+impl<S: MetaStore> StateMachine<S> {
+    /// Rewrites the `bucket_usage` table from a count of the object tables
+    /// when its `bucket_usage_at` mark is not the applied index (a data
+    /// directory from a build that did not keep it); the number of buckets
+    /// counted, or `None` when the table was current. Errors: storage.
+    pub fn recount_usage_if_stale(&self) -> Result<Option<usize>, MetaError> {
+        let _one_writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.store.read();
+        let applied = snapshot.counter(counter::APPLIED)?;
+        if snapshot.counter(counter::USAGE_AT)? == applied {
+            return Ok(None);
+        }
+        let counted = usage::recount(&*snapshot)?;
+        let mut batch = Batch::new(&*snapshot);
+        let mut tx = Txn::new(&mut batch);
+        let mut stale = Vec::new();
+        tx.scan(tables::BUCKET_USAGE, &[], |_, bucket, _| {
+            stale.push(bucket);
+            Ok(crate::store::Step::Continue)
+        })?;
+        for bucket in stale.iter().filter(|b| !counted.contains_key(*b)) {
+            tx.delete(tables::BUCKET_USAGE, bucket)?;
+        }
+        for (bucket, u) in &counted {
+            tx.put(tables::BUCKET_USAGE, bucket, u)?;
+        }
+        tx.put(COUNTERS, &counter::USAGE_AT.to_string(), &applied)?;
+        tx.finish()?;
+        let writes = batch.finish()?;
+        drop(snapshot);
+        self.store.write(writes)?;
+        Ok(Some(counted.len()))
     }
 }
 
@@ -377,6 +430,7 @@ pub mod prelude {
     pub use super::multipart::MultipartQueries;
     pub use super::objects::ObjectQueries;
     pub use super::tags::TagQueries;
+    pub use super::usage::UsageQueries;
     pub use super::versions::VersionQueries;
     pub use super::volumes::VolumeQueries;
 }

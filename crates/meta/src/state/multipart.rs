@@ -234,32 +234,13 @@ mod tests {
     use super::super::tables::counter;
     use super::super::testkit::*;
     use super::*;
-    use tessera_proto::ChunkRecord;
-    use tessera_types::NodeId;
-
-    fn part_of(id: u8, size: u64, nodes: &[NodeId]) -> NewObject {
-        let mut rec: ChunkRecord = chunk_record(id, &nodes[..6]);
-        rec.len = size;
-        NewObject {
-            etag: hex::encode([id; 16]),
-            ..NewObject::of_chunks(vec![rec])
-        }
-    }
 
     #[test]
     fn uploads_complete_from_listed_parts_and_retire_the_rest() {
         let t = Kit::new();
         let nodes = t.nodes(6);
         t.bucket("bkt");
-        let upload = UploadInfo {
-            id: "u1".into(),
-            bucket: "bkt".into(),
-            key: "big".into(),
-            initiated_ms: 1,
-            content_type: None,
-            user_meta: Default::default(),
-            headers: Default::default(),
-        };
+        let upload = upload_info("u1", "bkt", "big");
         let upload2 = upload.clone();
         t.ok(Command::CreateUpload {
             upload: upload.clone(),
@@ -271,7 +252,7 @@ mod tests {
         let part = |n: u32, id: u8, size: u64| Command::CommitPart {
             upload: "u1".into(),
             number: n,
-            part: part_of(id, size, &nodes),
+            part: sized_chunk(id, size, &nodes),
             at_ms: 2,
         };
         t.ok(part(1, 1, MIN_PART_SIZE));
@@ -334,7 +315,7 @@ mod tests {
         t.ok(Command::CommitPart {
             upload: "u2".into(),
             number: 1,
-            part: part_of(6, 10, &nodes),
+            part: sized_chunk(6, 10, &nodes),
             at_ms: 4,
         });
         let second = |condition| Command::CompleteUpload {

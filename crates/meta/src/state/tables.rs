@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, AdminToken, BucketAccess, BucketInfo, ChunkPlacement, ChunkRecord, CorruptReport,
-    DirInfo, ExtentRecord, NodeAdmin, ObjectInfo, ObjectVersion, PartInfo, Permission, TagSet,
-    UploadInfo, Versioning, VolumeInfo,
+    AccessKey, AdminToken, BucketAccess, BucketInfo, BucketUsage, ChunkPlacement, ChunkRecord,
+    CorruptReport, DirInfo, ExtentRecord, NodeAdmin, ObjectInfo, ObjectVersion, PartInfo,
+    Permission, TagSet, UploadInfo, Versioning, VolumeInfo,
 };
 use tessera_types::{ChunkId, NodeId};
 
@@ -88,6 +88,11 @@ pub const OUTCOMES: Table<u64, RecordedOutcome> = Table::new("outcomes");
 /// Admin API tokens by the hex BLAKE3 hash of the token.
 pub const ADMIN_TOKENS: Table<String, AdminToken> = Table::new("admin_tokens");
 
+/// What each bucket holds (objects, versions, their bytes), by bucket
+/// name; kept by every transaction that writes `objects` or `versions`
+/// (see `usage.rs`).
+pub const BUCKET_USAGE: Table<String, BucketUsage> = Table::new("bucket_usage");
+
 /// Block volumes by name.
 pub const VOLUMES: Table<String, VolumeInfo> = Table::new("volumes");
 /// Volume extent maps by (volume id, extent index, sequence); see
@@ -131,6 +136,7 @@ pub const ALL: &[&str] = &[
     VOLUMES.name,
     EXTENTS.name,
     VOLUME_CHUNK_REFS.name,
+    BUCKET_USAGE.name,
 ];
 
 /// Names of the counters kept beside the tables.
@@ -160,4 +166,9 @@ pub mod counter {
     pub const VERSIONS: &str = "versions";
     /// Volume ids drawn so far.
     pub const VOLUME_SEQ: &str = "volume_seq";
+    /// The applied index as of the last batch that kept `bucket_usage`: a
+    /// data directory where it differs from `APPLIED` was written by a
+    /// build that did not keep it (or never had the table), and meta counts
+    /// it again on open.
+    pub const USAGE_AT: &str = "bucket_usage_at";
 }

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 
-use tessera_proto::{ChunkRecord, FragmentRecord, ListEntry, Listing, NewObject};
+use tessera_proto::{ChunkRecord, FragmentRecord, ListEntry, Listing, NewObject, UploadInfo};
 use tessera_types::{ChunkId, NodeId, Policy};
 
 pub use super::Command;
@@ -117,6 +117,30 @@ pub fn chunk_record(id: u8, on: &[NodeId]) -> ChunkRecord {
                 hash: [0; 32],
             })
             .collect(),
+    }
+}
+
+/// An object of one chunk `[id; 16]` of `size` bytes on the first six of
+/// `nodes`, with the ETag `hex([id; 16])`.
+pub fn sized_chunk(id: u8, size: u64, nodes: &[NodeId]) -> NewObject {
+    let mut rec = chunk_record(id, &nodes[..6]);
+    rec.len = size;
+    NewObject {
+        etag: hex::encode([id; 16]),
+        ..NewObject::of_chunks(vec![rec])
+    }
+}
+
+/// A multipart upload `id` of `bucket/key`, without metadata.
+pub fn upload_info(id: &str, bucket: &str, key: &str) -> UploadInfo {
+    UploadInfo {
+        id: id.into(),
+        bucket: bucket.into(),
+        key: key.into(),
+        initiated_ms: 1,
+        content_type: None,
+        user_meta: Default::default(),
+        headers: Default::default(),
     }
 }
 

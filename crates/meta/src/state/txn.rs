@@ -5,7 +5,9 @@
 //! stats are summed over the whole batch and written once at its end (a
 //! batch of commits that place a million fragments touches each node's
 //! stats once, not once per command), and reads through the batch see them
-//! summed.
+//! summed. Every put or delete of `objects` or `versions` also changes its
+//! bucket's usage (see `usage.rs`), summed per command and written at its
+//! `finish`, so no command can change objects without the usage following.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +15,8 @@ use serde::Serialize;
 use tessera_types::NodeId;
 
 use super::StateQueries;
-use super::tables::{COUNTERS, NODE_STATS, NodeStats};
+use super::tables::{BUCKET_USAGE, COUNTERS, NODE_STATS, NodeStats};
+use super::usage::{self, UsageDelta};
 use crate::MetaError;
 use crate::store::{
     Cursor, KeyCodec, Overlay, Read, ReadView, Table, Undo, ValueReader, WriteSet, encode_value,
@@ -126,6 +129,8 @@ pub struct Txn<'b, 'a> {
     deltas: BTreeMap<&'static str, i64>,
     /// Per-node (fragments, bytes) deltas, added to the batch's at `finish`.
     node_deltas: NodeDeltas,
+    /// Per-bucket usage changes of this command.
+    usage: BTreeMap<String, UsageDelta>,
 }
 
 impl<'b, 'a> Txn<'b, 'a> {
@@ -136,6 +141,7 @@ impl<'b, 'a> Txn<'b, 'a> {
             finished: false,
             deltas: BTreeMap::new(),
             node_deltas: NodeDeltas::new(),
+            usage: BTreeMap::new(),
         }
     }
 
@@ -146,12 +152,33 @@ impl<'b, 'a> Txn<'b, 'a> {
         v: &V,
     ) -> Result<(), MetaError> {
         let value = encode_value(v)?;
-        self.set(t.name, k.encode(), Some(value));
+        let key = k.encode();
+        self.count_usage(t.name, &key, Some(&value))?;
+        self.set(t.name, key, Some(value));
         Ok(())
     }
 
     pub fn delete<K: KeyCodec, V>(&mut self, t: Table<K, V>, k: &K) -> Result<(), MetaError> {
-        self.set(t.name, k.encode(), None);
+        let key = k.encode();
+        self.count_usage(t.name, &key, None)?;
+        self.set(t.name, key, None);
+        Ok(())
+    }
+
+    /// Before `table[key]` becomes `value`: the bucket usage it changes.
+    fn count_usage(
+        &mut self,
+        table: &'static str,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), MetaError> {
+        if !usage::tracks(table) {
+            return Ok(());
+        }
+        let (bucket, delta) = usage::change(&*self.view, table, key, value)?;
+        if !delta.is_zero() {
+            self.usage.entry(bucket).or_default().merge(delta);
+        }
         Ok(())
     }
 
@@ -189,6 +216,14 @@ impl<'b, 'a> Txn<'b, 'a> {
             let now = self.view.counter(name)?;
             let v = encode_value(&now.saturating_add_signed(delta))?;
             self.set(COUNTERS.name, name.to_string().encode(), Some(v));
+        }
+        for (bucket, delta) in std::mem::take(&mut self.usage) {
+            if delta.is_zero() {
+                continue;
+            }
+            let now = self.view.get(BUCKET_USAGE, &bucket)?.unwrap_or_default();
+            let v = encode_value(&delta.applied_to(now))?;
+            self.set(BUCKET_USAGE.name, bucket.encode(), Some(v));
         }
         for (node, (fragments, bytes)) in std::mem::take(&mut self.node_deltas) {
             let d = self.view.node_deltas.entry(node).or_default();

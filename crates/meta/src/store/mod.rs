@@ -70,6 +70,34 @@ pub fn encode_value<V: Serialize>(v: &V) -> Result<Vec<u8>, MetaError> {
 /// Decodes a stored value of `table`. Errors: `MetaError::Corrupt` for an
 /// empty value, another format byte, a malformed body or trailing bytes.
 pub fn decode_value<V: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<V, MetaError> {
+    let (v, trailing) = postcard::take_from_bytes(value_body(table, bytes)?)
+        .map_err(|e| MetaError::Corrupt(format!("{table}: {e}")))?;
+    if !trailing.is_empty() {
+        return Err(MetaError::Corrupt(format!(
+            "{table}: {} trailing bytes in value",
+            trailing.len()
+        )));
+    }
+    Ok(v)
+}
+
+/// Decodes the leading fields of a stored value of `table`: `V` names the
+/// first fields of the stored type in order (postcard is not
+/// self-describing, so the rest is left unread), for a reader that needs a
+/// few small fields of a large record. Errors: `MetaError::Corrupt` for an
+/// empty value, another format byte or a malformed head.
+pub fn decode_value_head<'a, V: serde::Deserialize<'a>>(
+    table: &str,
+    bytes: &'a [u8],
+) -> Result<V, MetaError> {
+    postcard::take_from_bytes(value_body(table, bytes)?)
+        .map(|(v, _rest)| v)
+        .map_err(|e| MetaError::Corrupt(format!("{table}: {e}")))
+}
+
+/// A stored value of `table` after its format byte. Errors:
+/// `MetaError::Corrupt` for an empty value or another format byte.
+fn value_body<'a>(table: &str, bytes: &'a [u8]) -> Result<&'a [u8], MetaError> {
     let (&format, rest) = bytes
         .split_first()
         .ok_or_else(|| MetaError::Corrupt(format!("{table}: empty value")))?;
@@ -78,15 +106,7 @@ pub fn decode_value<V: DeserializeOwned>(table: &str, bytes: &[u8]) -> Result<V,
             "{table}: value format {format}, expected {VALUE_FORMAT}"
         )));
     }
-    let (v, trailing) =
-        postcard::take_from_bytes(rest).map_err(|e| MetaError::Corrupt(format!("{table}: {e}")))?;
-    if !trailing.is_empty() {
-        return Err(MetaError::Corrupt(format!(
-            "{table}: {} trailing bytes in value",
-            trailing.len()
-        )));
-    }
-    Ok(v)
+    Ok(rest)
 }
 
 /// What a scan does next.
