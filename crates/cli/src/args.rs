@@ -726,11 +726,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             dev::run(args).await
         }
         Command::Mount(args) => {
+            // Before logging starts, so that it writes to the file.
+            let log_ready = crate::mount::redirect_stderr(&args);
             init_logging(
                 if args.foreground { "info" } else { "warn" },
                 cli.log_format,
             );
-            crate::mount::run(args).await
+            crate::mount::run(args, log_ready).await
         }
         Command::Bench(args) => {
             init_logging("warn", cli.log_format);

@@ -383,6 +383,54 @@ impl OpenFile {
         Ok(())
     }
 
+    /// Makes bytes `off..end` (within the file) read as zeros, through the
+    /// chunk list: a slot wholly inside the range becomes a new slot of
+    /// zeros without its old content being fetched (the old chunk is
+    /// dropped from the list at the commit, garbage for the collector);
+    /// the slots at the range's ends are loaded and zeroed in part. The
+    /// size does not change.
+    pub async fn zero_range(&mut self, off: u64, end: u64) -> Result<(), SdkError> {
+        let end = end.min(self.size);
+        if off >= end {
+            return Ok(());
+        }
+        self.changed();
+        self.md5 = None;
+        let mut i = self.locate(off);
+        while i < self.slots.len() && self.starts[i] < end {
+            let start = self.starts[i];
+            let len = self.slots[i].len();
+            let from = off.max(start) - start;
+            let to = end.min(start + len) - start;
+            if from == 0 && to == len {
+                // A pending upload of the old content is dropped with it.
+                self.slots[i] = Slot::Dirty {
+                    buf: Arc::new(vec![0; len as usize]),
+                    upload: None,
+                };
+                self.dirty.insert(i);
+            } else {
+                self.load(i).await?;
+                self.buf(i)[from as usize..to as usize].fill(0);
+            }
+            // Zeroed slots are written out as other changed slots are,
+            // oldest first past MAX_DIRTY: memory stays bounded however
+            // large the range.
+            self.relieve().await?;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Grows the file with zeros to `new_size` if it is smaller (an
+    /// allocation with `fallocate` mode 0).
+    pub async fn grow_to(&mut self, new_size: u64) -> Result<(), SdkError> {
+        if new_size > self.size {
+            self.extend_to(new_size).await?;
+        }
+        Ok(())
+    }
+
     /// What a read of `len` bytes at `off` consists of, and the chunks after
     /// it worth fetching ahead. The caller fetches chunk pieces without
     /// holding the file.

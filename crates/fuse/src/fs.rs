@@ -8,23 +8,25 @@
 //! other (lookup, readdir, rename, unlink see it); other clients see it
 //! after close (close-to-open), and a crash before then loses it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, PollEvents,
+    PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek,
+    ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionUnmounter,
+    TimeOrNow, WriteFlags,
 };
 use tessera_proto::{DirInfo, ErrorCode, Found, ObjectData, ObjectInfo, Permission};
 use tessera_sdk::{Client, SdkError};
 use tokio::sync::Mutex as AsyncMutex;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::attrs::{
     self, Defaults, GID, KEY_MAX, MODE, MTIME, NAME_MAX, S_IFLNK, S_IFMT, S_IFREG, UID, errno,
@@ -84,6 +86,9 @@ pub(crate) struct Inner {
     absent: Mutex<HashMap<String, Instant>>,
     /// The root's mtime when the prefix has no entry of its own.
     started_ms: u64,
+    /// Kinds of kernel request this mount does not implement that it has
+    /// logged already: each is said once, not at every `lsattr`.
+    said_unimplemented: Mutex<HashSet<&'static str>>,
 }
 
 struct OpenHandle {
@@ -108,6 +113,9 @@ struct DirStream {
 pub struct TesseraFs {
     pub(crate) inner: Arc<Inner>,
     rt: tokio::runtime::Handle,
+    /// The session's unmounter, once the session exists (see `destroy`).
+    pub(crate) unmounter: Arc<Mutex<Option<SessionUnmounter>>>,
+    pub(crate) mountpoint: PathBuf,
 }
 
 type Res<T> = Result<T, Errno>;
@@ -173,11 +181,14 @@ impl TesseraFs {
             names: tokio::sync::RwLock::new(()),
             absent: Mutex::default(),
             started_ms: now_ms(),
+            said_unimplemented: Mutex::default(),
         });
         inner.refresh_grant().await?;
         Ok(TesseraFs {
             inner,
             rt: tokio::runtime::Handle::current(),
+            unmounter: Arc::default(),
+            mountpoint: PathBuf::new(),
         })
     }
 }
@@ -589,6 +600,59 @@ impl Inner {
             .map_err(|e| errno(&e))?;
         MountMetrics::add(&self.metrics.written_bytes, data.len() as u64);
         Ok(data.len() as u32)
+    }
+
+    /// fallocate(2) on an open file, as `libc::FALLOC_FL_*` `mode` says:
+    /// 0 grows the file with zeros to `off + len` (there is nothing to
+    /// reserve: chunks are written at commit); `KEEP_SIZE` alone changes
+    /// nothing; `PUNCH_HOLE | KEEP_SIZE` and `ZERO_RANGE` (with or without
+    /// `KEEP_SIZE`) make the range read as zeros through the chunk list,
+    /// and `ZERO_RANGE` without `KEEP_SIZE` grows the file as mode 0 does.
+    /// Every other mode (`COLLAPSE_RANGE`, `INSERT_RANGE`, `UNSHARE_RANGE`,
+    /// ...) is `EOPNOTSUPP`: never ENOSYS, after which the kernel would
+    /// stop sending the modes that work.
+    async fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> Res<()> {
+        const KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE;
+        const ZERO_RANGE: i32 = libc::FALLOC_FL_ZERO_RANGE;
+        let keep = mode & KEEP_SIZE != 0;
+        let zero = match mode & !KEEP_SIZE {
+            0 => false,
+            PUNCH_HOLE if keep => true,
+            ZERO_RANGE => true,
+            _ => return Err(Errno::EOPNOTSUPP),
+        };
+        self.may(Permission::Write)?;
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Err(Errno::EBADF);
+        }
+        let end = off.checked_add(len).ok_or(Errno::EFBIG)?;
+        let mut f = h.file.lock().await;
+        if zero {
+            f.zero_range(off, end).await.map_err(|e| errno(&e))?;
+        }
+        if !keep {
+            f.grow_to(end).await.map_err(|e| errno(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Logs, the first time only, that the kernel sent a request of kind
+    /// `op` this mount does not implement.
+    fn not_implemented(&self, op: &'static str, answer: Errno) {
+        let first = self
+            .said_unimplemented
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(op);
+        if first {
+            info!(
+                request = op,
+                answer = %std::io::Error::from_raw_os_error(i32::from(answer)),
+                "kernel request not implemented by this mount (said once per kind of request)"
+            );
+        }
     }
 
     /// Commits an open file under its current name, unless it was removed.
@@ -1571,6 +1635,166 @@ impl Filesystem for TesseraFs {
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         reply.error(Errno::ENOTSUP);
+    }
+
+    /// After the kernel ends the session: fuser unmounts next, and after an
+    /// unmount from outside (`fusermount3 -u`) its attempt finds nothing
+    /// mounted and logs "Failed to umount filesystem: Invalid argument" at
+    /// WARN, a failure that is none. Unmounting here first, where that case
+    /// is told apart by the mount table, leaves fuser nothing to do.
+    fn destroy(&mut self) {
+        let mut slot = self.unmounter.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(unmounter) = slot.as_mut()
+            && let Err(e) = unmounter.unmount()
+        {
+            if crate::is_mounted(&self.mountpoint) {
+                warn!(error = %e, at = %self.mountpoint.display(), "unmounting failed");
+            } else {
+                debug!(error = %e, "already unmounted (from outside)");
+            }
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        spawn_reply!(
+            self,
+            reply,
+            "fallocate",
+            |inner| inner.fallocate(fh.0, offset, length, mode),
+            |_v| reply.ok()
+        );
+    }
+
+    // Requests this mount does not implement: each answered as the kernel
+    // expects and logged once (fuser's defaults log every one, over several
+    // lines).
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        self.inner.not_implemented("access", Errno::ENOSYS);
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        self.inner.not_implemented("readdirplus", Errno::ENOSYS);
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        self.inner.not_implemented("getlk", Errno::ENOSYS);
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.inner.not_implemented("setlk", Errno::ENOSYS);
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
+        self.inner.not_implemented("bmap", Errno::ENOSYS);
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        // What a file system without ioctls answers (`lsattr`, `chattr`,
+        // `filefrag` then say "Inappropriate ioctl for device").
+        self.inner.not_implemented("ioctl", Errno::ENOTTY);
+        reply.error(Errno::ENOTTY);
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        self.inner.not_implemented("poll", Errno::ENOSYS);
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: ReplyLseek,
+    ) {
+        // ENOSYS: the kernel then seeks by itself (SEEK_DATA/SEEK_HOLE see
+        // the whole file as data), and stops asking.
+        self.inner.not_implemented("lseek", Errno::ENOSYS);
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // ENOSYS: the kernel copies through read and write instead.
+        self.inner.not_implemented("copy_file_range", Errno::ENOSYS);
+        reply.error(Errno::ENOSYS);
     }
 
     fn create(

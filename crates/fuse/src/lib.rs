@@ -23,6 +23,7 @@ mod inodes;
 mod metrics;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub use fs::{MountConfig, TesseraFs};
 use fuser::{Config, MountOption, SessionACL};
@@ -45,7 +46,8 @@ pub enum MountError {
 /// A mounted file system: its session runs on its own thread until
 /// `unmount` or an external `fusermount3 -u`.
 pub struct Mounted {
-    unmounter: fuser::SessionUnmounter,
+    /// Shared with the file system, which unmounts when the session ends.
+    unmounter: Arc<Mutex<Option<fuser::SessionUnmounter>>>,
     thread: std::thread::JoinHandle<std::io::Result<()>>,
     inner: std::sync::Arc<fs::Inner>,
     mountpoint: PathBuf,
@@ -114,8 +116,12 @@ pub async fn mount(
     client.bucket(&cfg.bucket).await?;
     let read_only = cfg.read_only;
     let name = format!("tessera:{}/{}", cfg.bucket, cfg.prefix);
-    let fs = TesseraFs::new(client, cfg).await?;
+    let mut fs = TesseraFs::new(client, cfg).await?;
     let inner = fs.inner.clone();
+    let unmounter = fs.unmounter.clone();
+    fs.mountpoint = mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| mountpoint.to_path_buf());
     let mut options = vec![
         MountOption::FSName(name),
         MountOption::Subtype("tessera".into()),
@@ -142,7 +148,7 @@ pub async fn mount(
         .await
         .map_err(|e| MountError::Mount(mountpoint.to_path_buf(), std::io::Error::other(e)))?
         .map_err(|e| MountError::Mount(mountpoint.to_path_buf(), e))?;
-    let unmounter = session.unmount_callable();
+    *unmounter.lock().unwrap_or_else(|p| p.into_inner()) = Some(session.unmount_callable());
     let thread = std::thread::Builder::new()
         .name("fuse-session".into())
         .spawn(move || session.run())
@@ -172,10 +178,19 @@ impl Mounted {
     }
 
     /// Saves every open file, unmounts and waits for the session to end.
-    pub async fn unmount(mut self) -> Result<(), MountError> {
+    pub async fn unmount(self) -> Result<(), MountError> {
         self.inner.flush_all().await;
         let point = self.mountpoint.clone();
-        if let Err(e) = self.unmounter.unmount() {
+        let result = match self
+            .unmounter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            Some(u) => u.unmount(),
+            None => Ok(()),
+        };
+        if let Err(e) = result {
             // Busy (a process has a file open): detach it lazily, as
             // `fusermount3 -u -z` does; the kernel finishes when idle.
             tracing::warn!(error = %e, "unmount failed; detaching lazily");
