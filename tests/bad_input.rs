@@ -68,6 +68,7 @@ async fn put_fragment(
             index: 0,
             len,
             hash,
+            request: None,
         },
     )
     .await

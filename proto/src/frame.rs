@@ -88,6 +88,7 @@ mod tests {
         let req = NodeRequest::GetFragment {
             chunk: ChunkId([3; 16]),
             index: 2,
+            request: Some(tessera_types::RequestId(7)),
         };
         let frame = encode_frame(FrameKind::Request, &req).unwrap();
         let header = FrameHeader::parse(frame[..8].try_into().unwrap()).unwrap();

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tessera_types::{ChunkId, Hash, NodeId, Policy};
+use tessera_types::{ChunkId, Hash, NodeId, Policy, RequestId};
 
 #[cfg(doc)]
 use crate::model::VOLUME_EXTENT;
@@ -17,7 +17,9 @@ use crate::model::{
 };
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
-/// the frame on the same stream.
+/// the frame on the same stream. `request`: the client request the
+/// fragment is read or written for (none for repair, scrub, rebalancing),
+/// which the node puts on its log lines about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeRequest {
     Ping,
@@ -27,10 +29,12 @@ pub enum NodeRequest {
         len: u64,
         #[serde(with = "tessera_types::fixed_bytes")]
         hash: Hash,
+        request: Option<RequestId>,
     },
     GetFragment {
         chunk: ChunkId,
         index: u8,
+        request: Option<RequestId>,
     },
     DeleteFragment {
         chunk: ChunkId,

@@ -42,7 +42,12 @@ pub struct Cluster {
     zones: Vec<Option<String>>,
     /// Meta serves the admin API and console on `admin_addr()`.
     admin: bool,
+    /// What the cluster's processes log (`TESSERA_LOG`).
+    log_filter: String,
 }
+
+/// What a cluster's processes log unless a test asks for more.
+const LOG_FILTER: &str = "info,quinn=warn";
 
 impl Cluster {
     pub fn start(nodes: usize) -> Cluster {
@@ -101,22 +106,43 @@ impl Cluster {
     /// Starts meta (with extra `meta_args`) and `nodes` nodes, and waits
     /// until every node has registered.
     pub fn start_with(nodes: usize, meta_args: &[&str]) -> Cluster {
-        Self::launch(1, nodes, meta_args, false)
+        Self::launch(1, nodes, meta_args, false, LOG_FILTER)
+    }
+
+    /// `nodes` nodes, meta and nodes started with `args` (global flags
+    /// such as `--log-format json`), every process of the cluster logging
+    /// what `filter` (`TESSERA_LOG`) lets through.
+    pub fn start_logging(nodes: usize, args: &[&str], filter: &str) -> Cluster {
+        let mut c = Self::launch(1, 0, args, false, filter);
+        c.node_args = args.iter().map(|s| s.to_string()).collect();
+        c.nodes = (0..nodes).map(|_| None).collect();
+        c.node_count = nodes;
+        for i in 0..nodes {
+            c.start_node(i);
+        }
+        c.wait_nodes_up(nodes);
+        c
     }
 
     /// `nodes` nodes and a meta that serves the admin API and console on
     /// `admin_addr()`.
     pub fn start_admin(nodes: usize) -> Cluster {
-        Self::launch(1, nodes, &[], true)
+        Self::launch(1, nodes, &[], true, LOG_FILTER)
     }
 
     /// Starts a meta group of `replicas` processes (each with `meta_args`),
     /// then `nodes` nodes, and waits until every node has registered.
     pub fn start_group(replicas: usize, nodes: usize, meta_args: &[&str]) -> Cluster {
-        Self::launch(replicas, nodes, meta_args, false)
+        Self::launch(replicas, nodes, meta_args, false, LOG_FILTER)
     }
 
-    fn launch(replicas: usize, nodes: usize, meta_args: &[&str], admin: bool) -> Cluster {
+    fn launch(
+        replicas: usize,
+        nodes: usize,
+        meta_args: &[&str],
+        admin: bool,
+        log_filter: &str,
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("tessera-test-")
             .tempdir()
@@ -151,6 +177,7 @@ impl Cluster {
             node_args: Vec::new(),
             zones: Vec::new(),
             admin,
+            log_filter: log_filter.to_string(),
         };
         c.more_metas = (1..replicas.max(1)).map(|_| None).collect();
         c.start_meta();
@@ -192,7 +219,7 @@ impl Cluster {
             .args(["--listen", &self.meta_replica_addr(i).to_string()])
             .args(["--metrics-listen", &format!("{}:{}", self.ip, 9090 + i)])
             .args(&self.meta_args)
-            .env("TESSERA_LOG", "info,quinn=warn")
+            .env("TESSERA_LOG", &self.log_filter)
             .stdout(self.log(&format!("meta-{i}")))
             .stderr(self.log(&format!("meta-{i}")))
             .spawn()
@@ -337,7 +364,7 @@ impl Cluster {
                 vec![]
             })
             .args(&self.meta_args)
-            .env("TESSERA_LOG", "info,quinn=warn")
+            .env("TESSERA_LOG", &self.log_filter)
             .stdout(self.log("meta"))
             .stderr(self.log("meta"))
             .spawn()
@@ -365,7 +392,7 @@ impl Cluster {
                     .map(|z| vec!["--zone".to_string(), z])
                     .unwrap_or_default(),
             )
-            .env("TESSERA_LOG", "info,quinn=warn")
+            .env("TESSERA_LOG", &self.log_filter)
             .stdout(self.log(&format!("node-{i}")))
             .stderr(self.log(&format!("node-{i}")))
             .spawn()
@@ -514,7 +541,7 @@ impl Cluster {
             .arg("--cluster")
             .arg(&self.cluster_file)
             .args(args)
-            .env("TESSERA_LOG", "info,quinn=warn")
+            .env("TESSERA_LOG", &self.log_filter)
             .stdout(self.log("repairer"))
             .stderr(self.log("repairer"))
             .spawn()
@@ -537,7 +564,7 @@ impl Cluster {
             .arg(&self.cluster_file)
             .args(["--listen", &addr])
             .args(flags)
-            .env("TESSERA_LOG", "info,quinn=warn")
+            .env("TESSERA_LOG", &self.log_filter)
             .stdout(self.log("s3"))
             .stderr(self.log("s3"))
             .spawn()

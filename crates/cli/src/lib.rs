@@ -5,6 +5,7 @@
 //! human and JSON output. It must not hold storage logic: every command is a
 //! call into meta, node or the SDK.
 
+mod admin_client;
 mod args;
 mod bench;
 mod client_cmds;

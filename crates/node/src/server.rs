@@ -10,7 +10,7 @@ use tessera_proto::{
     ErrorCode, FrameKind, Heartbeat, Lease, MetaResponse, NodeRequest, NodeResponse, RemoteError,
 };
 use tessera_types::NodeId;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::NodeMetrics;
 use crate::upkeep::{Upkeep, UpkeepConfig, collect_forever, scrub_forever};
@@ -82,7 +82,7 @@ pub(crate) struct Node {
     pub upkeep: Upkeep,
 }
 
-async fn handle_stream(node: Arc<Node>, mut send: SendStream, mut recv: RecvStream) {
+async fn handle_stream(node: Arc<Node>, send: SendStream, mut recv: RecvStream) {
     let req = match tokio::time::timeout(
         REQUEST_TIMEOUT,
         read_frame::<NodeRequest>(&mut recv, FrameKind::Request),
@@ -103,9 +103,49 @@ async fn handle_stream(node: Arc<Node>, mut send: SendStream, mut recv: RecvStre
         }
         Ok(Ok(req)) => Ok(req),
     };
+    // Every line about a fragment read or write names the fragment and,
+    // when a client request caused it, that request's id (the S3
+    // gateway's `x-amz-request-id`), so one request can be followed from
+    // the gateway's log into the nodes'.
+    let span = match &req {
+        Ok(NodeRequest::PutFragment {
+            chunk,
+            index,
+            request,
+            ..
+        }) => fragment_span("put", chunk, *index, *request),
+        Ok(NodeRequest::GetFragment {
+            chunk,
+            index,
+            request,
+        }) => fragment_span("get", chunk, *index, *request),
+        _ => tracing::Span::none(),
+    };
+    answer(node, send, recv, req).instrument(span).await
+}
+
+fn fragment_span(
+    op: &'static str,
+    chunk: &tessera_types::ChunkId,
+    index: u8,
+    request: Option<tessera_types::RequestId>,
+) -> tracing::Span {
+    let span = info_span!("fragment", op, %chunk, index, request_id = tracing::field::Empty);
+    if let Some(id) = request {
+        span.record("request_id", tracing::field::display(id));
+    }
+    span
+}
+
+async fn answer(
+    node: Arc<Node>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    req: Result<NodeRequest, RemoteError>,
+) {
     let resp = match req {
         Err(e) => NodeResponse::Error(e),
-        Ok(NodeRequest::GetFragment { chunk, index }) => {
+        Ok(NodeRequest::GetFragment { chunk, index, .. }) => {
             match node.store.open_fragment(chunk, index).await {
                 Ok((header, file)) => {
                     let head = NodeResponse::Fragment {
@@ -144,11 +184,13 @@ async fn handle_stream(node: Arc<Node>, mut send: SendStream, mut recv: RecvStre
                         }
                     }
                     let _ = send.finish();
+                    debug!(len = header.len, "fragment sent");
                     NodeMetrics::add(&node.metrics.gets, 1);
                     NodeMetrics::add(&node.metrics.get_bytes, header.len);
                     return;
                 }
                 Err(e) => {
+                    debug!(error = %e, "fragment read refused");
                     NodeMetrics::add(&node.metrics.get_errors, 1);
                     NodeResponse::Error(e.to_remote())
                 }
@@ -182,11 +224,13 @@ async fn serve_request(
             index,
             len,
             hash,
+            ..
         } => {
             if let Err(e) = node.store.put(chunk, index, len, hash, recv).await {
                 NodeMetrics::add(&node.metrics.put_errors, 1);
                 return Err(e);
             }
+            debug!(len, "fragment stored");
             NodeMetrics::add(&node.metrics.puts, 1);
             NodeMetrics::add(&node.metrics.put_bytes, len);
             NodeResponse::Stored

@@ -1,6 +1,7 @@
 //! What every HTTP request meets before the S3 protocol layer: a request
-//! id (in `x-amz-request-id` and in every XML error body, which s3s leaves
-//! without one), S3's limit on the size of the header section, the
+//! id (in `x-amz-request-id`, in every XML error body, which s3s leaves
+//! without one, on the gateway's log lines while the request is served,
+//! and sent with the request's fragment reads and writes to the nodes), S3's limit on the size of the header section, the
 //! counters behind `/metrics`, and the one log line of each refusal: a 4xx
 //! is the client's problem (INFO, with the request id and S3 error code),
 //! a 5xx the server's (ERROR).
@@ -15,6 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 /// S3 refuses requests whose headers exceed 8 KiB.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
@@ -88,10 +90,6 @@ impl GatewayMetrics {
     }
 }
 
-fn new_request_id() -> String {
-    format!("{:016X}", rand::random::<u64>())
-}
-
 fn error_xml(code: &str, message: &str, id: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{id}</RequestId></Error>"
@@ -104,7 +102,8 @@ pub async fn edge(
     req: Request,
     next: Next,
 ) -> Response {
-    let id = new_request_id();
+    let request = tessera_types::RequestId::random();
+    let id = request.to_string();
     let started = Instant::now();
     let m = method_index(req.method());
     let is_head = req.method() == Method::HEAD;
@@ -138,7 +137,12 @@ pub async fn edge(
     } else {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
-        let response = next.run(req).await;
+        // The id goes with every fragment request the SDK makes for this
+        // request (nodes log it), and on every line logged while serving it.
+        let span = tracing::info_span!("request", request_id = %id);
+        let response = tessera_sdk::with_request_id(request, next.run(req))
+            .instrument(span)
+            .await;
         let (response, code) = with_request_id_in_error(response, &id).await;
         log_refusal(response.status(), code.as_deref(), &id, &method, &path);
         response

@@ -22,7 +22,7 @@ use crate::checksum::{BodyChecksums, ResponseChecksums};
 use crate::policy::{BucketPolicy, PolicyRequest};
 use crate::rules;
 use tokio_util::io::StreamReader;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 /// Largest object a POST form upload may carry (s3s buffers it).
 const MAX_POST_OBJECT: u64 = 64 << 20;
@@ -693,13 +693,21 @@ impl S3 for Gateway {
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(GET_PIECES_QUEUED);
         let client = self.client.clone();
         let object = info.clone();
-        tokio::spawn(async move {
-            match client.read_object_to(&object, range, tx).await {
-                Ok(()) | Err(SdkError::ReaderGone) => {}
-                // The response ends short; the client sees a truncated body.
-                Err(e) => tracing::warn!(key = %object.key, error = %e, "GET failed mid-stream"),
+        // The body streams after this handler returns: the task keeps the
+        // request's id (for the nodes) and log span.
+        let span = tracing::Span::current();
+        tokio::spawn(tessera_sdk::carry_request_id(
+            async move {
+                match client.read_object_to(&object, range, tx).await {
+                    Ok(()) | Err(SdkError::ReaderGone) => {}
+                    // The response ends short; the client sees a truncated body.
+                    Err(e) => {
+                        tracing::warn!(key = %object.key, error = %e, "GET failed mid-stream")
+                    }
+                }
             }
-        });
+            .instrument(span),
+        ));
         let rx = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv()
                 .await
@@ -2331,8 +2339,10 @@ impl Gateway {
         let client = self.client.clone();
         let source = src.clone();
         let left = range.end - range.start;
-        let reader =
-            tokio::spawn(async move { client.read_object(&source, Some(range), &mut tx).await });
+        let span = tracing::Span::current();
+        let reader = tokio::spawn(tessera_sdk::carry_request_id(
+            async move { client.read_object(&source, Some(range), &mut tx).await }.instrument(span),
+        ));
         (ExactLength { inner: rx, left }, reader)
     }
 

@@ -25,6 +25,7 @@ mod fsview;
 mod multipart;
 mod read;
 mod read_range;
+mod request_id;
 mod tags;
 mod versions;
 mod volume;
@@ -33,6 +34,7 @@ mod write;
 pub use client::{BodyCheck, Client, ClientOptions, ListOptions, PutOptions};
 pub use config::{ClusterConfig, check_host_port};
 pub use fsview::StagedWrite;
+pub use request_id::{carry_request_id, current_request_id, with_request_id};
 pub use tessera_meta_client::{MetaCallError, MetaClient};
 pub use tessera_proto::{
     BucketInfo, ClusterMap, ClusterStatus, ErrorCode, ListEntry, Listing, NodeInfo, NodeState,

@@ -167,9 +167,9 @@ impl Client {
                     let mut chunks = futures::stream::iter(jobs)
                         .map(|(record, slice)| {
                             let client = self.clone();
-                            AbortOnDrop(tokio::spawn(async move {
+                            AbortOnDrop(tokio::spawn(crate::carry_request_id(async move {
                                 client.read_slice(record, slice).await
-                            }))
+                            })))
                         })
                         .buffered(self.inner.options.parallel_chunks);
                     while let Some(chunk) = chunks.next().await {
@@ -423,6 +423,7 @@ impl Client {
         let req = NodeRequest::GetFragment {
             chunk: record.id,
             index: index as u8,
+            request: crate::current_request_id(),
         };
         write_frame(&mut send, FrameKind::Request, &req)
             .await

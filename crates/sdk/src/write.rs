@@ -182,10 +182,12 @@ impl Client {
                     // A task per chunk: writes go on while the next chunk is
                     // read from a slow source.
                     let (client, map, id) = (self.clone(), map.clone(), write.id);
-                    in_flight.push_back(AbortOnDrop(tokio::spawn(async move {
-                        let _held = held;
-                        client.write_chunk(chunk, policy, &map, id).await
-                    })));
+                    in_flight.push_back(AbortOnDrop(tokio::spawn(crate::carry_request_id(
+                        async move {
+                            let _held = held;
+                            client.write_chunk(chunk, policy, &map, id).await
+                        },
+                    ))));
                 }
                 match in_flight.next().await {
                     Some(record) => {
@@ -375,6 +377,7 @@ impl Client {
                 index,
                 len: body.len() as u64,
                 hash,
+                request: crate::current_request_id(),
             };
             write_frame(&mut send, FrameKind::Request, &req).await?;
             // The fragment's own buffer goes to QUIC, not a copy of it.

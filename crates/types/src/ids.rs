@@ -72,6 +72,31 @@ impl FromStr for NodeId {
     }
 }
 
+/// Identifies one client request (an S3 request at the gateway) across
+/// processes: the gateway answers it in `x-amz-request-id` and error
+/// bodies, and sends it with every fragment request the request causes, so
+/// that nodes log it. Shown as 16 upper-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+impl RequestId {
+    pub fn random() -> Self {
+        RequestId(rand::random())
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016X}", self.0)
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestId({self})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +109,6 @@ mod tests {
         assert_eq!(n.to_string(), "00000000deadbeef");
         assert_eq!(n.to_string().parse::<NodeId>().unwrap(), n);
         assert!("zz".parse::<ChunkId>().is_err());
+        assert_eq!(RequestId(0xab).to_string(), "00000000000000AB");
     }
 }

@@ -12,7 +12,7 @@ mod names;
 pub mod placement;
 mod policy;
 
-pub use ids::{ChunkId, Hash, NodeId};
+pub use ids::{ChunkId, Hash, NodeId, RequestId};
 pub use names::{MAX_KEY_LEN, validate_bucket_name, validate_key};
 pub use placement::{PlacementCandidate, PlacementMap, Ranking};
 pub use policy::Policy;

@@ -262,7 +262,8 @@ impl Meta {
             usage.truncate(MAX_BUCKET_SERIES);
             usage.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        let per_bucket: [(&str, &str, fn(&BucketUsage) -> u64); 2] = [
+        type BucketFigure = fn(&BucketUsage) -> u64;
+        let per_bucket: [(&str, &str, BucketFigure); 2] = [
             (
                 "tessera_meta_bucket_objects",
                 "Current objects in a bucket.",
