@@ -25,7 +25,7 @@ use tracing::info;
 
 pub use api::ApiDoc;
 pub use error::AdminError;
-pub use status::{StatusDocument, human_bytes};
+pub use status::{StatusDocument, ThroughputDocument, human_bytes};
 
 /// The whole admin surface: `/v1/...` (bearer token), `/v1/openapi.json`
 /// (open), and the console at `/` (a cookie set by its login form).

@@ -45,6 +45,16 @@ pub struct ThroughputDocument {
     pub read_bytes_per_s: u64,
 }
 
+impl ThroughputDocument {
+    /// The sum of the nodes' rates (meta reports 0 for nodes not up).
+    pub fn of(nodes: &[NodeInfo]) -> Self {
+        ThroughputDocument {
+            write_bytes_per_s: nodes.iter().map(|n| n.write_bytes_per_s).sum(),
+            read_bytes_per_s: nodes.iter().map(|n| n.read_bytes_per_s).sum(),
+        }
+    }
+}
+
 /// Data no record refers to, kept for the grace period (`--gc-grace`) in
 /// case a write in flight still needs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -228,10 +238,7 @@ impl StatusDocument {
                 collect_from_ms: g.oldest_ms.map(|t| t.saturating_add(g.grace_ms)),
                 grace_ms: g.grace_ms,
             },
-            throughput: ThroughputDocument {
-                write_bytes_per_s: s.map.nodes.iter().map(|n| n.write_bytes_per_s).sum(),
-                read_bytes_per_s: s.map.nodes.iter().map(|n| n.read_bytes_per_s).sum(),
-            },
+            throughput: ThroughputDocument::of(&s.map.nodes),
         }
     }
 }

@@ -621,12 +621,11 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
             String::new()
         }
     );
-    let written: u64 = s.map.nodes.iter().map(|n| n.write_bytes_per_s).sum();
-    let read: u64 = s.map.nodes.iter().map(|n| n.read_bytes_per_s).sum();
+    let throughput = tessera_admin::ThroughputDocument::of(&s.map.nodes);
     println!(
         "throughput on the nodes: {}/s written, {}/s read (fragments: parity and repair included)",
-        human_bytes(written),
-        human_bytes(read)
+        human_bytes(throughput.write_bytes_per_s),
+        human_bytes(throughput.read_bytes_per_s)
     );
     let todo = r.pending_fragments + r.moving_fragments;
     if todo > 0 {
