@@ -298,6 +298,19 @@ fn longest_write_gap(history: &[Op]) -> (Duration, Duration) {
         .unwrap_or_default()
 }
 
+/// Waits until the group has applied at least `index` log entries.
+fn wait_committed(c: &Cluster, index: u64) {
+    wait_until(
+        &format!("the meta group to apply {index} entries"),
+        Duration::from_secs(180),
+        || {
+            let out = c.tessera(&["meta", "status", "--json"]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|g| g["committed"].as_u64().is_some_and(|i| i >= index))
+        },
+    );
+}
+
 /// Waits until replica `i` is a caught-up member of the group (its log
 /// within a few entries of the leader's).
 fn wait_caught_up(c: &Cluster, i: usize) {
@@ -518,7 +531,8 @@ impl Drop for Cut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_meta_group_survives_leader_deaths_and_a_wiped_replica() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut load = Load::start(&["--snapshot-every", "400"]).await;
+    const SNAPSHOT_EVERY: u64 = 400;
+    let mut load = Load::start(&["--snapshot-every", &SNAPSHOT_EVERY.to_string()]).await;
     let settle = || tokio::time::sleep(Duration::from_secs(3));
     settle().await;
     // The leader dies; then it comes back and the next leader dies.
@@ -536,7 +550,11 @@ async fn the_meta_group_survives_leader_deaths_and_a_wiped_replica() {
         wait_caught_up(&load.c, leader);
     }
     // A follower loses its disk: it rejoins empty and catches up from a
-    // snapshot (the log before it is purged).
+    // snapshot. The leader keeps `SNAPSHOT_EVERY` entries behind its last
+    // snapshot (`raft_config`), so only once its log has passed a second
+    // snapshot is the start of the log purged and a snapshot the only way
+    // back; on a slow machine the loop may not have written that many yet.
+    wait_committed(&load.c, 2 * SNAPSHOT_EVERY + 50);
     let leader = load.c.meta_leader();
     let follower = (0..3).find(|i| *i != leader).unwrap();
     load.say(&format!("wiping follower replica {follower}"));

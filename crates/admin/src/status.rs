@@ -388,26 +388,29 @@ impl BucketDocument {
         grants: &[Grant],
         usage: &[(String, BucketUsage)],
     ) -> Vec<Self> {
+        // Indexed once: a cluster may hold thousands of buckets.
+        let usage: std::collections::HashMap<&str, BucketUsage> =
+            usage.iter().map(|(name, u)| (name.as_str(), *u)).collect();
+        let mut grants_of: std::collections::HashMap<&str, Vec<BucketGrantDocument>> =
+            std::collections::HashMap::new();
+        for g in grants {
+            grants_of
+                .entry(g.bucket.as_str())
+                .or_default()
+                .push(BucketGrantDocument {
+                    access_key: g.key.clone(),
+                    permission: g.permission.as_str().into(),
+                });
+        }
         buckets
             .iter()
             .map(|b| {
-                let u = usage
-                    .iter()
-                    .find(|(name, _)| *name == b.name)
-                    .map(|(_, u)| *u)
-                    .unwrap_or_default();
+                let u = usage.get(b.name.as_str()).copied().unwrap_or_default();
                 BucketDocument {
                     name: b.name.clone(),
                     policy: b.policy.to_string(),
                     created_ms: b.created_ms,
-                    grants: grants
-                        .iter()
-                        .filter(|g| g.bucket == b.name)
-                        .map(|g| BucketGrantDocument {
-                            access_key: g.key.clone(),
-                            permission: g.permission.as_str().into(),
-                        })
-                        .collect(),
+                    grants: grants_of.remove(b.name.as_str()).unwrap_or_default(),
                     bytes: u.bytes(),
                     objects: u.objects,
                     noncurrent_versions: u.noncurrent,

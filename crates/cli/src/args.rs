@@ -801,19 +801,10 @@ async fn through_admin_api(url: &str, command: Command) -> Result<()> {
             println!("node {id} removed from the cluster");
             Ok(())
         }
-        other => anyhow::bail!(
+        _ => anyhow::bail!(
             "--admin takes `status --json`, `bucket ls --json`, `key ls --json`, \
              `volume ls --json`, `node drain ID` (without --wait) and `node rm ID`; \
-             run {} without --admin (it talks to meta over QUIC)",
-            command_name(&other)
+             run this command without --admin (it talks to meta over QUIC)"
         ),
     }
-}
-
-fn command_name(command: &Command) -> String {
-    let text = format!("{command:?}");
-    text.split([' ', '{', '('])
-        .next()
-        .unwrap_or("it")
-        .to_lowercase()
 }
