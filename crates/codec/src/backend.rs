@@ -21,6 +21,46 @@ pub trait ErasureBackend: Send + Sync {
         parity: usize,
         shards: &mut [Option<Vec<u8>>],
     ) -> Result<(), CodecError>;
+
+    /// Fills in every missing shard, data and parity, from any `data`
+    /// present shards. The default rebuilds the data shards, then encodes
+    /// the parity again if one is missing.
+    fn reconstruct_all(
+        &self,
+        data: usize,
+        parity: usize,
+        shards: &mut [Option<Vec<u8>>],
+    ) -> Result<(), CodecError> {
+        self.reconstruct_data(data, parity, shards)?;
+        if shards[data..data + parity].iter().all(Option::is_some) {
+            return Ok(());
+        }
+        let len = shards
+            .iter()
+            .flatten()
+            .map(Vec::len)
+            .next()
+            .unwrap_or_default();
+        let mut computed = vec![vec![0u8; len]; parity];
+        {
+            let refs = shards[..data]
+                .iter()
+                .map(|s| {
+                    s.as_deref().ok_or(CodecError::NotEnoughFragments {
+                        needed: data,
+                        have: 0,
+                    })
+                })
+                .collect::<Result<Vec<&[u8]>, _>>()?;
+            self.encode(&refs, &mut computed)?;
+        }
+        for (slot, p) in shards[data..data + parity].iter_mut().zip(computed) {
+            if slot.is_none() {
+                *slot = Some(p);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The `reed-solomon-erasure` crate (GF(2^8), SIMD-accelerated C kernels).
@@ -56,7 +96,7 @@ impl ErasureBackend for ReedSolomonErasure {
     fn encode(&self, data: &[&[u8]], parity: &mut [Vec<u8>]) -> Result<(), CodecError> {
         self.codec(data.len(), parity.len())?
             .encode_sep(data, parity)
-            .map_err(|e| CodecError::Backend(format!("{e:?}")))
+            .map_err(backend_error)
     }
 
     fn reconstruct_data(
@@ -67,8 +107,23 @@ impl ErasureBackend for ReedSolomonErasure {
     ) -> Result<(), CodecError> {
         self.codec(data, parity)?
             .reconstruct_data(shards)
-            .map_err(|e| CodecError::Backend(format!("{e:?}")))
+            .map_err(backend_error)
     }
+
+    fn reconstruct_all(
+        &self,
+        data: usize,
+        parity: usize,
+        shards: &mut [Option<Vec<u8>>],
+    ) -> Result<(), CodecError> {
+        self.codec(data, parity)?
+            .reconstruct(shards)
+            .map_err(backend_error)
+    }
+}
+
+fn backend_error(e: reed_solomon_erasure::Error) -> CodecError {
+    CodecError::Backend(format!("{e:?}"))
 }
 
 /// The `reed-solomon-simd` crate (O(n log n) Leopard-style code, runtime SIMD).

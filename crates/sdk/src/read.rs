@@ -260,6 +260,29 @@ impl Client {
         record: &ChunkRecord,
         avoid: &[usize],
     ) -> Result<Vec<Bytes>, SdkError> {
+        let fragments = self.read_fragments_avoiding(record, avoid).await?;
+        let (policy, len, hash) = (record.policy, record.len as usize, record.hash);
+        let codec = self.inner.codec.clone();
+        if !tessera_codec::must_reconstruct(policy, &fragments) {
+            return Ok(codec.decode(policy, len, &hash, fragments)?);
+        }
+        let pieces =
+            tokio::task::spawn_blocking(move || codec.decode(policy, len, &hash, fragments))
+                .await
+                .map_err(|e| SdkError::Invalid(format!("decoder task: {e}")))??;
+        Ok(pieces)
+    }
+
+    /// Enough fragments of a chunk to decode it (the policy's `required()`,
+    /// data fragments first), each checked against its recorded BLAKE3,
+    /// never reading the indices in `avoid`: slot `i` holds fragment `i`
+    /// or `None`. Repair computes lost fragments from these directly.
+    /// Errors: `Unavailable` when too few could be read.
+    pub async fn read_fragments_avoiding(
+        &self,
+        record: &ChunkRecord,
+        avoid: &[usize],
+    ) -> Result<Vec<Option<Vec<u8>>>, SdkError> {
         let n = record.fragments.len();
         let needed = record.policy.required();
         let node_ids: Vec<NodeId> = record.fragments.iter().map(|f| f.node).collect();
@@ -326,16 +349,7 @@ impl Client {
                 failures: failures.join("; "),
             });
         }
-        let (policy, len, hash) = (record.policy, record.len as usize, record.hash);
-        let codec = self.inner.codec.clone();
-        if !tessera_codec::must_reconstruct(policy, &fragments) {
-            return Ok(codec.decode(policy, len, &hash, fragments)?);
-        }
-        let pieces =
-            tokio::task::spawn_blocking(move || codec.decode(policy, len, &hash, fragments))
-                .await
-                .map_err(|e| SdkError::Invalid(format!("decoder task: {e}")))??;
-        Ok(pieces)
+        Ok(fragments)
     }
 
     /// Logs a failed fragment read (reporting corruption to meta) and says why.
