@@ -107,6 +107,7 @@ mod tests {
             AccessChange::Policy(None),
             AccessChange::PublicAccessBlock(None),
             AccessChange::Acl(None),
+            AccessChange::Encryption(None),
         ] {
             t.ok(set("bkt", change));
         }
