@@ -2363,6 +2363,10 @@ fn copy_range(r: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
 
 type SourceRead = tokio::task::JoinHandle<Result<(), SdkError>>;
 
+/// A copy's source as a body for a write: the stored bytes of a plain
+/// object, or an encrypted one's plaintext, of a checked length.
+type SourceBody = ExactLength<Box<dyn tokio::io::AsyncRead + Unpin + Send>>;
+
 /// How the read behind a copy ended.
 async fn source_read(reader: SourceRead) -> S3Result<()> {
     match reader.await {
@@ -2499,16 +2503,14 @@ impl Gateway {
     /// `range` of `src` as a body for a write: streamed through a pipe, as
     /// a GET into a PUT, so memory stays bounded. A source read that fails
     /// ends the pipe early, and the length check turns that into an error:
-    /// a copy is never committed short.
+    /// a copy is never committed short. With `key` (an encrypted
+    /// source's object key) the body is the source's plaintext.
     fn read_source(
         &self,
         src: &ObjectInfo,
         range: std::ops::Range<u64>,
         key: Option<crate::package::Key>,
-    ) -> (
-        ExactLength<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
-        SourceRead,
-    ) {
+    ) -> (SourceBody, SourceRead) {
         if let Some(key) = key {
             let left = range.end - range.start;
             let (body, reader) = sse::plain_reader(self.client.clone(), src.clone(), key, range);
