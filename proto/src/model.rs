@@ -582,6 +582,55 @@ pub struct ObjectHeaders {
     /// The object's tags (S3 API reference, PutObjectTagging), at most
     /// [`MAX_OBJECT_TAGS`]; they belong to this version of the object.
     pub tags: TagSet,
+    /// How the stored bytes are encrypted (S3 server-side encryption);
+    /// `None`: they are the content itself. When set, the object's `size`
+    /// (and a multipart object's `parts`) count the content (plaintext),
+    /// and the chunks hold [`sealed_len`] of each piece written.
+    pub encryption: Option<ObjectEncryption>,
+}
+
+/// Which S3 server-side encryption an object was written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SseScheme {
+    /// SSE-S3 (`x-amz-server-side-encryption: AES256`): the cluster's
+    /// master key wraps the object key.
+    S3,
+    /// SSE-C (`x-amz-server-side-encryption-customer-*`): the key the
+    /// client sends with every request wraps the object key; it is never
+    /// stored.
+    Customer,
+}
+
+/// An encrypted object's key, as meta keeps it. Meta stores it and never
+/// looks inside: the format of `wrapped_key` and of the stored bytes is
+/// the S3 gateway's (ARCHITECTURE.md, "Server-side encryption").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEncryption {
+    pub scheme: SseScheme,
+    /// Which master key wrapped the object key (SSE-S3); empty for SSE-C.
+    pub key_id: String,
+    /// The object's random data key, sealed (authenticated) under the
+    /// master key or the customer's key; at most [`MAX_WRAPPED_KEY`] bytes.
+    pub wrapped_key: Vec<u8>,
+}
+
+/// Longest [`ObjectEncryption::wrapped_key`], in bytes.
+pub const MAX_WRAPPED_KEY: usize = 256;
+
+/// Plaintext bytes in one package of an encrypted stream.
+pub const SSE_PACKAGE: u64 = 64 << 10;
+/// Bytes an encrypted stream adds to each package (an AES-GCM tag).
+pub const SSE_TAG: u64 = 16;
+/// Bytes at the head of each encrypted stream (magic, version, salt).
+pub const SSE_HEADER: u64 = 32;
+
+/// Stored bytes of an encrypted stream (one object written whole, or one
+/// part) of `plain` content bytes: a header, then each package of up to
+/// [`SSE_PACKAGE`] bytes followed by its tag; an empty stream has one
+/// empty package. Meta checks commits by it; the gateway lays streams out
+/// by it.
+pub fn sealed_len(plain: u64) -> u64 {
+    SSE_HEADER + plain + SSE_TAG * plain.div_ceil(SSE_PACKAGE).max(1)
 }
 
 /// Tags of an object or a bucket: key to value, keys unique.
@@ -653,6 +702,15 @@ pub struct NewObject {
 }
 
 impl NewObject {
+    /// The bytes its data must hold: `size`, or [`sealed_len`] of it for
+    /// an encrypted object (or part), whose `size` counts the plaintext.
+    pub fn stored_len(&self) -> u64 {
+        match self.headers.encryption {
+            Some(_) => sealed_len(self.size),
+            None => self.size,
+        }
+    }
+
     /// An object of `records` in order (its size their lengths' sum), with
     /// no ETag, content type or metadata.
     pub fn of_chunks(records: Vec<ChunkRecord>) -> Self {
@@ -872,7 +930,26 @@ pub struct BucketAccess {
     pub policy: Option<String>,
     pub public_access_block: Option<PublicAccessBlock>,
     pub acl: Option<CannedAcl>,
+    /// Default encryption for new objects (PutBucketEncryption); `None`:
+    /// none configured.
+    pub encryption: Option<BucketEncryption>,
 }
+
+/// A bucket's default encryption rule (S3 API reference,
+/// PutBucketEncryption: `ApplyServerSideEncryptionByDefault`), as its
+/// owner gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketEncryption {
+    /// `AES256` (SSE-S3), or `aws:kms` / `aws:kms:dsse` (the gateway
+    /// decides what it accepts).
+    pub algorithm: String,
+    /// `KMSMasterKeyID`, at most [`MAX_KMS_KEY_ID`] bytes.
+    pub kms_key_id: Option<String>,
+    pub bucket_key_enabled: bool,
+}
+
+/// Longest KMS key id a bucket's encryption rule may name, in bytes.
+pub const MAX_KMS_KEY_ID: usize = 2048;
 
 /// One change to a bucket's [`BucketAccess`]; an empty or `None` value
 /// removes that setting.
@@ -882,6 +959,7 @@ pub enum AccessChange {
     Policy(Option<String>),
     PublicAccessBlock(Option<PublicAccessBlock>),
     Acl(Option<CannedAcl>),
+    Encryption(Option<BucketEncryption>),
 }
 
 impl BucketAccess {
@@ -897,6 +975,7 @@ impl BucketAccess {
             AccessChange::Policy(p) => self.policy = p.clone(),
             AccessChange::PublicAccessBlock(b) => self.public_access_block = *b,
             AccessChange::Acl(a) => self.acl = *a,
+            AccessChange::Encryption(e) => self.encryption = e.clone(),
         }
     }
 }
@@ -925,6 +1004,14 @@ pub fn access_change_fault(change: &AccessChange) -> Option<String> {
         )),
         AccessChange::Policy(Some(p)) if p.trim().is_empty() => {
             Some("an empty policy document".to_string())
+        }
+        AccessChange::Encryption(Some(e))
+            if e.algorithm.len() > 32
+                || e.kms_key_id
+                    .as_ref()
+                    .is_some_and(|k| k.len() > MAX_KMS_KEY_ID) =>
+        {
+            Some("a default encryption rule beyond its limits".to_string())
         }
         _ => None,
     }

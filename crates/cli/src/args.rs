@@ -157,6 +157,12 @@ pub enum Command {
         /// Serve virtual-hosted-style requests for BUCKET.DOMAIN (repeatable).
         #[arg(long = "domain")]
         domains: Vec<String>,
+        /// The master key for SSE-S3: a file of 64 hex digits (32 random
+        /// bytes, e.g. `openssl rand -hex 32`). Without it, SSE-S3 writes
+        /// and bucket default encryption are refused (NotImplemented);
+        /// SSE-C needs no key here.
+        #[arg(long, value_name = "FILE")]
+        sse_master_key: Option<PathBuf>,
     },
     /// Block volumes: create, list, inspect, resize, remove, snapshot, clone, roll back.
     Volume {
@@ -659,9 +665,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             listen,
             region,
             domains,
+            sse_master_key,
         } => {
             init_logging("info", cli.log_format);
-            let config = tessera_s3::GatewayConfig { region, domains };
+            let sse_master_key = match sse_master_key {
+                Some(path) => Some(std::sync::Arc::new(tessera_s3::MasterKey::load(&path)?)),
+                None => None,
+            };
+            let config = tessera_s3::GatewayConfig {
+                region,
+                domains,
+                sse_master_key,
+            };
             servers::run_s3(&cluster.cluster, listen, config).await
         }
         Command::Key { command } => {

@@ -207,9 +207,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let s3_listen = args
         .s3_listen
         .unwrap_or_else(|| SocketAddr::new(args.meta_listen.ip(), 9000));
+    // SSE-S3's master key lives beside the cluster's data (made once).
+    let master = tessera_s3::MasterKey::load_or_create(&args.data.join("sse-master.key"))?;
     let gateway = tessera_s3::GatewayConfig {
         region: args.s3_region.clone(),
         domains: args.s3_domains.clone(),
+        sse_master_key: Some(std::sync::Arc::new(master)),
     };
     let s3 = servers::serve_s3(&cfg, s3_listen, gateway).await?;
     let admin_listen = args

@@ -62,6 +62,8 @@ pub(crate) fn action_of(op: &str, versioned: bool) -> String {
             "s3:PutBucketPublicAccessBlock".into()
         }
         "GetPublicAccessBlock" => "s3:GetBucketPublicAccessBlock".into(),
+        "PutBucketEncryption" | "DeleteBucketEncryption" => "s3:PutEncryptionConfiguration".into(),
+        "GetBucketEncryption" => "s3:GetEncryptionConfiguration".into(),
         // The rest are named as their operation (PutBucketPolicy,
         // GetBucketVersioning, DeleteBucket, GetBucketAcl...).
         other => format!("s3:{other}"),

@@ -21,6 +21,7 @@ use crate::access::{AccessFacts, Target, decide, resource_of};
 use crate::checksum::{BodyChecksums, ResponseChecksums};
 use crate::policy::{BucketPolicy, PolicyRequest};
 use crate::rules;
+use crate::sse::{self, copy_source_customer_of, customer_of, set_sse_output};
 use tokio_util::io::StreamReader;
 use tracing::{Instrument, debug};
 
@@ -45,6 +46,9 @@ pub struct GatewayConfig {
     /// Base domains for virtual-hosted-style requests (`bucket.DOMAIN`);
     /// path style works with or without them.
     pub domains: Vec<String>,
+    /// The master key for SSE-S3; without it SSE-S3 writes (and bucket
+    /// default encryption) are refused with `NotImplemented`.
+    pub sse_master_key: Option<Arc<sse::MasterKey>>,
 }
 
 /// Parsed bucket policies kept at most (a full cache starts afresh).
@@ -61,14 +65,19 @@ pub struct Gateway {
     client: Client,
     config: GatewayConfig,
     policies: Arc<PolicyCache>,
+    keys: sse::Keys,
 }
 
 impl Gateway {
     pub fn new(client: Client, config: GatewayConfig) -> Self {
+        let keys = sse::Keys {
+            master: config.sse_master_key.clone(),
+        };
         Gateway {
             client,
             config,
             policies: Arc::default(),
+            keys,
         }
     }
 
@@ -193,6 +202,14 @@ impl Gateway {
             }
             None => put("aws:principaltype", "Anonymous".into()),
         }
+        for h in [
+            "x-amz-server-side-encryption",
+            "x-amz-server-side-encryption-customer-algorithm",
+        ] {
+            if let Some(v) = req.headers.get(h).and_then(|v| v.to_str().ok()) {
+                put(&format!("s3:{h}"), v.to_string());
+            }
+        }
         if let Some(q) = req.uri.query() {
             for (k, v) in form_urlencoded::parse(q.as_bytes()) {
                 if matches!(k.as_ref(), "prefix" | "delimiter" | "max-keys") {
@@ -266,7 +283,7 @@ impl RequestAccess {
 }
 
 /// Tessera's error classes as S3 error codes.
-fn to_s3(e: SdkError) -> S3Error {
+pub(crate) fn to_s3(e: SdkError) -> S3Error {
     let code = match e.code() {
         Some(ErrorCode::NoSuchBucket) => S3ErrorCode::NoSuchBucket,
         Some(ErrorCode::NoSuchKey) => S3ErrorCode::NoSuchKey,
@@ -598,14 +615,23 @@ impl S3 for Gateway {
             req.trailing_headers.clone(),
             Some("crc64nvme"),
         )?;
+        let customer = customer_of!(req.input)?;
         let input = req.input;
+        let sealing = sse::new_object_key(
+            &self.client,
+            &self.keys,
+            &input.bucket,
+            input.server_side_encryption.as_ref(),
+            customer,
+        )
+        .await?;
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let reader = sums.watch(body);
         let content_md5 = match &input.content_md5 {
             Some(b64) => Some(decode_md5(b64)?),
             None => None,
         };
-        let opts = PutOptions {
+        let mut opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
             user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
             headers: ObjectHeaders {
@@ -622,7 +648,9 @@ impl S3 for Gateway {
             condition,
             content_md5,
             body_check: Some(sums.check()),
+            ..Default::default()
         };
+        let reader = sse::body_for_write(reader, sealing.as_ref(), &mut opts);
         let info = self
             .client
             .put(&input.bucket, &input.key, reader, opts)
@@ -637,6 +665,7 @@ impl S3 for Gateway {
             ..Default::default()
         };
         set_checksums!(out, sums);
+        set_sse_output!(out, sealing.as_ref().map(|(_, o)| o));
         Ok(S3Response::new(out))
     }
 
@@ -644,6 +673,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<dto::GetObjectInput>,
     ) -> S3Result<S3Response<dto::GetObjectOutput>> {
+        sse::refuse_sse_header_on_read(&req.headers)?;
+        let customer = customer_of!(req.input)?;
         let i = &req.input;
         let info = self
             .object_for_read(
@@ -655,6 +686,9 @@ impl S3 for Gateway {
                 [i.if_modified_since.as_ref(), i.if_unmodified_since.as_ref()],
             )
             .await?;
+        let opened = self
+            .keys
+            .open(info.headers.encryption.as_ref(), customer.as_ref())?;
         let input = req.input;
         let (range, parts_count) = match (&input.range, input.part_number) {
             (Some(_), Some(_)) => {
@@ -693,12 +727,20 @@ impl S3 for Gateway {
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(GET_PIECES_QUEUED);
         let client = self.client.clone();
         let object = info.clone();
+        let key = opened.as_ref().map(|o| o.key);
         // The body streams after this handler returns: the task keeps the
         // request's id (for the nodes) and log span.
         let span = tracing::Span::current();
         tokio::spawn(tessera_sdk::carry_request_id(
             async move {
-                match client.read_object_to(&object, range, tx).await {
+                let read = match key {
+                    Some(key) => {
+                        let range = range.unwrap_or(0..object.size);
+                        sse::read_plain(client, object.clone(), key, range, tx).await
+                    }
+                    None => client.read_object_to(&object, range, tx).await,
+                };
+                match read {
                     Ok(()) | Err(SdkError::ReaderGone) => {}
                     // The response ends short; the client sees a truncated body.
                     Err(e) => {
@@ -716,6 +758,7 @@ impl S3 for Gateway {
         let mut out = object_output!(dto::GetObjectOutput, &info, sums, parts_count);
         out.version_id = shown_version(&info, input.version_id.is_some());
         out.tag_count = tag_count(&info.headers.tags);
+        set_sse_output!(out, opened.as_ref());
         out.body = Some(StreamingBlob::wrap(rx));
         out.content_length = Some(len as i64);
         out.content_range = content_range;
@@ -736,6 +779,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<dto::HeadObjectInput>,
     ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+        sse::refuse_sse_header_on_read(&req.headers)?;
+        let customer = customer_of!(req.input)?;
         let input = &req.input;
         let info = self
             .object_for_read(
@@ -750,6 +795,9 @@ impl S3 for Gateway {
                 ],
             )
             .await?;
+        let opened = self
+            .keys
+            .open(info.headers.encryption.as_ref(), customer.as_ref())?;
         let (range, parts_count) = match input.part_number {
             Some(n) => part_range(&info, rules::part_number(n)?)?,
             None => (None, None),
@@ -762,6 +810,7 @@ impl S3 for Gateway {
         let mut out = object_output!(dto::HeadObjectOutput, &info, sums, parts_count);
         out.version_id = shown_version(&info, input.version_id.is_some());
         out.content_length = Some(range.as_ref().map_or(info.size, |r| r.end - r.start) as i64);
+        set_sse_output!(out, opened.as_ref());
         let mut resp = S3Response::new(out);
         // HeadObjectOutput has no field for it; GET's header, on HEAD too.
         if let Some(n) = tag_count(&info.headers.tags) {
@@ -920,6 +969,14 @@ impl S3 for Gateway {
         let input = &req.input;
         rules::key(&input.key)?;
         rules::object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
+        let source_key = self.keys.open(
+            src.headers.encryption.as_ref(),
+            copy_source_customer_of!(input)?.as_ref(),
+        )?;
+        let customer = customer_of!(input)?;
+        // Encryption asked for is a change, as S3 lets a copy onto itself
+        // encrypt or re-key an object.
+        let encrypts = customer.is_some() || input.server_side_encryption.is_some();
         let replace = input
             .metadata_directive
             .as_ref()
@@ -928,7 +985,7 @@ impl S3 for Gateway {
         let same = matches!(&input.copy_source, dto::CopySource::Bucket { bucket, key, version_id }
             if **bucket == *input.bucket && **key == *input.key && version_id.is_none());
         let storage_class = rules::storage_class(input.storage_class.as_ref())?;
-        rules::copy_changes_something(same, replace || input.storage_class.is_some())?;
+        rules::copy_changes_something(same, replace || input.storage_class.is_some() || encrypts)?;
         let tags = if rules::tagging_directive(input.tagging_directive.as_ref())? {
             rules::tagging_header(input.tagging.as_deref())?
         } else {
@@ -970,7 +1027,19 @@ impl S3 for Gateway {
         // source's, as in S3; tags follow x-amz-tagging-directive.
         opts.headers.storage_class = storage_class;
         opts.headers.tags = tags;
-        let (body, reader) = self.read_source(&src, 0..src.size);
+        // The destination is encrypted as this request (or its bucket)
+        // says, never as the source was.
+        opts.headers.encryption = None;
+        let sealing = sse::new_object_key(
+            &self.client,
+            &self.keys,
+            &input.bucket,
+            input.server_side_encryption.as_ref(),
+            customer,
+        )
+        .await?;
+        let (body, reader) = self.read_source(&src, 0..src.size, source_key.map(|o| o.key));
+        let body = sse::body_for_write(body, sealing.as_ref(), &mut opts);
         let info = self
             .client
             .put(&input.bucket, &input.key, body, opts)
@@ -984,7 +1053,7 @@ impl S3 for Gateway {
                 ..
             }
         );
-        Ok(S3Response::new(dto::CopyObjectOutput {
+        let mut out = dto::CopyObjectOutput {
             copy_object_result: Some(dto::CopyObjectResult {
                 e_tag: Some(etag(&info)),
                 last_modified: Some(timestamp(info.mtime_ms)),
@@ -993,7 +1062,9 @@ impl S3 for Gateway {
             version_id: info.version_id.clone(),
             copy_source_version_id: shown_version(&src, source_version),
             ..Default::default()
-        }))
+        };
+        set_sse_output!(out, sealing.as_ref().map(|(_, o)| o));
+        Ok(S3Response::new(out))
     }
 
     async fn create_multipart_upload(
@@ -1007,8 +1078,17 @@ impl S3 for Gateway {
         rules::metadata(req.input.metadata.as_ref())?;
         let tags = rules::tagging_header(req.input.tagging.as_deref())?;
         let storage_class = rules::storage_class(req.input.storage_class.as_ref())?;
+        let customer = customer_of!(req.input)?;
         let input = req.input;
-        let opts = PutOptions {
+        let sealing = sse::new_object_key(
+            &self.client,
+            &self.keys,
+            &input.bucket,
+            input.server_side_encryption.as_ref(),
+            customer,
+        )
+        .await?;
+        let mut opts = PutOptions {
             content_type: input.content_type.map(|c| c.to_string()),
             user_meta: input.metadata.unwrap_or_default().into_iter().collect(),
             headers: ObjectHeaders {
@@ -1024,17 +1104,21 @@ impl S3 for Gateway {
             },
             ..Default::default()
         };
+        // The upload keeps the object key (wrapped); each part opens it.
+        opts.headers.encryption = sealing.as_ref().map(|(record, _)| record.clone());
         let upload = self
             .client
             .create_upload(&input.bucket, &input.key, opts)
             .await
             .map_err(to_s3)?;
-        Ok(S3Response::new(dto::CreateMultipartUploadOutput {
+        let mut out = dto::CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload.id),
             ..Default::default()
-        }))
+        };
+        set_sse_output!(out, sealing.as_ref().map(|(_, o)| o));
+        Ok(S3Response::new(out))
     }
 
     async fn upload_part(
@@ -1046,16 +1130,28 @@ impl S3 for Gateway {
         let number = rules::part_number(req.input.part_number)?;
         rules::body_length(req.input.content_length)?;
         let sums = BodyChecksums::from_request(&req.headers, req.trailing_headers.clone(), None)?;
+        let customer = customer_of!(req.input)?;
         let input = req.input;
         let upload = self
             .upload_of(&input.upload_id, &input.bucket, &input.key)
             .await?;
+        let opened = sse::open_upload(
+            &self.keys,
+            upload.headers.encryption.as_ref(),
+            customer.as_ref(),
+        )?;
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let reader = sums.watch(body);
         let computed = sums.results();
+        let mut opts = PutOptions {
+            body_check: Some(sums.check()),
+            ..Default::default()
+        };
+        let sealing = upload.headers.encryption.clone().zip(opened.clone());
+        let reader = sse::body_for_write(reader, sealing.as_ref(), &mut opts);
         let part = self
             .client
-            .put_part(&upload, number, reader, Some(sums.check()))
+            .put_part_with(&upload, number, reader, opts)
             .await
             .map_err(to_s3)?;
         let computed = computed.lock().map(|c| c.clone()).unwrap_or_default();
@@ -1065,6 +1161,7 @@ impl S3 for Gateway {
             ..Default::default()
         };
         set_checksums!(out, sums);
+        set_sse_output!(out, opened.as_ref());
         Ok(S3Response::new(out))
     }
 
@@ -1077,30 +1174,45 @@ impl S3 for Gateway {
             .await?;
         let input = &req.input;
         let number = rules::part_number(input.part_number)?;
+        let source_key = self.keys.open(
+            src.headers.encryption.as_ref(),
+            copy_source_customer_of!(input)?.as_ref(),
+        )?;
+        let customer = customer_of!(input)?;
         let upload = self
             .upload_of(&input.upload_id, &input.bucket, &input.key)
             .await?;
+        let opened = sse::open_upload(
+            &self.keys,
+            upload.headers.encryption.as_ref(),
+            customer.as_ref(),
+        )?;
         copy_source_conditions!(&src, input)?;
         let range = match &input.copy_source_range {
             Some(r) => copy_range(r, src.size)?,
             None => 0..src.size,
         };
         rules::copy_length(range.end - range.start)?;
-        let (body, reader) = self.read_source(&src, range);
+        let (body, reader) = self.read_source(&src, range, source_key.map(|o| o.key));
+        let mut opts = PutOptions::default();
+        let sealing = upload.headers.encryption.clone().zip(opened.clone());
+        let body = sse::body_for_write(body, sealing.as_ref(), &mut opts);
         let part = self
             .client
-            .put_part(&upload, number, body, None)
+            .put_part_with(&upload, number, body, opts)
             .await
             .map_err(to_s3)?;
         source_read(reader).await?;
-        Ok(S3Response::new(dto::UploadPartCopyOutput {
+        let mut out = dto::UploadPartCopyOutput {
             copy_part_result: Some(dto::CopyPartResult {
                 e_tag: Some(dto::ETag::Strong(part.etag)),
                 last_modified: Some(timestamp(part.mtime_ms)),
                 ..Default::default()
             }),
             ..Default::default()
-        }))
+        };
+        set_sse_output!(out, opened.as_ref());
+        Ok(S3Response::new(out))
     }
 
     async fn complete_multipart_upload(
@@ -1126,6 +1238,7 @@ impl S3 for Gateway {
             e_tag: Some(etag(&info)),
             version_id: info.version_id.clone(),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
+            server_side_encryption: sse::shown_scheme(&info),
             ..Default::default()
         }))
     }
@@ -1924,6 +2037,11 @@ impl S3 for Gateway {
         let info = self
             .version_for_read(&input.bucket, &input.key, version)
             .await?;
+        // An SSE-C object's attributes need its key, as its reads do.
+        self.keys.open(
+            info.headers.encryption.as_ref(),
+            customer_of!(input)?.as_ref(),
+        )?;
         let mut out = dto::GetObjectAttributesOutput {
             version_id: shown_version(&info, version.is_some()),
             last_modified: Some(timestamp(info.mtime_ms)),
@@ -1982,6 +2100,58 @@ impl S3 for Gateway {
             });
         }
         Ok(S3Response::new(out))
+    }
+
+    /// PutBucketEncryption (owner): the bucket's default encryption for
+    /// new objects without their own (`sse::bucket_rule`).
+    async fn put_bucket_encryption(
+        &self,
+        req: S3Request<dto::PutBucketEncryptionInput>,
+    ) -> S3Result<S3Response<dto::PutBucketEncryptionOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let input = req.input;
+        let rule = sse::bucket_rule(input.server_side_encryption_configuration)?;
+        self.client
+            .set_bucket_access(&input.bucket, AccessChange::Encryption(Some(rule)))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::PutBucketEncryptionOutput::default()))
+    }
+
+    /// GetBucketEncryption (owner): `ServerSideEncryptionConfigurationNotFoundError`
+    /// (404) when the bucket has no default.
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<dto::GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<dto::GetBucketEncryptionOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        let Some(rule) = self.bucket_access(&req.input.bucket).await?.encryption else {
+            let mut e = s3_error!(
+                ServerSideEncryptionConfigurationNotFoundError,
+                "The server side encryption configuration was not found"
+            );
+            e.set_status_code(axum::http::StatusCode::NOT_FOUND);
+            return Err(e);
+        };
+        Ok(S3Response::new(dto::GetBucketEncryptionOutput {
+            server_side_encryption_configuration: Some(sse::bucket_config(rule)),
+        }))
+    }
+
+    /// DeleteBucketEncryption (owner): 204, also when there was none.
+    async fn delete_bucket_encryption(
+        &self,
+        req: S3Request<dto::DeleteBucketEncryptionInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketEncryptionOutput>> {
+        self.allow(&req, &req.input.bucket, Permission::Owner)
+            .await?;
+        self.client
+            .set_bucket_access(&req.input.bucket, AccessChange::Encryption(None))
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(dto::DeleteBucketEncryptionOutput::default()))
     }
 }
 
@@ -2193,6 +2363,10 @@ fn copy_range(r: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
 
 type SourceRead = tokio::task::JoinHandle<Result<(), SdkError>>;
 
+/// A copy's source as a body for a write: the stored bytes of a plain
+/// object, or an encrypted one's plaintext, of a checked length.
+type SourceBody = ExactLength<Box<dyn tokio::io::AsyncRead + Unpin + Send>>;
+
 /// How the read behind a copy ended.
 async fn source_read(reader: SourceRead) -> S3Result<()> {
     match reader.await {
@@ -2329,12 +2503,25 @@ impl Gateway {
     /// `range` of `src` as a body for a write: streamed through a pipe, as
     /// a GET into a PUT, so memory stays bounded. A source read that fails
     /// ends the pipe early, and the length check turns that into an error:
-    /// a copy is never committed short.
+    /// a copy is never committed short. With `key` (an encrypted
+    /// source's object key) the body is the source's plaintext.
     fn read_source(
         &self,
         src: &ObjectInfo,
         range: std::ops::Range<u64>,
-    ) -> (ExactLength<tokio::io::DuplexStream>, SourceRead) {
+        key: Option<crate::package::Key>,
+    ) -> (SourceBody, SourceRead) {
+        if let Some(key) = key {
+            let left = range.end - range.start;
+            let (body, reader) = sse::plain_reader(self.client.clone(), src.clone(), key, range);
+            return (
+                ExactLength {
+                    inner: Box::new(body),
+                    left,
+                },
+                reader,
+            );
+        }
         let (mut tx, rx) = tokio::io::duplex(COPY_PIPE);
         let client = self.client.clone();
         let source = src.clone();
@@ -2343,7 +2530,13 @@ impl Gateway {
         let reader = tokio::spawn(tessera_sdk::carry_request_id(
             async move { client.read_object(&source, Some(range), &mut tx).await }.instrument(span),
         ));
-        (ExactLength { inner: rx, left }, reader)
+        (
+            ExactLength {
+                inner: Box::new(rx),
+                left,
+            },
+            reader,
+        )
     }
 
     /// Who owns a bucket's objects as listings show it (`fetch-owner`):

@@ -12,8 +12,11 @@ mod checksum;
 mod cors;
 mod edge;
 mod gateway;
+mod package;
 mod policy;
 mod rules;
+mod sse;
 
 pub use edge::keep_log_event;
 pub use gateway::{Gateway, GatewayConfig, router};
+pub use sse::{MasterKey, SseError};

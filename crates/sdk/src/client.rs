@@ -63,6 +63,23 @@ pub struct PutOptions {
     /// The MD5 the body must have; otherwise nothing is committed
     /// (`BadDigest`).
     pub content_md5: Option<[u8; 16]>,
+    /// For a body that is not the content itself (an encrypted one, whose
+    /// `headers.encryption` says so): what the content was, asked once the
+    /// whole body has been read and before the commit.
+    pub content: Option<ContentOf>,
+}
+
+/// The content a body carried, when the bytes stored are not the content
+/// (S3 server-side encryption): its size in bytes and its ETag, known
+/// after the body's last byte; an error refuses the write (nothing is
+/// committed).
+#[derive(Clone)]
+pub struct ContentOf(pub Arc<dyn Fn() -> Result<(u64, String), SdkError> + Send + Sync>);
+
+impl std::fmt::Debug for ContentOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentOf")
+    }
 }
 
 /// A check of a body that can only be made after its last byte (trailing

@@ -31,7 +31,7 @@ mod versions;
 mod volume;
 mod write;
 
-pub use client::{BodyCheck, Client, ClientOptions, ListOptions, PutOptions};
+pub use client::{BodyCheck, Client, ClientOptions, ContentOf, ListOptions, PutOptions};
 pub use config::{ClusterConfig, check_host_port};
 pub use fsview::StagedWrite;
 pub use request_id::{carry_request_id, current_request_id, with_request_id};

@@ -63,7 +63,11 @@ impl Client {
         let policy = self.bucket(bucket).await?.policy;
         let (condition, content_md5) = (opts.condition.clone(), opts.content_md5);
         let check = opts.body_check.clone();
+        let content = opts.content.clone();
         let (mut object, write) = self.write_body(body, policy, opts, true).await?;
+        if let Some(content) = content {
+            (object.size, object.etag) = (content.0)()?;
+        }
         if let Some(md5) = content_md5
             && hex::encode(md5) != object.etag
         {
@@ -101,10 +105,36 @@ impl Client {
         body: R,
         check: Option<BodyCheck>,
     ) -> Result<PartInfo, SdkError> {
+        let opts = PutOptions {
+            body_check: check,
+            ..Default::default()
+        };
+        self.put_part_with(upload, number, body, opts).await
+    }
+
+    /// [`Client::put_part`] with options: of `opts` only `body_check`,
+    /// `content` and `headers.encryption` (an encrypted part) count; the
+    /// upload holds the object's other headers.
+    pub async fn put_part_with<R: AsyncRead + Unpin + Send>(
+        &self,
+        upload: &UploadInfo,
+        number: u32,
+        body: R,
+        opts: PutOptions,
+    ) -> Result<PartInfo, SdkError> {
         let policy = self.bucket(&upload.bucket).await?.policy;
-        let (object, write) = self
-            .write_body(body, policy, PutOptions::default(), false)
-            .await?;
+        let (check, content) = (opts.body_check.clone(), opts.content.clone());
+        let opts = PutOptions {
+            headers: tessera_proto::ObjectHeaders {
+                encryption: opts.headers.encryption,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (mut object, write) = self.write_body(body, policy, opts, false).await?;
+        if let Some(content) = content {
+            (object.size, object.etag) = (content.0)()?;
+        }
         if let Some(check) = check {
             (check.0)()?;
         }

@@ -82,6 +82,11 @@ mod tests {
         };
         t.ok(set("bkt", AccessChange::PublicAccessBlock(Some(pab))));
         t.ok(set("bkt", AccessChange::Acl(Some(CannedAcl::PublicRead))));
+        let aes = tessera_proto::BucketEncryption {
+            algorithm: "AES256".into(),
+            ..Default::default()
+        };
+        t.ok(set("bkt", AccessChange::Encryption(Some(aes.clone()))));
         let got = t.sm.read().bucket_access("bkt").unwrap();
         assert_eq!(
             got,
@@ -90,6 +95,7 @@ mod tests {
                 policy: Some("{}".into()),
                 public_access_block: Some(pab),
                 acl: Some(CannedAcl::PublicRead),
+                encryption: Some(aes),
             }
         );
         // Removing one keeps the others.
@@ -101,6 +107,7 @@ mod tests {
             AccessChange::Policy(None),
             AccessChange::PublicAccessBlock(None),
             AccessChange::Acl(None),
+            AccessChange::Encryption(None),
         ] {
             t.ok(set("bkt", change));
         }

@@ -9,7 +9,8 @@
 use std::collections::{HashMap, HashSet};
 
 use tessera_proto::{
-    ChunkRef, ListEntry, Listing, NewObject, ObjectData, ObjectInfo, WriteCondition,
+    ChunkRef, ListEntry, Listing, MAX_WRAPPED_KEY, NewObject, ObjectData, ObjectInfo,
+    WriteCondition,
 };
 use tessera_types::validate_key;
 
@@ -152,9 +153,20 @@ pub(super) fn check_commit(
         Some(ObjectData::Chunks(refs)) => refs,
         _ => &[],
     };
+    // An encrypted object's size counts its plaintext; its data holds
+    // the sealed bytes (`NewObject::stored_len`).
+    let stored = o.stored_len();
+    if let Some(e) = &o.headers.encryption
+        && e.wrapped_key.len() > MAX_WRAPPED_KEY
+    {
+        return Err(bad(format!(
+            "a wrapped key of {} bytes; at most {MAX_WRAPPED_KEY} are allowed",
+            e.wrapped_key.len()
+        )));
+    }
     let refs = match &o.data {
         ObjectData::Inline(bytes) => {
-            if bytes.len() as u64 != o.size || o.size > MAX_INLINE || !o.chunks.is_empty() {
+            if bytes.len() as u64 != stored || stored > MAX_INLINE || !o.chunks.is_empty() {
                 return Err(bad("malformed inline object".into()));
             }
             return Ok(old_refs.to_vec());
@@ -168,10 +180,9 @@ pub(super) fn check_commit(
         ));
     }
     let total: u64 = refs.iter().map(|r| r.len).sum();
-    if total != o.size {
+    if total != stored {
         return Err(bad(format!(
-            "chunks hold {total} bytes, object claims {}",
-            o.size
+            "chunks hold {total} bytes, object claims {stored}"
         )));
     }
     let new: HashMap<_, _> = o.chunks.iter().map(|c| (c.id, c)).collect();
@@ -480,6 +491,51 @@ mod tests {
         let e = t.put("bkt", "x", obj).unwrap_err();
         assert!(e.message.contains("needs 6"), "{e}");
         assert!(t.sm.read().object_at("bkt", "x").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_encrypted_objects_chunks_hold_its_sealed_length() {
+        use tessera_proto::{ObjectEncryption, SseScheme, sealed_len};
+        let t = Kit::new();
+        let nodes = t.nodes(6);
+        t.bucket("bkt");
+        let encryption = Some(ObjectEncryption {
+            scheme: SseScheme::S3,
+            key_id: "k1".into(),
+            wrapped_key: vec![7; 64],
+        });
+        // The object's size is its plaintext; its chunks hold the sealed
+        // stream.
+        let mut obj = sized_chunk(1, sealed_len(100_000), &nodes);
+        obj.size = 100_000;
+        obj.headers.encryption = encryption.clone();
+        t.put("bkt", "enc", obj).unwrap();
+        let r = t.sm.read();
+        assert_eq!(r.object_at("bkt", "enc").unwrap().unwrap().size, 100_000);
+        let listed = r.list("bkt", "", None, None, 10).unwrap().entries;
+        assert!(
+            matches!(listed.as_slice(), [ListEntry::Object { size: 100_000, .. }]),
+            "{listed:?}"
+        );
+        drop(r);
+        // Chunks holding the plaintext's length are a malformed commit.
+        let mut bad = sized_chunk(2, 100_000, &nodes);
+        bad.headers.encryption = encryption.clone();
+        assert_eq!(
+            t.put("bkt", "bad", bad).unwrap_err().kind,
+            Refused::BadRequest
+        );
+        // A wrapped key beyond the limit too.
+        let mut big = sized_chunk(3, sealed_len(10), &nodes);
+        big.size = 10;
+        big.headers.encryption = Some(ObjectEncryption {
+            wrapped_key: vec![0; tessera_proto::MAX_WRAPPED_KEY + 1],
+            ..encryption.unwrap()
+        });
+        assert_eq!(
+            t.put("bkt", "big", big).unwrap_err().kind,
+            Refused::BadRequest
+        );
     }
 
     #[test]
