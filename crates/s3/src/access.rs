@@ -62,6 +62,12 @@ pub(crate) fn action_of(op: &str, versioned: bool) -> String {
             "s3:PutBucketPublicAccessBlock".into()
         }
         "GetPublicAccessBlock" => "s3:GetBucketPublicAccessBlock".into(),
+        "PutObjectLockConfiguration" => "s3:PutBucketObjectLockConfiguration".into(),
+        "GetObjectLockConfiguration" => "s3:GetBucketObjectLockConfiguration".into(),
+        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => {
+            "s3:PutLifecycleConfiguration".into()
+        }
+        "GetBucketLifecycleConfiguration" => "s3:GetLifecycleConfiguration".into(),
         // The rest are named as their operation (PutBucketPolicy,
         // GetBucketVersioning, DeleteBucket, GetBucketAcl...).
         other => format!("s3:{other}"),
