@@ -159,25 +159,25 @@ mod tests {
     #[test]
     fn configurations_are_kept_checked_and_go_with_the_bucket() {
         let t = Kit::new();
-        t.bucket("a");
-        t.bucket("b");
+        t.bucket("aaa");
+        t.bucket("bbb");
         let set = |bucket: &str, config: Option<LifecycleConfig>| Command::SetLifecycle {
             bucket: bucket.into(),
             config,
         };
-        t.ok(set("a", Some(config(&["r1"]))));
-        t.ok(set("b", Some(config(&["r2"]))));
-        assert_eq!(t.sm.read().lifecycle("a").unwrap(), Some(config(&["r1"])));
-        assert_eq!(t.sm.read().lifecycle_buckets(None).unwrap(), ["a", "b"]);
-        assert_eq!(t.sm.read().lifecycle_buckets(Some("a")).unwrap(), ["b"]);
+        t.ok(set("aaa", Some(config(&["r1"]))));
+        t.ok(set("bbb", Some(config(&["r2"]))));
+        assert_eq!(t.sm.read().lifecycle("aaa").unwrap(), Some(config(&["r1"])));
+        assert_eq!(t.sm.read().lifecycle_buckets(None).unwrap(), ["aaa", "bbb"]);
+        assert_eq!(t.sm.read().lifecycle_buckets(Some("aaa")).unwrap(), ["bbb"]);
         assert_eq!(
-            t.refused(set("a", Some(config(&["x", "x"])))),
+            t.refused(set("aaa", Some(config(&["x", "x"])))),
             Refused::BadRequest
         );
         assert_eq!(t.refused(set("nope", None)), Refused::NoSuchBucket);
-        t.ok(set("a", None));
-        assert_eq!(t.sm.read().lifecycle("a").unwrap(), None);
-        t.ok(Command::DeleteBucket { name: "b".into() });
+        t.ok(set("aaa", None));
+        assert_eq!(t.sm.read().lifecycle("aaa").unwrap(), None);
+        t.ok(Command::DeleteBucket { name: "bbb".into() });
         assert!(t.sm.read().lifecycle_buckets(None).unwrap().is_empty());
         let p = LifecycleProgress {
             passes: 3,
