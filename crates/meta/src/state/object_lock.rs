@@ -59,9 +59,7 @@ pub fn retention_change_fault(
     now_ms: u64,
     bypass_governance: bool,
 ) -> Option<String> {
-    let Some(old) = old.filter(|o| o.until_ms > now_ms) else {
-        return None;
-    };
+    let old = old.filter(|o| o.until_ms > now_ms)?;
     let weakens = match new {
         None => true,
         Some(n) => n.mode != old.mode || n.until_ms < old.until_ms,
