@@ -6,12 +6,18 @@
 //! `proto/PROTOCOL.md` for the byte-level description.
 
 mod frame;
+mod lifecycle;
 mod messages;
 mod model;
 
 pub use frame::{
     ALPN, FRAME_HEADER_LEN, FrameHeader, FrameKind, MAGIC, MAX_FRAME_LEN, PROTOCOL_VERSION,
     decode_payload, encode_frame,
+};
+pub use lifecycle::{
+    Expiration, FilterForm, KeyAction, KeyVersion, LifecycleConfig, LifecycleProgress,
+    LifecycleRule, MAX_LIFECYCLE_RULES, MAX_RULE_ID_CHARS, NoncurrentExpiration, RuleFilter,
+    Transition, after_days,
 };
 pub use messages::{
     ErrorCode, FragmentInfo, GroupRequest, Heartbeat, HeartbeatReply, Lease, MAX_BATCHED_REQUESTS,
@@ -36,6 +42,7 @@ pub use model::{
     Attachment, ExtentPiece, ExtentRecord, SnapshotInfo, VOLUME_EXTENT, VOLUME_LEASE_MS,
     VolumeInfo, VolumeWrite,
 };
+pub use model::{DAY_MS, DefaultRetention, LockMode, ObjectLockConfig, Retention, YEAR_DAYS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {

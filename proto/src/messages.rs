@@ -3,11 +3,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tessera_types::{ChunkId, Hash, NodeId, Policy, RequestId};
 
+use crate::lifecycle::{LifecycleConfig, LifecycleProgress};
 #[cfg(doc)]
 use crate::model::VOLUME_EXTENT;
 use crate::model::{
-    AccessChange, BucketAccess, ExtentRecord, ObjectVersion, Removal, VersionListing, Versioning,
-    VolumeInfo, VolumeWrite,
+    AccessChange, BucketAccess, ExtentRecord, ObjectLockConfig, ObjectVersion, Removal, Retention,
+    VersionListing, Versioning, VolumeInfo, VolumeWrite,
 };
 use crate::model::{
     AccessKey, AdminToken, BucketInfo, BucketUsage, ChunkRecord, ClusterMap, ClusterStatus,
@@ -392,6 +393,18 @@ pub enum MetaQuery {
     /// Every bucket's usage in name order: `BucketUsage`, with a zero
     /// usage for a bucket that holds nothing.
     BucketUsage,
+    /// A bucket's Object Lock configuration: `ObjectLock(None)` when the
+    /// bucket has no Object Lock. `NoSuchBucket`.
+    GetObjectLock {
+        bucket: String,
+    },
+    /// A bucket's lifecycle configuration: `Lifecycle(None)` when it has
+    /// none. `NoSuchBucket`.
+    GetLifecycle {
+        bucket: String,
+    },
+    /// The lifecycle worker's progress and totals: `LifecycleProgress`.
+    LifecycleStatus,
 }
 
 impl MetaQuery {
@@ -405,7 +418,8 @@ impl MetaQuery {
             MetaQuery::GetKey { .. }
             | MetaQuery::GetBucket { .. }
             | MetaQuery::GetBucketAccess { .. }
-            | MetaQuery::GetVersioning { .. } => true,
+            | MetaQuery::GetVersioning { .. }
+            | MetaQuery::GetObjectLock { .. } => true,
             MetaQuery::ListGrants { bucket, key } => bucket.is_some() && key.is_some(),
             _ => false,
         }
@@ -679,6 +693,55 @@ pub enum Proposal {
         /// The reservation the chunks were written under.
         write: Option<u64>,
     },
+    /// Sets a bucket's Object Lock configuration (S3's
+    /// PutObjectLockConfiguration); answers `Ok`. The bucket's versioning
+    /// must be Enabled (`InvalidBucketState` otherwise), unless
+    /// `enable_versioning`, which enables it in the same step (a bucket
+    /// created with Object Lock).
+    SetObjectLock {
+        bucket: String,
+        config: ObjectLockConfig,
+        enable_versioning: bool,
+    },
+    /// Sets (or with `None` removes) the retention of one version of `key`
+    /// (`version`: an id or `null`; `None`: the current object); answers
+    /// the object. A retention still running may be lengthened; shortening
+    /// it, removing it or changing its mode is `ObjectLocked`, except a
+    /// GOVERNANCE one with `bypass_governance`. `InvalidRequest` in a
+    /// bucket without Object Lock; `NoSuchKey`, `NoSuchVersion`,
+    /// `MethodNotAllowed` (a delete marker).
+    SetRetention {
+        bucket: String,
+        key: String,
+        version: Option<String>,
+        retention: Option<Retention>,
+        bypass_governance: bool,
+    },
+    /// Turns the legal hold of one version of `key` on or off (`version`
+    /// as for `SetRetention`); answers the object. `InvalidRequest` in a
+    /// bucket without Object Lock.
+    SetLegalHold {
+        bucket: String,
+        key: String,
+        version: Option<String>,
+        on: bool,
+    },
+    /// `DeleteVersion` by a caller allowed to bypass GOVERNANCE retention
+    /// (S3's `x-amz-bypass-governance-retention: true`): a version under
+    /// a GOVERNANCE retention is removed; COMPLIANCE and legal holds still
+    /// refuse (`ObjectLocked`).
+    DeleteVersionBypassingGovernance {
+        bucket: String,
+        key: String,
+        version: String,
+    },
+    /// Sets (S3's PutBucketLifecycleConfiguration) or with `None` removes
+    /// (DeleteBucketLifecycle) a bucket's lifecycle configuration; answers
+    /// `Ok`. `BadRequest` beyond meta's limits (`LifecycleConfig::fault`).
+    SetLifecycle {
+        bucket: String,
+        config: Option<LifecycleConfig>,
+    },
 }
 
 /// Soft state: what a node or a writer keeps alive by renewing it.
@@ -758,6 +821,12 @@ pub enum MetaResponse {
     Extents(Vec<(u64, ExtentRecord)>),
     /// Buckets' usage by name (see `MetaQuery::BucketUsage`).
     BucketUsage(Vec<(String, BucketUsage)>),
+    /// A bucket's Object Lock configuration (`GetObjectLock`).
+    ObjectLock(Option<ObjectLockConfig>),
+    /// A bucket's lifecycle configuration (`GetLifecycle`).
+    Lifecycle(Option<LifecycleConfig>),
+    /// The lifecycle worker's progress (`LifecycleStatus`).
+    LifecycleProgress(LifecycleProgress),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,
@@ -814,6 +883,16 @@ pub enum ErrorCode {
     /// (Raft's RPCs and changes of the meta group: `meta`). Kept last:
     /// codes are encoded by position, so older peers still read the others.
     Forbidden,
+    /// The bucket's state does not allow the request (S3's
+    /// `InvalidBucketState`, 409): Object Lock on a bucket whose
+    /// versioning is not Enabled, suspending versioning under Object Lock.
+    InvalidBucketState,
+    /// The version is under an Object Lock retention or legal hold that
+    /// the request may not override (S3 answers `AccessDenied`, 403).
+    ObjectLocked,
+    /// The request does not fit the bucket (S3's `InvalidRequest`, 400):
+    /// Object Lock settings in a bucket without Object Lock.
+    InvalidRequest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

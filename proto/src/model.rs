@@ -582,6 +582,14 @@ pub struct ObjectHeaders {
     /// The object's tags (S3 API reference, PutObjectTagging), at most
     /// [`MAX_OBJECT_TAGS`]; they belong to this version of the object.
     pub tags: TagSet,
+    /// The version's Object Lock retention (S3 API reference,
+    /// PutObjectRetention), only in a bucket with Object Lock: the version
+    /// cannot be removed before `until_ms`. Meta refuses a retention in a
+    /// bucket without Object Lock.
+    pub retention: Option<Retention>,
+    /// The version's legal hold (S3 API reference, PutObjectLegalHold):
+    /// while on, the version cannot be removed, whatever its retention.
+    pub legal_hold: bool,
     /// How the stored bytes are encrypted (S3 server-side encryption);
     /// `None`: they are the content itself. When set, the object's `size`
     /// (and a multipart object's `parts`) count the content (plaintext),
@@ -631,6 +639,82 @@ pub const SSE_HEADER: u64 = 32;
 /// by it.
 pub fn sealed_len(plain: u64) -> u64 {
     SSE_HEADER + plain + SSE_TAG * plain.div_ceil(SSE_PACKAGE).max(1)
+}
+
+/// An Object Lock retention mode (S3 User Guide, "Retention modes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockMode {
+    /// Shortened or removed only with `x-amz-bypass-governance-retention`
+    /// by a caller allowed `s3:BypassGovernanceRetention`.
+    Governance,
+    /// Never shortened or removed before its date, by anyone.
+    Compliance,
+}
+
+impl LockMode {
+    /// S3's name of the mode.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+
+    /// The mode S3 names `s` (exactly, upper case), if any.
+    pub fn parse(s: &str) -> Option<LockMode> {
+        match s {
+            "GOVERNANCE" => Some(LockMode::Governance),
+            "COMPLIANCE" => Some(LockMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+/// One version's retention: `mode` until `until_ms` (Unix milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub mode: LockMode,
+    pub until_ms: u64,
+}
+
+/// Milliseconds in one day of a retention period.
+pub const DAY_MS: u64 = 86_400_000;
+/// Days in one year of a retention period (S3 counts a year as 365 days).
+pub const YEAR_DAYS: u64 = 365;
+
+/// A bucket's default retention (S3 API reference,
+/// PutObjectLockConfiguration, `DefaultRetention`): `mode` for `days`
+/// days (each [`DAY_MS`]) or `years` years (each [`YEAR_DAYS`] days),
+/// exactly one of the two, positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefaultRetention {
+    pub mode: LockMode,
+    pub days: Option<u32>,
+    pub years: Option<u32>,
+}
+
+impl DefaultRetention {
+    /// The retention a version written at `at_ms` gets.
+    pub fn applied_at(&self, at_ms: u64) -> Retention {
+        let days = match (self.days, self.years) {
+            (Some(d), _) => u64::from(d),
+            (None, Some(y)) => u64::from(y) * YEAR_DAYS,
+            (None, None) => 0,
+        };
+        Retention {
+            mode: self.mode,
+            until_ms: at_ms.saturating_add(days.saturating_mul(DAY_MS)),
+        }
+    }
+}
+
+/// A bucket's Object Lock configuration (S3 API reference,
+/// PutObjectLockConfiguration). A bucket that has one has Object Lock
+/// enabled, for good: versioning stays Enabled. `default_retention`
+/// applies to new versions written without a retention of their own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLockConfig {
+    pub default_retention: Option<DefaultRetention>,
 }
 
 /// Tags of an object or a bucket: key to value, keys unique.

@@ -69,7 +69,8 @@ impl AppState {
     pub async fn status(&self) -> Result<StatusDocument, ApiError> {
         let status = self.client.status().await?;
         let garbage = self.client.garbage().await?;
-        Ok(StatusDocument::new(&status, &garbage))
+        let lifecycle = self.client.lifecycle_status().await?;
+        Ok(StatusDocument::new(&status, &garbage).with_lifecycle(&lifecycle))
     }
 
     pub async fn buckets(&self) -> Result<Vec<BucketDocument>, ApiError> {

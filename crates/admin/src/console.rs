@@ -409,6 +409,7 @@ mod tests {
                 grace_ms: 60_000,
             },
             throughput: Default::default(),
+            lifecycle: Default::default(),
         }
     }
 

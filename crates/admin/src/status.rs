@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessKey, BucketInfo, BucketUsage, ClusterStatus, GarbageSummary, Grant, NodeInfo,
+    AccessKey, BucketInfo, BucketUsage, ClusterStatus, GarbageSummary, Grant, LifecycleProgress,
+    NodeInfo,
 };
 use utoipa::ToSchema;
 
@@ -33,6 +34,45 @@ pub struct StatusDocument {
     /// node's rates.
     #[serde(default)]
     pub throughput: ThroughputDocument,
+    /// The S3 lifecycle worker (on the meta leader): its pass and totals.
+    #[serde(default)]
+    pub lifecycle: LifecycleDocument,
+}
+
+/// The S3 lifecycle worker's state (`tessera_proto::LifecycleProgress`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LifecycleDocument {
+    /// Whether a pass over the buckets with lifecycle rules is running.
+    pub running: bool,
+    /// The bucket the running pass is in.
+    pub bucket: Option<String>,
+    /// Passes finished.
+    pub passes: u64,
+    /// Unix milliseconds when the last pass ended (null: none yet).
+    pub last_pass_ms: Option<u64>,
+    /// Current objects expired (deleted, or given a delete marker).
+    pub expired_objects: u64,
+    /// Noncurrent versions and delete markers removed.
+    pub removed_versions: u64,
+    /// Multipart uploads aborted.
+    pub aborted_uploads: u64,
+    /// Expiries refused because Object Lock keeps the version.
+    pub kept_locked: u64,
+}
+
+impl LifecycleDocument {
+    pub fn new(p: &LifecycleProgress) -> Self {
+        LifecycleDocument {
+            running: p.pass_started_ms.is_some(),
+            bucket: p.bucket.clone(),
+            passes: p.passes,
+            last_pass_ms: p.last_pass_ms,
+            expired_objects: p.expired_objects,
+            removed_versions: p.removed_versions,
+            aborted_uploads: p.aborted_uploads,
+            kept_locked: p.kept_locked,
+        }
+    }
 }
 
 /// Fragment traffic at the nodes, in bytes per second, over the time
@@ -239,7 +279,14 @@ impl StatusDocument {
                 grace_ms: g.grace_ms,
             },
             throughput: ThroughputDocument::of(&s.map.nodes),
+            lifecycle: LifecycleDocument::default(),
         }
+    }
+
+    /// The same document with the lifecycle worker's state.
+    pub fn with_lifecycle(mut self, p: &LifecycleProgress) -> Self {
+        self.lifecycle = LifecycleDocument::new(p);
+        self
     }
 }
 

@@ -122,6 +122,12 @@ pub enum Command {
         /// Multipart uploads neither completed nor aborted this long after they began are aborted.
         #[arg(long, value_parser = parse_duration, default_value = "7d")]
         upload_expiry: Duration,
+        /// The length of a day for S3 lifecycle rules (their Days count in these; shorten it only to test rules).
+        #[arg(long, value_parser = parse_duration, default_value = "1d")]
+        lifecycle_day: Duration,
+        /// Most expiries the lifecycle worker applies per second.
+        #[arg(long, default_value_t = 100)]
+        lifecycle_rate: u32,
         /// Do not run the repairer in this process (run `tessera repairer` instead).
         #[arg(long)]
         no_repair: bool,
@@ -633,6 +639,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             out_after,
             gc_grace,
             upload_expiry,
+            lifecycle_day,
+            lifecycle_rate,
             no_repair,
             repair,
             metrics_listen,
@@ -649,6 +657,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 out_after,
                 gc_grace,
                 upload_expiry: Some(upload_expiry),
+                lifecycle_day: Some(lifecycle_day),
+                lifecycle_rate: Some(lifecycle_rate),
                 repair: (!no_repair).then_some(repair),
                 metrics: metrics_listen,
                 snapshot_every,

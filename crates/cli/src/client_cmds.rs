@@ -568,12 +568,15 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
     let s = client.status().await?;
     let group = group_status(&client).await?;
     let garbage = client.garbage().await?;
+    let lifecycle = client.lifecycle_status().await?;
     let (h, r) = (&s.health, &s.repair);
     if as_json {
         // The same document as the admin API's GET /v1/status.
         println!(
             "{}",
-            serde_json::to_string(&tessera_admin::StatusDocument::new(&s, &garbage))?
+            serde_json::to_string(
+                &tessera_admin::StatusDocument::new(&s, &garbage).with_lifecycle(&lifecycle)
+            )?
         );
         return Ok(());
     }
@@ -659,6 +662,22 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
                 ),
                 None => String::new(),
             }
+        );
+    }
+    if lifecycle.passes > 0 || lifecycle.pass_started_ms.is_some() {
+        println!(
+            "lifecycle: {}, {} passes; {} objects expired, {} versions removed, {} uploads aborted, {} locked versions kept",
+            match &lifecycle.bucket {
+                Some(b) if lifecycle.pass_started_ms.is_some() =>
+                    format!("pass running (bucket {b})"),
+                _ if lifecycle.pass_started_ms.is_some() => "pass running".to_string(),
+                _ => "idle".to_string(),
+            },
+            lifecycle.passes,
+            lifecycle.expired_objects,
+            lifecycle.removed_versions,
+            lifecycle.aborted_uploads,
+            lifecycle.kept_locked
         );
     }
     if s.balance.fullest_over_fair > 0.0 {

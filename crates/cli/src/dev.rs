@@ -56,6 +56,9 @@ pub struct DevArgs {
     /// Its secret (default: random).
     #[arg(long)]
     pub secret_key: Option<String>,
+    /// The length of a day for S3 lifecycle rules (their Days count in these; shorten it only to test rules).
+    #[arg(long, value_parser = crate::units::parse_duration, default_value = "1d")]
+    pub lifecycle_day: std::time::Duration,
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
@@ -103,6 +106,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         let identity = servers::server_identity(&cfg, &meta_dir, tessera_net::role::META)?;
         let opts = servers::MetaOpts {
             listen: Some(*addr),
+            lifecycle_day: Some(args.lifecycle_day),
             ..servers::MetaOpts::default()
         };
         let mut meta_cfg = servers::meta_config(&cfg, &meta_dir, &opts)?;

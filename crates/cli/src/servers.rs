@@ -143,6 +143,10 @@ pub struct MetaOpts {
     pub out_after: Option<Duration>,
     pub gc_grace: Option<Duration>,
     pub upload_expiry: Option<Duration>,
+    /// The length of a lifecycle day (default one day).
+    pub lifecycle_day: Option<Duration>,
+    /// Most lifecycle expiries per second.
+    pub lifecycle_rate: Option<u32>,
     /// Run the repairer in the meta process, like this.
     pub repair: Option<crate::args::RepairArgs>,
     pub metrics: Option<SocketAddr>,
@@ -197,6 +201,15 @@ pub fn meta_config(cfg: &ClusterConfig, data: &Path, opts: &MetaOpts) -> Result<
     }
     if let Some(d) = opts.upload_expiry {
         mc.upload_expiry = d;
+    }
+    if let Some(d) = opts.lifecycle_day {
+        if d.is_zero() {
+            bail!("--lifecycle-day must be longer than zero");
+        }
+        mc.lifecycle_day = d;
+    }
+    if let Some(n) = opts.lifecycle_rate {
+        mc.lifecycle_rate = n.max(1);
     }
     if mc.out_after <= mc.down_after {
         bail!(

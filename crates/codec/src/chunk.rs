@@ -230,12 +230,10 @@ impl ChunkCodec {
                 wanted
                     .iter()
                     .map(|&i| {
-                        let f = fragments[i]
-                            .clone()
-                            .ok_or(CodecError::NotEnoughFragments {
-                                needed: data as usize,
-                                have,
-                            })?;
+                        let f = fragments[i].clone().ok_or(CodecError::NotEnoughFragments {
+                            needed: data as usize,
+                            have,
+                        })?;
                         if f.len() != flen {
                             return Err(CodecError::FragmentLength {
                                 index: i,
@@ -362,7 +360,8 @@ mod tests {
                     assert_eq!(out.len(), lost.len());
                     for (i, bytes) in out {
                         assert_eq!(
-                            bytes, enc.fragments[i],
+                            bytes,
+                            enc.fragments[i],
                             "{} {p} len {len} fragment {i}",
                             codec.backend_name()
                         );

@@ -64,6 +64,12 @@ pub(crate) fn action_of(op: &str, versioned: bool) -> String {
         "GetPublicAccessBlock" => "s3:GetBucketPublicAccessBlock".into(),
         "PutBucketEncryption" | "DeleteBucketEncryption" => "s3:PutEncryptionConfiguration".into(),
         "GetBucketEncryption" => "s3:GetEncryptionConfiguration".into(),
+        "PutObjectLockConfiguration" => "s3:PutBucketObjectLockConfiguration".into(),
+        "GetObjectLockConfiguration" => "s3:GetBucketObjectLockConfiguration".into(),
+        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => {
+            "s3:PutLifecycleConfiguration".into()
+        }
+        "GetBucketLifecycleConfiguration" => "s3:GetLifecycleConfiguration".into(),
         // The rest are named as their operation (PutBucketPolicy,
         // GetBucketVersioning, DeleteBucket, GetBucketAcl...).
         other => format!("s3:{other}"),

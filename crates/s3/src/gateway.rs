@@ -19,6 +19,7 @@ use tessera_sdk::{Client, ListOptions, PutOptions, SdkError, VersionListOptions}
 
 use crate::access::{AccessFacts, Target, decide, resource_of};
 use crate::checksum::{BodyChecksums, ResponseChecksums};
+use crate::lock;
 use crate::policy::{BucketPolicy, PolicyRequest};
 use crate::rules;
 use crate::sse::{self, copy_source_customer_of, customer_of, set_sse_output};
@@ -62,10 +63,12 @@ type PolicyCache = std::sync::Mutex<HashMap<String, (String, Arc<BucketPolicy>)>
 /// The S3 service: one SDK client shared by every request.
 #[derive(Clone)]
 pub struct Gateway {
-    client: Client,
+    pub(crate) client: Client,
     config: GatewayConfig,
     policies: Arc<PolicyCache>,
     keys: sse::Keys,
+    /// Lifecycle configurations, for `x-amz-expiration`.
+    pub(crate) lifecycles: Arc<crate::lifecycle::LifecycleCache>,
 }
 
 impl Gateway {
@@ -78,6 +81,7 @@ impl Gateway {
             config,
             policies: Arc::default(),
             keys,
+            lifecycles: Arc::default(),
         }
     }
 
@@ -134,7 +138,12 @@ impl Gateway {
     /// Refuses unless the request may take its operation's action on
     /// `bucket` (and the object it names): a grant of `need` or more, or
     /// the bucket's policy or ACL (`access::decide`).
-    async fn allow<T>(&self, req: &S3Request<T>, bucket: &str, need: Permission) -> S3Result<()> {
+    pub(crate) async fn allow<T>(
+        &self,
+        req: &S3Request<T>,
+        bucket: &str,
+        need: Permission,
+    ) -> S3Result<()> {
         let target = req
             .extensions
             .get::<Target>()
@@ -158,6 +167,24 @@ impl Gateway {
             }
         }
         access.check(need, &target.action, target.key.as_deref())
+    }
+
+    /// Refuses unless the request may also take `action` (besides its
+    /// operation's own) on `bucket` and the object it names, as `allow`
+    /// decides (used for `s3:BypassGovernanceRetention`).
+    pub(crate) async fn allow_action<T>(
+        &self,
+        req: &S3Request<T>,
+        bucket: &str,
+        need: Permission,
+        action: &str,
+    ) -> S3Result<()> {
+        let target = req
+            .extensions
+            .get::<Target>()
+            .ok_or_else(|| s3_error!(InternalError, "the access hook did not run"))?;
+        let access = self.access_of(req, bucket).await?;
+        access.check(need, action, target.key.as_deref())
     }
 
     /// What decides access to `bucket` for this request: the caller's
@@ -304,13 +331,17 @@ pub(crate) fn to_s3(e: SdkError) -> S3Error {
         Some(ErrorCode::NoSuchVersion) => S3ErrorCode::NoSuchVersion,
         Some(ErrorCode::MethodNotAllowed) => S3ErrorCode::MethodNotAllowed,
         Some(ErrorCode::NoSpace | ErrorCode::NotEnoughNodes) => S3ErrorCode::ServiceUnavailable,
+        Some(ErrorCode::InvalidBucketState) => S3ErrorCode::InvalidBucketState,
+        // A version under Object Lock: S3 answers 403.
+        Some(ErrorCode::ObjectLocked) => S3ErrorCode::AccessDenied,
+        Some(ErrorCode::InvalidRequest) => S3ErrorCode::InvalidRequest,
         _ => S3ErrorCode::InternalError,
     };
     debug!(error = %e, ?code, "request refused");
     S3Error::with_message(code, e.to_string())
 }
 
-fn timestamp(ms: u64) -> Timestamp {
+pub(crate) fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
@@ -421,6 +452,11 @@ macro_rules! object_output {
         out.parts_count = $parts_count;
         // S3 names the class only when it is not STANDARD.
         out.storage_class = h.storage_class.clone().map(dto::StorageClass::from);
+        (
+            out.object_lock_mode,
+            out.object_lock_retain_until_date,
+            out.object_lock_legal_hold_status,
+        ) = lock::read_headers(h);
         out.checksum_type = sums.kind.clone();
         set_checksums!(out, sums);
         out
@@ -550,6 +586,14 @@ impl S3 for Gateway {
                 .await
                 .map_err(to_s3)?;
         }
+        if req.input.object_lock_enabled_for_bucket == Some(true) {
+            // Object Lock enables versioning for good (S3 User Guide,
+            // "Configuring Object Lock").
+            self.client
+                .set_object_lock(bucket, Default::default(), true)
+                .await
+                .map_err(to_s3)?;
+        }
         Ok(S3Response::new(dto::CreateBucketOutput {
             location: Some(format!("/{bucket}")),
         }))
@@ -650,6 +694,12 @@ impl S3 for Gateway {
             body_check: Some(sums.check()),
             ..Default::default()
         };
+        lock::apply_write_headers(
+            &mut opts.headers,
+            input.object_lock_mode.as_ref(),
+            input.object_lock_retain_until_date.as_ref(),
+            input.object_lock_legal_hold_status.as_ref(),
+        )?;
         let reader = sse::body_for_write(reader, sealing.as_ref(), &mut opts);
         let info = self
             .client
@@ -662,6 +712,7 @@ impl S3 for Gateway {
             version_id: info.version_id.clone(),
             size: Some(info.size as i64),
             checksum_type: sums.kind.clone(),
+            expiration: self.expiration_of(&input.bucket, &info).await,
             ..Default::default()
         };
         set_checksums!(out, sums);
@@ -757,6 +808,9 @@ impl S3 for Gateway {
         });
         let mut out = object_output!(dto::GetObjectOutput, &info, sums, parts_count);
         out.version_id = shown_version(&info, input.version_id.is_some());
+        if input.version_id.is_none() {
+            out.expiration = self.expiration_of(&input.bucket, &info).await;
+        }
         out.tag_count = tag_count(&info.headers.tags);
         set_sse_output!(out, opened.as_ref());
         out.body = Some(StreamingBlob::wrap(rx));
@@ -809,6 +863,9 @@ impl S3 for Gateway {
         );
         let mut out = object_output!(dto::HeadObjectOutput, &info, sums, parts_count);
         out.version_id = shown_version(&info, input.version_id.is_some());
+        if input.version_id.is_none() {
+            out.expiration = self.expiration_of(&input.bucket, &info).await;
+        }
         out.content_length = Some(range.as_ref().map_or(info.size, |r| r.end - r.start) as i64);
         set_sse_output!(out, opened.as_ref());
         let mut resp = S3Response::new(out);
@@ -826,7 +883,17 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         let input = &req.input;
-        let removal = match rules::version_id(input.version_id.as_deref())? {
+        let version = rules::version_id(input.version_id.as_deref())?;
+        let bypass = version.is_some()
+            && self
+                .bypasses_governance(&req, &input.bucket, input.bypass_governance_retention)
+                .await;
+        let removal = match version {
+            Some(v) if bypass => {
+                self.client
+                    .delete_version_bypassing_governance(&input.bucket, &input.key, v)
+                    .await
+            }
             Some(v) => {
                 self.client
                     .delete_version(&input.bucket, &input.key, v)
@@ -914,6 +981,7 @@ impl S3 for Gateway {
         }
         rules::delete_keys(input.delete.objects.len())?;
         let quiet = input.delete.quiet.unwrap_or(false);
+        let bypass = input.bypass_governance_retention == Some(true);
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for o in input.delete.objects {
@@ -923,6 +991,17 @@ impl S3 for Gateway {
                 .and_then(|()| rules::version_id(o.version_id.as_deref()));
             let removal = match checked {
                 Err(e) => Err(e),
+                Ok(Some(v))
+                    if bypass
+                        && access
+                            .check(Permission::Owner, lock::BYPASS_ACTION, Some(&o.key))
+                            .is_ok() =>
+                {
+                    self.client
+                        .delete_version_bypassing_governance(&input.bucket, &o.key, v)
+                        .await
+                        .map_err(to_s3)
+                }
                 Ok(Some(v)) => self
                     .client
                     .delete_version(&input.bucket, &o.key, v)
@@ -1038,6 +1117,14 @@ impl S3 for Gateway {
             customer,
         )
         .await?;
+        // A copy's lock is the request's (or the bucket's default), never
+        // the source's.
+        lock::apply_write_headers(
+            &mut opts.headers,
+            input.object_lock_mode.as_ref(),
+            input.object_lock_retain_until_date.as_ref(),
+            input.object_lock_legal_hold_status.as_ref(),
+        )?;
         let (body, reader) = self.read_source(&src, 0..src.size, source_key.map(|o| o.key));
         let body = sse::body_for_write(body, sealing.as_ref(), &mut opts);
         let info = self
@@ -1106,6 +1193,12 @@ impl S3 for Gateway {
         };
         // The upload keeps the object key (wrapped); each part opens it.
         opts.headers.encryption = sealing.as_ref().map(|(record, _)| record.clone());
+        lock::apply_write_headers(
+            &mut opts.headers,
+            input.object_lock_mode.as_ref(),
+            input.object_lock_retain_until_date.as_ref(),
+            input.object_lock_legal_hold_status.as_ref(),
+        )?;
         let upload = self
             .client
             .create_upload(&input.bucket, &input.key, opts)
@@ -2023,6 +2116,69 @@ impl S3 for Gateway {
     /// checksums; none for multipart objects, which keep none), and
     /// ObjectParts for a multipart object (part numbers and sizes, paged by
     /// `max-parts` and `part-number-marker`).
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<dto::PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<dto::PutBucketLifecycleConfigurationOutput>> {
+        self.do_put_bucket_lifecycle_configuration(req).await
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<dto::GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<dto::GetBucketLifecycleConfigurationOutput>> {
+        self.do_get_bucket_lifecycle_configuration(req).await
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<dto::DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketLifecycleOutput>> {
+        self.do_delete_bucket_lifecycle(req).await
+    }
+
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<dto::PutObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<dto::PutObjectLockConfigurationOutput>> {
+        self.do_put_object_lock_configuration(req).await
+    }
+
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<dto::GetObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<dto::GetObjectLockConfigurationOutput>> {
+        self.do_get_object_lock_configuration(req).await
+    }
+
+    async fn put_object_retention(
+        &self,
+        req: S3Request<dto::PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<dto::PutObjectRetentionOutput>> {
+        self.do_put_object_retention(req).await
+    }
+
+    async fn get_object_retention(
+        &self,
+        req: S3Request<dto::GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<dto::GetObjectRetentionOutput>> {
+        self.do_get_object_retention(req).await
+    }
+
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<dto::PutObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<dto::PutObjectLegalHoldOutput>> {
+        self.do_put_object_legal_hold(req).await
+    }
+
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<dto::GetObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<dto::GetObjectLegalHoldOutput>> {
+        self.do_get_object_legal_hold(req).await
+    }
+
     async fn get_object_attributes(
         &self,
         req: S3Request<dto::GetObjectAttributesInput>,
@@ -2408,7 +2564,7 @@ impl Gateway {
     /// `x-amz-delete-marker: true`; a version that is a delete marker is
     /// `MethodNotAllowed` (405) with the same header; an unknown version
     /// is `NoSuchVersion`.
-    async fn version_for_read(
+    pub(crate) async fn version_for_read(
         &self,
         bucket: &str,
         key: &str,

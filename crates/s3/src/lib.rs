@@ -12,6 +12,8 @@ mod checksum;
 mod cors;
 mod edge;
 mod gateway;
+mod lifecycle;
+mod lock;
 mod package;
 mod policy;
 mod rules;

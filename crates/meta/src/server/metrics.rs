@@ -239,6 +239,49 @@ impl Meta {
             "",
             snap.counter(counter::GARBAGE_BYTES)?,
         );
+        let lc = snap.lifecycle_progress()?;
+        metric(
+            "tessera_meta_lifecycle_passes_total",
+            "counter",
+            "Lifecycle passes finished over every bucket with lifecycle rules.",
+            "",
+            lc.passes,
+        );
+        metric(
+            "tessera_meta_lifecycle_pass_running",
+            "gauge",
+            "1 while a lifecycle pass is in progress.",
+            "",
+            u64::from(lc.pass_started_ms.is_some()),
+        );
+        metric(
+            "tessera_meta_lifecycle_expired_objects_total",
+            "counter",
+            "Current objects expired by lifecycle rules (deleted, or given a delete marker).",
+            "",
+            lc.expired_objects,
+        );
+        metric(
+            "tessera_meta_lifecycle_removed_versions_total",
+            "counter",
+            "Noncurrent versions and delete markers removed by lifecycle rules.",
+            "",
+            lc.removed_versions,
+        );
+        metric(
+            "tessera_meta_lifecycle_aborted_uploads_total",
+            "counter",
+            "Multipart uploads aborted by lifecycle rules.",
+            "",
+            lc.aborted_uploads,
+        );
+        metric(
+            "tessera_meta_lifecycle_kept_locked_total",
+            "counter",
+            "Lifecycle expiries refused because Object Lock keeps the version.",
+            "",
+            lc.kept_locked,
+        );
         for (i, n) in map.nodes.iter().enumerate() {
             metric(
                 "tessera_meta_node_up",

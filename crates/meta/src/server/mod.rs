@@ -18,6 +18,7 @@
 
 mod committer;
 mod group;
+mod lifecycle;
 mod liveness;
 mod metrics;
 mod reservations;
@@ -71,6 +72,11 @@ pub struct MetaConfig {
     /// Multipart uploads neither completed nor aborted this long after
     /// they began are aborted.
     pub upload_expiry: Duration,
+    /// The length of a lifecycle day: rules' Days count in these (a real
+    /// day in production; tests shorten it).
+    pub lifecycle_day: Duration,
+    /// Most commands the lifecycle worker proposes per second.
+    pub lifecycle_rate: u32,
 }
 
 impl MetaConfig {
@@ -87,6 +93,8 @@ impl MetaConfig {
             inline_limit: 4096,
             gc_grace: Duration::from_secs(6 * 3600),
             upload_expiry: Duration::from_secs(7 * 24 * 3600),
+            lifecycle_day: Duration::from_secs(24 * 3600),
+            lifecycle_rate: 100,
         }
     }
 }
@@ -277,12 +285,17 @@ pub async fn start(config: MetaConfig, identity: &Identity) -> Result<RunningMet
         let m = meta.clone();
         move || upkeep::run(m.clone())
     });
+    let lifecycle = group::while_leading(meta.clone(), {
+        let m = meta.clone();
+        move || lifecycle::run(m.clone())
+    });
     let task = tokio::spawn(async move {
         serve(ep, move |peer, send, recv| {
             rpc::handle_stream(m.clone(), peer, send, recv)
         })
         .await;
         upkeep.abort();
+        lifecycle.abort();
     });
     Ok(RunningMeta {
         meta,

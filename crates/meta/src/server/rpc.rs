@@ -54,6 +54,9 @@ fn wire_code(kind: Refused) -> ErrorCode {
         Refused::VolumeBusy => ErrorCode::VolumeBusy,
         Refused::Fenced => ErrorCode::Fenced,
         Refused::Forbidden => ErrorCode::Forbidden,
+        Refused::InvalidBucketState => ErrorCode::InvalidBucketState,
+        Refused::ObjectLocked => ErrorCode::ObjectLocked,
+        Refused::InvalidRequest => ErrorCode::InvalidRequest,
     }
 }
 
@@ -327,6 +330,15 @@ impl Meta {
             )?),
             Q::GetBucketTags { bucket } => MetaResponse::Tags(r.bucket_tags(&bucket)?),
             Q::GetBucketAccess { bucket } => MetaResponse::BucketAccess(r.bucket_access(&bucket)?),
+            Q::GetLifecycle { bucket } => {
+                r.bucket(&bucket)?;
+                MetaResponse::Lifecycle(r.lifecycle(&bucket)?)
+            }
+            Q::LifecycleStatus => MetaResponse::LifecycleProgress(r.lifecycle_progress()?),
+            Q::GetObjectLock { bucket } => {
+                r.bucket(&bucket)?;
+                MetaResponse::ObjectLock(r.object_lock(&bucket)?)
+            }
             Q::GetVersioning { bucket } => {
                 r.bucket(&bucket)?;
                 MetaResponse::Versioning(r.versioning(&bucket)?)
@@ -597,6 +609,65 @@ impl Meta {
                     key,
                     version,
                     at_ms,
+                    bypass_governance: false,
+                },
+                None,
+            ),
+            P::DeleteVersionBypassingGovernance {
+                bucket,
+                key,
+                version,
+            } => (
+                Command::DeleteVersion {
+                    bucket,
+                    key,
+                    version,
+                    at_ms,
+                    bypass_governance: true,
+                },
+                None,
+            ),
+            P::SetLifecycle { bucket, config } => (Command::SetLifecycle { bucket, config }, None),
+            P::SetObjectLock {
+                bucket,
+                config,
+                enable_versioning,
+            } => (
+                Command::SetObjectLock {
+                    bucket,
+                    config,
+                    enable_versioning,
+                },
+                None,
+            ),
+            P::SetRetention {
+                bucket,
+                key,
+                version,
+                retention,
+                bypass_governance,
+            } => (
+                Command::SetRetention {
+                    bucket,
+                    key,
+                    version,
+                    retention,
+                    bypass_governance,
+                    at_ms,
+                },
+                None,
+            ),
+            P::SetLegalHold {
+                bucket,
+                key,
+                version,
+                on,
+            } => (
+                Command::SetLegalHold {
+                    bucket,
+                    key,
+                    version,
+                    on,
                 },
                 None,
             ),

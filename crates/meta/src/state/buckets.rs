@@ -10,7 +10,8 @@ use super::access::drop_bucket_grants;
 use super::fsview::drop_bucket_dirs;
 use super::objects::ObjectQueries;
 use super::tables::{
-    BUCKET_ACCESS, BUCKET_TAGS, BUCKET_USAGE, BUCKET_VERSIONING, BUCKETS, counter,
+    BUCKET_ACCESS, BUCKET_LIFECYCLE, BUCKET_LOCK, BUCKET_TAGS, BUCKET_USAGE, BUCKET_VERSIONING,
+    BUCKETS, counter,
 };
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
@@ -57,6 +58,8 @@ pub(super) fn delete_bucket(tx: &mut Txn<'_, '_>, name: &str) -> Result<Applied,
     tx.delete(BUCKET_TAGS, &name.to_string())?;
     tx.delete(BUCKET_VERSIONING, &name.to_string())?;
     tx.delete(BUCKET_ACCESS, &name.to_string())?;
+    tx.delete(BUCKET_LOCK, &name.to_string())?;
+    tx.delete(BUCKET_LIFECYCLE, &name.to_string())?;
     // Zeros by now (the bucket is empty); the row goes with the bucket.
     tx.delete(BUCKET_USAGE, &name.to_string())?;
     Ok(Applied::Deleted { existed: true })

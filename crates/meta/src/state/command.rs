@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
     AccessChange, AccessKey, AdminToken, ChunkRecord, CorruptReport, DirInfo, FragmentMove,
-    NewObject, NodeAdmin, Permission, TagSet, UploadInfo, Versioning, VolumeWrite, WriteCondition,
+    LifecycleConfig, LifecycleProgress, NewObject, NodeAdmin, ObjectLockConfig, Permission,
+    Retention, TagSet, UploadInfo, Versioning, VolumeWrite, WriteCondition,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
@@ -13,7 +14,7 @@ use super::tables::NodeRecord;
 use super::txn::Txn;
 use super::{
     Applied, access, admin_tokens, bucket_access, buckets, chunks, cluster, fsview, healing,
-    multipart, objects, rename, tags, versions, volumes,
+    lifecycle, multipart, object_lock, objects, rename, tags, versions, volumes,
 };
 use crate::MetaError;
 
@@ -159,6 +160,8 @@ pub enum Command {
         key: String,
         version: String,
         at_ms: u64,
+        /// See `Proposal::DeleteVersionBypassingGovernance`.
+        bypass_governance: bool,
     },
     /// See `Proposal::SetVersionTags`.
     SetVersionTags {
@@ -238,6 +241,49 @@ pub enum Command {
     DetachVolume {
         name: String,
         epoch: u64,
+    },
+    /// See `Proposal::SetObjectLock`.
+    SetObjectLock {
+        bucket: String,
+        config: ObjectLockConfig,
+        enable_versioning: bool,
+    },
+    /// See `Proposal::SetRetention`.
+    SetRetention {
+        bucket: String,
+        key: String,
+        version: Option<String>,
+        retention: Option<Retention>,
+        bypass_governance: bool,
+        at_ms: u64,
+    },
+    /// See `Proposal::SetLegalHold`.
+    SetLegalHold {
+        bucket: String,
+        key: String,
+        version: Option<String>,
+        on: bool,
+    },
+    /// See `Proposal::SetLifecycle`.
+    SetLifecycle {
+        bucket: String,
+        config: Option<LifecycleConfig>,
+    },
+    /// The lifecycle worker's expiry of one version, applied only if the
+    /// version is still what the worker decided on (see
+    /// `lifecycle::expire`).
+    Expire {
+        bucket: String,
+        key: String,
+        version: String,
+        mtime_ms: u64,
+        current: bool,
+        at_ms: u64,
+    },
+    /// The lifecycle worker's progress, recorded as it goes (a new leader
+    /// resumes from it).
+    SetLifecycleProgress {
+        progress: LifecycleProgress,
     },
     /// See `Proposal::CommitVolumeWrites`.
     CommitVolumeWrites {
@@ -338,9 +384,48 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
             key,
             version,
             at_ms,
+            bypass_governance,
         } => Ok(Applied::Removed(versions::delete_version(
-            tx, bucket, key, version, *at_ms,
+            tx,
+            (bucket, key, version),
+            *at_ms,
+            *bypass_governance,
         )?)),
+        C::SetObjectLock {
+            bucket,
+            config,
+            enable_versioning,
+        } => object_lock::set_object_lock(tx, bucket, config, *enable_versioning),
+        C::SetRetention {
+            bucket,
+            key,
+            version,
+            retention,
+            bypass_governance,
+            at_ms,
+        } => object_lock::set_retention(
+            tx,
+            (bucket, key, version.as_deref()),
+            *retention,
+            *bypass_governance,
+            *at_ms,
+        ),
+        C::SetLegalHold {
+            bucket,
+            key,
+            version,
+            on,
+        } => object_lock::set_legal_hold(tx, (bucket, key, version.as_deref()), *on),
+        C::SetLifecycle { bucket, config } => lifecycle::set_lifecycle(tx, bucket, config.as_ref()),
+        C::SetLifecycleProgress { progress } => lifecycle::set_progress(tx, progress),
+        C::Expire {
+            bucket,
+            key,
+            version,
+            mtime_ms,
+            current,
+            at_ms,
+        } => lifecycle::expire(tx, (bucket, key, version), *mtime_ms, *current, *at_ms),
         C::SetVersionTags {
             bucket,
             key,

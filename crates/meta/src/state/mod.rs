@@ -45,7 +45,9 @@
 //! delete markers), [`bucket_access`] (CORS rules, bucket policies,
 //! PublicAccessBlock, canned ACLs), [`admin_tokens`] (hashes of admin API
 //! tokens), [`usage`] (per-bucket object counts and bytes, kept by the
-//! transaction layer).
+//! transaction layer), [`object_lock`] (Object Lock configurations,
+//! retention and legal holds, and the refusal to remove locked versions),
+//! [`lifecycle`] (lifecycle configurations and the worker's progress).
 
 use std::sync::Mutex;
 
@@ -66,7 +68,9 @@ pub mod cluster;
 mod command;
 pub mod fsview;
 pub mod healing;
+pub mod lifecycle;
 pub mod multipart;
+pub mod object_lock;
 pub mod objects;
 pub mod rename;
 pub mod tables;
@@ -127,6 +131,15 @@ pub enum Refused {
     Fenced,
     /// The peer's certificate does not give it the role the request needs.
     Forbidden,
+    /// The bucket's state does not allow the request (Object Lock without
+    /// versioning Enabled, suspending versioning under Object Lock).
+    InvalidBucketState,
+    /// The version is under a retention or legal hold the request may not
+    /// override.
+    ObjectLocked,
+    /// The request does not fit the bucket (Object Lock settings in a
+    /// bucket without Object Lock).
+    InvalidRequest,
 }
 
 /// A typed refusal with a message for people.
@@ -427,7 +440,9 @@ pub mod prelude {
     pub use super::cluster::ClusterQueries;
     pub use super::fsview::FsQueries;
     pub use super::healing::HealingQueries;
+    pub use super::lifecycle::LifecycleQueries;
     pub use super::multipart::MultipartQueries;
+    pub use super::object_lock::ObjectLockQueries;
     pub use super::objects::ObjectQueries;
     pub use super::tags::TagQueries;
     pub use super::usage::UsageQueries;

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
     AccessKey, AdminToken, BucketAccess, BucketInfo, BucketUsage, ChunkPlacement, ChunkRecord,
-    CorruptReport, DirInfo, ExtentRecord, NodeAdmin, ObjectInfo, ObjectVersion, PartInfo,
-    Permission, TagSet, UploadInfo, Versioning, VolumeInfo,
+    CorruptReport, DirInfo, ExtentRecord, LifecycleConfig, LifecycleProgress, NodeAdmin,
+    ObjectInfo, ObjectLockConfig, ObjectVersion, PartInfo, Permission, TagSet, UploadInfo,
+    Versioning, VolumeInfo,
 };
 use tessera_types::{ChunkId, NodeId};
 
@@ -83,6 +84,13 @@ pub const NULL_VERSIONS: Table<ObjectKey, u64> = Table::new("null_versions");
 /// Access settings (CORS, policy, PublicAccessBlock, ACL) of buckets that
 /// have any, by bucket name.
 pub const BUCKET_ACCESS: Table<String, BucketAccess> = Table::new("bucket_access");
+/// Object Lock configurations of buckets that have Object Lock, by bucket
+/// name (absent: no Object Lock).
+pub const BUCKET_LOCK: Table<String, ObjectLockConfig> = Table::new("bucket_object_lock");
+/// Lifecycle configurations of buckets that have one, by bucket name.
+pub const BUCKET_LIFECYCLE: Table<String, LifecycleConfig> = Table::new("bucket_lifecycle");
+/// The lifecycle worker's progress: one record.
+pub const LIFECYCLE_PROGRESS: Table<String, LifecycleProgress> = Table::new("lifecycle_progress");
 /// The outcome of each recent log entry, by index.
 pub const OUTCOMES: Table<u64, RecordedOutcome> = Table::new("outcomes");
 /// Admin API tokens by the hex BLAKE3 hash of the token.
@@ -137,6 +145,9 @@ pub const ALL: &[&str] = &[
     EXTENTS.name,
     VOLUME_CHUNK_REFS.name,
     BUCKET_USAGE.name,
+    BUCKET_LOCK.name,
+    BUCKET_LIFECYCLE.name,
+    LIFECYCLE_PROGRESS.name,
 ];
 
 /// Names of the counters kept beside the tables.

@@ -290,6 +290,7 @@ mod tests {
             key: "k".into(),
             version: v1,
             at_ms: 4,
+            bypass_governance: false,
         });
         assert_eq!(figures(&t, "bkt"), (0, 103, 2, 1));
         // Suspended: a put replaces the noncurrent null version.

@@ -35,6 +35,7 @@ use tessera_types::validate_key;
 
 use super::buckets::BucketQueries;
 use super::chunks::{retire, retire_chunks};
+use super::object_lock;
 use super::objects::{ObjectQueries, remove_object};
 use super::tables::{BUCKET_VERSIONING, NULL_VERSIONS, OBJECTS, VERSIONS, counter};
 use super::tags::check_object_tags;
@@ -94,13 +95,15 @@ fn draw_order(tx: &mut Txn<'_, '_>) -> Result<u64, MetaError> {
 }
 
 /// PutBucketVersioning: `Enabled` or `Suspended`; a bucket never returns to
-/// unversioned (there is no such state to ask for). Errors: `NoSuchBucket`.
+/// unversioned (there is no such state to ask for). Errors: `NoSuchBucket`,
+/// `InvalidBucketState` (suspending a bucket with Object Lock).
 pub(super) fn set_versioning(
     tx: &mut Txn<'_, '_>,
     bucket: &str,
     state: Versioning,
 ) -> Result<Applied, MetaError> {
     tx.bucket(bucket)?;
+    object_lock::check_versioning_change(tx, bucket, state)?;
     tx.put(BUCKET_VERSIONING, &bucket.to_string(), &state)?;
     Ok(Applied::Done)
 }
@@ -112,7 +115,9 @@ pub(super) fn set_versioning(
 /// `null` version, replacing the old `null` version wherever it is (S3 User
 /// Guide, "Adding objects to versioning-suspended buckets"). The caller has
 /// checked the bucket, the key and any write condition against `old`, the
-/// key's current object as it read it in this command.
+/// key's current object as it read it in this command. Object Lock
+/// settings are checked and the bucket's default retention applied here
+/// (`object_lock::on_install`): errors `InvalidRequest`.
 pub(super) fn install(
     tx: &mut Txn<'_, '_>,
     (bucket, key): (&str, &str),
@@ -121,6 +126,7 @@ pub(super) fn install(
     at_ms: u64,
 ) -> Result<ObjectInfo, MetaError> {
     let okey = ObjectKey::new(bucket, key);
+    object_lock::on_install(tx, bucket, &mut info, at_ms)?;
     match tx.versioning(bucket)? {
         None => {
             if let Some(old) = old {
@@ -288,14 +294,15 @@ pub(super) fn delete_current(
 /// DeleteObject with a version id: removes that version for good (its
 /// chunks to garbage); when it was the newest, the next newest object
 /// becomes current. An unknown version removes nothing (`existed: false`),
-/// as S3 answers 204 for it. Errors: `NoSuchBucket`, `BadRequest` (a
-/// malformed id).
+/// as S3 answers 204 for it. A version under Object Lock stays
+/// (`object_lock::check_removal`; `bypass_governance` lets a GOVERNANCE
+/// retention pass). Errors: `NoSuchBucket`, `BadRequest` (a malformed id),
+/// `ObjectLocked`.
 pub(super) fn delete_version(
     tx: &mut Txn<'_, '_>,
-    bucket: &str,
-    key: &str,
-    version: &str,
+    (bucket, key, version): (&str, &str, &str),
     at_ms: u64,
+    bypass_governance: bool,
 ) -> Result<Removal, MetaError> {
     tx.bucket(bucket)?;
     let sel = parse_version(version)?;
@@ -308,6 +315,7 @@ pub(super) fn delete_version(
     if let Some(cur) = tx.get(OBJECTS, &okey)?
         && version_label(&cur.version_id) == version
     {
+        object_lock::check_removal(&cur, at_ms, bypass_governance)?;
         tx.delete(OBJECTS, &okey)?;
         retire(tx, &cur, at_ms)?;
         promote(tx, bucket, key)?;
@@ -316,6 +324,9 @@ pub(super) fn delete_version(
     let Some((vkey, v)) = tx.find_noncurrent(bucket, key, version, sel)? else {
         return Ok(removal(false, false));
     };
+    if let ObjectVersion::Object(o) = &v {
+        object_lock::check_removal(o, at_ms, bypass_governance)?;
+    }
     if sel == VersionSel::Null {
         tx.delete(NULL_VERSIONS, &okey)?;
     }
@@ -765,6 +776,7 @@ mod tests {
             key: key.into(),
             version: version.into(),
             at_ms: 9,
+            bypass_governance: false,
         }) {
             Applied::Removed(r) => r,
             other => panic!("{other:?}"),
@@ -934,7 +946,8 @@ mod tests {
                 bucket: "bkt".into(),
                 key: "k".into(),
                 version: "bad".into(),
-                at_ms: 1
+                at_ms: 1,
+                bypass_governance: false,
             }),
             Refused::BadRequest
         );
