@@ -499,11 +499,12 @@ mod tests {
         let t = Kit::new();
         let nodes = t.nodes(6);
         t.bucket("bkt");
-        let encryption = Some(ObjectEncryption {
+        let key = ObjectEncryption {
             scheme: SseScheme::S3,
             key_id: "k1".into(),
             wrapped_key: vec![7; 64],
-        });
+        };
+        let encryption = Some(key.clone());
         // The object's size is its plaintext; its chunks hold the sealed
         // stream.
         let mut obj = sized_chunk(1, sealed_len(100_000), &nodes);
@@ -530,7 +531,7 @@ mod tests {
         big.size = 10;
         big.headers.encryption = Some(ObjectEncryption {
             wrapped_key: vec![0; tessera_proto::MAX_WRAPPED_KEY + 1],
-            ..encryption.unwrap()
+            ..key
         });
         assert_eq!(
             t.put("bkt", "big", big).unwrap_err().kind,
