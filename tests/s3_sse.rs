@@ -143,4 +143,31 @@ fn sse_c_and_sse_s3_through_boto3_and_aws_cli() {
         !on_disk(&c, 6, marker.as_bytes()),
         "an encrypted object's content is on a node's disk in the clear"
     );
+
+    // Outside S3 an encrypted object is refused, never handed out as
+    // ciphertext: the CLI says why, the mount answers EACCES; the
+    // unencrypted control reads as usual through both.
+    let out = c.tessera(&["get", "cli/s3", back_s]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("server-side encryption"),
+        "tessera get of an SSE-S3 object: {err}"
+    );
+    let out = c.tessera(&["get", "cli/control", back_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(same_file(&control_file, &back), "the control reads back");
+    let m = c.mount("cli", &["--read-only"]);
+    let refused = std::fs::read(m.path.join("s3")).expect_err("reading an SSE object");
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::PermissionDenied,
+        "{refused}"
+    );
+    let control_back = std::fs::read(m.path.join("control")).expect("read the control");
+    assert_eq!(control_back, std::fs::read(&control_file).unwrap());
+    drop(m);
 }

@@ -119,6 +119,13 @@ pub async fn run(command: Command) -> Result<()> {
             let (bucket, key) = split_target(&source, true)?;
             let client = connect(&cluster).await?;
             let info = client.head(bucket, key).await?;
+            // Its stored bytes are ciphertext; only the S3 gateway holds
+            // (or is sent) the key that opens them.
+            if info.headers.encryption.is_some() {
+                bail!(
+                    "{bucket}/{key} is stored with S3 server-side encryption: read it through the S3 gateway"
+                );
+            }
             let range = match range {
                 None => None,
                 Some(r) => {

@@ -411,6 +411,12 @@ impl Inner {
             Found::Dir(_) => return Err(Errno::EISDIR),
             Found::Nothing => return Err(Errno::ENOENT),
         };
+        // Stored with S3 server-side encryption: the bytes are ciphertext
+        // and the key is the S3 gateway's (or its client's), never the
+        // mount's. Refused rather than shown as garbage or overwritten.
+        if info.headers.encryption.is_some() {
+            return Err(Errno::EACCES);
+        }
         let records = records_of(&self.client, &info)
             .await
             .map_err(|e| errno(&e))?;
