@@ -47,6 +47,8 @@ impl Default for RepairConfig {
     }
 }
 
+/// How often a resting repairer looks for a change in the nodes' states.
+const WATCH_NODES_EVERY: Duration = Duration::from_millis(200);
 /// Chunks asked for per round of repair work.
 const WORK_BATCH: u32 = 256;
 /// Chunk records per page of a rebalancing pass.
@@ -93,7 +95,7 @@ impl Repairer {
                     if r.committed == 0 {
                         // Nothing could be done (no target, sources down):
                         // wait for the cluster to change.
-                        tokio::time::sleep(self.config.idle).await;
+                        self.rest().await;
                     }
                     continue;
                 }
@@ -133,7 +135,37 @@ impl Repairer {
                     Err(e) => warn!(error = %e, "rebalancing pass failed; retrying"),
                 }
             }
+            self.rest().await;
+        }
+    }
+
+    /// Waits `idle`, or less if a node's state changes meanwhile (down,
+    /// out, back, drained): a node that goes out is repaired from the next
+    /// look at the map, not up to `idle` later. The map is a small query
+    /// answered without a scan, unlike the repair work.
+    async fn rest(&self) {
+        let states = |m: &ClusterMap| {
+            m.nodes
+                .iter()
+                .map(|n| (n.id, n.state, n.admin))
+                .collect::<Vec<_>>()
+        };
+        let Ok(before) = self.client.cluster_map_fresh().await.map(|m| states(&m)) else {
             tokio::time::sleep(self.config.idle).await;
+            return;
+        };
+        let deadline = Instant::now() + self.config.idle;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.min(WATCH_NODES_EVERY)).await;
+            if let Ok(m) = self.client.cluster_map_fresh().await
+                && states(&m) != before
+            {
+                return;
+            }
         }
     }
 
