@@ -12,27 +12,14 @@ import time
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+
+from s3_refusals import check, refusal
 
 endpoint, key, secret, day = sys.argv[1:5]
 DAY = float(day)
 s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
                   aws_secret_access_key=secret, region_name="us-east-1", config=Config())
 UTC = datetime.timezone.utc
-
-
-def refusal(fn):
-    try:
-        fn()
-    except ClientError as e:
-        meta = e.response["ResponseMetadata"]
-        print("refusal:", meta["HTTPStatusCode"], e.response["Error"], file=sys.stderr)
-        return meta["HTTPStatusCode"], e.response["Error"].get("Code")
-    raise AssertionError("expected an error")
-
-
-def check(got, want, what):
-    assert got == want, f"{what}: got {got!r}, want {want!r}"
 
 
 def eventually(what, cond, days=12):

@@ -16,7 +16,8 @@ import sys
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+
+from s3_refusals import refusal as failure
 
 endpoint, key, secret, bare_endpoint, marker = sys.argv[1:6]
 
@@ -47,17 +48,6 @@ def source_key(raw):
 
 KA = ckey(b"A" * 32)
 KB = ckey(b"B" * 32)
-
-
-def failure(fn):
-    """(status, code) of the error `fn` raises."""
-    try:
-        fn()
-    except ClientError as e:
-        meta = e.response["ResponseMetadata"]
-        print("refusal:", meta["HTTPStatusCode"], e.response["Error"], file=sys.stderr)
-        return meta["HTTPStatusCode"], e.response["Error"].get("Code")
-    raise AssertionError("expected an error")
 
 
 def content(n, seed):
