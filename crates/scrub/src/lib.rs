@@ -12,9 +12,11 @@
 //! safe after a step than before it. It must not know about fragment files
 //! or the metadata store.
 
+mod feed;
 mod repairer;
 
-pub use repairer::{BALANCE_TOLERANCE, RepairConfig, Repairer, RoundReport};
+pub use feed::WorkFeed;
+pub use repairer::{BALANCE_TOLERANCE, RepairConfig, Repairer, RoundReport, too_slow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScrubError {

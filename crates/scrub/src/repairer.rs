@@ -7,16 +7,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use tessera_net::Pacer;
 use tessera_proto::{ChunkRecord, ClusterMap, FragmentMove, FragmentState, RepairItem};
 use tessera_sdk::Client;
 use tessera_types::{ChunkId, NodeId};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use tessera_heal::{BalanceMove, Balancer, PassTrigger};
 use tessera_heal::{ClusterView, FragmentRestore, Restore, repair_step};
 
 use crate::ScrubError;
+use crate::feed::WorkFeed;
 
 /// How far from its fair share a node may be before rebalancing moves data
 /// (0.02: within 2%).
@@ -49,7 +53,7 @@ impl Default for RepairConfig {
 
 /// How often a resting repairer looks for a change in the nodes' states.
 const WATCH_NODES_EVERY: Duration = Duration::from_millis(200);
-/// Chunks asked for per round of repair work.
+/// Chunks asked for per work list.
 const WORK_BATCH: u32 = 256;
 /// Chunk records per page of a rebalancing pass.
 const SCAN_PAGE: u32 = 1000;
@@ -64,6 +68,9 @@ pub struct RoundReport {
     pub unfinished: usize,
 }
 
+/// Cheap to clone: clones share the client and the rate limit (each chunk
+/// of a pass runs as a task of its own, on any of the runtime's threads).
+#[derive(Clone)]
 pub struct Repairer {
     client: Client,
     pacer: Arc<Pacer>,
@@ -90,7 +97,7 @@ impl Repairer {
         let mut last_epoch = None;
         let mut last_check: Option<Instant> = None;
         loop {
-            match self.repair_round().await {
+            match self.repair_pass().await {
                 Ok(r) if r.chunks > 0 => {
                     if r.committed == 0 {
                         // Nothing could be done (no target, sources down):
@@ -101,7 +108,7 @@ impl Repairer {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    warn!(error = %e, "repair round failed; retrying");
+                    warn!(error = %e, "repair pass failed; retrying");
                     tokio::time::sleep(self.config.idle).await;
                     continue;
                 }
@@ -169,35 +176,118 @@ impl Repairer {
         }
     }
 
-    /// One batch of repair work: lost fragments rebuilt, draining nodes'
-    /// fragments copied, the chunks at most risk first.
-    pub async fn repair_round(&self) -> Result<RoundReport, ScrubError> {
-        let work = self.client.repair_work(WORK_BATCH).await?;
-        if work.is_empty() {
-            return Ok(RoundReport::default());
+    /// One pass of repair work: lost fragments rebuilt, draining nodes'
+    /// fragments copied, the chunks at most risk first, until meta lists
+    /// nothing this pass has not taken. `parallel` chunks are in flight at
+    /// all times (a chunk that finishes makes room for the next at once, so
+    /// one chunk's reads overlap another's writes), the next work list is
+    /// asked for before the last runs dry (`WorkFeed`), and stored chunks
+    /// are committed together, as many as are ready while the last commit
+    /// was in flight.
+    pub async fn repair_pass(&self) -> Result<RoundReport, ScrubError> {
+        let parallel = self.config.parallel.max(1);
+        let mut feed = WorkFeed::default();
+        let mut report = RoundReport::default();
+        let mut ctx: Option<Arc<(Arc<ClusterMap>, ClusterView)>> = None;
+        let mut jobs: JoinSet<Result<Stored, ScrubError>> = JoinSet::new();
+        // Work lists and commits: at most one of each at a time.
+        let mut side: FuturesUnordered<BoxFuture<'_, Side>> = FuturesUnordered::new();
+        let (mut listing, mut committing) = (false, false);
+        let mut ready: Vec<Stored> = Vec::new();
+        let mut failure = None;
+        loop {
+            if !listing && feed.wants_list(parallel) {
+                feed.asking();
+                listing = true;
+                side.push(Box::pin(async { Side::Listed(self.work_list().await) }));
+            }
+            if let Some(ctx) = &ctx {
+                while jobs.len() < parallel {
+                    let Some(item) = feed.next() else { break };
+                    let (this, ctx) = (self.clone(), ctx.clone());
+                    jobs.spawn(async move { this.repair_chunk(item, &ctx.0, &ctx.1).await });
+                }
+                if !committing && !ready.is_empty() {
+                    committing = true;
+                    let batch = std::mem::take(&mut ready);
+                    let grace_ms = ctx.0.gc_grace_ms;
+                    side.push(Box::pin(async move {
+                        Side::Committed(self.commit_stored(batch, grace_ms).await)
+                    }));
+                }
+            }
+            if jobs.is_empty() && side.is_empty() && feed.exhausted() {
+                break;
+            }
+            tokio::select! {
+                Some(done) = jobs.join_next(), if !jobs.is_empty() => {
+                    match done.map_err(|e| ScrubError::Task(e.to_string())).and_then(|r| r) {
+                        Ok(stored) => ready.push(stored),
+                        Err(e) => {
+                            debug!(error = %e, "chunk left for a later pass");
+                            report.unfinished += 1;
+                        }
+                    }
+                }
+                Some(event) = side.next(), if !side.is_empty() => match event {
+                    Side::Listed(Ok((work, map))) => {
+                        listing = false;
+                        feed.offer(work);
+                        let view = ClusterView::from_map(&map);
+                        ctx = Some(Arc::new((map, view)));
+                    }
+                    Side::Listed(Err(e)) => {
+                        listing = false;
+                        feed.close();
+                        failure = Some(e);
+                    }
+                    Side::Committed(results) => {
+                        committing = false;
+                        for (chunk, result) in results {
+                            match result {
+                                Ok(n) => {
+                                    feed.committed();
+                                    report.committed += 1;
+                                    report.fragments += n;
+                                }
+                                Err(e) => {
+                                    debug!(%chunk, error = %e, "repair not committed; left for a later pass");
+                                    report.unfinished += 1;
+                                }
+                            }
+                        }
+                    }
+                },
+                else => break,
+            }
         }
-        let map = self.client.cluster_map_fresh().await?;
-        let view = ClusterView::from_map(&map);
-        let mut report = RoundReport {
-            chunks: work.len(),
-            ..Default::default()
-        };
-        let jobs = futures::stream::iter(work)
-            .map(|item| self.repair_chunk(item, &map, &view))
-            .buffer_unordered(self.config.parallel.max(1));
-        tally(jobs, &mut report).await;
-        Ok(report)
+        report.chunks = feed.taken();
+        match failure {
+            Some(e) if report.chunks == 0 => Err(e),
+            Some(e) => {
+                warn!(error = %e, "repair work list failed; pass ended early");
+                Ok(report)
+            }
+            None => Ok(report),
+        }
     }
 
-    /// Restores one chunk as far as the cluster allows; returns the number
-    /// of fragments moved. What to restore and where are
+    /// The next list of repair work and the cluster map to do it with.
+    async fn work_list(&self) -> Result<(Vec<RepairItem>, Arc<ClusterMap>), ScrubError> {
+        let work = self.client.repair_work(WORK_BATCH).await?;
+        let map = self.client.cluster_map_fresh().await?;
+        Ok((work, map))
+    }
+
+    /// Restores one chunk as far as the cluster allows and returns the
+    /// moves to commit. What to restore and where are
     /// `tessera_heal::repair_step`'s decisions; this does the I/O.
     async fn repair_chunk(
         &self,
         item: RepairItem,
         map: &ClusterMap,
         view: &ClusterView,
-    ) -> Result<usize, ScrubError> {
+    ) -> Result<Stored, ScrubError> {
         let rec = &item.record;
         let nodes: Vec<NodeId> = rec.fragments.iter().map(|f| f.node).collect();
         let Some(step) = repair_step(view, rec.id, &nodes, &item.states) else {
@@ -217,10 +307,38 @@ impl Repairer {
         let bodies = self.fragment_bodies(rec, &step.restore, &lost).await?;
         let started = Instant::now();
         let moves = self.store_all(rec, map, bodies, step.targets).await?;
-        let n = moves.len();
-        self.commit(rec, map, moves, started).await?;
-        debug!(chunk = %rec.id, fragments = n, "chunk repaired");
-        Ok(n)
+        debug!(chunk = %rec.id, fragments = moves.len(), "chunk stored");
+        Ok(Stored {
+            chunk: rec.id,
+            moves,
+            started,
+        })
+    }
+
+    /// Commits the moves of stored chunks together (one meta request per
+    /// `tessera_sdk::Client::commit_repairs` batch, one log entry), each
+    /// chunk's on its own: one refused does not hold back the others.
+    /// Returns each chunk's fragments committed, or why not.
+    async fn commit_stored(
+        &self,
+        batch: Vec<Stored>,
+        gc_grace_ms: u64,
+    ) -> Vec<(ChunkId, Result<usize, ScrubError>)> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut timely = Vec::with_capacity(batch.len());
+        for s in batch {
+            if too_slow(s.started.elapsed(), gc_grace_ms) {
+                out.push((s.chunk, Err(ScrubError::TooSlow(s.chunk.to_string()))));
+            } else {
+                timely.push((s.chunk, s.moves));
+            }
+        }
+        let counts: Vec<(ChunkId, usize)> = timely.iter().map(|(c, m)| (*c, m.len())).collect();
+        let results = self.client.commit_repairs(timely).await;
+        for ((chunk, n), result) in counts.into_iter().zip(results) {
+            out.push((chunk, result.map(|()| n).map_err(ScrubError::from)));
+        }
+        out
     }
 
     /// Commits moves whose new copies were written since `started`, unless
@@ -233,8 +351,7 @@ impl Repairer {
         moves: Vec<FragmentMove>,
         started: Instant,
     ) -> Result<(), ScrubError> {
-        let limit = Duration::from_millis(map.gc_grace_ms / 2);
-        if map.gc_grace_ms > 0 && started.elapsed() > limit {
+        if too_slow(started.elapsed(), map.gc_grace_ms) {
             return Err(ScrubError::TooSlow(rec.id.to_string()));
         }
         self.client.commit_repair(rec.id, moves).await?;
@@ -496,20 +613,38 @@ struct Body {
     bytes: Bytes,
 }
 
-/// Counts what a stream of chunk jobs moved; a chunk that could not be
-/// helped now is left for a later round.
-async fn tally(
-    mut jobs: impl futures::Stream<Item = Result<usize, ScrubError>> + Unpin,
-    report: &mut RoundReport,
-) {
-    while let Some(result) = jobs.next().await {
-        match result {
-            Ok(0) => {}
-            Ok(n) => {
-                report.committed += 1;
-                report.fragments += n;
-            }
-            Err(e) => debug!(error = %e, "chunk left for a later round"),
-        }
+/// Whether new copies written `elapsed` ago are too old to commit: past
+/// half the garbage grace period (`gc_grace_ms`; 0: no collector) the
+/// collector may already have taken them, since nothing referenced them.
+pub fn too_slow(elapsed: Duration, gc_grace_ms: u64) -> bool {
+    gc_grace_ms > 0 && elapsed > Duration::from_millis(gc_grace_ms / 2)
+}
+
+/// A chunk whose new copies are stored and verified, its moves not yet
+/// committed.
+struct Stored {
+    chunk: ChunkId,
+    moves: Vec<FragmentMove>,
+    /// When the first copy started being written.
+    started: Instant,
+}
+
+/// What a repair pass's work lists and commits answer.
+enum Side {
+    Listed(Result<(Vec<RepairItem>, Arc<ClusterMap>), ScrubError>),
+    Committed(Vec<(ChunkId, Result<usize, ScrubError>)>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_older_than_half_the_grace_period_are_not_committed() {
+        let s = Duration::from_secs;
+        assert!(!too_slow(s(29), 60_000));
+        assert!(too_slow(s(31), 60_000));
+        // Without a collector nothing is taken, however long it took.
+        assert!(!too_slow(s(3600), 0));
     }
 }

@@ -53,6 +53,24 @@ impl Client {
         }
     }
 
+    /// Commits the repairs of several chunks, each on its own (one refused
+    /// does not hold back the others), and answers in their order. They
+    /// are sent at the same moment, so the meta client carries them in
+    /// batched requests (up to 16 a request) and meta's committer applies
+    /// them in one log entry and one sync: a repairer that commits chunk
+    /// by chunk pays a request and a log entry for each.
+    pub async fn commit_repairs(
+        &self,
+        repairs: Vec<(ChunkId, Vec<FragmentMove>)>,
+    ) -> Vec<Result<(), SdkError>> {
+        futures::future::join_all(
+            repairs
+                .into_iter()
+                .map(|(chunk, moves)| self.commit_repair(chunk, moves)),
+        )
+        .await
+    }
+
     /// Asks every node for a deep scrub; returns the request's number.
     pub async fn start_scrub(&self) -> Result<u64, SdkError> {
         match self.meta(Proposal::StartScrub).await? {
