@@ -50,7 +50,7 @@ impl WorkFeed {
     }
 
     /// The next chunk to start, the most at risk first.
-    pub fn next(&mut self) -> Option<RepairItem> {
+    pub fn next_item(&mut self) -> Option<RepairItem> {
         self.waiting.pop_front()
     }
 
@@ -105,7 +105,7 @@ mod tests {
     }
 
     fn ids(feed: &mut WorkFeed) -> Vec<u8> {
-        std::iter::from_fn(|| feed.next())
+        std::iter::from_fn(|| feed.next_item())
             .map(|i| i.record.id.0[0])
             .collect()
     }
@@ -141,7 +141,7 @@ mod tests {
         feed.asking();
         feed.offer((1..=10).map(item).collect());
         for _ in 0..6 {
-            feed.next();
+            feed.next_item();
             feed.committed();
         }
         // Four wait: more than two, so no list yet with two in flight.

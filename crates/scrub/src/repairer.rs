@@ -203,7 +203,7 @@ impl Repairer {
             }
             if let Some(ctx) = &ctx {
                 while jobs.len() < parallel {
-                    let Some(item) = feed.next() else { break };
+                    let Some(item) = feed.next_item() else { break };
                     let (this, ctx) = (self.clone(), ctx.clone());
                     jobs.spawn(async move { this.repair_chunk(item, &ctx.0, &ctx.1).await });
                 }
@@ -221,7 +221,11 @@ impl Repairer {
             }
             tokio::select! {
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
-                    match done.map_err(|e| ScrubError::Task(e.to_string())).and_then(|r| r) {
+                    let result = match done {
+                        Ok(r) => r,
+                        Err(e) => Err(ScrubError::Task(e.to_string())),
+                    };
+                    match result {
                         Ok(stored) => ready.push(stored),
                         Err(e) => {
                             debug!(error = %e, "chunk left for a later pass");
@@ -315,10 +319,11 @@ impl Repairer {
         })
     }
 
-    /// Commits the moves of stored chunks together (one meta request per
-    /// `tessera_sdk::Client::commit_repairs` batch, one log entry), each
-    /// chunk's on its own: one refused does not hold back the others.
-    /// Returns each chunk's fragments committed, or why not.
+    /// Commits the moves of stored chunks together
+    /// (`tessera_sdk::Client::commit_repairs`: up to 16 a meta request,
+    /// usually one log entry), each chunk's on its own: one refused does
+    /// not hold back the others. Returns each chunk's fragments
+    /// committed, or why not.
     async fn commit_stored(
         &self,
         batch: Vec<Stored>,

@@ -56,9 +56,9 @@ impl Client {
     /// Commits the repairs of several chunks, each on its own (one refused
     /// does not hold back the others), and answers in their order. They
     /// are sent at the same moment, so the meta client carries them in
-    /// batched requests (up to 16 a request) and meta's committer applies
-    /// them in one log entry and one sync: a repairer that commits chunk
-    /// by chunk pays a request and a log entry for each.
+    /// batched requests (up to 16 a request) and meta's committer puts
+    /// what is waiting in one log entry and one sync: a repairer that
+    /// commits chunk by chunk pays a request and a log entry for each.
     pub async fn commit_repairs(
         &self,
         repairs: Vec<(ChunkId, Vec<FragmentMove>)>,
