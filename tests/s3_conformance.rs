@@ -10,20 +10,12 @@ mod common;
 
 use common::Cluster;
 
-fn key(c: &Cluster, name: &str) -> (String, String) {
-    let k = c.json(&["key", "create", name, "--json"]);
-    (
-        k["access_key"].as_str().unwrap().to_string(),
-        k["secret_key"].as_str().unwrap().to_string(),
-    )
-}
-
 #[test]
 fn s3_conformance_findings_through_boto3() {
     let mut c = Cluster::start(6);
     let endpoint = c.start_s3();
-    let (id, secret) = key(&c, "main");
-    let (other, other_secret) = key(&c, "other");
+    let (id, secret) = c.create_key("main");
+    let (other, other_secret) = c.create_key("other");
     common::python_checks(
         "s3_conformance.py",
         &[&endpoint, &id, &secret, &other, &other_secret],
