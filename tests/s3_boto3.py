@@ -319,7 +319,10 @@ with_policy("rep:3").create_bucket(Bucket="replicated")
 s3.create_bucket(Bucket="coded", CreateBucketConfiguration={"LocationConstraint": "ec:3+2"})
 assert error_code(lambda: with_policy("raid5").create_bucket(Bucket="nope-policy")) == "InvalidArgument"
 assert error_code(lambda: s3.create_bucket(Bucket="Bad_Name")) == "InvalidBucketName"
-assert error_code(lambda: s3.create_bucket(Bucket="boto")) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
+# Its owner re-creating a bucket gets US East's legacy 200 (the gateway has
+# no --region here); the bucket keeps what it holds.
+s3.create_bucket(Bucket="boto")
+s3.head_bucket(Bucket="boto")
 
 # Keys are stored and listed exactly as given.
 odd = ["../x", "a//b", " space ", "%2F", "ü/ñ", "dots/./..", "trailing/"]
@@ -346,8 +349,9 @@ status, body = post_form("posted/hello.txt", b"posted through a form")
 assert status in (200, 204), (status, body)
 status, body = post_form("posted/too-big", b"x" * 1001)
 assert status == 400, (status, body)
-status, body = post_form("posted/${filename}", b"named by the form")
-assert status == 501 and b"NotImplemented" in body, (status, body)
+status, body = post_form("named/${filename}", b"named by the form")
+assert status in (200, 204), (status, body)
+assert s3.get_object(Bucket="boto", Key="named/hello.txt")["Body"].read() == b"named by the form"
 assert [o["Key"] for o in s3.list_objects_v2(Bucket="boto", Prefix="posted/")["Contents"]] == ["posted/hello.txt"]
 g = s3.get_object(Bucket="boto", Key="posted/hello.txt")
 assert g["Body"].read() == b"posted through a form" and g["ContentType"] == "text/plain", g

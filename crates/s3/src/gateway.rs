@@ -388,14 +388,40 @@ fn preconditions(
     }
     if let Some(c) = if_none_match {
         if matches(c) {
-            return Err(S3Error::new(S3ErrorCode::NotModified));
+            return Err(not_modified(info));
         }
     } else if let Some(t) = if_modified_since
         && mtime <= unix_seconds(t)
     {
-        return Err(S3Error::new(S3ErrorCode::NotModified));
+        return Err(not_modified(info));
     }
     Ok(())
+}
+
+/// 304 Not Modified with the object's `ETag` and `Last-Modified`, which a
+/// 304 carries (RFC 9110, section 15.4.5) so that a cache can tell which
+/// copy it still holds.
+fn not_modified(info: &ObjectInfo) -> S3Error {
+    let mut e = S3Error::new(S3ErrorCode::NotModified);
+    let mut h = axum::http::HeaderMap::new();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{}\"", info.etag)) {
+        h.insert(axum::http::header::ETAG, v);
+    }
+    insert_last_modified(&mut h, info.mtime_ms);
+    e.set_headers(h);
+    e
+}
+
+/// `Last-Modified: <HTTP date of ms>` into `h`.
+fn insert_last_modified(h: &mut axum::http::HeaderMap, ms: u64) {
+    let mut date = Vec::new();
+    if timestamp(ms)
+        .format(dto::TimestampFormat::HttpDate, &mut date)
+        .is_ok()
+        && let Ok(v) = axum::http::HeaderValue::from_bytes(&date)
+    {
+        h.insert(axum::http::header::LAST_MODIFIED, v);
+    }
 }
 
 /// [`preconditions`] on a copy's source, from the `x-amz-copy-source-if-*`
@@ -477,14 +503,7 @@ fn with_marker_headers(mut e: S3Error, version: &Option<String>, mtime_ms: Optio
         h.insert("x-amz-version-id", v);
     }
     if let Some(ms) = mtime_ms {
-        let mut date = Vec::new();
-        if timestamp(ms)
-            .format(dto::TimestampFormat::HttpDate, &mut date)
-            .is_ok()
-            && let Ok(v) = axum::http::HeaderValue::from_bytes(&date)
-        {
-            h.insert(axum::http::header::LAST_MODIFIED, v);
-        }
+        insert_last_modified(&mut h, ms);
     }
     e.set_headers(h);
     e
@@ -572,10 +591,29 @@ impl S3 for Gateway {
             .map(|a| rules::canned_acl(a.as_str()))
             .transpose()?;
         let bucket = &req.input.bucket;
-        self.client
-            .create_bucket(bucket, policy)
-            .await
-            .map_err(to_s3)?;
+        match self.client.create_bucket(bucket, policy).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(ErrorCode::BucketExists) => {
+                let grants = self
+                    .client
+                    .grants(Some(bucket), Some(&cred.access_key))
+                    .await
+                    .map_err(to_s3)?;
+                let owns = grants.iter().any(|g| g.permission == Permission::Owner);
+                rules::existing_bucket(bucket, owns, self.config.region.as_deref())?;
+                self.client
+                    .set_bucket_access(
+                        bucket,
+                        AccessChange::Acl(acl.filter(|a| *a != CannedAcl::Private)),
+                    )
+                    .await
+                    .map_err(to_s3)?;
+                return Ok(S3Response::new(dto::CreateBucketOutput {
+                    location: Some(format!("/{bucket}")),
+                }));
+            }
+            Err(e) => return Err(to_s3(e)),
+        }
         self.client
             .set_grant(bucket, &cred.access_key, Some(Permission::Owner))
             .await
@@ -646,14 +684,6 @@ impl S3 for Gateway {
             req.input.if_match.as_ref(),
             req.input.if_none_match.as_ref(),
         )?;
-        // A browser form upload (POST policy) arrives here too; s3s does not
-        // pass on the form's file name, so `${filename}` cannot be filled in.
-        if req.method == axum::http::Method::POST && req.input.key.contains("${filename}") {
-            return Err(s3_error!(
-                NotImplemented,
-                "${{filename}} in a POST upload's key is not supported"
-            ));
-        }
         let sums = BodyChecksums::from_request(
             &req.headers,
             req.trailing_headers.clone(),
@@ -915,7 +945,8 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
         self.allow(&req, &req.input.bucket, Permission::Read)
             .await?;
-        let input = req.input;
+        let mut input = req.input;
+        input.delimiter = input.delimiter.filter(|d| !d.is_empty());
         let max_keys = rules::page_size("max-keys", input.max_keys)?;
         let url = wants_url(&input.encoding_type);
         // The continuation token is the last key or prefix returned.
@@ -1494,23 +1525,37 @@ impl S3 for Gateway {
         let input = req.input;
         let max_keys = rules::page_size("max-keys", input.max_keys)?;
         let url = wants_url(&input.encoding_type);
-        let (contents, prefixes, next) = self
+        // An empty delimiter is no delimiter, and is not echoed.
+        let delimiter = input.delimiter.filter(|d| !d.is_empty());
+        let (mut contents, prefixes, next) = self
             .list(
                 &input.bucket,
                 input.prefix.clone(),
-                input.delimiter.clone(),
+                delimiter.clone(),
                 input.marker.clone(),
                 max_keys,
                 url,
             )
             .await?;
+        // ListObjects (version 1) shows every object's Owner unasked;
+        // version 2 only with `fetch-owner`.
+        if !contents.is_empty() {
+            let owner = self.bucket_owner(&input.bucket).await?;
+            for o in &mut contents {
+                o.owner = owner.clone();
+            }
+        }
         let enc = |s: Option<String>| s.map(|s| encode_if(url, s));
-        let has_delimiter = input.delimiter.is_some();
+        let has_delimiter = delimiter.is_some();
         Ok(S3Response::new(dto::ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: enc(input.prefix),
-            marker: enc(input.marker),
-            delimiter: enc(input.delimiter),
+            // Version 1 encodes keys, prefixes, markers and the delimiter
+            // for `encoding-type=url`, but not the request's Prefix (the
+            // fields botocore decodes are those S3 encodes).
+            prefix: input.prefix,
+            // Marker is always answered, empty when the request had none.
+            marker: Some(enc(input.marker).unwrap_or_default()),
+            delimiter: enc(delimiter),
             max_keys: Some(max_keys),
             is_truncated: Some(next.is_some()),
             // V1 clients page with the last key; they need NextMarker when a delimiter is used.
@@ -2388,13 +2433,31 @@ fn object_headers(
     expires: Option<&Timestamp>,
 ) -> ObjectHeaders {
     ObjectHeaders {
-        content_encoding,
+        content_encoding: content_encoding.and_then(stored_content_encoding),
         content_disposition,
         content_language,
         cache_control,
         expires: expires.map(unix_seconds),
         ..Default::default()
     }
+}
+
+/// The Content-Encoding an object keeps: the request's without
+/// `aws-chunked`, which names how the request's body was framed, not the
+/// object (Authenticating Requests, "Signature Calculations for the
+/// Authorization Header: Transferring Payload in Multiple Chunks"); none
+/// when nothing else is left.
+fn stored_content_encoding(encoding: String) -> Option<String> {
+    let chunked = |e: &str| e.trim().eq_ignore_ascii_case("aws-chunked");
+    if !encoding.split(',').any(chunked) {
+        return Some(encoding);
+    }
+    let kept: Vec<&str> = encoding
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !chunked(*e))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 /// The `x-amz-tagging-count` header (GetObject): how many tags an object

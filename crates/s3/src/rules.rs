@@ -124,6 +124,28 @@ pub fn copy_changes_something(same_object: bool, changes: bool) -> S3Result<()> 
     Ok(())
 }
 
+/// CreateBucket naming a bucket that exists (CreateBucket, "Errors"): the
+/// caller owns it and the gateway serves US East (N. Virginia) or no region
+/// in particular, so S3's legacy answer applies: 200 and the ACL reset to
+/// the request's (`Ok`); the caller owns it elsewhere:
+/// `BucketAlreadyOwnedByYou` (409); someone else owns it:
+/// `BucketAlreadyExists` (409), bucket names being one namespace.
+pub fn existing_bucket(bucket: &str, caller_owns: bool, region: Option<&str>) -> S3Result<()> {
+    if !caller_owns {
+        return Err(s3_error!(
+            BucketAlreadyExists,
+            "the bucket name {bucket} is not available; select a different name"
+        ));
+    }
+    if region.is_none_or(|r| r.eq_ignore_ascii_case("us-east-1")) {
+        return Ok(());
+    }
+    Err(s3_error!(
+        BucketAlreadyOwnedByYou,
+        "bucket {bucket} already exists and is yours"
+    ))
+}
+
 /// The keys a DeleteObjects request names: 1 to [`MAX_DELETE_KEYS`].
 pub fn delete_keys(n: usize) -> S3Result<()> {
     if n == 0 || n > MAX_DELETE_KEYS {
@@ -583,6 +605,23 @@ pub fn acl_of_policy(policy: &dto::AccessControlPolicy) -> S3Result<CannedAcl> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_existing_bucket_is_legacy_ok_only_for_its_owner_in_us_east_1() {
+        let code = |r: S3Result<()>| r.err().map(|e| e.code().as_str().to_string());
+        assert_eq!(code(existing_bucket("b", true, None)), None);
+        assert_eq!(code(existing_bucket("b", true, Some("us-east-1"))), None);
+        assert_eq!(
+            code(existing_bucket("b", true, Some("eu-west-1"))).as_deref(),
+            Some("BucketAlreadyOwnedByYou")
+        );
+        for region in [None, Some("us-east-1"), Some("eu-west-1")] {
+            assert_eq!(
+                code(existing_bucket("b", false, region)).as_deref(),
+                Some("BucketAlreadyExists")
+            );
+        }
+    }
     use s3s::S3ErrorCode;
 
     fn code<T: std::fmt::Debug>(r: S3Result<T>) -> S3ErrorCode {

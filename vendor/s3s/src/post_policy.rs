@@ -91,6 +91,12 @@ impl PostPolicy {
     pub fn from_json(json: &str) -> Result<Self, PostPolicyError> {
         let raw: RawPostPolicy = serde_json::from_str(json)?;
 
+        // Tessera: S3 takes the expiration in ISO 8601 UTC form only
+        // ("2007-12-01T12:00:00.000Z"); the parser alone would also take a
+        // space for the `T` or an offset for the `Z`.
+        if raw.expiration.as_bytes().get(10) != Some(&b'T') || !raw.expiration.ends_with('Z') {
+            return Err(PostPolicyError::InvalidExpiration(raw.expiration.clone()));
+        }
         let expiration = Timestamp::parse(TimestampFormat::DateTime, &raw.expiration)
             .map_err(|_| PostPolicyError::InvalidExpiration(raw.expiration.clone()))?;
 
@@ -107,7 +113,7 @@ impl PostPolicy {
     ///
     /// When `url_bucket` is provided it is authoritative for the `bucket`
     /// policy condition. If a `bucket` form field is also present but differs
-    /// from `url_bucket`, the request is rejected with `InvalidPolicyDocument`.
+    /// from `url_bucket`, the request is rejected with `AccessDenied`.
     ///
     /// # Arguments
     /// * `multipart` - The multipart form data
@@ -116,7 +122,7 @@ impl PostPolicy {
     ///   it is the source of truth for the `bucket` condition.
     ///
     /// # Errors
-    /// Returns `InvalidPolicyDocument` if any condition is not satisfied
+    /// Returns `AccessDenied` (403, "Invalid according to Policy", as S3) if any condition is not satisfied
     pub(crate) fn validate_conditions_only(
         &self,
         multipart: &Multipart,
@@ -180,9 +186,9 @@ impl PostPolicy {
                 let actual = Self::get_field_value(field, multipart, url_bucket)?;
                 if actual.as_deref() != Some(value.as_str()) {
                     return Err(S3Error::with_message(
-                        S3ErrorCode::InvalidPolicyDocument,
+                        S3ErrorCode::AccessDenied,
                         format!(
-                            "Policy condition 'eq' for field '{field}' failed: expected '{value}', got '{}'",
+                            "Invalid according to Policy: Policy condition 'eq' for field '{field}' failed: expected '{value}', got '{}'",
                             actual.as_deref().unwrap_or_default()
                         ),
                     ));
@@ -193,9 +199,9 @@ impl PostPolicy {
                 let actual_str = actual.as_deref().unwrap_or("");
                 if !actual_str.starts_with(prefix.as_str()) {
                     return Err(S3Error::with_message(
-                        S3ErrorCode::InvalidPolicyDocument,
+                        S3ErrorCode::AccessDenied,
                         format!(
-                            "Policy condition 'starts-with' for field '{field}' failed: expected prefix '{prefix}', got '{actual_str}'"
+                            "Invalid according to Policy: Policy condition 'starts-with' for field '{field}' failed: expected prefix '{prefix}', got '{actual_str}'"
                         ),
                     ));
                 }
@@ -220,7 +226,7 @@ impl PostPolicy {
     /// For the `bucket` field:
     /// - If `url_bucket` is provided it is the authoritative value.
     /// - If a `bucket` form field is also present and differs from `url_bucket`,
-    ///   the request is rejected with `InvalidPolicyDocument` rather than
+    ///   the request is rejected with `AccessDenied` rather than
     ///   silently discarding one of them.
     /// - If `url_bucket` is absent, fall back to the form field.
     ///
@@ -235,8 +241,8 @@ impl PostPolicy {
                     && fb != ub
                 {
                     return Err(s3_error!(
-                        InvalidPolicyDocument,
-                        "Bucket in form field '{fb}' does not match bucket in URL '{ub}'"
+                        AccessDenied,
+                        "Invalid according to Policy: bucket in form field '{fb}' does not match bucket in URL '{ub}'"
                     ));
                 }
                 return Ok(Some(Cow::Borrowed(ub)));
@@ -583,7 +589,7 @@ mod tests {
         };
 
         let e = PostPolicy::validate_condition(&condition, &multipart, 0, None).unwrap_err();
-        assert!(matches!(e.code(), S3ErrorCode::InvalidPolicyDocument));
+        assert!(matches!(e.code(), S3ErrorCode::AccessDenied));
     }
 
     #[test]
@@ -619,7 +625,7 @@ mod tests {
         };
 
         let e = PostPolicy::validate_condition(&condition, &multipart, 0, None).unwrap_err();
-        assert!(matches!(e.code(), S3ErrorCode::InvalidPolicyDocument));
+        assert!(matches!(e.code(), S3ErrorCode::AccessDenied));
     }
 
     #[test]
@@ -676,7 +682,7 @@ mod tests {
         };
 
         let e = PostPolicy::validate_condition(&condition, &multipart, 0, None).unwrap_err();
-        assert!(matches!(e.code(), S3ErrorCode::InvalidPolicyDocument));
+        assert!(matches!(e.code(), S3ErrorCode::AccessDenied));
     }
 
     #[test]
@@ -688,7 +694,7 @@ mod tests {
         };
 
         let e = PostPolicy::validate_condition(&condition, &multipart, 0, None).unwrap_err();
-        assert!(matches!(e.code(), S3ErrorCode::InvalidPolicyDocument));
+        assert!(matches!(e.code(), S3ErrorCode::AccessDenied));
     }
 
     #[test]
@@ -712,7 +718,7 @@ mod tests {
         };
 
         let e = PostPolicy::validate_condition(&condition, &multipart, 0, None).unwrap_err();
-        assert!(matches!(e.code(), S3ErrorCode::InvalidPolicyDocument));
+        assert!(matches!(e.code(), S3ErrorCode::AccessDenied));
     }
 
     /// Regression test for <https://github.com/rustfs/rustfs/issues/1785>
@@ -743,7 +749,7 @@ mod tests {
 
         // With mismatching url_bucket -> should fail
         let e = PostPolicy::validate_condition(&condition, &multipart, 0, Some("wrongbucket")).unwrap_err();
-        assert!(matches!(e.code(), S3ErrorCode::InvalidPolicyDocument));
+        assert!(matches!(e.code(), S3ErrorCode::AccessDenied));
     }
 
     /// When both a `bucket` form field and `url_bucket` are present but conflict,
@@ -759,7 +765,7 @@ mod tests {
 
         // Conflict between form field and url_bucket must be rejected outright
         let e = PostPolicy::validate_condition(&condition, &multipart, 0, Some("url-bucket")).unwrap_err();
-        assert!(matches!(e.code(), S3ErrorCode::InvalidPolicyDocument));
+        assert!(matches!(e.code(), S3ErrorCode::AccessDenied));
     }
 
     /// Regression test for <https://github.com/rustfs/rustfs/issues/1785>

@@ -298,6 +298,16 @@ where
                 x.0.make_ascii_lowercase();
             }
             fields.sort_by(|lhs, rhs| lhs.0.as_str().cmp(rhs.0.as_str()));
+            // Tessera: S3 replaces `${filename}` in the key with the name of
+            // the file the form uploads, before the policy is checked
+            // (API reference, "POST Object", form field `key`).
+            if let Some(filename) = content_disposition.filename {
+                for (name, value) in &mut fields {
+                    if name == "key" && value.contains("${filename}") {
+                        *value = value.replace("${filename}", filename);
+                    }
+                }
+            }
 
             return Ok(Ok(Multipart { fields, file }));
         }

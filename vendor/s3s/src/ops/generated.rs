@@ -6712,7 +6712,9 @@ impl PostObject {
         success_action_status: Option<i32>,
         output: &PostObjectOutput,
     ) -> S3Result<http::Response> {
-        let etag_str = output.e_tag.as_ref().map(ETag::value).unwrap_or_default();
+        // Tessera: S3 quotes the ETag here as everywhere but GetObjectAttributes.
+        let etag_quoted = output.e_tag.as_ref().map(|e| format!("\"{}\"", e.value())).unwrap_or_default();
+        let etag_str = etag_quoted.as_str();
 
         // Handle success_action_redirect: return 303 See Other with Location header
         if let Some(redirect_url) = success_action_redirect {

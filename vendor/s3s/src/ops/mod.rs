@@ -509,6 +509,14 @@ async fn prepare(req: &mut Request, ccx: &CallContext<'_>) -> S3Result<Prepare> 
                     // Parse POST policy BEFORE reading file stream to prevent resource exhaustion
                     // See https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html
                     let now = time::OffsetDateTime::now_utc();
+                    // Tessera: a policy is only good signed; S3 answers a form
+                    // with a policy and no signature 400 InvalidArgument.
+                    if multipart.find_field_value("policy").is_some()
+                        && multipart.find_field_value("signature").is_none()
+                        && multipart.find_field_value("x-amz-signature").is_none()
+                    {
+                        return Err(s3_error!(InvalidArgument, "Bucket POST must contain a field named 'Signature'"));
+                    }
                     let policy = if let Some(policy_b64) = multipart.find_field_value("policy") {
                         let policy = PostPolicy::from_base64(policy_b64)
                             .map_err(|e| s3_error!(e, InvalidPolicyDocument, "failed to parse POST policy"))?;

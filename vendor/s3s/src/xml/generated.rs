@@ -4258,8 +4258,9 @@ impl SerializeContent for GetObjectAttributesOutput {
         if let Some(ref val) = self.checksum {
             s.content("Checksum", val)?;
         }
+        // Tessera: GetObjectAttributes answers the ETag without quotes, as S3 does.
         if let Some(ref val) = self.e_tag {
-            s.content("ETag", val)?;
+            s.content("ETag", val.value())?;
         }
         if let Some(ref val) = self.object_parts {
             s.content("ObjectParts", val)?;
