@@ -12,26 +12,14 @@ import sys
 import urllib.error
 import urllib.request
 
-import boto3
-from botocore import UNSIGNED
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from s3_refusals import client
+
 endpoint, owner_key, owner_secret, other_key, other_secret = sys.argv[1:6]
-
-
-def client(key=None, secret=None):
-    if key is None:
-        return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                            config=Config(signature_version=UNSIGNED))
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
-                        aws_secret_access_key=secret, region_name="us-east-1",
-                        config=Config(signature_version="s3v4"))
-
-
-owner = client(owner_key, owner_secret)
-other = client(other_key, other_secret)
-anon = client()
+owner = client(endpoint, owner_key, owner_secret)
+other = client(endpoint, other_key, other_secret)
+anon = client(endpoint)
 
 
 def refusal(fn):

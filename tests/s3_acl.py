@@ -9,27 +9,12 @@ reference, PutBucketAcl, PutObjectAcl, GetObjectAcl, PutPublicAccessBlock)."""
 
 import sys
 
-import boto3
-from botocore import UNSIGNED
-from botocore.config import Config
-
-from s3_refusals import check, refusal
+from s3_refusals import check, client, refusal
 
 endpoint, owner_key, owner_secret, other_key, other_secret = sys.argv[1:6]
-
-
-def client(key=None, secret=None):
-    if key is None:
-        return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                            config=Config(signature_version=UNSIGNED))
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
-                        aws_secret_access_key=secret, region_name="us-east-1",
-                        config=Config(signature_version="s3v4"))
-
-
-owner = client(owner_key, owner_secret)
-other = client(other_key, other_secret)
-anon = client()
+owner = client(endpoint, owner_key, owner_secret)
+other = client(endpoint, other_key, other_secret)
+anon = client(endpoint)
 
 ALL = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTH = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"

@@ -10,20 +10,12 @@ use common::{Aws, Cluster};
 
 const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
 
-fn key(c: &Cluster, name: &str) -> (String, String) {
-    let k = c.json(&["key", "create", name, "--json"]);
-    (
-        k["access_key"].as_str().unwrap().to_string(),
-        k["secret_key"].as_str().unwrap().to_string(),
-    )
-}
-
 #[test]
 fn acls_through_boto3_and_aws_cli() {
     let mut c = Cluster::start(6);
     let endpoint = c.start_s3();
-    let (owner_id, owner_secret) = key(&c, "owner");
-    let (other_id, other_secret) = key(&c, "other");
+    let (owner_id, owner_secret) = c.s3_key("owner");
+    let (other_id, other_secret) = c.s3_key("other");
     common::python_checks(
         "s3_acl.py",
         &[
@@ -56,23 +48,32 @@ fn acls_through_boto3_and_aws_cli() {
     owner.ok(&["s3", "cp", file, "s3://acl-cli/pub", "--acl", "public-read"]);
     owner.ok(&["s3", "cp", file, "s3://acl-cli/priv"]);
     let got = anon_get("s3://acl-cli/pub");
-    assert!(got.status.success(), "anonymous GET of a public-read object");
+    assert!(
+        got.status.success(),
+        "anonymous GET of a public-read object"
+    );
     assert_eq!(got.stdout, b"from aws-cli");
     let refused = anon_get("s3://acl-cli/priv");
-    assert!(!refused.status.success(), "anonymous GET of a private object");
+    assert!(
+        !refused.status.success(),
+        "anonymous GET of a private object"
+    );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
 
     // A grant by id, read back exactly, honoured, then removed.
-    owner.ok(&[
-        "s3api",
-        "put-object-acl",
-        "--bucket",
-        "acl-cli",
-        "--key",
-        "priv",
-        "--grant-read",
-        &format!("id={other_id}"),
-    ]);
+    let put_object_acl = |acl: &[&str]| {
+        let mut args = vec![
+            "s3api",
+            "put-object-acl",
+            "--bucket",
+            "acl-cli",
+            "--key",
+            "priv",
+        ];
+        args.extend_from_slice(acl);
+        owner.ok(&args)
+    };
+    put_object_acl(&["--grant-read", &format!("id={other_id}")]);
     let acl: serde_json::Value = serde_json::from_str(&owner.ok(&[
         "s3api",
         "get-object-acl",
@@ -92,17 +93,12 @@ fn acls_through_boto3_and_aws_cli() {
         "{acl}"
     );
     other.ok(&["s3", "cp", "s3://acl-cli/priv", "-"]);
-    owner.ok(&[
-        "s3api",
-        "put-object-acl",
-        "--bucket",
-        "acl-cli",
-        "--key",
-        "priv",
-        "--acl",
-        "private",
-    ]);
-    assert!(other.fails(&["s3", "cp", "s3://acl-cli/priv", "-"]).contains("403"));
+    put_object_acl(&["--acl", "private"]);
+    assert!(
+        other
+            .fails(&["s3", "cp", "s3://acl-cli/priv", "-"])
+            .contains("403")
+    );
 
     // A bucket grant by uri: anyone lists.
     owner.ok(&[
@@ -114,7 +110,10 @@ fn acls_through_boto3_and_aws_cli() {
         &format!("uri={ALL_USERS}"),
     ]);
     let listed = owner.ok(&["--no-sign-request", "s3", "ls", "s3://acl-cli"]);
-    assert!(listed.contains("pub") && listed.contains("priv"), "{listed}");
+    assert!(
+        listed.contains("pub") && listed.contains("priv"),
+        "{listed}"
+    );
 
     // Refusals in S3's form.
     let bad = owner.fails(&[
@@ -151,12 +150,7 @@ fn acls_through_boto3_and_aws_cli() {
     let blocked = owner.fails(&["s3", "cp", file, "s3://acl-cli/new", "--acl", "public-read"]);
     assert!(blocked.contains("AccessDenied"), "{blocked}");
     assert!(!anon_get("s3://acl-cli/pub").status.success());
-    owner.ok(&[
-        "s3api",
-        "delete-public-access-block",
-        "--bucket",
-        "acl-cli",
-    ]);
+    owner.ok(&["s3api", "delete-public-access-block", "--bucket", "acl-cli"]);
     assert!(anon_get("s3://acl-cli/pub").status.success());
     common::assert_no_error_lines(&c.path("s3.log"));
 }

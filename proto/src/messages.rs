@@ -7,8 +7,8 @@ use crate::lifecycle::{LifecycleConfig, LifecycleProgress};
 #[cfg(doc)]
 use crate::model::VOLUME_EXTENT;
 use crate::model::{
-    AccessChange, Acl, BucketAccess, ExtentRecord, ObjectLockConfig, ObjectVersion, Removal, Retention,
-    VersionListing, Versioning, VolumeInfo, VolumeWrite,
+    AccessChange, Acl, BucketAccess, ExtentRecord, ObjectLockConfig, ObjectVersion, Removal,
+    Retention, VersionListing, Versioning, VolumeInfo, VolumeWrite,
 };
 use crate::model::{
     AccessKey, AdminToken, BucketInfo, BucketUsage, ChunkRecord, ClusterMap, ClusterStatus,

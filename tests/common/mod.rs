@@ -499,6 +499,15 @@ impl Cluster {
         serde_json::from_str(&self.ok(args)).expect("JSON output")
     }
 
+    /// A new S3 access key called `name`: (access key id, secret).
+    pub fn s3_key(&self, name: &str) -> (String, String) {
+        let k = self.json(&["key", "create", name, "--json"]);
+        (
+            k["access_key"].as_str().unwrap().to_string(),
+            k["secret_key"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// Node indices holding chunk `n` of an object, fragment order.
     pub fn placement(&self, target: &str, n: usize) -> (String, Vec<usize>) {
         let stat = self.json(&["stat", "--json", target]);

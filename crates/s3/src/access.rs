@@ -191,7 +191,11 @@ fn permission_allows(permission: AclPermission, on_object: bool, action: &str) -
 /// WRITE_ACP actions): only then is it worth reading the object before
 /// the decision.
 pub(crate) fn object_acl_may_grant(action: &str) -> bool {
-    permission_allows(AclPermission::FullControl, true, &action.to_ascii_lowercase())
+    permission_allows(
+        AclPermission::FullControl,
+        true,
+        &action.to_ascii_lowercase(),
+    )
 }
 
 /// Whether `acl` lets the caller (`principal`: its key id; `None`:
@@ -496,21 +500,65 @@ mod tests {
         assert!(on_bucket(&read, &by(Some("K"), "s3:ListBucket", None), R));
         assert!(!on_bucket(&read, &by(Some("J"), "s3:ListBucket", None), R));
         assert!(!on_bucket(&read, &by(None, "s3:ListBucket", None), R));
-        assert!(!on_bucket(&read, &by(Some("K"), "s3:PutObject", Some("a")), W));
-        assert!(!on_bucket(&read, &by(Some("K"), "s3:GetBucketAcl", None), Owner));
+        assert!(!on_bucket(
+            &read,
+            &by(Some("K"), "s3:PutObject", Some("a")),
+            W
+        ));
+        assert!(!on_bucket(
+            &read,
+            &by(Some("K"), "s3:GetBucketAcl", None),
+            Owner
+        ));
         let write = acl(&[(k(), Write)]);
-        assert!(on_bucket(&write, &by(Some("K"), "s3:PutObject", Some("a")), W));
-        assert!(on_bucket(&write, &by(Some("K"), "s3:DeleteObject", Some("a")), W));
-        assert!(!on_bucket(&write, &by(Some("K"), "s3:GetObject", Some("a")), R));
+        assert!(on_bucket(
+            &write,
+            &by(Some("K"), "s3:PutObject", Some("a")),
+            W
+        ));
+        assert!(on_bucket(
+            &write,
+            &by(Some("K"), "s3:DeleteObject", Some("a")),
+            W
+        ));
+        assert!(!on_bucket(
+            &write,
+            &by(Some("K"), "s3:GetObject", Some("a")),
+            R
+        ));
         let acp = acl(&[(k(), ReadAcp), (k(), WriteAcp)]);
-        assert!(on_bucket(&acp, &by(Some("K"), "s3:GetBucketAcl", None), Owner));
-        assert!(on_bucket(&acp, &by(Some("K"), "s3:PutBucketAcl", None), Owner));
-        assert!(!on_bucket(&acp, &by(Some("K"), "s3:PutBucketPolicy", None), Owner));
+        assert!(on_bucket(
+            &acp,
+            &by(Some("K"), "s3:GetBucketAcl", None),
+            Owner
+        ));
+        assert!(on_bucket(
+            &acp,
+            &by(Some("K"), "s3:PutBucketAcl", None),
+            Owner
+        ));
+        assert!(!on_bucket(
+            &acp,
+            &by(Some("K"), "s3:PutBucketPolicy", None),
+            Owner
+        ));
         let full = acl(&[(k(), FullControl)]);
-        for action in ["s3:ListBucket", "s3:PutObject", "s3:GetBucketAcl", "s3:PutBucketAcl"] {
-            assert!(on_bucket(&full, &by(Some("K"), action, None), Owner), "{action}");
+        for action in [
+            "s3:ListBucket",
+            "s3:PutObject",
+            "s3:GetBucketAcl",
+            "s3:PutBucketAcl",
+        ] {
+            assert!(
+                on_bucket(&full, &by(Some("K"), action, None), Owner),
+                "{action}"
+            );
         }
-        assert!(!on_bucket(&full, &by(Some("K"), "s3:DeleteBucket", None), Owner));
+        assert!(!on_bucket(
+            &full,
+            &by(Some("K"), "s3:DeleteBucket", None),
+            Owner
+        ));
         // An object's ACL: READ reads it (any version), the ACP
         // permissions its ACL; WRITE means nothing on an object.
         let get = by(Some("K"), "s3:GetObject", Some("a"));
@@ -518,17 +566,41 @@ mod tests {
         assert!(on_object(&acl(&[(k(), Read)]), &get, None));
         assert!(on_object(&acl(&[(k(), Read)]), &get_version, None));
         assert!(!on_object(&acl(&[(k(), Write)]), &get, None));
-        assert!(!on_object(&acl(&[(k(), Read)]), &by(Some("K"), "s3:PutObjectAcl", Some("a")), None));
-        assert!(on_object(&acl(&[(k(), WriteAcp)]), &by(Some("K"), "s3:PutObjectAcl", Some("a")), None));
-        assert!(on_object(&acl(&[(k(), ReadAcp)]), &by(Some("K"), "s3:GetObjectVersionAcl", Some("a")), None));
-        assert!(on_object(&acl(&[(k(), FullControl)]), &by(Some("K"), "s3:GetObjectAcl", Some("a")), None));
-        assert!(!on_object(&acl(&[(k(), FullControl)]), &by(Some("K"), "s3:DeleteObject", Some("a")), None));
+        assert!(!on_object(
+            &acl(&[(k(), Read)]),
+            &by(Some("K"), "s3:PutObjectAcl", Some("a")),
+            None
+        ));
+        assert!(on_object(
+            &acl(&[(k(), WriteAcp)]),
+            &by(Some("K"), "s3:PutObjectAcl", Some("a")),
+            None
+        ));
+        assert!(on_object(
+            &acl(&[(k(), ReadAcp)]),
+            &by(Some("K"), "s3:GetObjectVersionAcl", Some("a")),
+            None
+        ));
+        assert!(on_object(
+            &acl(&[(k(), FullControl)]),
+            &by(Some("K"), "s3:GetObjectAcl", Some("a")),
+            None
+        ));
+        assert!(!on_object(
+            &acl(&[(k(), FullControl)]),
+            &by(Some("K"), "s3:DeleteObject", Some("a")),
+            None
+        ));
         // Public object ACLs, and IgnorePublicAcls voiding them (not the
         // named grants).
         let public = acl(&[(AllUsers, Read)]);
         let anon_get = by(None, "s3:GetObject", Some("a"));
         assert!(on_object(&public, &anon_get, None));
-        assert!(!on_object(&acl(&[(AuthenticatedUsers, Read)]), &anon_get, None));
+        assert!(!on_object(
+            &acl(&[(AuthenticatedUsers, Read)]),
+            &anon_get,
+            None
+        ));
         assert!(on_object(&acl(&[(AuthenticatedUsers, Read)]), &get, None));
         assert!(!on_object(&acl(&[(LogDelivery, Read)]), &get, None));
         let ignore = PublicAccessBlock {
@@ -538,8 +610,10 @@ mod tests {
         assert!(!on_object(&public, &anon_get, Some(ignore)));
         assert!(on_object(&acl(&[(k(), Read)]), &get, Some(ignore)));
         // A policy's Deny still wins over any ACL.
-        let p = policy(serde_json::json!({"Statement": {"Effect": "Deny", "Principal": "*",
-            "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bkt/*"}}));
+        let p = policy(
+            serde_json::json!({"Statement": {"Effect": "Deny", "Principal": "*",
+            "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bkt/*"}}),
+        );
         assert!(!decide(&AccessFacts {
             object_acl: Some(&public),
             ..facts(None, R, Some(&p), &anon_get)

@@ -79,7 +79,8 @@ impl CannedAcl {
                 grants.push(grant(Grantee::LogDelivery, AclPermission::Write));
                 grants.push(grant(Grantee::LogDelivery, AclPermission::ReadAcp));
             }
-            CannedAcl::Private | CannedAcl::BucketOwnerRead | CannedAcl::BucketOwnerFullControl => {}
+            CannedAcl::Private | CannedAcl::BucketOwnerRead | CannedAcl::BucketOwnerFullControl => {
+            }
         }
         grants
     }
@@ -130,10 +131,19 @@ impl AclRequest<'_> {
 /// The ACL a request asks for in its `x-amz-acl` and `x-amz-grant-*`
 /// headers: `acl_request!(input)` for an object write (PutObject,
 /// CopyObject, CreateMultipartUpload: no `x-amz-grant-write`, no body),
-/// `acl_request!(input, write, body)` for the others.
+/// `acl_request!(input, put_acl)` for PutBucketAcl and PutObjectAcl (all
+/// five headers and the body), `acl_request!(input, write, body)` for the
+/// others.
 macro_rules! acl_request {
     ($input:expr) => {
         crate::acl::acl_request!($input, None, None)
+    };
+    ($input:expr, put_acl) => {
+        crate::acl::acl_request!(
+            $input,
+            $input.grant_write.as_deref(),
+            $input.access_control_policy.as_ref()
+        )
     };
     ($input:expr, $write:expr, $body:expr) => {
         crate::acl::AclRequest {
@@ -190,7 +200,12 @@ pub(crate) fn requested(request: &AclRequest<'_>, owner: Option<&str>) -> S3Resu
         (None, true, _) => {
             let mut grants = Vec::new();
             for (value, permission) in headers {
-                for grantee in value.map(header_grantees).transpose()?.into_iter().flatten() {
+                for grantee in value
+                    .map(header_grantees)
+                    .transpose()?
+                    .into_iter()
+                    .flatten()
+                {
                     grants.push(AclGrant {
                         grantee,
                         permission,
@@ -430,7 +445,12 @@ mod tests {
         )
     }
 
-    fn dto_grant(type_: &'static str, id: Option<&str>, uri: Option<&str>, p: &'static str) -> dto::Grant {
+    fn dto_grant(
+        type_: &'static str,
+        id: Option<&str>,
+        uri: Option<&str>,
+        p: &'static str,
+    ) -> dto::Grant {
         dto::Grant {
             grantee: Some(dto::Grantee {
                 type_: dto::Type::from_static(type_),
@@ -524,7 +544,9 @@ mod tests {
             S3ErrorCode::UnresolvableGrantByEmailAddress
         );
         assert_eq!(
-            code(one(r#"uri="http://acs.amazonaws.com/groups/global/Nobody""#)),
+            code(one(
+                r#"uri="http://acs.amazonaws.com/groups/global/Nobody""#
+            )),
             S3ErrorCode::InvalidArgument
         );
         for bad in ["K1", "id=", r#"name="x""#] {
@@ -586,7 +608,12 @@ mod tests {
         .unwrap();
         assert_eq!(again, got);
         assert_eq!(
-            answered[0].grantee.as_ref().unwrap().display_name.as_deref(),
+            answered[0]
+                .grantee
+                .as_ref()
+                .unwrap()
+                .display_name
+                .as_deref(),
             Some("name-OWNER")
         );
         // No ACL: the owner's FULL_CONTROL.
@@ -618,7 +645,8 @@ mod tests {
             )])),
             S3ErrorCode::UnresolvableGrantByEmailAddress
         );
-        let many = vec![dto_grant(T::CANONICAL_USER, Some("K1"), None, P::READ); MAX_ACL_GRANTS + 1];
+        let many =
+            vec![dto_grant(T::CANONICAL_USER, Some("K1"), None, P::READ); MAX_ACL_GRANTS + 1];
         assert_eq!(code(body(many)), S3ErrorCode::MalformedACLError);
     }
 }

@@ -1973,14 +1973,7 @@ impl S3 for Gateway {
             .await?;
         let input = &req.input;
         let acl = self
-            .required_acl(
-                &input.bucket,
-                acl::acl_request!(
-                    input,
-                    input.grant_write.as_deref(),
-                    input.access_control_policy.as_ref()
-                ),
-            )
+            .required_acl(&input.bucket, acl::acl_request!(input, put_acl))
             .await?;
         self.client
             .set_bucket_access(&input.bucket, AccessChange::Acl(acl::stored(acl)))
@@ -2044,14 +2037,7 @@ impl S3 for Gateway {
         let input = &req.input;
         let version = rules::version_id(input.version_id.as_deref())?;
         let acl = self
-            .required_acl(
-                &input.bucket,
-                acl::acl_request!(
-                    input,
-                    input.grant_write.as_deref(),
-                    input.access_control_policy.as_ref()
-                ),
-            )
+            .required_acl(&input.bucket, acl::acl_request!(input, put_acl))
             .await?;
         // The version must be one to read (a delete marker is
         // MethodNotAllowed), as for GetObjectAcl.
@@ -2714,7 +2700,10 @@ impl Gateway {
     /// PublicAccessBlock has `BlockPublicAcls` is `AccessDenied`), in its
     /// stored form: `Ok(None)` when it asks for none or for `private`.
     async fn requested_acl(&self, bucket: &str, request: AclRequest<'_>) -> S3Result<Option<Acl>> {
-        Ok(self.requested_acl_of(bucket, request).await?.and_then(acl::stored))
+        Ok(self
+            .requested_acl_of(bucket, request)
+            .await?
+            .and_then(acl::stored))
     }
 
     /// The ACL a Put*Acl request asks for, checked as by `requested_acl`

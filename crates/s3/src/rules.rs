@@ -14,8 +14,8 @@
 use s3s::dto::{self, ETagCondition};
 use s3s::{S3Result, s3_error};
 use tessera_proto::{
-    CorsRule, MAX_BUCKET_TAGS, MAX_CORS_RULES, MAX_OBJECT_TAGS, TagSet, Versioning,
-    WriteCondition, tag_set_fault, version_id_is_valid,
+    CorsRule, MAX_BUCKET_TAGS, MAX_CORS_RULES, MAX_OBJECT_TAGS, TagSet, Versioning, WriteCondition,
+    tag_set_fault, version_id_is_valid,
 };
 
 /// Longest object key, in UTF-8 bytes (User Guide, "Naming Amazon S3

@@ -28,8 +28,8 @@ use std::collections::VecDeque;
 
 use tessera_proto::{
     Acl, DeleteMarker, NULL_VERSION, ObjectInfo, ObjectVersion, Removal, TagSet, VersionListEntry,
-    VersionListing, VersionSummary, Versioning, is_null_version, version_id_is_valid,
-    acl_fault, version_label,
+    VersionListing, VersionSummary, Versioning, acl_fault, is_null_version, version_id_is_valid,
+    version_label,
 };
 use tessera_types::validate_key;
 
@@ -1300,13 +1300,13 @@ mod tests {
         too_many.headers.acl = Some(acl(MAX_ACL_GRANTS + 1));
         assert!(t.put("bkt", "k", too_many).is_err());
         let marker = delete(&t, "k").version_id.unwrap();
-        assert_eq!(t.refused(set(Some(&marker), None)), Refused::MethodNotAllowed);
+        assert_eq!(
+            t.refused(set(Some(&marker), None)),
+            Refused::MethodNotAllowed
+        );
         // Removing the version removes its ACL with it.
         delete_version(&t, "k", &v1);
-        assert_eq!(
-            t.refused(set(Some(&v1), None)),
-            Refused::NoSuchVersion
-        );
+        assert_eq!(t.refused(set(Some(&v1), None)), Refused::NoSuchVersion);
     }
 
     #[test]
