@@ -25,18 +25,19 @@ pub use messages::{
     Proposal, RaftMessage, RemoteError,
 };
 pub use model::{
-    AccessChange, AccessKey, AdminToken, BucketAccess, BucketEncryption, BucketInfo, BucketUsage,
-    CannedAcl, ChunkHealth, ChunkPlacement, ChunkRecord, ChunkRef, ClusterMap, ClusterStatus,
-    CorruptReport, CorsRule, DeleteMarker, DirEntry, DirInfo, DirListing, ExpectedFragment, Found,
-    FragmentMove, FragmentNodes, FragmentRecord, FragmentState, GarbageSummary, Grant, ListEntry,
-    Listing, LoadBalance, MAX_BUCKET_TAGS, MAX_CORS_RULES, MAX_KMS_KEY_ID, MAX_OBJECT_TAGS,
+    AccessChange, AccessKey, Acl, AclGrant, AclPermission, AdminToken, BucketAccess,
+    BucketEncryption, BucketInfo, BucketUsage, ChunkHealth, ChunkPlacement, ChunkRecord, ChunkRef,
+    ClusterMap, ClusterStatus, CorruptReport, CorsRule, DeleteMarker, DirEntry, DirInfo,
+    DirListing, ExpectedFragment, Found, FragmentMove, FragmentNodes, FragmentRecord,
+    FragmentState, GarbageSummary, Grant, Grantee, ListEntry, Listing, LoadBalance, MAX_ACL_GRANTS,
+    MAX_BUCKET_TAGS, MAX_CORS_RULES, MAX_GRANTEE_ID, MAX_KMS_KEY_ID, MAX_OBJECT_TAGS,
     MAX_POLICY_BYTES, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS, MAX_WRAPPED_KEY, NULL_VERSION,
     NewObject, NodeAdmin, NodeInfo, NodeState, ObjectData, ObjectEncryption, ObjectHeaders,
     ObjectInfo, ObjectVersion, PartInfo, Permission, PublicAccessBlock, Removal, RepairItem,
     RepairProgress, SSE_HEADER, SSE_PACKAGE, SSE_TAG, ScrubProgress, SseScheme, TagSet, UploadInfo,
     VERSION_ID_LEN, VersionListEntry, VersionListing, VersionSummary, Versioning, WriteCondition,
-    access_change_fault, is_null_version, sealed_len, tag_set_fault, version_id_is_valid,
-    version_label,
+    access_change_fault, acl_fault, is_null_version, sealed_len, tag_set_fault,
+    version_id_is_valid, version_label,
 };
 pub use model::{
     Attachment, ExtentPiece, ExtentRecord, SnapshotInfo, VOLUME_EXTENT, VOLUME_LEASE_MS,

@@ -7,8 +7,8 @@ use crate::lifecycle::{LifecycleConfig, LifecycleProgress};
 #[cfg(doc)]
 use crate::model::VOLUME_EXTENT;
 use crate::model::{
-    AccessChange, BucketAccess, ExtentRecord, ObjectLockConfig, ObjectVersion, Removal, Retention,
-    VersionListing, Versioning, VolumeInfo, VolumeWrite,
+    AccessChange, Acl, BucketAccess, ExtentRecord, ObjectLockConfig, ObjectVersion, Removal,
+    Retention, VersionListing, Versioning, VolumeInfo, VolumeWrite,
 };
 use crate::model::{
     AccessKey, AdminToken, BucketInfo, BucketUsage, ChunkRecord, ClusterMap, ClusterStatus,
@@ -741,6 +741,17 @@ pub enum Proposal {
     SetLifecycle {
         bucket: String,
         config: Option<LifecycleConfig>,
+    },
+    /// Replaces the ACL of one version of `key` (`version`: an id or
+    /// `null`; `None`: the current object) and answers the object (S3 API
+    /// reference, PutObjectAcl); `acl: None` makes it private.
+    /// `NoSuchKey`, `NoSuchVersion`, `MethodNotAllowed` for a delete
+    /// marker, `BadRequest` beyond `acl_fault`'s limits.
+    SetObjectAcl {
+        bucket: String,
+        key: String,
+        version: Option<String>,
+        acl: Option<Acl>,
     },
 }
 

@@ -595,6 +595,10 @@ pub struct ObjectHeaders {
     /// (and a multipart object's `parts`) count the content (plaintext),
     /// and the chunks hold [`sealed_len`] of each piece written.
     pub encryption: Option<ObjectEncryption>,
+    /// The version's ACL (S3 API reference, PutObjectAcl), as put with it
+    /// or later; `None`: the owner's FULL_CONTROL only (private). It
+    /// belongs to this version: a new version starts with its own.
+    pub acl: Option<Acl>,
 }
 
 /// Which S3 server-side encryption an object was written with.
@@ -991,29 +995,89 @@ pub struct PublicAccessBlock {
     pub restrict_public_buckets: bool,
 }
 
-/// A canned ACL (S3 User Guide, "Access control list (ACL) overview",
-/// "Canned ACL").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CannedAcl {
-    Private,
-    PublicRead,
-    PublicReadWrite,
-    AuthenticatedRead,
-    BucketOwnerRead,
-    BucketOwnerFullControl,
+/// Most grants one ACL holds (S3 User Guide, "Access control list (ACL)
+/// overview": "An ACL can have up to 100 grants").
+pub const MAX_ACL_GRANTS: usize = 100;
+
+/// Longest canonical user id a grant may name, in bytes (an access key
+/// id is at most 128).
+pub const MAX_GRANTEE_ID: usize = 128;
+
+/// Who an ACL grant is to (S3 User Guide, "Access control list (ACL)
+/// overview", "Who is a grantee?"). Tessera's canonical users are its
+/// access keys: a key's canonical user id is the key id (ARCHITECTURE.md,
+/// "Access evaluation"). E-mail grantees are resolved (or refused) before
+/// anything is stored.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Grantee {
+    /// A canonical user: an access key, by its id.
+    CanonicalUser(String),
+    /// `http://acs.amazonaws.com/groups/global/AllUsers`: everyone,
+    /// anonymous callers included.
+    AllUsers,
+    /// `http://acs.amazonaws.com/groups/global/AuthenticatedUsers`: any
+    /// signed caller.
+    AuthenticatedUsers,
+    /// `http://acs.amazonaws.com/groups/s3/LogDelivery`: kept and shown;
+    /// it grants nothing here (no server access logging).
+    LogDelivery,
+}
+
+/// What an ACL grant allows (S3 User Guide, "Access control list (ACL)
+/// overview", "What permissions can I grant?"); its meaning on a bucket
+/// and on an object is the S3 gateway's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AclPermission {
+    Read,
+    Write,
+    ReadAcp,
+    WriteAcp,
+    FullControl,
+}
+
+/// One grant of an ACL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AclGrant {
+    pub grantee: Grantee,
+    pub permission: AclPermission,
+}
+
+/// An access control list of a bucket or of one object version, as its
+/// grants were put (canned ACLs expanded, in the order given), at most
+/// [`MAX_ACL_GRANTS`]. The owner's grant is one of them when it was put;
+/// the owner key keeps its own rights regardless (S3's owner always may
+/// read and write the ACL; here the owner key's grant on the bucket stays).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acl {
+    pub grants: Vec<AclGrant>,
+}
+
+/// Why `acl` breaks meta's limits (grant count, id length), as a message
+/// for people; `None` when it keeps them.
+pub fn acl_fault(acl: &Acl) -> Option<String> {
+    if acl.grants.len() > MAX_ACL_GRANTS {
+        return Some(format!(
+            "an ACL of {} grants; at most {MAX_ACL_GRANTS} are allowed",
+            acl.grants.len()
+        ));
+    }
+    acl.grants
+        .iter()
+        .any(|g| matches!(&g.grantee, Grantee::CanonicalUser(id) if id.is_empty() || id.len() > MAX_GRANTEE_ID))
+        .then(|| format!("a grantee id must be 1 to {MAX_GRANTEE_ID} bytes"))
 }
 
 /// What governs access to a bucket besides its keys' grants, kept by meta
 /// per bucket and read by the S3 gateway on each request: CORS rules
 /// (empty: none), the bucket policy (the JSON document as its owner gave
 /// it; the gateway parses and checks it), the PublicAccessBlock and the
-/// bucket's canned ACL (`None`: private).
+/// bucket's ACL (`None`: the owner's FULL_CONTROL only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketAccess {
     pub cors: Vec<CorsRule>,
     pub policy: Option<String>,
     pub public_access_block: Option<PublicAccessBlock>,
-    pub acl: Option<CannedAcl>,
+    pub acl: Option<Acl>,
     /// Default encryption for new objects (PutBucketEncryption); `None`:
     /// none configured.
     pub encryption: Option<BucketEncryption>,
@@ -1042,7 +1106,7 @@ pub enum AccessChange {
     Cors(Vec<CorsRule>),
     Policy(Option<String>),
     PublicAccessBlock(Option<PublicAccessBlock>),
-    Acl(Option<CannedAcl>),
+    Acl(Option<Acl>),
     Encryption(Option<BucketEncryption>),
 }
 
@@ -1058,7 +1122,7 @@ impl BucketAccess {
             AccessChange::Cors(rules) => self.cors = rules.clone(),
             AccessChange::Policy(p) => self.policy = p.clone(),
             AccessChange::PublicAccessBlock(b) => self.public_access_block = *b,
-            AccessChange::Acl(a) => self.acl = *a,
+            AccessChange::Acl(a) => self.acl = a.clone(),
             AccessChange::Encryption(e) => self.encryption = e.clone(),
         }
     }
@@ -1089,6 +1153,7 @@ pub fn access_change_fault(change: &AccessChange) -> Option<String> {
         AccessChange::Policy(Some(p)) if p.trim().is_empty() => {
             Some("an empty policy document".to_string())
         }
+        AccessChange::Acl(Some(acl)) => acl_fault(acl),
         AccessChange::Encryption(Some(e))
             if e.algorithm.len() > 32
                 || e.kms_key_id

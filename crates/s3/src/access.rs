@@ -1,7 +1,7 @@
 //! Who may do what (issue 15; ARCHITECTURE.md, "Access evaluation"): the
 //! S3 action each operation is, and the one decision that combines an
 //! access key's grant on the bucket with the bucket policy, the bucket's
-//! canned ACL and its PublicAccessBlock. The decision is a pure function
+//! ACL, the object's ACL and the bucket's PublicAccessBlock. The decision is a pure function
 //! ([`decide`]); the gateway gathers its inputs (one meta read for the
 //! grant and one for the bucket's settings, made together).
 //!
@@ -9,15 +9,16 @@
 //! Deny in the policy refuses (except the bucket owner's key managing the
 //! policy itself, so that no policy can lock the owner out, as the AWS
 //! account's root user cannot be); then the key's grant allows what its
-//! level covers; then a policy Allow; then a public ACL; else
-//! `AccessDenied`. PublicAccessBlock's `RestrictPublicBuckets` makes a
-//! public policy grant nothing to callers without a grant on the bucket,
-//! and `IgnorePublicAcls` makes public ACLs grant nothing.
+//! level covers; then a policy Allow; then a grant of the bucket's ACL or
+//! of the object's; else `AccessDenied`. PublicAccessBlock's
+//! `RestrictPublicBuckets` makes a public policy grant nothing to callers
+//! without a grant on the bucket, and `IgnorePublicAcls` makes ACL grants
+//! to AllUsers and AuthenticatedUsers grant nothing.
 
 use s3s::S3Result;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
-use tessera_proto::{CannedAcl, Permission, PublicAccessBlock};
+use tessera_proto::{Acl, AclPermission, Grantee, Permission, PublicAccessBlock};
 
 use crate::policy::{BucketPolicy, PolicyDecision, PolicyRequest};
 
@@ -117,7 +118,12 @@ pub(crate) struct AccessFacts<'a> {
     /// The grant level the operation needs without a policy.
     pub need: Permission,
     pub policy: Option<&'a BucketPolicy>,
-    pub acl: Option<CannedAcl>,
+    /// The bucket's ACL (`None`: the owner's FULL_CONTROL alone).
+    pub bucket_acl: Option<&'a Acl>,
+    /// The ACL of the object version the request names, when the gateway
+    /// read it (only for actions an object ACL can grant,
+    /// [`object_acl_may_grant`], and only when nothing else allowed).
+    pub object_acl: Option<&'a Acl>,
     pub public_access_block: Option<PublicAccessBlock>,
     /// The request as the policy sees it (principal, action, resource,
     /// condition keys).
@@ -132,41 +138,88 @@ const OWNER_KEEPS: [&str; 3] = [
     "s3:deletebucketpolicy",
 ];
 
-/// Whether a bucket's canned ACL lets a `signed` or anonymous caller take
-/// `action` (S3 User Guide, "Access control list (ACL) overview": READ on
-/// a bucket lists its objects, WRITE creates, overwrites and deletes
-/// them; "Canned ACL": public-read grants READ to everyone,
-/// public-read-write READ and WRITE, authenticated-read READ to any
-/// signed caller). Reading an object is its own ACL's to grant, and
-/// objects here are always private: a bucket ACL never lets anyone read
-/// objects.
-fn acl_allows(acl: CannedAcl, action: &str, signed: bool) -> bool {
-    let action = action.to_ascii_lowercase();
-    let read = matches!(
-        action.as_str(),
-        "s3:listbucket" | "s3:listbucketversions" | "s3:listbucketmultipartuploads"
-    );
-    let write = matches!(
-        action.as_str(),
-        "s3:putobject" | "s3:deleteobject" | "s3:deleteobjectversion" | "s3:abortmultipartupload"
-    );
-    match acl {
-        CannedAcl::PublicRead => read,
-        CannedAcl::PublicReadWrite => read || write,
-        CannedAcl::AuthenticatedRead => signed && read,
-        CannedAcl::Private | CannedAcl::BucketOwnerRead | CannedAcl::BucketOwnerFullControl => {
-            false
-        }
-    }
+/// The actions each ACL permission allows (S3 User Guide, "Access control
+/// list (ACL) overview", "Mapping of ACL permissions and access policy
+/// permissions"), on a bucket (READ lists its objects; WRITE creates,
+/// overwrites and deletes them; the ACP permissions read and write the
+/// bucket's ACL) and on an object (READ reads it; WRITE means nothing
+/// there). FULL_CONTROL is all four.
+fn permission_allows(permission: AclPermission, on_object: bool, action: &str) -> bool {
+    let read = if on_object {
+        ["s3:getobject", "s3:getobjectversion", "s3:getobjecttorrent"].as_slice()
+    } else {
+        [
+            "s3:listbucket",
+            "s3:listbucketversions",
+            "s3:listbucketmultipartuploads",
+        ]
+        .as_slice()
+    };
+    let write = if on_object {
+        [].as_slice()
+    } else {
+        [
+            "s3:putobject",
+            "s3:deleteobject",
+            "s3:deleteobjectversion",
+            "s3:abortmultipartupload",
+        ]
+        .as_slice()
+    };
+    let (read_acp, write_acp) = if on_object {
+        (
+            ["s3:getobjectacl", "s3:getobjectversionacl"].as_slice(),
+            ["s3:putobjectacl", "s3:putobjectversionacl"].as_slice(),
+        )
+    } else {
+        (
+            ["s3:getbucketacl"].as_slice(),
+            ["s3:putbucketacl"].as_slice(),
+        )
+    };
+    let lists = match permission {
+        AclPermission::Read => vec![read],
+        AclPermission::Write => vec![write],
+        AclPermission::ReadAcp => vec![read_acp],
+        AclPermission::WriteAcp => vec![write_acp],
+        AclPermission::FullControl => vec![read, write, read_acp, write_acp],
+    };
+    lists.iter().any(|l| l.contains(&action))
 }
 
-/// Whether a canned ACL grants anything to callers outside the bucket's
-/// keys (what PublicAccessBlock's ACL settings are about).
-pub(crate) fn acl_is_public(acl: CannedAcl) -> bool {
-    matches!(
-        acl,
-        CannedAcl::PublicRead | CannedAcl::PublicReadWrite | CannedAcl::AuthenticatedRead
+/// Whether an object's ACL could allow `action` (its READ, READ_ACP and
+/// WRITE_ACP actions): only then is it worth reading the object before
+/// the decision.
+pub(crate) fn object_acl_may_grant(action: &str) -> bool {
+    permission_allows(
+        AclPermission::FullControl,
+        true,
+        &action.to_ascii_lowercase(),
     )
+}
+
+/// Whether `acl` lets the caller (`principal`: its key id; `None`:
+/// anonymous) take `action` on the bucket or (`on_object`) the object.
+/// `ignore_public`: grants to AllUsers and AuthenticatedUsers count for
+/// nothing (PublicAccessBlock's `IgnorePublicAcls`). LogDelivery grants
+/// nothing here.
+fn acl_allows(
+    acl: &Acl,
+    on_object: bool,
+    action: &str,
+    principal: Option<&str>,
+    ignore_public: bool,
+) -> bool {
+    let action = action.to_ascii_lowercase();
+    acl.grants.iter().any(|g| {
+        let to_caller = match &g.grantee {
+            Grantee::CanonicalUser(id) => principal == Some(id.as_str()),
+            Grantee::AllUsers => !ignore_public,
+            Grantee::AuthenticatedUsers => !ignore_public && principal.is_some(),
+            Grantee::LogDelivery => false,
+        };
+        to_caller && permission_allows(g.permission, on_object, &action)
+    })
 }
 
 /// The decision: see the module comment. `true` allows.
@@ -197,12 +250,19 @@ pub(crate) fn decide(f: &AccessFacts<'_>) -> bool {
     if policy == Some(PolicyDecision::Allow) {
         return true;
     }
-    match f.acl {
-        Some(acl) if !(pab.ignore_public_acls && acl_is_public(acl)) => {
-            acl_allows(acl, &f.request.action, f.request.principal.is_some())
-        }
-        _ => false,
-    }
+    let principal = f.request.principal.as_deref();
+    let by = |acl: Option<&Acl>, on_object| {
+        acl.is_some_and(|acl| {
+            acl_allows(
+                acl,
+                on_object,
+                &f.request.action,
+                principal,
+                pab.ignore_public_acls,
+            )
+        })
+    };
+    by(f.bucket_acl, false) || by(f.object_acl, true)
 }
 
 #[cfg(test)]
@@ -232,7 +292,8 @@ mod tests {
             grant,
             need,
             policy,
-            acl: None,
+            bucket_acl: None,
+            object_acl: None,
             public_access_block: None,
             request,
         }
@@ -340,8 +401,23 @@ mod tests {
         }
     }
 
+    fn acl(grants: &[(Grantee, AclPermission)]) -> Acl {
+        Acl {
+            grants: grants
+                .iter()
+                .map(|(grantee, permission)| tessera_proto::AclGrant {
+                    grantee: grantee.clone(),
+                    permission: *permission,
+                })
+                .collect(),
+        }
+    }
+
     #[test]
     fn acls_and_the_public_access_block() {
+        use AclPermission::*;
+        use Grantee::*;
+        use Permission::{Owner, Read as R, Write as W};
         let anon_list = request(None, "s3:ListBucket", None);
         let anon_read = request(None, "s3:GetObject", Some("a"));
         let anon_put = request(None, "s3:PutObject", Some("a"));
@@ -349,33 +425,35 @@ mod tests {
         let anon_policy = request(None, "s3:PutBucketPolicy", None);
         let signed_list = request(Some("K"), "s3:ListBucketVersions", None);
         let signed_read = request(Some("K"), "s3:GetObject", Some("a"));
-        let with_acl = |acl, r: &PolicyRequest, need, pab: Option<PublicAccessBlock>| {
+        let public_read = acl(&[(AllUsers, Read)]);
+        let public_read_write = acl(&[(AllUsers, Read), (AllUsers, Write)]);
+        let authenticated_read = acl(&[(AuthenticatedUsers, Read)]);
+        let private = acl(&[(CanonicalUser("OWNER".into()), FullControl)]);
+        let with_acl = |acl: &Acl, r: &PolicyRequest, need, pab: Option<PublicAccessBlock>| {
             decide(&AccessFacts {
-                acl: Some(acl),
+                bucket_acl: Some(acl),
                 public_access_block: pab,
                 ..facts(None, need, None, r)
             })
         };
-        use CannedAcl::*;
-        use Permission::*;
-        assert!(with_acl(PublicRead, &anon_list, Read, None));
+        assert!(with_acl(&public_read, &anon_list, R, None));
         // A bucket's ACL lists objects; it never reads them.
-        assert!(!with_acl(PublicRead, &anon_read, Read, None));
-        assert!(!with_acl(PublicReadWrite, &anon_read, Read, None));
-        assert!(!with_acl(PublicRead, &anon_put, Write, None));
-        assert!(with_acl(PublicReadWrite, &anon_put, Write, None));
-        assert!(with_acl(PublicReadWrite, &anon_delete, Write, None));
-        assert!(!with_acl(PublicReadWrite, &anon_policy, Owner, None));
-        assert!(!with_acl(AuthenticatedRead, &anon_list, Read, None));
-        assert!(with_acl(AuthenticatedRead, &signed_list, Read, None));
-        assert!(!with_acl(AuthenticatedRead, &signed_read, Read, None));
-        assert!(!with_acl(Private, &anon_list, Read, None));
-        assert!(!with_acl(BucketOwnerFullControl, &signed_list, Read, None));
+        assert!(!with_acl(&public_read, &anon_read, R, None));
+        assert!(!with_acl(&public_read_write, &anon_read, R, None));
+        assert!(!with_acl(&public_read, &anon_put, W, None));
+        assert!(with_acl(&public_read_write, &anon_put, W, None));
+        assert!(with_acl(&public_read_write, &anon_delete, W, None));
+        assert!(!with_acl(&public_read_write, &anon_policy, Owner, None));
+        assert!(!with_acl(&authenticated_read, &anon_list, R, None));
+        assert!(with_acl(&authenticated_read, &signed_list, R, None));
+        assert!(!with_acl(&authenticated_read, &signed_read, R, None));
+        assert!(!with_acl(&private, &anon_list, R, None));
+        assert!(!with_acl(&private, &signed_list, R, None));
         let ignore = PublicAccessBlock {
             ignore_public_acls: true,
             ..Default::default()
         };
-        assert!(!with_acl(PublicRead, &anon_list, Read, Some(ignore)));
+        assert!(!with_acl(&public_read, &anon_list, R, Some(ignore)));
         let p = policy(
             serde_json::json!({"Statement": {"Effect": "Allow", "Principal": "*",
             "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bkt/*"}}),
@@ -387,13 +465,162 @@ mod tests {
         let public_policy = |r: &PolicyRequest, grant, pab| {
             decide(&AccessFacts {
                 public_access_block: pab,
-                ..facts(grant, Read, Some(&p), r)
+                ..facts(grant, R, Some(&p), r)
             })
         };
         assert!(public_policy(&anon_read, None, None));
         assert!(!public_policy(&anon_read, None, Some(restrict)));
         assert!(!public_policy(&signed_read, None, Some(restrict)));
         // The bucket's own keys keep their grants.
-        assert!(public_policy(&signed_read, Some(Read), Some(restrict)));
+        assert!(public_policy(&signed_read, Some(R), Some(restrict)));
+    }
+
+    #[test]
+    fn named_grants_on_buckets_and_objects() {
+        use AclPermission::*;
+        use Grantee::*;
+        use Permission::{Owner, Read as R, Write as W};
+        let k = || CanonicalUser("K".into());
+        let on_bucket = |acl: &Acl, r: &PolicyRequest, need| {
+            decide(&AccessFacts {
+                bucket_acl: Some(acl),
+                ..facts(None, need, None, r)
+            })
+        };
+        let on_object = |acl: &Acl, r: &PolicyRequest, pab: Option<PublicAccessBlock>| {
+            decide(&AccessFacts {
+                object_acl: Some(acl),
+                public_access_block: pab,
+                ..facts(None, R, None, r)
+            })
+        };
+        let by = |who: Option<&str>, action: &str, key: Option<&str>| request(who, action, key);
+        // A bucket grant to a key by id: that key only, that permission only.
+        let read = acl(&[(k(), Read)]);
+        assert!(on_bucket(&read, &by(Some("K"), "s3:ListBucket", None), R));
+        assert!(!on_bucket(&read, &by(Some("J"), "s3:ListBucket", None), R));
+        assert!(!on_bucket(&read, &by(None, "s3:ListBucket", None), R));
+        assert!(!on_bucket(
+            &read,
+            &by(Some("K"), "s3:PutObject", Some("a")),
+            W
+        ));
+        assert!(!on_bucket(
+            &read,
+            &by(Some("K"), "s3:GetBucketAcl", None),
+            Owner
+        ));
+        let write = acl(&[(k(), Write)]);
+        assert!(on_bucket(
+            &write,
+            &by(Some("K"), "s3:PutObject", Some("a")),
+            W
+        ));
+        assert!(on_bucket(
+            &write,
+            &by(Some("K"), "s3:DeleteObject", Some("a")),
+            W
+        ));
+        assert!(!on_bucket(
+            &write,
+            &by(Some("K"), "s3:GetObject", Some("a")),
+            R
+        ));
+        let acp = acl(&[(k(), ReadAcp), (k(), WriteAcp)]);
+        assert!(on_bucket(
+            &acp,
+            &by(Some("K"), "s3:GetBucketAcl", None),
+            Owner
+        ));
+        assert!(on_bucket(
+            &acp,
+            &by(Some("K"), "s3:PutBucketAcl", None),
+            Owner
+        ));
+        assert!(!on_bucket(
+            &acp,
+            &by(Some("K"), "s3:PutBucketPolicy", None),
+            Owner
+        ));
+        let full = acl(&[(k(), FullControl)]);
+        for action in [
+            "s3:ListBucket",
+            "s3:PutObject",
+            "s3:GetBucketAcl",
+            "s3:PutBucketAcl",
+        ] {
+            assert!(
+                on_bucket(&full, &by(Some("K"), action, None), Owner),
+                "{action}"
+            );
+        }
+        assert!(!on_bucket(
+            &full,
+            &by(Some("K"), "s3:DeleteBucket", None),
+            Owner
+        ));
+        // An object's ACL: READ reads it (any version), the ACP
+        // permissions its ACL; WRITE means nothing on an object.
+        let get = by(Some("K"), "s3:GetObject", Some("a"));
+        let get_version = by(Some("K"), "s3:GetObjectVersion", Some("a"));
+        assert!(on_object(&acl(&[(k(), Read)]), &get, None));
+        assert!(on_object(&acl(&[(k(), Read)]), &get_version, None));
+        assert!(!on_object(&acl(&[(k(), Write)]), &get, None));
+        assert!(!on_object(
+            &acl(&[(k(), Read)]),
+            &by(Some("K"), "s3:PutObjectAcl", Some("a")),
+            None
+        ));
+        assert!(on_object(
+            &acl(&[(k(), WriteAcp)]),
+            &by(Some("K"), "s3:PutObjectAcl", Some("a")),
+            None
+        ));
+        assert!(on_object(
+            &acl(&[(k(), ReadAcp)]),
+            &by(Some("K"), "s3:GetObjectVersionAcl", Some("a")),
+            None
+        ));
+        assert!(on_object(
+            &acl(&[(k(), FullControl)]),
+            &by(Some("K"), "s3:GetObjectAcl", Some("a")),
+            None
+        ));
+        assert!(!on_object(
+            &acl(&[(k(), FullControl)]),
+            &by(Some("K"), "s3:DeleteObject", Some("a")),
+            None
+        ));
+        // Public object ACLs, and IgnorePublicAcls voiding them (not the
+        // named grants).
+        let public = acl(&[(AllUsers, Read)]);
+        let anon_get = by(None, "s3:GetObject", Some("a"));
+        assert!(on_object(&public, &anon_get, None));
+        assert!(!on_object(
+            &acl(&[(AuthenticatedUsers, Read)]),
+            &anon_get,
+            None
+        ));
+        assert!(on_object(&acl(&[(AuthenticatedUsers, Read)]), &get, None));
+        assert!(!on_object(&acl(&[(LogDelivery, Read)]), &get, None));
+        let ignore = PublicAccessBlock {
+            ignore_public_acls: true,
+            ..Default::default()
+        };
+        assert!(!on_object(&public, &anon_get, Some(ignore)));
+        assert!(on_object(&acl(&[(k(), Read)]), &get, Some(ignore)));
+        // A policy's Deny still wins over any ACL.
+        let p = policy(
+            serde_json::json!({"Statement": {"Effect": "Deny", "Principal": "*",
+            "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bkt/*"}}),
+        );
+        assert!(!decide(&AccessFacts {
+            object_acl: Some(&public),
+            ..facts(None, R, Some(&p), &anon_get)
+        }));
+        assert!(object_acl_may_grant("s3:GetObject"));
+        assert!(object_acl_may_grant("s3:PutObjectVersionAcl"));
+        assert!(!object_acl_may_grant("s3:PutObject"));
+        assert!(!object_acl_may_grant("s3:ListBucket"));
     }
 }

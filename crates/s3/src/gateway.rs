@@ -11,13 +11,14 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{self, StreamingBlob, Timestamp};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tessera_proto::{
-    AccessChange, BucketAccess, CannedAcl, ErrorCode, ListEntry, MAX_POLICY_BYTES, NULL_VERSION,
+    AccessChange, Acl, BucketAccess, ErrorCode, ListEntry, MAX_POLICY_BYTES, NULL_VERSION,
     ObjectHeaders, ObjectInfo, ObjectVersion, Permission, PublicAccessBlock, TagSet, UploadInfo,
     VersionListEntry, version_label,
 };
 use tessera_sdk::{Client, ListOptions, PutOptions, SdkError, VersionListOptions};
 
 use crate::access::{AccessFacts, Target, decide, resource_of};
+use crate::acl::{self, AclRequest};
 use crate::checksum::{BodyChecksums, ResponseChecksums};
 use crate::lock;
 use crate::policy::{BucketPolicy, PolicyRequest};
@@ -148,25 +149,46 @@ impl Gateway {
             .extensions
             .get::<Target>()
             .ok_or_else(|| s3_error!(InternalError, "the access hook did not run"))?;
-        let mut access = self.access_of(req, bucket).await?;
-        if let Some(key) = &target.key
-            && access.policy_tests_object_tags()
-        {
-            // Only then is the object read before the decision: its tags
-            // (of the version the request names) are the values of
-            // s3:ExistingObjectTag/<key>; a missing object has none.
-            let version = req.uri.query().and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "versionId")
-                    .map(|(_, v)| v.into_owned())
-            });
-            if let Ok(ObjectVersion::Object(o)) =
-                self.client.version(bucket, key, version.as_deref()).await
+        let access = self.access_of(req, bucket).await?;
+        let version = req.uri.query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "versionId")
+                .map(|(_, v)| v.into_owned())
+        });
+        self.check_object_access(
+            access,
+            (bucket, target.key.as_deref(), version.as_deref()),
+            need,
+            &target.action,
+        )
+        .await
+    }
+
+    /// Decides `access` for `action` on `bucket` or its object `key`
+    /// (`version` of it). The object is read first only when its facts
+    /// can matter: the policy tests `s3:ExistingObjectTag/<key>` (its
+    /// tags, of the version named; a missing object has none), or nothing
+    /// else allows an action an object ACL can grant (its ACL).
+    async fn check_object_access(
+        &self,
+        mut access: RequestAccess,
+        (bucket, key, version): (&str, Option<&str>, Option<&str>),
+        need: Permission,
+        action: &str,
+    ) -> S3Result<()> {
+        if let Some(key) = key {
+            let tags = access.policy_tests_object_tags();
+            let acl = crate::access::object_acl_may_grant(action)
+                && access.check(need, action, Some(key)).is_err();
+            if (tags || acl)
+                && let Ok(ObjectVersion::Object(o)) =
+                    self.client.version(bucket, key, version).await
             {
                 access.add_object_tags(&o.headers.tags);
+                access.object_acl = o.headers.acl;
             }
         }
-        access.check(need, &target.action, target.key.as_deref())
+        access.check(need, action, key)
     }
 
     /// Refuses unless the request may also take `action` (besides its
@@ -251,6 +273,7 @@ impl Gateway {
             settings,
             policy,
             context,
+            object_acl: None,
         })
     }
 }
@@ -263,6 +286,9 @@ struct RequestAccess {
     settings: BucketAccess,
     policy: Option<Arc<BucketPolicy>>,
     context: BTreeMap<String, Vec<String>>,
+    /// The ACL of the object the request names, when it was read
+    /// (`Gateway::check_object_access`).
+    object_acl: Option<Acl>,
 }
 
 impl RequestAccess {
@@ -297,7 +323,8 @@ impl RequestAccess {
             grant: self.grant,
             need,
             policy: self.policy.as_deref(),
-            acl: self.settings.acl,
+            bucket_acl: self.settings.acl.as_ref(),
+            object_acl: self.object_acl.as_ref(),
             public_access_block: self.settings.public_access_block,
             request: &request,
         });
@@ -548,6 +575,7 @@ impl S3 for Gateway {
             .collect();
         Ok(S3Response::new(dto::ListBucketsOutput {
             buckets: Some(buckets),
+            owner: Some(self.canonical_user(&cred.access_key).await),
             ..Default::default()
         }))
     }
@@ -584,12 +612,14 @@ impl S3 for Gateway {
                 .and_then(|c| c.location_constraint.as_ref())
                 .and_then(|l| l.as_str().parse().ok()),
         };
-        let acl = req
-            .input
-            .acl
-            .as_ref()
-            .map(|a| rules::canned_acl(a.as_str()))
-            .transpose()?;
+        let input = &req.input;
+        let acl_request = acl::acl_request!(input, input.grant_write.as_deref(), None);
+        // The creating key owns the bucket, so the ACL is known before the
+        // bucket is made; its named keys are checked then too.
+        let acl = acl::requested(&acl_request, Some(&cred.access_key))?;
+        if let Some(acl) = &acl {
+            self.check_named_keys(acl).await?;
+        }
         let bucket = &req.input.bucket;
         match self.client.create_bucket(bucket, policy).await {
             Ok(_) => {}
@@ -618,7 +648,7 @@ impl S3 for Gateway {
             .set_grant(bucket, &cred.access_key, Some(Permission::Owner))
             .await
             .map_err(to_s3)?;
-        if let Some(acl) = acl.filter(|a| *a != CannedAcl::Private) {
+        if let Some(acl) = acl.and_then(acl::stored) {
             self.client
                 .set_bucket_access(bucket, AccessChange::Acl(Some(acl)))
                 .await
@@ -675,7 +705,9 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         rules::key(&req.input.key)?;
-        rules::object_acl(req.input.acl.as_ref().map(|a| a.as_str()))?;
+        let acl = self
+            .requested_acl(&req.input.bucket, acl::acl_request!(req.input))
+            .await?;
         rules::metadata(req.input.metadata.as_ref())?;
         rules::body_length(req.input.content_length)?;
         let tags = rules::tagging_header(req.input.tagging.as_deref())?;
@@ -724,6 +756,7 @@ impl S3 for Gateway {
             body_check: Some(sums.check()),
             ..Default::default()
         };
+        opts.headers.acl = acl;
         lock::apply_write_headers(
             &mut opts.headers,
             input.object_lock_mode.as_ref(),
@@ -1078,7 +1111,9 @@ impl S3 for Gateway {
             .await?;
         let input = &req.input;
         rules::key(&input.key)?;
-        rules::object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
+        let acl = self
+            .requested_acl(&input.bucket, acl::acl_request!(input))
+            .await?;
         let source_key = self.keys.open(
             src.headers.encryption.as_ref(),
             copy_source_customer_of!(input)?.as_ref(),
@@ -1150,6 +1185,7 @@ impl S3 for Gateway {
         .await?;
         // A copy's lock is the request's (or the bucket's default), never
         // the source's.
+        opts.headers.acl = acl;
         lock::apply_write_headers(
             &mut opts.headers,
             input.object_lock_mode.as_ref(),
@@ -1192,7 +1228,9 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         rules::key(&req.input.key)?;
-        rules::object_acl(req.input.acl.as_ref().map(|a| a.as_str()))?;
+        let acl = self
+            .requested_acl(&req.input.bucket, acl::acl_request!(req.input))
+            .await?;
         rules::metadata(req.input.metadata.as_ref())?;
         let tags = rules::tagging_header(req.input.tagging.as_deref())?;
         let storage_class = rules::storage_class(req.input.storage_class.as_ref())?;
@@ -1224,6 +1262,7 @@ impl S3 for Gateway {
         };
         // The upload keeps the object key (wrapped); each part opens it.
         opts.headers.encryption = sealing.as_ref().map(|(record, _)| record.clone());
+        opts.headers.acl = acl;
         lock::apply_write_headers(
             &mut opts.headers,
             input.object_lock_mode.as_ref(),
@@ -1957,7 +1996,7 @@ impl S3 for Gateway {
                 .is_public(),
             None => false,
         };
-        let acl_public = access.acl.is_some_and(crate::access::acl_is_public);
+        let acl_public = access.acl.as_ref().is_some_and(acl::is_public);
         Ok(S3Response::new(dto::GetBucketPolicyStatusOutput {
             policy_status: Some(dto::PolicyStatus {
                 is_public: Some(policy_public || acl_public),
@@ -1965,12 +2004,12 @@ impl S3 for Gateway {
         }))
     }
 
-    /// PutBucketAcl (owner): a canned ACL in `x-amz-acl`, or a body that
-    /// amounts to one (`rules::acl_of_policy`); the `x-amz-grant-*`
-    /// headers (named grantees) are `NotImplemented`. A public ACL is
-    /// refused with `AccessDenied` while the PublicAccessBlock has
-    /// `BlockPublicAcls` (S3 API reference, PutBucketAcl,
-    /// PutPublicAccessBlock).
+    /// PutBucketAcl (the owner key, or WRITE_ACP by the bucket's ACL): a
+    /// canned ACL in `x-amz-acl`, grants in `x-amz-grant-*` headers, or an
+    /// `AccessControlPolicy` body (`acl::requested`), replacing the
+    /// bucket's ACL. A public ACL is refused with `AccessDenied` while the
+    /// PublicAccessBlock has `BlockPublicAcls` (S3 API reference,
+    /// PutBucketAcl, PutPublicAccessBlock).
     async fn put_bucket_acl(
         &self,
         req: S3Request<dto::PutBucketAclInput>,
@@ -1978,51 +2017,19 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Owner)
             .await?;
         let input = &req.input;
-        if input.grant_full_control.is_some()
-            || input.grant_read.is_some()
-            || input.grant_read_acp.is_some()
-            || input.grant_write.is_some()
-            || input.grant_write_acp.is_some()
-        {
-            return Err(s3_error!(NotImplemented, "grants to named grantees"));
-        }
-        let acl = match (&input.acl, &input.access_control_policy) {
-            (Some(a), None) => rules::canned_acl(a.as_str())?,
-            (None, Some(p)) => rules::acl_of_policy(p)?,
-            (Some(_), Some(_)) => {
-                return Err(s3_error!(
-                    UnexpectedContent,
-                    "This request does not support content with an x-amz-acl header"
-                ));
-            }
-            (None, None) => {
-                return Err(s3_error!(
-                    MissingSecurityHeader,
-                    "an x-amz-acl header or a body is needed"
-                ));
-            }
-        };
-        let access = self.bucket_access(&input.bucket).await?;
-        if crate::access::acl_is_public(acl)
-            && access
-                .public_access_block
-                .is_some_and(|b| b.block_public_acls)
-        {
-            return Err(s3_error!(
-                AccessDenied,
-                "Access Denied: the bucket's PublicAccessBlock blocks public ACLs"
-            ));
-        }
-        let stored = (acl != CannedAcl::Private).then_some(acl);
+        let acl = self
+            .required_acl(&input.bucket, acl::acl_request!(input, put_acl))
+            .await?;
         self.client
-            .set_bucket_access(&input.bucket, AccessChange::Acl(stored))
+            .set_bucket_access(&input.bucket, AccessChange::Acl(acl::stored(acl)))
             .await
             .map_err(to_s3)?;
         Ok(S3Response::new(dto::PutBucketAclOutput::default()))
     }
 
-    /// GetBucketAcl (owner): the owner key's FULL_CONTROL and what the
-    /// canned ACL grants the AllUsers and AuthenticatedUsers groups.
+    /// GetBucketAcl (the owner key, or READ_ACP by the bucket's ACL): the
+    /// bucket's grants as they were put (the owner's FULL_CONTROL when none
+    /// were).
     async fn get_bucket_acl(
         &self,
         req: S3Request<dto::GetBucketAclInput>,
@@ -2030,16 +2037,18 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Owner)
             .await?;
         let access = self.bucket_access(&req.input.bucket).await?;
-        let owner = self.bucket_owner(&req.input.bucket).await?;
+        let (owner, grants) = self
+            .acl_answer(&req.input.bucket, access.acl.as_ref())
+            .await?;
         Ok(S3Response::new(dto::GetBucketAclOutput {
-            grants: Some(acl_grants(access.acl, &owner)),
+            grants: Some(grants),
             owner,
         }))
     }
 
-    /// GetObjectAcl (read): objects are private to the bucket's keys, so
-    /// the answer is the owner's FULL_CONTROL (after the object, or the
-    /// version asked for, is found).
+    /// GetObjectAcl (a key's read grant, or READ_ACP by the object's ACL):
+    /// the grants of the version asked for (the current object without
+    /// `versionId`) as they were put.
     async fn get_object_acl(
         &self,
         req: S3Request<dto::GetObjectAclInput>,
@@ -2048,19 +2057,22 @@ impl S3 for Gateway {
             .await?;
         let input = &req.input;
         let version = rules::version_id(input.version_id.as_deref())?;
-        self.version_for_read(&input.bucket, &input.key, version)
+        let info = self
+            .version_for_read(&input.bucket, &input.key, version)
             .await?;
-        let owner = self.bucket_owner(&input.bucket).await?;
+        let (owner, grants) = self
+            .acl_answer(&input.bucket, info.headers.acl.as_ref())
+            .await?;
         Ok(S3Response::new(dto::GetObjectAclOutput {
-            grants: Some(acl_grants(None, &owner)),
+            grants: Some(grants),
             owner,
             ..Default::default()
         }))
     }
 
-    /// PutObjectAcl (write): takes the ACLs that keep an object private
-    /// (`rules::object_acl`), once the object is found; others are
-    /// `NotImplemented`.
+    /// PutObjectAcl (a key's write grant, or WRITE_ACP by the object's
+    /// ACL): replaces the ACL of the version asked for (the current object
+    /// without `versionId`), in any of the three forms PutBucketAcl takes.
     async fn put_object_acl(
         &self,
         req: S3Request<dto::PutObjectAclInput>,
@@ -2068,22 +2080,18 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         let input = &req.input;
-        if input.access_control_policy.is_some()
-            || input.grant_full_control.is_some()
-            || input.grant_read.is_some()
-            || input.grant_write_acp.is_some()
-            || input.grant_read_acp.is_some()
-            || input.grant_write.is_some()
-        {
-            return Err(s3_error!(
-                NotImplemented,
-                "object ACLs other than the canned ones"
-            ));
-        }
-        rules::object_acl(input.acl.as_ref().map(|a| a.as_str()))?;
         let version = rules::version_id(input.version_id.as_deref())?;
+        let acl = self
+            .required_acl(&input.bucket, acl::acl_request!(input, put_acl))
+            .await?;
+        // The version must be one to read (a delete marker is
+        // MethodNotAllowed), as for GetObjectAcl.
         self.version_for_read(&input.bucket, &input.key, version)
             .await?;
+        self.client
+            .set_object_acl((&input.bucket, &input.key, version), acl::stored(acl))
+            .await
+            .map_err(to_s3)?;
         Ok(S3Response::new(dto::PutObjectAclOutput::default()))
     }
 
@@ -2464,47 +2472,6 @@ fn stored_content_encoding(encoding: String) -> Option<String> {
 /// has, left out when it has none, as S3 does.
 const TAG_COUNT_HEADER: &str = "x-amz-tagging-count";
 
-/// The grants a canned ACL makes, as GetBucketAcl and GetObjectAcl show
-/// them (S3 User Guide, "Canned ACL"): the owner's FULL_CONTROL, then
-/// READ (and WRITE) for AllUsers or READ for AuthenticatedUsers.
-fn acl_grants(acl: Option<CannedAcl>, owner: &Option<dto::Owner>) -> Vec<dto::Grant> {
-    let group = |uri: &str, permission: &'static str| dto::Grant {
-        grantee: Some(dto::Grantee {
-            type_: dto::Type::from_static(dto::Type::GROUP),
-            uri: Some(format!("http://acs.amazonaws.com/groups/global/{uri}")),
-            display_name: None,
-            email_address: None,
-            id: None,
-        }),
-        permission: Some(dto::Permission::from_static(permission)),
-    };
-    let mut grants: Vec<dto::Grant> = owner
-        .iter()
-        .map(|o| dto::Grant {
-            grantee: Some(dto::Grantee {
-                type_: dto::Type::from_static(dto::Type::CANONICAL_USER),
-                id: o.id.clone(),
-                display_name: o.display_name.clone(),
-                email_address: None,
-                uri: None,
-            }),
-            permission: Some(dto::Permission::from_static(dto::Permission::FULL_CONTROL)),
-        })
-        .collect();
-    match acl {
-        Some(CannedAcl::PublicRead) => grants.push(group("AllUsers", dto::Permission::READ)),
-        Some(CannedAcl::PublicReadWrite) => {
-            grants.push(group("AllUsers", dto::Permission::READ));
-            grants.push(group("AllUsers", dto::Permission::WRITE));
-        }
-        Some(CannedAcl::AuthenticatedRead) => {
-            grants.push(group("AuthenticatedUsers", dto::Permission::READ));
-        }
-        _ => {}
-    }
-    grants
-}
-
 fn tag_count(tags: &TagSet) -> Option<i32> {
     (!tags.is_empty()).then_some(tags.len() as i32)
 }
@@ -2703,9 +2670,10 @@ impl Gateway {
         } else {
             "s3:GetObject"
         };
-        self.access_of(req, bucket)
-            .await?
-            .check(Permission::Read, action, Some(key))?;
+        let access = self.access_of(req, bucket).await?;
+        let named = version_id.as_deref();
+        self.check_object_access(access, (bucket, Some(key), named), Permission::Read, action)
+            .await?;
         self.allow(req, dest_bucket, Permission::Write).await?;
         let version = rules::version_id(version_id.as_deref())?;
         match self.version_for_read(bucket, key, version).await {
@@ -2771,15 +2739,118 @@ impl Gateway {
         let Some(g) = grants.iter().find(|g| g.permission == Permission::Owner) else {
             return Ok(None);
         };
-        let name = match self.client.access_key(&g.key).await {
+        Ok(Some(self.canonical_user(&g.key).await))
+    }
+
+    /// A key as S3 shows an owner or a grantee: ID its access key id,
+    /// DisplayName its name (ARCHITECTURE.md, "Access evaluation").
+    async fn canonical_user(&self, id: &str) -> dto::Owner {
+        let name = match self.client.access_key(id).await {
             Ok(k) => k.name,
-            // The key went since the grant was read: its id still says who.
-            Err(_) => g.key.clone(),
+            // The key is gone (or meta did not answer): its id still says
+            // who.
+            Err(_) => id.to_string(),
         };
-        Ok(Some(dto::Owner {
-            id: Some(g.key.clone()),
+        dto::Owner {
+            id: Some(id.to_string()),
             display_name: Some(name),
-        }))
+        }
+    }
+
+    /// The ACL a request asks for on `bucket` or one of its objects,
+    /// checked (`acl::requested`; a named key that does not exist is
+    /// `InvalidArgument`; a public ACL while the bucket's
+    /// PublicAccessBlock has `BlockPublicAcls` is `AccessDenied`), in its
+    /// stored form: `Ok(None)` when it asks for none or for `private`.
+    async fn requested_acl(&self, bucket: &str, request: AclRequest<'_>) -> S3Result<Option<Acl>> {
+        Ok(self
+            .requested_acl_of(bucket, request)
+            .await?
+            .and_then(acl::stored))
+    }
+
+    /// The ACL a Put*Acl request asks for, checked as by `requested_acl`
+    /// (`Acl::default()` for `private`); none is `MissingSecurityHeader`.
+    async fn required_acl(&self, bucket: &str, request: AclRequest<'_>) -> S3Result<Acl> {
+        self.requested_acl_of(bucket, request)
+            .await?
+            .ok_or_else(|| {
+                s3_error!(
+                    MissingSecurityHeader,
+                    "an x-amz-acl or x-amz-grant header, or a body, is needed"
+                )
+            })
+    }
+
+    /// `requested_acl`, but `Ok(Some(Acl::default()))` for `private`.
+    async fn requested_acl_of(
+        &self,
+        bucket: &str,
+        request: AclRequest<'_>,
+    ) -> S3Result<Option<Acl>> {
+        if request.is_empty() {
+            return Ok(None);
+        }
+        let owner = self.bucket_owner(bucket).await?;
+        let owner_id = owner.as_ref().and_then(|o| o.id.as_deref());
+        let Some(acl) = acl::requested(&request, owner_id)? else {
+            return Ok(None);
+        };
+        self.check_named_keys(&acl).await?;
+        if acl::is_public(&acl)
+            && self
+                .bucket_access(bucket)
+                .await?
+                .public_access_block
+                .is_some_and(|b| b.block_public_acls)
+        {
+            return Err(s3_error!(
+                AccessDenied,
+                "Access Denied: the bucket's PublicAccessBlock blocks public ACLs"
+            ));
+        }
+        Ok(Some(acl))
+    }
+
+    /// Refuses an ACL naming a key that does not exist: `InvalidArgument`
+    /// (S3's answer for a grantee ID that is no account).
+    async fn check_named_keys(&self, acl: &Acl) -> S3Result<()> {
+        for id in acl::named_keys(acl) {
+            match self.client.access_key(id).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                    return Err(s3_error!(InvalidArgument, "Invalid id: {id}"));
+                }
+                Err(e) => return Err(to_s3(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The `Owner` and `Grant`s GetBucketAcl and GetObjectAcl answer for
+    /// `acl` on `bucket` or one of its objects (`acl::answer`), keys
+    /// named by their names.
+    async fn acl_answer(
+        &self,
+        bucket: &str,
+        acl: Option<&Acl>,
+    ) -> S3Result<(Option<dto::Owner>, Vec<dto::Grant>)> {
+        let owner = self.bucket_owner(bucket).await?;
+        let mut names = BTreeMap::new();
+        if let Some(o) = &owner
+            && let (Some(id), Some(name)) = (&o.id, &o.display_name)
+        {
+            names.insert(id.clone(), name.clone());
+        }
+        for id in acl.map(acl::named_keys).unwrap_or_default() {
+            if !names.contains_key(id)
+                && let Some(name) = self.canonical_user(id).await.display_name
+            {
+                names.insert(id.to_string(), name);
+            }
+        }
+        let grants = acl::answer(acl, owner.as_ref(), |id| names.get(id).cloned());
+        Ok((owner, grants))
     }
 
     /// A bucket's access settings. Errors: `NoSuchBucket`.

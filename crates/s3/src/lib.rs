@@ -8,6 +8,7 @@
 //! written down in ARCHITECTURE.md.
 
 mod access;
+mod acl;
 mod checksum;
 mod cors;
 mod edge;

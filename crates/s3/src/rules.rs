@@ -14,8 +14,8 @@
 use s3s::dto::{self, ETagCondition};
 use s3s::{S3Result, s3_error};
 use tessera_proto::{
-    CannedAcl, CorsRule, MAX_BUCKET_TAGS, MAX_CORS_RULES, MAX_OBJECT_TAGS, TagSet, Versioning,
-    WriteCondition, tag_set_fault, version_id_is_valid,
+    CorsRule, MAX_BUCKET_TAGS, MAX_CORS_RULES, MAX_OBJECT_TAGS, TagSet, Versioning, WriteCondition,
+    tag_set_fault, version_id_is_valid,
 };
 
 /// Longest object key, in UTF-8 bytes (User Guide, "Naming Amazon S3
@@ -525,83 +525,6 @@ pub fn cors(config: dto::CORSConfiguration) -> S3Result<Vec<CorsRule>> {
         .collect()
 }
 
-/// A canned ACL by its S3 name (S3 User Guide, "Canned ACL"); an
-/// unknown name is `InvalidArgument`.
-pub fn canned_acl(name: &str) -> S3Result<CannedAcl> {
-    Ok(match name {
-        "private" => CannedAcl::Private,
-        "public-read" => CannedAcl::PublicRead,
-        "public-read-write" => CannedAcl::PublicReadWrite,
-        "authenticated-read" => CannedAcl::AuthenticatedRead,
-        "bucket-owner-read" => CannedAcl::BucketOwnerRead,
-        "bucket-owner-full-control" => CannedAcl::BucketOwnerFullControl,
-        other => return Err(s3_error!(InvalidArgument, "unknown canned ACL {other:?}")),
-    })
-}
-
-/// `x-amz-acl` on an object (PutObject, CopyObject,
-/// CreateMultipartUpload, PutObjectAcl): objects are private to the
-/// bucket's keys here, so only the ACLs that keep them so are taken
-/// (private, bucket-owner-read, bucket-owner-full-control: the bucket's
-/// owner owns every object); one that would open an object to others is
-/// `NotImplemented` rather than accepted and not kept.
-pub fn object_acl(acl: Option<&str>) -> S3Result<()> {
-    match acl {
-        None => Ok(()),
-        Some("aws-exec-read") => Err(s3_error!(NotImplemented, "the aws-exec-read ACL")),
-        Some(name) if crate::access::acl_is_public(canned_acl(name)?) => Err(s3_error!(
-            NotImplemented,
-            "object ACLs granting access beyond the bucket's keys ({name}); use a bucket policy"
-        )),
-        Some(_) => Ok(()),
-    }
-}
-
-/// The canned ACL a PutBucketAcl body amounts to: the owner's
-/// FULL_CONTROL (which is implied) plus READ, or READ and WRITE, for
-/// AllUsers, or READ for AuthenticatedUsers. A grant without a grantee or
-/// permission is `MalformedACLError`; other grants (named grantees, the
-/// ACP permissions) are `NotImplemented`.
-pub fn acl_of_policy(policy: &dto::AccessControlPolicy) -> S3Result<CannedAcl> {
-    const ALL: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
-    const AUTHENTICATED: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
-    let mut pairs = Vec::new();
-    for g in policy.grants.iter().flatten() {
-        let (Some(grantee), Some(permission)) = (&g.grantee, &g.permission) else {
-            return Err(s3_error!(
-                MalformedACLError,
-                "each Grant needs a Grantee and a Permission"
-            ));
-        };
-        let permission = permission.as_str();
-        match grantee.uri.as_deref() {
-            Some(uri @ (ALL | AUTHENTICATED)) => pairs.push((uri == ALL, permission.to_string())),
-            Some(other) => {
-                return Err(s3_error!(NotImplemented, "grants to the group {other}"));
-            }
-            // The owner's FULL_CONTROL is implied; other users' grants
-            // are not offered.
-            None if permission == dto::Permission::FULL_CONTROL => {}
-            None => return Err(s3_error!(NotImplemented, "grants to named grantees")),
-        }
-    }
-    pairs.sort();
-    pairs.dedup();
-    let names: Vec<(bool, &str)> = pairs.iter().map(|(all, p)| (*all, p.as_str())).collect();
-    Ok(match names.as_slice() {
-        [] => CannedAcl::Private,
-        [(true, "READ")] => CannedAcl::PublicRead,
-        [(true, "READ"), (true, "WRITE")] => CannedAcl::PublicReadWrite,
-        [(false, "READ")] => CannedAcl::AuthenticatedRead,
-        _ => {
-            return Err(s3_error!(
-                NotImplemented,
-                "ACLs other than the canned ones (private, public-read, public-read-write, authenticated-read)"
-            ));
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,81 +593,6 @@ mod tests {
         let mut negative = ok;
         negative.max_age_seconds = Some(-1);
         assert_eq!(code(cors_of(vec![negative])), S3ErrorCode::MalformedXML);
-    }
-
-    fn grant(uri: Option<&str>, permission: &'static str) -> dto::Grant {
-        dto::Grant {
-            grantee: Some(dto::Grantee {
-                type_: dto::Type::from_static(if uri.is_some() {
-                    dto::Type::GROUP
-                } else {
-                    dto::Type::CANONICAL_USER
-                }),
-                uri: uri.map(str::to_string),
-                id: uri.is_none().then(|| "OWNER".to_string()),
-                display_name: None,
-                email_address: None,
-            }),
-            permission: Some(dto::Permission::from_static(permission)),
-        }
-    }
-
-    #[test]
-    fn acl_bodies_amount_to_canned_acls_or_are_refused() {
-        const ALL: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
-        const AUTH: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
-        let of = |grants: Vec<dto::Grant>| {
-            acl_of_policy(&dto::AccessControlPolicy {
-                grants: Some(grants),
-                owner: None,
-            })
-        };
-        let owner = || grant(None, dto::Permission::FULL_CONTROL);
-        assert_eq!(of(vec![owner()]).unwrap(), CannedAcl::Private);
-        assert_eq!(of(vec![]).unwrap(), CannedAcl::Private);
-        assert_eq!(
-            of(vec![owner(), grant(Some(ALL), "READ")]).unwrap(),
-            CannedAcl::PublicRead
-        );
-        assert_eq!(
-            of(vec![
-                grant(Some(ALL), "WRITE"),
-                owner(),
-                grant(Some(ALL), "READ")
-            ])
-            .unwrap(),
-            CannedAcl::PublicReadWrite
-        );
-        assert_eq!(
-            of(vec![grant(Some(AUTH), "READ")]).unwrap(),
-            CannedAcl::AuthenticatedRead
-        );
-        for bad in [
-            vec![grant(None, "READ")],
-            vec![grant(Some(ALL), "WRITE")],
-            vec![grant(Some(ALL), "READ_ACP")],
-            vec![grant(
-                Some("http://acs.amazonaws.com/groups/s3/LogDelivery"),
-                "WRITE",
-            )],
-        ] {
-            assert_eq!(code(of(bad)), S3ErrorCode::NotImplemented);
-        }
-        let empty = dto::Grant {
-            grantee: None,
-            permission: None,
-        };
-        assert_eq!(code(of(vec![empty])), S3ErrorCode::MalformedACLError);
-        assert!(object_acl(Some("bucket-owner-full-control")).is_ok());
-        assert!(object_acl(None).is_ok());
-        assert_eq!(
-            code(object_acl(Some("public-read"))),
-            S3ErrorCode::NotImplemented
-        );
-        assert_eq!(
-            code(object_acl(Some("nonsense"))),
-            S3ErrorCode::InvalidArgument
-        );
     }
 
     #[test]

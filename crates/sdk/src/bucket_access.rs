@@ -1,8 +1,10 @@
-//! Bucket access settings (CORS rules, policy, PublicAccessBlock, canned
-//! ACL): kept by meta, one command per change; their meaning is the S3
-//! gateway's.
+//! Bucket access settings (CORS rules, policy, PublicAccessBlock, ACL) and
+//! object ACLs: kept by meta, one command per change; their meaning is the
+//! S3 gateway's.
 
-use tessera_proto::{AccessChange, BucketAccess, MetaQuery, MetaResponse, Proposal};
+use tessera_proto::{
+    AccessChange, Acl, BucketAccess, MetaQuery, MetaResponse, ObjectInfo, Proposal,
+};
 
 use crate::{Client, SdkError};
 
@@ -34,5 +36,28 @@ impl Client {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Replaces the ACL of one version of an object (`None`: the current
+    /// object; `acl: None`: private) and returns the object. Errors:
+    /// `NoSuchBucket`, `NoSuchKey`, `NoSuchVersion`, `MethodNotAllowed` (a
+    /// delete marker), `BadRequest` beyond meta's limits.
+    pub async fn set_object_acl(
+        &self,
+        (bucket, key, version): (&str, &str, Option<&str>),
+        acl: Option<Acl>,
+    ) -> Result<ObjectInfo, SdkError> {
+        match self
+            .meta(Proposal::SetObjectAcl {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                version: version.map(str::to_string),
+                acl,
+            })
+            .await?
+        {
+            MetaResponse::Object(o) => Ok(o),
+            other => Err(self.unexpected(other)),
+        }
     }
 }

@@ -628,6 +628,20 @@ impl Meta {
                 None,
             ),
             P::SetLifecycle { bucket, config } => (Command::SetLifecycle { bucket, config }, None),
+            P::SetObjectAcl {
+                bucket,
+                key,
+                version,
+                acl,
+            } => (
+                Command::SetObjectAcl {
+                    bucket,
+                    key,
+                    version,
+                    acl,
+                },
+                None,
+            ),
             P::SetObjectLock {
                 bucket,
                 config,

@@ -52,7 +52,10 @@ impl<R: Read + ?Sized> BucketAccessQueries for R {}
 mod tests {
     use super::super::testkit::*;
     use super::*;
-    use tessera_proto::{CannedAcl, CorsRule, MAX_CORS_RULES, MAX_POLICY_BYTES, PublicAccessBlock};
+    use tessera_proto::{
+        Acl, AclGrant, AclPermission, CorsRule, Grantee, MAX_ACL_GRANTS, MAX_CORS_RULES,
+        MAX_POLICY_BYTES, PublicAccessBlock,
+    };
 
     fn set(bucket: &str, change: AccessChange) -> Command {
         Command::SetBucketAccess {
@@ -81,7 +84,13 @@ mod tests {
             ..Default::default()
         };
         t.ok(set("bkt", AccessChange::PublicAccessBlock(Some(pab))));
-        t.ok(set("bkt", AccessChange::Acl(Some(CannedAcl::PublicRead))));
+        let public_read = Acl {
+            grants: vec![AclGrant {
+                grantee: Grantee::AllUsers,
+                permission: AclPermission::Read,
+            }],
+        };
+        t.ok(set("bkt", AccessChange::Acl(Some(public_read.clone()))));
         let aes = tessera_proto::BucketEncryption {
             algorithm: "AES256".into(),
             ..Default::default()
@@ -94,7 +103,7 @@ mod tests {
                 cors: vec![rule("https://a")],
                 policy: Some("{}".into()),
                 public_access_block: Some(pab),
-                acl: Some(CannedAcl::PublicRead),
+                acl: Some(public_read),
                 encryption: Some(aes),
             }
         );
@@ -141,6 +150,21 @@ mod tests {
             AccessChange::Cors(vec![CorsRule::default()]),
             AccessChange::Policy(Some(" ".repeat(MAX_POLICY_BYTES + 1))),
             AccessChange::Policy(Some(" ".into())),
+            AccessChange::Acl(Some(Acl {
+                grants: vec![
+                    AclGrant {
+                        grantee: Grantee::CanonicalUser("K".into()),
+                        permission: AclPermission::Read,
+                    };
+                    MAX_ACL_GRANTS + 1
+                ],
+            })),
+            AccessChange::Acl(Some(Acl {
+                grants: vec![AclGrant {
+                    grantee: Grantee::CanonicalUser(String::new()),
+                    permission: AclPermission::Read,
+                }],
+            })),
         ] {
             assert_eq!(t.refused(set("bkt", bad)), Refused::BadRequest);
         }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use tessera_proto::{
-    AccessChange, AccessKey, AdminToken, ChunkRecord, CorruptReport, DirInfo, FragmentMove,
+    AccessChange, AccessKey, Acl, AdminToken, ChunkRecord, CorruptReport, DirInfo, FragmentMove,
     LifecycleConfig, LifecycleProgress, NewObject, NodeAdmin, ObjectLockConfig, Permission,
     Retention, TagSet, UploadInfo, Versioning, VolumeWrite, WriteCondition,
 };
@@ -293,6 +293,13 @@ pub enum Command {
         writes: Vec<VolumeWrite>,
         at_ms: u64,
     },
+    /// See `Proposal::SetObjectAcl`.
+    SetObjectAcl {
+        bucket: String,
+        key: String,
+        version: Option<String>,
+        acl: Option<Acl>,
+    },
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
@@ -432,6 +439,12 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
             version,
             tags,
         } => versions::set_version_tags(tx, bucket, key, version, tags),
+        C::SetObjectAcl {
+            bucket,
+            key,
+            version,
+            acl,
+        } => versions::set_object_acl(tx, (bucket, key, version.as_deref()), acl.as_ref()),
         C::SetBucketAccess { bucket, change } => {
             bucket_access::set_bucket_access(tx, bucket, change)
         }

@@ -12,14 +12,13 @@
 //! [`retention_change_fault`]) are pure functions of the version's headers
 //! and the command's time.
 
-use tessera_proto::{ObjectHeaders, ObjectInfo, ObjectLockConfig, ObjectVersion, Retention};
+use tessera_proto::{ObjectHeaders, ObjectInfo, ObjectLockConfig, Retention};
 
 use super::buckets::BucketQueries;
-use super::tables::{BUCKET_LOCK, BUCKET_VERSIONING, OBJECTS, VERSIONS};
-use super::versions::{VersionQueries, parse_version};
+use super::tables::{BUCKET_LOCK, BUCKET_VERSIONING};
+use super::versions::{self, VersionQueries};
 use super::{Applied, Refused, Txn, refuse};
 use crate::MetaError;
-use crate::keys::ObjectKey;
 use crate::store::Read;
 use tessera_proto::{LockMode, Versioning, version_label};
 
@@ -207,7 +206,8 @@ pub(super) fn set_legal_hold(
 }
 
 /// Applies `change` to one version of a key in a bucket with Object Lock
-/// and stores it where it is; answers the object as changed.
+/// (`versions::change_version`). Errors: `InvalidRequest` without
+/// Object Lock, and `change_version`'s.
 fn change_version(
     tx: &mut Txn<'_, '_>,
     (bucket, key, version): (&str, &str, Option<&str>),
@@ -220,36 +220,7 @@ fn change_version(
             format!("bucket {bucket} is missing Object Lock configuration"),
         ));
     }
-    let sel = version.map(parse_version).transpose()?;
-    let okey = ObjectKey::new(bucket, key);
-    if let Some(mut cur) = tx.get(OBJECTS, &okey)?
-        && version.is_none_or(|v| version_label(&cur.version_id) == v)
-    {
-        change(&mut cur)?;
-        tx.put(OBJECTS, &okey, &cur)?;
-        return Ok(Applied::Object(Box::new(cur)));
-    }
-    let (Some(version), Some(sel)) = (version, sel) else {
-        return Err(refuse(
-            Refused::NoSuchKey,
-            format!("no such key: {bucket}/{key}"),
-        ));
-    };
-    match tx.find_noncurrent(bucket, key, version, sel)? {
-        Some((vkey, ObjectVersion::Object(mut o))) => {
-            change(&mut o)?;
-            tx.put(VERSIONS, &vkey, &ObjectVersion::Object(o.clone()))?;
-            Ok(Applied::Object(Box::new(o)))
-        }
-        Some((_, ObjectVersion::DeleteMarker(_))) => Err(refuse(
-            Refused::MethodNotAllowed,
-            format!("version {version} of {bucket}/{key} is a delete marker"),
-        )),
-        None => Err(refuse(
-            Refused::NoSuchVersion,
-            format!("no version {version} of {bucket}/{key}"),
-        )),
-    }
+    versions::change_version(tx, (bucket, key, version), change)
 }
 
 /// Queries of Object Lock.

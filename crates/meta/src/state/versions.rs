@@ -27,8 +27,8 @@
 use std::collections::VecDeque;
 
 use tessera_proto::{
-    DeleteMarker, NULL_VERSION, ObjectInfo, ObjectVersion, Removal, TagSet, VersionListEntry,
-    VersionListing, VersionSummary, Versioning, is_null_version, version_id_is_valid,
+    Acl, DeleteMarker, NULL_VERSION, ObjectInfo, ObjectVersion, Removal, TagSet, VersionListEntry,
+    VersionListing, VersionSummary, Versioning, acl_fault, is_null_version, version_id_is_valid,
     version_label,
 };
 use tessera_types::validate_key;
@@ -125,6 +125,9 @@ pub(super) fn install(
     mut info: ObjectInfo,
     at_ms: u64,
 ) -> Result<ObjectInfo, MetaError> {
+    if let Some(fault) = info.headers.acl.as_ref().and_then(acl_fault) {
+        return Err(refuse(Refused::BadRequest, fault));
+    }
     let okey = ObjectKey::new(bucket, key);
     object_lock::on_install(tx, bucket, &mut info, at_ms)?;
     match tx.versioning(bucket)? {
@@ -348,20 +351,62 @@ pub(super) fn set_version_tags(
     version: &str,
     tags: &TagSet,
 ) -> Result<Applied, MetaError> {
-    tx.bucket(bucket)?;
-    let sel = parse_version(version)?;
     check_object_tags(tags)?;
+    change_version(tx, (bucket, key, Some(version)), |o| {
+        o.headers.tags = tags.clone();
+        Ok(())
+    })
+}
+
+/// PutObjectAcl: replaces the ACL of one version (`None`: the current
+/// object); `acl: None` leaves the owner's FULL_CONTROL only. Errors:
+/// `NoSuchBucket`, `NoSuchKey`, `BadRequest` (a bad version id, beyond
+/// `acl_fault`'s limits), `NoSuchVersion`, `MethodNotAllowed` (a delete
+/// marker has no ACL).
+pub(super) fn set_object_acl(
+    tx: &mut Txn<'_, '_>,
+    (bucket, key, version): (&str, &str, Option<&str>),
+    acl: Option<&Acl>,
+) -> Result<Applied, MetaError> {
+    if let Some(fault) = acl.and_then(acl_fault) {
+        return Err(refuse(Refused::BadRequest, fault));
+    }
+    change_version(tx, (bucket, key, version), |o| {
+        o.headers.acl = acl.cloned();
+        Ok(())
+    })
+}
+
+/// Applies `change` to one version of a key (`version: None`: the current
+/// object) where it is stored, keeping its ETag and modification time (S3
+/// changes neither for tags, ACLs or locks); answers the object as
+/// changed. Errors: `NoSuchBucket`, `BadRequest` (a bad version id),
+/// `NoSuchKey`, `NoSuchVersion`, `MethodNotAllowed` (a delete marker),
+/// and `change`'s.
+pub(super) fn change_version(
+    tx: &mut Txn<'_, '_>,
+    (bucket, key, version): (&str, &str, Option<&str>),
+    change: impl FnOnce(&mut ObjectInfo) -> Result<(), MetaError>,
+) -> Result<Applied, MetaError> {
+    tx.bucket(bucket)?;
+    let sel = version.map(parse_version).transpose()?;
     let okey = ObjectKey::new(bucket, key);
     if let Some(mut cur) = tx.get(OBJECTS, &okey)?
-        && version_label(&cur.version_id) == version
+        && version.is_none_or(|v| version_label(&cur.version_id) == v)
     {
-        cur.headers.tags = tags.clone();
+        change(&mut cur)?;
         tx.put(OBJECTS, &okey, &cur)?;
         return Ok(Applied::Object(Box::new(cur)));
     }
+    let (Some(version), Some(sel)) = (version, sel) else {
+        return Err(refuse(
+            Refused::NoSuchKey,
+            format!("no such key: {bucket}/{key}"),
+        ));
+    };
     match tx.find_noncurrent(bucket, key, version, sel)? {
         Some((vkey, ObjectVersion::Object(mut o))) => {
-            o.headers.tags = tags.clone();
+            change(&mut o)?;
             tx.put(VERSIONS, &vkey, &ObjectVersion::Object(o.clone()))?;
             Ok(Applied::Object(Box::new(o)))
         }
@@ -1197,6 +1242,71 @@ mod tests {
             condition: WriteCondition::Exists,
         };
         assert_eq!(t.refused(cond), Refused::NoSuchKey);
+    }
+
+    #[test]
+    fn object_acls_belong_to_their_version() {
+        use tessera_proto::{AclGrant, AclPermission, Grantee, MAX_ACL_GRANTS};
+        let t = Kit::new();
+        t.bucket("bkt");
+        let acl = |n: usize| Acl {
+            grants: vec![
+                AclGrant {
+                    grantee: Grantee::AllUsers,
+                    permission: AclPermission::Read,
+                };
+                n
+            ],
+        };
+        let set = |version: Option<&str>, acl: Option<Acl>| Command::SetObjectAcl {
+            bucket: "bkt".into(),
+            key: "k".into(),
+            version: version.map(str::to_string),
+            acl,
+        };
+        let current = |t: &Kit| t.sm.read().object("bkt", "k").unwrap().headers.acl;
+        assert_eq!(t.refused(set(None, Some(acl(1)))), Refused::NoSuchKey);
+        // Unversioned: the object's ACL goes with an overwrite.
+        put(&t, "k", b"v0");
+        t.ok(set(None, Some(acl(1))));
+        assert_eq!(current(&t), Some(acl(1)));
+        put(&t, "k", b"v0'");
+        assert_eq!(current(&t), None);
+        // Versioned: each version keeps its own; a new one starts with its
+        // PUT's.
+        enable(&t, Versioning::Enabled);
+        let v1 = put(&t, "k", b"v1").unwrap();
+        t.ok(set(Some(&v1), Some(acl(2))));
+        let mut with_acl = inline(b"v2");
+        with_acl.headers.acl = Some(acl(3));
+        t.put("bkt", "k", with_acl).unwrap();
+        assert_eq!(current(&t), Some(acl(3)));
+        let ObjectVersion::Object(o1) = t.sm.read().version("bkt", "k", Some(&v1)).unwrap() else {
+            panic!("v1 is an object");
+        };
+        assert_eq!(o1.headers.acl, Some(acl(2)));
+        t.ok(set(None, None));
+        assert_eq!(current(&t), None);
+        assert_eq!(
+            t.refused(set(Some(&version_id(1)), None)),
+            Refused::NoSuchVersion
+        );
+        // Beyond the limit: refused on a change and on a write alike.
+        assert_eq!(
+            t.refused(set(None, Some(acl(MAX_ACL_GRANTS + 1)))),
+            Refused::BadRequest
+        );
+        let mut too_many = inline(b"v3");
+        too_many.headers.acl = Some(acl(MAX_ACL_GRANTS + 1));
+        assert!(t.put("bkt", "k", too_many).is_err());
+        let marker = delete(&t, "k").version_id.unwrap();
+        assert_eq!(
+            t.refused(set(Some(&marker), None)),
+            Refused::MethodNotAllowed
+        );
+        // Removing the version removes its ACL with it.
+        delete_version(&t, "k", &v1);
+        assert_eq!(t.refused(set(Some(&v1), None)), Refused::NoSuchVersion);
     }
 
     #[test]
