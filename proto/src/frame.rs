@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use crate::ProtoError;
 
 /// Bumped on any incompatible change to frames or messages.
-pub const PROTOCOL_VERSION: u8 = 12;
+pub const PROTOCOL_VERSION: u8 = 13;
 /// Negotiated in the TLS handshake: a peer that speaks another major version
 /// fails at connection time, before any frame is exchanged.
 pub const ALPN: &[u8] = b"tessera/1";

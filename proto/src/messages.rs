@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use tessera_types::{ChunkId, Hash, NodeId, Policy, RequestId};
 
 use crate::lifecycle::{LifecycleConfig, LifecycleProgress};
+use crate::model::UploadChecksum;
 #[cfg(doc)]
 use crate::model::VOLUME_EXTENT;
 use crate::model::{
@@ -493,6 +494,7 @@ pub enum Proposal {
         content_type: Option<String>,
         user_meta: BTreeMap<String, String>,
         headers: ObjectHeaders,
+        checksum: Option<UploadChecksum>,
     },
     /// Records part `number` of `upload`, written under reservation
     /// `write`; replaces an earlier part with that number. `part.data` must
@@ -505,10 +507,14 @@ pub enum Proposal {
     },
     /// Makes the listed parts, in order, the object; ETags are checked, and
     /// `condition` against the key's current object in the same step.
+    /// `checksum` is the object's checksum (algorithm, base64 value with
+    /// `-N` when composite), computed from the listed parts' checksums; the
+    /// parts' own checksums of that algorithm are kept with the object.
     CompleteUpload {
         upload: String,
         parts: Vec<(u32, String)>,
         condition: WriteCondition,
+        checksum: Option<(String, String)>,
     },
     AbortUpload {
         upload: String,

@@ -136,7 +136,7 @@ impl Client {
             (object.size, object.etag) = (content.0)()?;
         }
         if let Some(check) = check {
-            (check.0)()?;
+            object.headers.checksums = (check.0)()?;
         }
         match self
             .meta(Proposal::CommitPart {

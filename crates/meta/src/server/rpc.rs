@@ -478,6 +478,7 @@ impl Meta {
                 content_type,
                 user_meta,
                 headers,
+                checksum,
             } => {
                 let upload = UploadInfo {
                     id: random_text(UPLOAD_ID_CHARS, 32),
@@ -487,6 +488,7 @@ impl Meta {
                     content_type,
                     user_meta,
                     headers,
+                    checksum,
                 };
                 (Command::CreateUpload { upload }, None)
             }
@@ -508,11 +510,13 @@ impl Meta {
                 upload,
                 parts,
                 condition,
+                checksum,
             } => (
                 Command::CompleteUpload {
                     upload,
                     parts,
                     condition,
+                    checksum,
                     at_ms,
                 },
                 None,

@@ -90,10 +90,13 @@ pub enum Command {
         at_ms: u64,
     },
     /// Makes the listed parts the object; parts not listed become garbage.
+    /// `checksum`: the object's (algorithm, value), see
+    /// `Proposal::CompleteUpload`.
     CompleteUpload {
         upload: String,
         parts: Vec<(u32, String)>,
         condition: WriteCondition,
+        checksum: Option<(String, String)>,
         at_ms: u64,
     },
     AbortUpload {
@@ -340,8 +343,9 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
             upload,
             parts,
             condition,
+            checksum,
             at_ms,
-        } => multipart::complete_upload(tx, upload, parts, condition, *at_ms),
+        } => multipart::complete_upload(tx, upload, parts, condition, checksum.as_ref(), *at_ms),
         C::AbortUpload { upload, at_ms } => multipart::abort_upload(tx, upload, *at_ms),
         C::Rename {
             bucket,

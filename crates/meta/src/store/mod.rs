@@ -30,7 +30,7 @@ use crate::MetaError;
 
 /// Leading byte of every stored value; a value with another byte is refused,
 /// so a format change can never be misread silently.
-pub const VALUE_FORMAT: u8 = 6;
+pub const VALUE_FORMAT: u8 = 7;
 
 /// How a table's keys become bytes, in an order that scans rely on.
 pub trait KeyCodec: Sized {
