@@ -436,14 +436,10 @@ pub fn upload_checksum(
 /// `x-amz-checksum-*`, trailer or `x-amz-sdk-checksum-algorithm`);
 /// otherwise `InvalidRequest`, as S3 answers.
 pub fn part_algorithm(upload: Option<&UploadChecksum>, named: &[&str]) -> S3Result<&'static str> {
-    let Some(upload) = upload else {
-        return Ok("crc64nvme");
-    };
-    let wanted = ALGORITHMS
-        .iter()
-        .copied()
-        .find(|a| *a == upload.algorithm)
-        .unwrap_or("crc64nvme");
+    let wanted = upload_algorithm(upload);
+    if upload.is_none() {
+        return Ok(wanted);
+    }
     match named.iter().find(|a| **a != wanted).or(named.first()) {
         Some(a) if *a == wanted => Ok(wanted),
         other => Err(s3_error!(
@@ -452,6 +448,15 @@ pub fn part_algorithm(upload: Option<&UploadChecksum>, named: &[&str]) -> S3Resu
             other.copied().unwrap_or("null")
         )),
     }
+}
+
+/// The algorithm an upload's parts are hashed with: its own, or CRC64NVME
+/// for an upload that named none. A copied part (UploadPartCopy) names
+/// none and takes this one.
+pub fn upload_algorithm(upload: Option<&UploadChecksum>) -> &'static str {
+    upload
+        .and_then(|u| ALGORITHMS.iter().copied().find(|a| *a == u.algorithm))
+        .unwrap_or("crc64nvme")
 }
 
 /// The checksums to answer for a part (UploadPart, UploadPartCopy,
@@ -910,5 +915,8 @@ mod tests {
             assert_eq!(e.code(), &s3s::S3ErrorCode::InvalidRequest);
         }
         assert_eq!(part_algorithm(None, &["crc32"]).unwrap(), "crc64nvme");
+        // A copied part names nothing and takes the upload's.
+        assert_eq!(upload_algorithm(Some(&up)), "sha256");
+        assert_eq!(upload_algorithm(None), "crc64nvme");
     }
 }

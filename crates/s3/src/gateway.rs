@@ -1081,9 +1081,8 @@ impl S3 for Gateway {
                 input.cache_control.clone(),
                 input.expires.as_ref(),
             );
-            // The bytes are the source's, so its whole-object checksums
-            // stay true.
-            headers.checksums = checksum::copied(&src.headers.checksums);
+            // The bytes are the source's, so its checksums stay true.
+            headers.checksums = src.headers.checksums.clone();
             PutOptions {
                 content_type: input.content_type.clone(),
                 user_meta: input
@@ -1107,6 +1106,7 @@ impl S3 for Gateway {
         // source's, as in S3; tags follow x-amz-tagging-directive.
         opts.headers.storage_class = storage_class;
         opts.headers.tags = tags;
+        opts.headers.checksums = checksum::copied(&opts.headers.checksums);
         // The destination is encrypted as this request (or its bucket)
         // says, never as the source was.
         opts.headers.encryption = None;
@@ -1308,8 +1308,7 @@ impl S3 for Gateway {
         let (body, reader) = self.read_source(&src, range, source_key.map(|o| o.key));
         // A copied part is hashed like an uploaded one: the completion
         // forms the object's checksum from every part's.
-        let sums =
-            BodyChecksums::computing(checksum::part_algorithm(upload.checksum.as_ref(), &[])?);
+        let sums = BodyChecksums::computing(checksum::upload_algorithm(upload.checksum.as_ref()));
         let body = sums.watch_reader(body);
         let computed = sums.results();
         let mut opts = PutOptions {
