@@ -251,6 +251,34 @@ pub enum ChecksumType {
     Composite,
 }
 
+/// The S3 storage classes an operator may map to a policy (`tessera
+/// storage-class set`): those an object can be written in and read at once.
+/// STANDARD is always each bucket's own policy; GLACIER and DEEP_ARCHIVE
+/// (read only after a restore in S3) are refused on writes and their
+/// transitions stored, not applied.
+pub const MAPPABLE_STORAGE_CLASSES: [&str; 5] = [
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+];
+
+/// A version a lifecycle transition moves to a mapped storage class,
+/// waiting in meta's queue to be re-encoded in `policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionItem {
+    pub bucket: String,
+    pub key: String,
+    /// As S3 names it: the id, or `null`.
+    pub version: String,
+    /// The version's mtime when the transition was decided (Unix ms): a
+    /// version rewritten since is left alone.
+    pub mtime_ms: u64,
+    pub storage_class: String,
+    pub policy: Policy,
+}
+
 /// The checksum a multipart upload keeps for its object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadChecksum {

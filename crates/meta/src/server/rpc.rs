@@ -335,6 +335,8 @@ impl Meta {
                 MetaResponse::Lifecycle(r.lifecycle(&bucket)?)
             }
             Q::LifecycleStatus => MetaResponse::LifecycleProgress(r.lifecycle_progress()?),
+            Q::StorageClasses => MetaResponse::StorageClasses(r.storage_classes()?),
+            Q::TransitionWork { limit } => MetaResponse::Transitions(r.transition_work(limit)?),
             Q::GetObjectLock { bucket } => {
                 r.bucket(&bucket)?;
                 MetaResponse::ObjectLock(r.object_lock(&bucket)?)
@@ -632,6 +634,23 @@ impl Meta {
                 None,
             ),
             P::SetLifecycle { bucket, config } => (Command::SetLifecycle { bucket, config }, None),
+            P::SetStorageClass { class, policy } => {
+                (Command::SetStorageClass { class, policy }, None)
+            }
+            P::Transition {
+                item,
+                old,
+                chunks,
+                write,
+            } => (
+                Command::Transition {
+                    item,
+                    old,
+                    chunks,
+                    at_ms,
+                },
+                write,
+            ),
             P::SetObjectLock {
                 bucket,
                 config,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tessera_proto::{
     AccessChange, AccessKey, AdminToken, ChunkRecord, CorruptReport, DirInfo, FragmentMove,
     LifecycleConfig, LifecycleProgress, NewObject, NodeAdmin, ObjectLockConfig, Permission,
-    Retention, TagSet, UploadInfo, Versioning, VolumeWrite, WriteCondition,
+    Retention, TagSet, TransitionItem, UploadInfo, Versioning, VolumeWrite, WriteCondition,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
@@ -14,7 +14,7 @@ use super::tables::NodeRecord;
 use super::txn::Txn;
 use super::{
     Applied, access, admin_tokens, bucket_access, buckets, chunks, cluster, fsview, healing,
-    lifecycle, multipart, object_lock, objects, rename, tags, versions, volumes,
+    lifecycle, multipart, object_lock, objects, rename, storage_classes, tags, versions, volumes,
 };
 use crate::MetaError;
 
@@ -296,6 +296,23 @@ pub enum Command {
         writes: Vec<VolumeWrite>,
         at_ms: u64,
     },
+    /// See `Proposal::SetStorageClass`.
+    SetStorageClass {
+        class: String,
+        policy: Option<Policy>,
+    },
+    /// The lifecycle worker's decision to re-encode a version into a
+    /// mapped storage class (see `storage_classes::queue_transition`).
+    QueueTransition {
+        item: TransitionItem,
+    },
+    /// See `Proposal::Transition`.
+    Transition {
+        item: TransitionItem,
+        old: Vec<ChunkId>,
+        chunks: Vec<ChunkRecord>,
+        at_ms: u64,
+    },
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
@@ -422,6 +439,16 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
         } => object_lock::set_legal_hold(tx, (bucket, key, version.as_deref()), *on),
         C::SetLifecycle { bucket, config } => lifecycle::set_lifecycle(tx, bucket, config.as_ref()),
         C::SetLifecycleProgress { progress } => lifecycle::set_progress(tx, progress),
+        C::SetStorageClass { class, policy } => {
+            storage_classes::set_storage_class(tx, class, policy.as_ref())
+        }
+        C::QueueTransition { item } => storage_classes::queue_transition(tx, item),
+        C::Transition {
+            item,
+            old,
+            chunks,
+            at_ms,
+        } => storage_classes::transition(tx, item, old, chunks, *at_ms),
         C::Expire {
             bucket,
             key,
