@@ -143,12 +143,7 @@ pub enum KeyAction {
 /// version to, counted from `from_ms` (its mtime, or when it became
 /// noncurrent): of the due ones, the one due last (the furthest along the
 /// rule's schedule).
-fn due_class<'a>(
-    list: &'a [Transition],
-    from_ms: u64,
-    now_ms: u64,
-    day_ms: u64,
-) -> Option<(u64, &'a str)> {
+fn due_class(list: &[Transition], from_ms: u64, now_ms: u64, day_ms: u64) -> Option<(u64, &str)> {
     list.iter()
         .filter_map(|t| {
             let at = match (t.days, t.date_ms) {

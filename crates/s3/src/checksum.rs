@@ -505,6 +505,10 @@ pub fn listed_checksums(part: &dto::CompletedPart) -> S3Result<Option<(&'static 
     }
 }
 
+/// One part as CompleteMultipartUpload lists it: number, ETag, and the
+/// checksum named for it (algorithm, value).
+pub type ListedPart = (u32, String, Option<(&'static str, String)>);
+
 /// What CompleteMultipartUpload asks of the object's checksum besides the
 /// parts: a full-object (or composite) value in `x-amz-checksum-<alg>`,
 /// and the type in `x-amz-checksum-type`.
@@ -563,7 +567,7 @@ impl CompletionHeaders {
 /// upload that named no checksum, a part has no CRC64NVME.
 pub fn completion(
     upload: Option<&UploadChecksum>,
-    listed: &[(u32, String, Option<(&'static str, String)>)],
+    listed: &[ListedPart],
     stored: &[PartInfo],
     headers: &CompletionHeaders,
 ) -> S3Result<Option<(String, String)>> {
@@ -842,7 +846,7 @@ mod tests {
             algorithm: "crc32".into(),
             kind,
         };
-        let listed = |named: bool| -> Vec<(u32, String, Option<(&'static str, String)>)> {
+        let listed = |named: bool| -> Vec<ListedPart> {
             stored
                 .iter()
                 .map(|p| {
