@@ -43,6 +43,7 @@ pub use model::{
     Attachment, ExtentPiece, ExtentRecord, SnapshotInfo, VOLUME_EXTENT, VOLUME_LEASE_MS,
     VolumeInfo, VolumeWrite,
 };
+pub use model::{ChecksumType, MAPPABLE_STORAGE_CLASSES, TransitionItem, UploadChecksum};
 pub use model::{DAY_MS, DefaultRetention, LockMode, ObjectLockConfig, Retention, YEAR_DAYS};
 
 #[derive(Debug, thiserror::Error)]

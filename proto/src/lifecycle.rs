@@ -81,9 +81,10 @@ pub struct NoncurrentExpiration {
     pub newer_versions: Option<u32>,
 }
 
-/// A transition to another storage class, stored and answered as given
-/// (Tessera keeps every class under the bucket's policy; see
-/// ARCHITECTURE.md). `days` is NoncurrentDays in a noncurrent transition.
+/// A transition to another storage class. Applied (the version
+/// re-encoded) when the operator mapped the class to a policy; otherwise
+/// stored and answered only (see ARCHITECTURE.md). `days` is
+/// NoncurrentDays in a noncurrent transition.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
     pub days: Option<u32>,
@@ -117,6 +118,8 @@ pub struct KeyVersion {
     pub tags: TagSet,
     /// When it was written (Unix ms).
     pub mtime_ms: u64,
+    /// Its storage class; `None` is STANDARD.
+    pub storage_class: Option<String>,
 }
 
 /// What the lifecycle worker does to a key.
@@ -128,6 +131,29 @@ pub enum KeyAction {
     /// This version (or delete marker) is removed for good, unless Object
     /// Lock keeps it (meta decides).
     RemoveVersion(String),
+    /// This version moves to `storage_class` (it is re-encoded if the
+    /// operator mapped the class to a policy).
+    Transition {
+        version: String,
+        storage_class: String,
+    },
+}
+
+/// The class the transitions in `list` that are due at `now_ms` move a
+/// version to, counted from `from_ms` (its mtime, or when it became
+/// noncurrent): of the due ones, the one due last (the furthest along the
+/// rule's schedule).
+fn due_class(list: &[Transition], from_ms: u64, now_ms: u64, day_ms: u64) -> Option<(u64, &str)> {
+    list.iter()
+        .filter_map(|t| {
+            let at = match (t.days, t.date_ms) {
+                (Some(d), _) => after_days(from_ms, d, day_ms),
+                (None, Some(date)) => date,
+                (None, None) => return None,
+            };
+            (at <= now_ms).then_some((at, t.storage_class.as_str()))
+        })
+        .max_by_key(|(at, _)| *at)
 }
 
 /// `days` lifecycle days after `from_ms`, rounded up to the next day's
@@ -178,7 +204,11 @@ impl LifecycleConfig {
     /// noncurrent versions past NoncurrentDays (counted from when the
     /// next newer version was written) beyond the NewerNoncurrentVersions
     /// kept; remove a delete marker left alone (ExpiredObjectDeleteMarker,
-    /// or Expiration Days past the marker's age).
+    /// or Expiration Days past the marker's age); move a version that
+    /// stays to the storage class its due transitions (Transition for the
+    /// current object, NoncurrentVersionTransition, counted like
+    /// NoncurrentDays and beyond its NewerNoncurrentVersions, for the
+    /// others) name, unless it is in that class already.
     pub fn key_actions(
         &self,
         key: &str,
@@ -196,6 +226,13 @@ impl LifecycleConfig {
                 .is_some_and(|(at, _)| at <= now_ms)
         {
             out.push(KeyAction::ExpireCurrent);
+        } else if !newest.delete_marker {
+            let due = self
+                .enabled()
+                .filter(|r| r.filter.matches(key, newest.size, &newest.tags))
+                .filter_map(|r| due_class(&r.transitions, newest.mtime_ms, now_ms, day_ms))
+                .max_by_key(|(at, _)| *at);
+            out.extend(transition_to(newest, due));
         }
         for (i, v) in versions.iter().enumerate().skip(1) {
             let since = versions[i - 1].mtime_ms;
@@ -209,6 +246,18 @@ impl LifecycleConfig {
             });
             if expired {
                 out.push(KeyAction::RemoveVersion(v.version.clone()));
+            } else if !v.delete_marker {
+                let due = self
+                    .enabled()
+                    .filter(|r| r.filter.matches(key, v.size, &v.tags))
+                    .flat_map(|r| {
+                        r.noncurrent_transitions
+                            .iter()
+                            .filter(move |t| rank >= t.newer_versions.map_or(0, u64::from))
+                    })
+                    .filter_map(|t| due_class(std::slice::from_ref(t), since, now_ms, day_ms))
+                    .max_by_key(|(at, _)| *at);
+                out.extend(transition_to(v, due));
             }
         }
         if newest.delete_marker && versions.len() == 1 {
@@ -262,6 +311,15 @@ impl LifecycleConfig {
     }
 }
 
+/// A transition of `v` to the class `due` names, unless it is there.
+fn transition_to(v: &KeyVersion, due: Option<(u64, &str)>) -> Option<KeyAction> {
+    let (_, class) = due?;
+    (v.storage_class.as_deref().unwrap_or("STANDARD") != class).then(|| KeyAction::Transition {
+        version: v.version.clone(),
+        storage_class: class.to_string(),
+    })
+}
+
 /// The lifecycle worker's progress and totals, kept by meta so that a new
 /// leader resumes a pass where the old one stopped, and shown in status
 /// and metrics.
@@ -283,6 +341,8 @@ pub struct LifecycleProgress {
     pub aborted_uploads: u64,
     /// Removals refused because Object Lock keeps the version.
     pub kept_locked: u64,
+    /// Versions queued for re-encoding into a mapped storage class.
+    pub queued_transitions: u64,
 }
 
 #[cfg(test)]
@@ -311,6 +371,7 @@ mod tests {
             size: 10,
             tags: TagSet::new(),
             mtime_ms,
+            storage_class: None,
         }
     }
 
@@ -468,5 +529,56 @@ mod tests {
             rules: vec![rule(&"i".repeat(255), "")],
         };
         assert_eq!(c.fault(), None);
+    }
+
+    #[test]
+    fn due_transitions_move_versions_that_stay() {
+        let mut r = rule("t", "logs/");
+        r.transitions = vec![
+            Transition {
+                days: Some(1),
+                storage_class: "STANDARD_IA".into(),
+                ..Default::default()
+            },
+            Transition {
+                days: Some(3),
+                storage_class: "GLACIER_IR".into(),
+                ..Default::default()
+            },
+        ];
+        r.noncurrent_transitions = vec![Transition {
+            days: Some(1),
+            newer_versions: Some(1),
+            storage_class: "STANDARD_IA".into(),
+            ..Default::default()
+        }];
+        let c = LifecycleConfig { rules: vec![r] };
+        let to = |version: &str, class: &str| KeyAction::Transition {
+            version: version.into(),
+            storage_class: class.into(),
+        };
+        let one = [v("a", 0)];
+        assert_eq!(c.key_actions("logs/x", &one, DAY / 2, DAY), vec![]);
+        assert_eq!(
+            c.key_actions("logs/x", &one, DAY, DAY),
+            vec![to("a", "STANDARD_IA")]
+        );
+        assert_eq!(
+            c.key_actions("logs/x", &one, 3 * DAY, DAY),
+            vec![to("a", "GLACIER_IR")]
+        );
+        assert_eq!(c.key_actions("other", &one, 3 * DAY, DAY), vec![]);
+        let moved = [KeyVersion {
+            storage_class: Some("GLACIER_IR".into()),
+            ..v("a", 0)
+        }];
+        assert_eq!(c.key_actions("logs/x", &moved, 5 * DAY, DAY), vec![]);
+        // Noncurrent: counted from when the next newer version came, the
+        // newest noncurrent one kept where it is.
+        let vs = [v("c", 2 * DAY), v("b", DAY), v("a", 0)];
+        assert_eq!(
+            c.key_actions("logs/x", &vs, 3 * DAY, DAY),
+            vec![to("c", "STANDARD_IA"), to("a", "STANDARD_IA")]
+        );
     }
 }

@@ -16,6 +16,7 @@ use crate::model::{
     NewObject, ObjectHeaders, ObjectInfo, PartInfo, Permission, RepairItem, ScrubProgress, TagSet,
     UploadInfo, WriteCondition,
 };
+use crate::model::{TransitionItem, UploadChecksum};
 
 /// Requests a node serves. For `PutFragment`, exactly `len` raw bytes follow
 /// the frame on the same stream. `request`: the client request the
@@ -405,6 +406,14 @@ pub enum MetaQuery {
     },
     /// The lifecycle worker's progress and totals: `LifecycleProgress`.
     LifecycleStatus,
+    /// The operator's storage classes and their policies:
+    /// `StorageClasses`.
+    StorageClasses,
+    /// Up to `limit` (at most 256) versions queued for re-encoding by a
+    /// lifecycle transition: `Transitions`.
+    TransitionWork {
+        limit: usize,
+    },
 }
 
 impl MetaQuery {
@@ -493,6 +502,7 @@ pub enum Proposal {
         content_type: Option<String>,
         user_meta: BTreeMap<String, String>,
         headers: ObjectHeaders,
+        checksum: Option<UploadChecksum>,
     },
     /// Records part `number` of `upload`, written under reservation
     /// `write`; replaces an earlier part with that number. `part.data` must
@@ -505,10 +515,14 @@ pub enum Proposal {
     },
     /// Makes the listed parts, in order, the object; ETags are checked, and
     /// `condition` against the key's current object in the same step.
+    /// `checksum` is the object's checksum (algorithm, base64 value with
+    /// `-N` when composite), computed from the listed parts' checksums; the
+    /// parts' own checksums of that algorithm are kept with the object.
     CompleteUpload {
         upload: String,
         parts: Vec<(u32, String)>,
         condition: WriteCondition,
+        checksum: Option<(String, String)>,
     },
     AbortUpload {
         upload: String,
@@ -753,6 +767,26 @@ pub enum Proposal {
         version: Option<String>,
         acl: Option<Acl>,
     },
+    /// Maps an S3 storage class to `policy`, or with `None` removes its
+    /// mapping; answers `Ok`. `BadRequest` for STANDARD or a class outside
+    /// `MAPPABLE_STORAGE_CLASSES`, `InvalidPolicy`.
+    SetStorageClass {
+        class: String,
+        policy: Option<Policy>,
+    },
+    /// Swaps the version `item` names from its chunks `old` (as the
+    /// repairer read them, in order) to `chunks` (written in the item's
+    /// policy under reservation `write`, same lengths), and sets its
+    /// storage class, if it is unchanged; the old chunks become garbage
+    /// and the queue entry goes. Answers `Object` (the version now), or
+    /// `Deleted { existed: false }` when the version changed meanwhile
+    /// and was left alone. `BadRequest` for chunks that do not match.
+    Transition {
+        item: TransitionItem,
+        old: Vec<ChunkId>,
+        chunks: Vec<ChunkRecord>,
+        write: Option<u64>,
+    },
 }
 
 /// Soft state: what a node or a writer keeps alive by renewing it.
@@ -838,6 +872,10 @@ pub enum MetaResponse {
     Lifecycle(Option<LifecycleConfig>),
     /// The lifecycle worker's progress (`LifecycleStatus`).
     LifecycleProgress(LifecycleProgress),
+    /// Storage classes and their policies, by name (`StorageClasses`).
+    StorageClasses(Vec<(String, Policy)>),
+    /// Queued transitions (`TransitionWork`).
+    Transitions(Vec<TransitionItem>),
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

@@ -232,6 +232,59 @@ pub struct UploadInfo {
     pub content_type: Option<String>,
     pub user_meta: BTreeMap<String, String>,
     pub headers: ObjectHeaders,
+    /// The checksum the client chose for the object in
+    /// CreateMultipartUpload (`x-amz-checksum-algorithm`,
+    /// `x-amz-checksum-type`); `None` when it chose none.
+    pub checksum: Option<UploadChecksum>,
+}
+
+/// How a multipart object's checksum is formed from its parts' (S3 User
+/// Guide, "Checking object integrity": full object and composite
+/// checksums).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChecksumType {
+    /// The checksum of the whole object's bytes (a CRC, combined from the
+    /// parts' CRCs and lengths).
+    FullObject,
+    /// The checksum of the concatenated binary checksums of the parts, then
+    /// `-N` for N parts.
+    Composite,
+}
+
+/// The S3 storage classes an operator may map to a policy (`tessera
+/// storage-class set`): those an object can be written in and read at once.
+/// STANDARD is always each bucket's own policy; GLACIER and DEEP_ARCHIVE
+/// (read only after a restore in S3) are refused on writes and their
+/// transitions stored, not applied.
+pub const MAPPABLE_STORAGE_CLASSES: [&str; 5] = [
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+];
+
+/// A version a lifecycle transition moves to a mapped storage class,
+/// waiting in meta's queue to be re-encoded in `policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionItem {
+    pub bucket: String,
+    pub key: String,
+    /// As S3 names it: the id, or `null`.
+    pub version: String,
+    /// The version's mtime when the transition was decided (Unix ms): a
+    /// version rewritten since is left alone.
+    pub mtime_ms: u64,
+    pub storage_class: String,
+    pub policy: Policy,
+}
+
+/// The checksum a multipart upload keeps for its object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadChecksum {
+    /// `crc32`, `crc32c`, `crc64nvme`, `sha1` or `sha256`.
+    pub algorithm: String,
+    pub kind: ChecksumType,
 }
 
 /// One stored part of a multipart upload.
@@ -243,6 +296,9 @@ pub struct PartInfo {
     pub etag: String,
     pub mtime_ms: u64,
     pub chunks: Vec<ChunkRef>,
+    /// Checksums of the part's bytes verified or computed as it arrived:
+    /// algorithm to base64 digest, as in [`ObjectHeaders::checksums`].
+    pub checksums: BTreeMap<String, String>,
 }
 
 /// A fragment meta expects on a node.
@@ -438,6 +494,9 @@ pub struct ObjectInfo {
     /// `None` for the `null` version written while the bucket was
     /// unversioned (S3 names none). See [`is_null_version`].
     pub version_id: Option<String>,
+    /// The parts' checksums in the algorithm of the object's multipart
+    /// checksum, in the order of `parts`; empty when it has none.
+    pub part_checksums: Vec<String>,
 }
 
 /// The S3 name of the version without an id.

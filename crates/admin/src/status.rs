@@ -58,6 +58,8 @@ pub struct LifecycleDocument {
     pub aborted_uploads: u64,
     /// Expiries refused because Object Lock keeps the version.
     pub kept_locked: u64,
+    /// Versions queued for re-encoding into a mapped storage class.
+    pub queued_transitions: u64,
 }
 
 impl LifecycleDocument {
@@ -71,6 +73,7 @@ impl LifecycleDocument {
             removed_versions: p.removed_versions,
             aborted_uploads: p.aborted_uploads,
             kept_locked: p.kept_locked,
+            queued_transitions: p.queued_transitions,
         }
     }
 }

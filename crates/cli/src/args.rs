@@ -331,6 +331,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminTokenCommand,
     },
+    /// S3 storage classes mapped to policies: objects written in a mapped class, or moved to it by a lifecycle transition, are stored (re-encoded) in its policy.
+    StorageClass {
+        #[command(subcommand)]
+        command: StorageClassCommand,
+    },
     /// Show nodes (up, down or out; capacity, usage) and cluster totals.
     Status {
         /// Print one JSON object, for scripts.
@@ -476,6 +481,31 @@ pub enum VolumeCommand {
     /// Make a volume read as one of its snapshots again (NAME@SNAP); refused while attached.
     Rollback {
         source: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageClassCommand {
+    /// Map CLASS (STANDARD_IA, ONEZONE_IA, GLACIER_IR, INTELLIGENT_TIERING, REDUCED_REDUNDANCY) to POLICY (ec:K+M or rep:N); STANDARD is always the bucket's policy.
+    Set {
+        class: String,
+        policy: Policy,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Remove CLASS's mapping: its new writes take the bucket's policy; what is stored keeps its chunks.
+    Rm {
+        class: String,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// List the mapped classes and their policies.
+    Ls {
+        /// Print [{"class", "policy"}].
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         cluster: ClusterArg,
     },

@@ -9,7 +9,9 @@ use serde_json::json;
 use tessera_proto::{ListEntry, ObjectData};
 use tessera_sdk::{Client, ClientOptions, ListOptions, PutOptions};
 
-use crate::args::{AdminTokenCommand, BucketCommand, ClusterArg, Command, KeyCommand};
+use crate::args::{
+    AdminTokenCommand, BucketCommand, ClusterArg, Command, KeyCommand, StorageClassCommand,
+};
 use crate::servers::{connect, load_cluster};
 use crate::units::human_bytes;
 
@@ -259,6 +261,7 @@ pub async fn run(command: Command) -> Result<()> {
         }
         Command::Status { json, cluster } => status(&cluster, json).await,
         Command::AdminToken { command } => admin_token(command).await,
+        Command::StorageClass { command } => storage_class(command).await,
         other => bail!("not a client command: {other:?}"),
     }
 }
@@ -673,7 +676,7 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
     }
     if lifecycle.passes > 0 || lifecycle.pass_started_ms.is_some() {
         println!(
-            "lifecycle: {}, {} passes; {} objects expired, {} versions removed, {} uploads aborted, {} locked versions kept",
+            "lifecycle: {}, {} passes; {} objects expired, {} versions removed, {} uploads aborted, {} locked versions kept, {} transitions queued",
             match &lifecycle.bucket {
                 Some(b) if lifecycle.pass_started_ms.is_some() =>
                     format!("pass running (bucket {b})"),
@@ -684,7 +687,8 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
             lifecycle.expired_objects,
             lifecycle.removed_versions,
             lifecycle.aborted_uploads,
-            lifecycle.kept_locked
+            lifecycle.kept_locked,
+            lifecycle.queued_transitions
         );
     }
     if s.balance.fullest_over_fair > 0.0 {
@@ -693,6 +697,45 @@ async fn status(cluster: &ClusterArg, as_json: bool) -> Result<()> {
             s.balance.fullest_over_fair,
             s.balance.max_deviation * 100.0
         );
+    }
+    Ok(())
+}
+
+async fn storage_class(command: StorageClassCommand) -> Result<()> {
+    match command {
+        StorageClassCommand::Set {
+            class,
+            policy,
+            cluster,
+        } => {
+            connect(&cluster)
+                .await?
+                .set_storage_class(&class, Some(policy))
+                .await?;
+            println!("storage class {class}: {policy}");
+        }
+        StorageClassCommand::Rm { class, cluster } => {
+            connect(&cluster)
+                .await?
+                .set_storage_class(&class, None)
+                .await?;
+            println!("storage class {class}: the bucket's policy");
+        }
+        StorageClassCommand::Ls { json, cluster } => {
+            let classes = connect(&cluster).await?.storage_classes().await?;
+            if json {
+                let v: Vec<_> = classes
+                    .iter()
+                    .map(|(c, p)| json!({"class": c, "policy": p.to_string()}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                println!("STANDARD  (each bucket's policy)");
+                for (c, p) in &classes {
+                    println!("{c}  {p}");
+                }
+            }
+        }
     }
     Ok(())
 }

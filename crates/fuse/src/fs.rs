@@ -524,6 +524,7 @@ impl Inner {
             data: ObjectData::Inline(Vec::new()),
             parts: Vec::new(),
             version_id: None,
+            part_checksums: Vec::new(),
         };
         let file = Arc::new(AsyncMutex::new(OpenFile::new_pending(
             self.store.clone(),

@@ -19,7 +19,7 @@ use tessera_sdk::{Client, ListOptions, PutOptions, SdkError, VersionListOptions}
 
 use crate::access::{AccessFacts, Target, decide, resource_of};
 use crate::acl::{self, AclRequest};
-use crate::checksum::{BodyChecksums, ResponseChecksums};
+use crate::checksum::{self, BodyChecksums, ResponseChecksums};
 use crate::lock;
 use crate::policy::{BucketPolicy, PolicyRequest};
 use crate::rules;
@@ -1172,6 +1172,7 @@ impl S3 for Gateway {
         // source's, as in S3; tags follow x-amz-tagging-directive.
         opts.headers.storage_class = storage_class;
         opts.headers.tags = tags;
+        opts.headers.checksums = checksum::copied(&opts.headers.checksums);
         // The destination is encrypted as this request (or its bucket)
         // says, never as the source was.
         opts.headers.encryption = None;
@@ -1234,6 +1235,10 @@ impl S3 for Gateway {
         rules::metadata(req.input.metadata.as_ref())?;
         let tags = rules::tagging_header(req.input.tagging.as_deref())?;
         let storage_class = rules::storage_class(req.input.storage_class.as_ref())?;
+        let checksum = checksum::upload_checksum(
+            req.input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+            req.input.checksum_type.as_ref().map(|t| t.as_str()),
+        )?;
         let customer = customer_of!(req.input)?;
         let input = req.input;
         let sealing = sse::new_object_key(
@@ -1271,13 +1276,21 @@ impl S3 for Gateway {
         )?;
         let upload = self
             .client
-            .create_upload(&input.bucket, &input.key, opts)
+            .create_upload(&input.bucket, &input.key, opts, checksum)
             .await
             .map_err(to_s3)?;
         let mut out = dto::CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload.id),
+            checksum_algorithm: upload
+                .checksum
+                .as_ref()
+                .map(|c| checksum::algorithm_name(&c.algorithm)),
+            checksum_type: upload
+                .checksum
+                .as_ref()
+                .map(|c| checksum::type_name(c.kind)),
             ..Default::default()
         };
         set_sse_output!(out, sealing.as_ref().map(|(_, o)| o));
@@ -1303,6 +1316,11 @@ impl S3 for Gateway {
             upload.headers.encryption.as_ref(),
             customer.as_ref(),
         )?;
+        sums.also(checksum::part_algorithm(
+            upload.checksum.as_ref(),
+            sums.named(),
+        )?);
+        let named = sums.named().to_vec();
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let reader = sums.watch(body);
         let computed = sums.results();
@@ -1318,7 +1336,8 @@ impl S3 for Gateway {
             .await
             .map_err(to_s3)?;
         let computed = computed.lock().map(|c| c.clone()).unwrap_or_default();
-        let sums = ResponseChecksums::of(&computed, true, true);
+        let answer = checksum::part_answer(upload.checksum.as_ref(), &computed, &named);
+        let sums = ResponseChecksums::of(&answer, true, true);
         let mut out = dto::UploadPartOutput {
             e_tag: Some(dto::ETag::Strong(part.etag)),
             ..Default::default()
@@ -1357,7 +1376,15 @@ impl S3 for Gateway {
         };
         rules::copy_length(range.end - range.start)?;
         let (body, reader) = self.read_source(&src, range, source_key.map(|o| o.key));
-        let mut opts = PutOptions::default();
+        // A copied part is hashed like an uploaded one: the completion
+        // forms the object's checksum from every part's.
+        let sums = BodyChecksums::computing(checksum::upload_algorithm(upload.checksum.as_ref()));
+        let body = sums.watch_reader(body);
+        let computed = sums.results();
+        let mut opts = PutOptions {
+            body_check: Some(sums.check()),
+            ..Default::default()
+        };
         let sealing = upload.headers.encryption.clone().zip(opened.clone());
         let body = sse::body_for_write(body, sealing.as_ref(), &mut opts);
         let part = self
@@ -1366,12 +1393,20 @@ impl S3 for Gateway {
             .await
             .map_err(to_s3)?;
         source_read(reader).await?;
+        let computed = computed.lock().map(|c| c.clone()).unwrap_or_default();
+        let sums = ResponseChecksums::of(
+            &checksum::part_answer(upload.checksum.as_ref(), &computed, &[]),
+            true,
+            true,
+        );
+        let mut result = dto::CopyPartResult {
+            e_tag: Some(dto::ETag::Strong(part.etag)),
+            last_modified: Some(timestamp(part.mtime_ms)),
+            ..Default::default()
+        };
+        set_checksums!(result, sums);
         let mut out = dto::UploadPartCopyOutput {
-            copy_part_result: Some(dto::CopyPartResult {
-                e_tag: Some(dto::ETag::Strong(part.etag)),
-                last_modified: Some(timestamp(part.mtime_ms)),
-                ..Default::default()
-            }),
+            copy_part_result: Some(result),
             ..Default::default()
         };
         set_sse_output!(out, opened.as_ref());
@@ -1384,26 +1419,77 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
         self.allow(&req, &req.input.bucket, Permission::Write)
             .await?;
-        let input = req.input;
-        let parts = rules::completed_parts(input.multipart_upload.and_then(|m| m.parts))?;
+        let mut input = req.input;
+        let listed = input
+            .multipart_upload
+            .as_ref()
+            .and_then(|m| m.parts.as_ref())
+            .map(|parts| {
+                parts
+                    .iter()
+                    .map(checksum::listed_checksums)
+                    .collect::<S3Result<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let parts = rules::completed_parts(input.multipart_upload.take().and_then(|m| m.parts))?;
         let condition =
             rules::write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
-        self.upload_of(&input.upload_id, &input.bucket, &input.key)
+        let wanted = checksum::CompletionHeaders::of(&input)?;
+        let upload = self
+            .upload_of(&input.upload_id, &input.bucket, &input.key)
             .await?;
-        let info = self
+        let stored = self
             .client
-            .complete_upload(&input.upload_id, parts, condition)
+            .list_parts(&input.upload_id)
             .await
             .map_err(to_s3)?;
-        Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+        let listed: Vec<_> = parts
+            .iter()
+            .cloned()
+            .zip(listed)
+            .map(|((n, etag), sum)| (n, etag, sum))
+            .collect();
+        let sum = checksum::completion(upload.checksum.as_ref(), &listed, &stored, &wanted)?;
+        if let Some(want) = input.mpu_object_size {
+            // S3 API reference, CompleteMultipartUpload: a size that is not
+            // the object's is InvalidRequest.
+            let total: u64 = listed
+                .iter()
+                .filter_map(|(n, etag, _)| {
+                    stored
+                        .iter()
+                        .find(|p| p.number == *n && p.etag == etag.trim_matches('"'))
+                })
+                .map(|p| p.size)
+                .sum();
+            if u64::try_from(want).ok() != Some(total) {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "The provided 'x-amz-mp-object-size' header value {want} does not match what was computed: {total}"
+                ));
+            }
+        }
+        // Parts are named by ETag, so the parts meta joins are the ones the
+        // checksum was formed from (or meta refuses the completion).
+        let info = self
+            .client
+            .complete_upload(&input.upload_id, parts, condition, sum)
+            .await
+            .map_err(to_s3)?;
+        let sums = ResponseChecksums::of(&info.headers.checksums, true, true);
+        let mut out = dto::CompleteMultipartUploadOutput {
             bucket: Some(input.bucket.clone()),
             key: Some(input.key.clone()),
             e_tag: Some(etag(&info)),
             version_id: info.version_id.clone(),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
             server_side_encryption: sse::shown_scheme(&info),
+            checksum_type: sums.kind.clone(),
             ..Default::default()
-        }))
+        };
+        set_checksums!(out, sums);
+        Ok(S3Response::new(out))
     }
 
     async fn abort_multipart_upload(
@@ -1429,7 +1515,8 @@ impl S3 for Gateway {
         self.allow(&req, &req.input.bucket, Permission::Read)
             .await?;
         let input = req.input;
-        self.upload_of(&input.upload_id, &input.bucket, &input.key)
+        let upload = self
+            .upload_of(&input.upload_id, &input.bucket, &input.key)
             .await?;
         let after = rules::part_number_marker(input.part_number_marker)?;
         let max = rules::page_size("max-parts", input.max_parts)?.max(1);
@@ -1441,12 +1528,17 @@ impl S3 for Gateway {
         let mut parts: Vec<dto::Part> = all
             .iter()
             .filter(|p| p.number as i32 > after)
-            .map(|p| dto::Part {
-                part_number: Some(p.number as i32),
-                e_tag: Some(dto::ETag::Strong(p.etag.clone())),
-                size: Some(p.size as i64),
-                last_modified: Some(timestamp(p.mtime_ms)),
-                ..Default::default()
+            .map(|p| {
+                let mut part = dto::Part {
+                    part_number: Some(p.number as i32),
+                    e_tag: Some(dto::ETag::Strong(p.etag.clone())),
+                    size: Some(p.size as i64),
+                    last_modified: Some(timestamp(p.mtime_ms)),
+                    ..Default::default()
+                };
+                let sums = checksum::part_answer(upload.checksum.as_ref(), &p.checksums, &[]);
+                set_checksums!(part, ResponseChecksums::of(&sums, true, true));
+                part
             })
             .collect();
         let truncated = parts.len() > max as usize;
@@ -1463,6 +1555,14 @@ impl S3 for Gateway {
                 .filter(|_| truncated),
             part_number_marker: input.part_number_marker,
             parts: Some(parts),
+            checksum_algorithm: upload
+                .checksum
+                .as_ref()
+                .map(|c| checksum::algorithm_name(&c.algorithm)),
+            checksum_type: upload
+                .checksum
+                .as_ref()
+                .map(|c| checksum::type_name(c.kind)),
             ..Default::default()
         }))
     }
@@ -1522,6 +1622,11 @@ impl S3 for Gateway {
                     key: Some(encode_if(url, u.key.clone())),
                     upload_id: Some(u.id.clone()),
                     initiated: Some(timestamp(u.initiated_ms)),
+                    checksum_algorithm: u
+                        .checksum
+                        .as_ref()
+                        .map(|c| checksum::algorithm_name(&c.algorithm)),
+                    checksum_type: u.checksum.as_ref().map(|c| checksum::type_name(c.kind)),
                     ..Default::default()
                 }),
             }
@@ -2165,9 +2270,9 @@ impl S3 for Gateway {
 
     /// GetObjectAttributes: the attributes asked for in
     /// `x-amz-object-attributes` (S3 API reference, GetObjectAttributes):
-    /// ETag, ObjectSize, StorageClass, Checksum (the stored whole-object
-    /// checksums; none for multipart objects, which keep none), and
-    /// ObjectParts for a multipart object (part numbers and sizes, paged by
+    /// ETag, ObjectSize, StorageClass, Checksum (the stored checksums with
+    /// their type; a composite one without its `-N`), and ObjectParts for a
+    /// multipart object (part numbers, sizes and checksums, paged by
     /// `max-parts` and `part-number-marker`).
     async fn put_bucket_lifecycle_configuration(
         &self,
@@ -2271,7 +2376,8 @@ impl S3 for Gateway {
             ));
         }
         if wanted.checksum {
-            let sums = ResponseChecksums::of(&info.headers.checksums, true, true);
+            let sums =
+                ResponseChecksums::of(&info.headers.checksums, true, true).without_part_count();
             if sums.kind.is_some() {
                 out.checksum = Some(dto::Checksum {
                     checksum_crc32: sums.crc32,
@@ -2291,10 +2397,26 @@ impl S3 for Gateway {
                 .enumerate()
                 .skip(first)
                 .take(max_parts as usize)
-                .map(|(i, size)| dto::ObjectPart {
-                    part_number: Some(i as i32 + 1),
-                    size: Some(*size as i64),
-                    ..Default::default()
+                .map(|(i, size)| {
+                    let mut part = dto::ObjectPart {
+                        part_number: Some(i as i32 + 1),
+                        size: Some(*size as i64),
+                        ..Default::default()
+                    };
+                    // The object's one multipart checksum names the
+                    // algorithm its parts' checksums are in.
+                    let sum = info
+                        .headers
+                        .checksums
+                        .keys()
+                        .next()
+                        .zip(info.part_checksums.get(i));
+                    let sums: BTreeMap<String, String> = sum
+                        .map(|(a, v)| (a.clone(), v.clone()))
+                        .into_iter()
+                        .collect();
+                    set_checksums!(part, ResponseChecksums::of(&sums, true, true));
+                    part
                 })
                 .collect();
             let last = page.last().and_then(|p| p.part_number);

@@ -729,6 +729,7 @@ mod tests {
             data: tessera_proto::ObjectData::Inline(vec![]),
             parts: vec![],
             version_id: None,
+            part_checksums: vec![],
         };
         assert_eq!(
             expiration_header(&c, &info).unwrap(),

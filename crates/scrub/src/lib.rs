@@ -9,11 +9,14 @@
 //! move with a compare-and-set, so a repairer killed at any moment, or two
 //! running at once, never lose or double-place a fragment. New copies are
 //! stored and verified before meta points at them, so a chunk is never less
-//! safe after a step than before it. It must not know about fragment files
-//! or the metadata store.
+//! safe after a step than before it. It also re-encodes the versions a
+//! lifecycle transition moved to a storage class of another policy
+//! (`transition`). It must not know about fragment files or the metadata
+//! store.
 
 mod feed;
 mod repairer;
+mod transition;
 
 pub use feed::WorkFeed;
 pub use repairer::{BALANCE_TOLERANCE, RepairConfig, Repairer, RoundReport, too_slow};

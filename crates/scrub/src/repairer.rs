@@ -72,8 +72,8 @@ pub struct RoundReport {
 /// of a pass runs as a task of its own, on any of the runtime's threads).
 #[derive(Clone)]
 pub struct Repairer {
-    client: Client,
-    pacer: Arc<Pacer>,
+    pub(crate) client: Client,
+    pub(crate) pacer: Arc<Pacer>,
     config: RepairConfig,
 }
 
@@ -112,6 +112,13 @@ impl Repairer {
                     tokio::time::sleep(self.config.idle).await;
                     continue;
                 }
+            }
+            // Redundancy first; then lifecycle transitions, a batch at a
+            // time so that new repair work is seen between batches.
+            match self.transition_round().await {
+                Ok(0) => {}
+                Ok(_) => continue,
+                Err(e) => warn!(error = %e, "lifecycle transitions failed; retrying"),
             }
             let map = match self.client.cluster_map_fresh().await {
                 Ok(m) => m,

@@ -25,6 +25,22 @@ pub struct StagedWrite {
 }
 
 impl StagedWrite {
+    /// Writes in `policy` onto the nodes of `map`, under a new reservation.
+    pub(crate) fn new(client: Client, policy: Policy, map: Arc<ClusterMap>) -> Self {
+        let reservation = client.reserve(&map);
+        StagedWrite {
+            client,
+            policy,
+            map,
+            reservation,
+        }
+    }
+
+    /// The write reservation its chunks are under (what a commit names).
+    pub fn reservation(&self) -> u64 {
+        self.reservation.id
+    }
+
     /// Encodes `data` as one chunk of the bucket's policy and stores its
     /// fragments; counts against the client's write budget.
     pub async fn write_chunk(&self, data: Vec<u8>) -> Result<ChunkRecord, SdkError> {
@@ -51,13 +67,7 @@ impl Client {
     pub async fn staged_write(&self, bucket: &str) -> Result<StagedWrite, SdkError> {
         let policy = self.bucket(bucket).await?.policy;
         let map = self.cluster_map().await?;
-        let reservation = self.reserve(&map);
-        Ok(StagedWrite {
-            client: self.clone(),
-            policy,
-            map,
-            reservation,
-        })
+        Ok(StagedWrite::new(self.clone(), policy, map))
     }
 
     /// Commits a new version of `key` that may reuse chunks of the current

@@ -28,6 +28,7 @@ mod object_lock;
 mod read;
 mod read_range;
 mod request_id;
+mod storage_class;
 mod tags;
 mod versions;
 mod volume;

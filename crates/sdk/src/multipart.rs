@@ -5,18 +5,22 @@
 use std::collections::BTreeMap;
 
 use tessera_proto::{
-    MetaQuery, MetaResponse, ObjectInfo, PartInfo, Proposal, UploadInfo, WriteCondition,
+    MetaQuery, MetaResponse, ObjectInfo, PartInfo, Proposal, UploadChecksum, UploadInfo,
+    WriteCondition,
 };
 use tessera_types::validate_key;
 
 use crate::{Client, PutOptions, SdkError};
 
 impl Client {
+    /// Starts a multipart upload of `bucket/key` whose object gets `opts`'
+    /// metadata and, when given, a `checksum` formed from its parts'.
     pub async fn create_upload(
         &self,
         bucket: &str,
         key: &str,
         opts: PutOptions,
+        checksum: Option<UploadChecksum>,
     ) -> Result<UploadInfo, SdkError> {
         validate_key(key)
             .map_err(|e| Client::remote(tessera_proto::ErrorCode::InvalidKey, e.to_string()))?;
@@ -26,6 +30,7 @@ impl Client {
             content_type: opts.content_type,
             user_meta: opts.user_meta.into_iter().collect::<BTreeMap<_, _>>(),
             headers: opts.headers,
+            checksum,
         };
         match self.meta(req).await? {
             MetaResponse::Upload(u) => Ok(u),
@@ -45,16 +50,21 @@ impl Client {
 
     /// Makes `parts` (number, ETag), in ascending order, the object, if
     /// the key's current object meets `condition` at that moment.
+    /// `checksum` (algorithm, base64 value, `-N` ending a composite one) is
+    /// stored as the object's, with the parts' checksums of that algorithm;
+    /// a listed part without one refuses the completion (`InvalidPart`).
     pub async fn complete_upload(
         &self,
         id: &str,
         parts: Vec<(u32, String)>,
         condition: WriteCondition,
+        checksum: Option<(String, String)>,
     ) -> Result<ObjectInfo, SdkError> {
         let req = Proposal::CompleteUpload {
             upload: id.to_string(),
             parts,
             condition,
+            checksum,
         };
         match self.meta(req).await? {
             MetaResponse::Object(o) => Ok(o),

@@ -60,7 +60,9 @@ impl Client {
         opts: PutOptions,
     ) -> Result<ObjectInfo, SdkError> {
         validate_key(key).map_err(|e| Client::remote(ErrorCode::InvalidKey, e.to_string()))?;
-        let policy = self.bucket(bucket).await?.policy;
+        let policy = self
+            .write_policy(bucket, opts.headers.storage_class.as_deref())
+            .await?;
         let (condition, content_md5) = (opts.condition.clone(), opts.content_md5);
         let check = opts.body_check.clone();
         let content = opts.content.clone();
@@ -122,7 +124,9 @@ impl Client {
         body: R,
         opts: PutOptions,
     ) -> Result<PartInfo, SdkError> {
-        let policy = self.bucket(&upload.bucket).await?.policy;
+        let policy = self
+            .write_policy(&upload.bucket, upload.headers.storage_class.as_deref())
+            .await?;
         let (check, content) = (opts.body_check.clone(), opts.content.clone());
         let opts = PutOptions {
             headers: tessera_proto::ObjectHeaders {
@@ -136,7 +140,7 @@ impl Client {
             (object.size, object.etag) = (content.0)()?;
         }
         if let Some(check) = check {
-            (check.0)()?;
+            object.headers.checksums = (check.0)()?;
         }
         match self
             .meta(Proposal::CommitPart {

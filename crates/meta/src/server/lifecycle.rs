@@ -5,7 +5,9 @@
 //! `LifecycleConfig::key_actions` and `upload_expired` on a snapshot and
 //! applying each decision as its own command (`Expire`, `AbortUpload`),
 //! which meta applies only if the version is still the one decided on and
-//! Object Lock does not keep it.
+//! Object Lock does not keep it. A transition to a storage class the
+//! operator mapped to a policy is queued (`QueueTransition`) for the
+//! repairer to re-encode; one to an unmapped class is left alone.
 //!
 //! Rate-limited (`MetaConfig::lifecycle_rate` commands per second) and
 //! resumable: the pass's position (bucket, last key finished) is recorded
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use tessera_proto::{
     KeyAction, KeyVersion, LifecycleConfig, LifecycleProgress, ObjectVersion, TagSet,
-    VersionListEntry,
+    TransitionItem, VersionListEntry,
 };
 use tracing::{debug, info, warn};
 
@@ -148,13 +150,15 @@ impl Meta {
                                 continue;
                             };
                             let label = tessera_proto::version_label(&v.version_id).to_string();
-                            // Tags live in the version itself.
-                            let tags = if v.delete_marker {
-                                TagSet::new()
+                            // Tags and class live in the version itself.
+                            let (tags, storage_class) = if v.delete_marker {
+                                (TagSet::new(), None)
                             } else {
                                 match r.version(bucket, &v.key, Some(label.as_str())) {
-                                    Ok(ObjectVersion::Object(o)) => o.headers.tags,
-                                    _ => TagSet::new(),
+                                    Ok(ObjectVersion::Object(o)) => {
+                                        (o.headers.tags, o.headers.storage_class)
+                                    }
+                                    _ => (TagSet::new(), None),
                                 }
                             };
                             rows.push((
@@ -165,6 +169,7 @@ impl Meta {
                                     size: v.size,
                                     tags,
                                     mtime_ms: v.mtime_ms,
+                                    storage_class,
                                 },
                             ));
                         }
@@ -220,6 +225,14 @@ impl Meta {
             let (version, current) = match &action {
                 KeyAction::ExpireCurrent => (g.versions[0].version.clone(), true),
                 KeyAction::RemoveVersion(v) => (v.clone(), false),
+                KeyAction::Transition {
+                    version,
+                    storage_class,
+                } => {
+                    self.queue_transition(bucket, &g, version, storage_class, p)
+                        .await?;
+                    continue;
+                }
             };
             let Some(mtime_ms) = g
                 .versions
@@ -258,6 +271,52 @@ impl Meta {
             self.pace().await;
         }
         p.after_key = Some(g.key);
+        Ok(())
+    }
+
+    /// Queues `version` of `g`'s key for re-encoding into `class`, if the
+    /// operator mapped the class to a policy and it is not queued yet.
+    async fn queue_transition(
+        &self,
+        bucket: &str,
+        g: &KeyGroup,
+        version: &str,
+        class: &str,
+        p: &mut LifecycleProgress,
+    ) -> Result<(), MetaError> {
+        let Some(v) = g.versions.iter().find(|v| v.version == version) else {
+            return Ok(());
+        };
+        let policy = {
+            let sm = self.sm();
+            let r = sm.read();
+            if r.transition_queued(bucket, &g.key, version)? {
+                return Ok(());
+            }
+            r.storage_class(class)?
+        };
+        // An unmapped class (GLACIER, say): stored and answered, not applied.
+        let Some(policy) = policy else {
+            return Ok(());
+        };
+        let item = TransitionItem {
+            bucket: bucket.to_string(),
+            key: g.key.clone(),
+            version: version.to_string(),
+            mtime_ms: v.mtime_ms,
+            storage_class: class.to_string(),
+            policy,
+        };
+        if self
+            .committer
+            .propose(Command::QueueTransition { item }, None)
+            .await?
+            .is_ok()
+        {
+            debug!(bucket, key = %g.key, version, class, "lifecycle queued a transition");
+            p.queued_transitions += 1;
+        }
+        self.pace().await;
         Ok(())
     }
 }

@@ -282,6 +282,13 @@ impl Meta {
             "",
             lc.kept_locked,
         );
+        metric(
+            "tessera_meta_lifecycle_queued_transitions_total",
+            "counter",
+            "Versions lifecycle rules queued for re-encoding into a mapped storage class.",
+            "",
+            lc.queued_transitions,
+        );
         for (i, n) in map.nodes.iter().enumerate() {
             metric(
                 "tessera_meta_node_up",

@@ -335,6 +335,8 @@ impl Meta {
                 MetaResponse::Lifecycle(r.lifecycle(&bucket)?)
             }
             Q::LifecycleStatus => MetaResponse::LifecycleProgress(r.lifecycle_progress()?),
+            Q::StorageClasses => MetaResponse::StorageClasses(r.storage_classes()?),
+            Q::TransitionWork { limit } => MetaResponse::Transitions(r.transition_work(limit)?),
             Q::GetObjectLock { bucket } => {
                 r.bucket(&bucket)?;
                 MetaResponse::ObjectLock(r.object_lock(&bucket)?)
@@ -478,6 +480,7 @@ impl Meta {
                 content_type,
                 user_meta,
                 headers,
+                checksum,
             } => {
                 let upload = UploadInfo {
                     id: random_text(UPLOAD_ID_CHARS, 32),
@@ -487,6 +490,7 @@ impl Meta {
                     content_type,
                     user_meta,
                     headers,
+                    checksum,
                 };
                 (Command::CreateUpload { upload }, None)
             }
@@ -508,11 +512,13 @@ impl Meta {
                 upload,
                 parts,
                 condition,
+                checksum,
             } => (
                 Command::CompleteUpload {
                     upload,
                     parts,
                     condition,
+                    checksum,
                     at_ms,
                 },
                 None,
@@ -641,6 +647,23 @@ impl Meta {
                     acl,
                 },
                 None,
+            ),
+            P::SetStorageClass { class, policy } => {
+                (Command::SetStorageClass { class, policy }, None)
+            }
+            P::Transition {
+                item,
+                old,
+                chunks,
+                write,
+            } => (
+                Command::Transition {
+                    item,
+                    old,
+                    chunks,
+                    at_ms,
+                },
+                write,
             ),
             P::SetObjectLock {
                 bucket,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tessera_proto::{
     AccessChange, AccessKey, Acl, AdminToken, ChunkRecord, CorruptReport, DirInfo, FragmentMove,
     LifecycleConfig, LifecycleProgress, NewObject, NodeAdmin, ObjectLockConfig, Permission,
-    Retention, TagSet, UploadInfo, Versioning, VolumeWrite, WriteCondition,
+    Retention, TagSet, TransitionItem, UploadInfo, Versioning, VolumeWrite, WriteCondition,
 };
 use tessera_types::{ChunkId, NodeId, Policy};
 
@@ -14,7 +14,7 @@ use super::tables::NodeRecord;
 use super::txn::Txn;
 use super::{
     Applied, access, admin_tokens, bucket_access, buckets, chunks, cluster, fsview, healing,
-    lifecycle, multipart, object_lock, objects, rename, tags, versions, volumes,
+    lifecycle, multipart, object_lock, objects, rename, storage_classes, tags, versions, volumes,
 };
 use crate::MetaError;
 
@@ -90,10 +90,13 @@ pub enum Command {
         at_ms: u64,
     },
     /// Makes the listed parts the object; parts not listed become garbage.
+    /// `checksum`: the object's (algorithm, value), see
+    /// `Proposal::CompleteUpload`.
     CompleteUpload {
         upload: String,
         parts: Vec<(u32, String)>,
         condition: WriteCondition,
+        checksum: Option<(String, String)>,
         at_ms: u64,
     },
     AbortUpload {
@@ -300,6 +303,23 @@ pub enum Command {
         version: Option<String>,
         acl: Option<Acl>,
     },
+    /// See `Proposal::SetStorageClass`.
+    SetStorageClass {
+        class: String,
+        policy: Option<Policy>,
+    },
+    /// The lifecycle worker's decision to re-encode a version into a
+    /// mapped storage class (see `storage_classes::queue_transition`).
+    QueueTransition {
+        item: TransitionItem,
+    },
+    /// See `Proposal::Transition`.
+    Transition {
+        item: TransitionItem,
+        old: Vec<ChunkId>,
+        chunks: Vec<ChunkRecord>,
+        at_ms: u64,
+    },
 }
 
 /// Applies one command in `tx`; a refusal is `Err(MetaError::Refused)`.
@@ -347,8 +367,9 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
             upload,
             parts,
             condition,
+            checksum,
             at_ms,
-        } => multipart::complete_upload(tx, upload, parts, condition, *at_ms),
+        } => multipart::complete_upload(tx, upload, parts, condition, checksum.as_ref(), *at_ms),
         C::AbortUpload { upload, at_ms } => multipart::abort_upload(tx, upload, *at_ms),
         C::Rename {
             bucket,
@@ -425,6 +446,16 @@ pub(super) fn apply(tx: &mut Txn<'_, '_>, cmd: &Command) -> Result<Applied, Meta
         } => object_lock::set_legal_hold(tx, (bucket, key, version.as_deref()), *on),
         C::SetLifecycle { bucket, config } => lifecycle::set_lifecycle(tx, bucket, config.as_ref()),
         C::SetLifecycleProgress { progress } => lifecycle::set_progress(tx, progress),
+        C::SetStorageClass { class, policy } => {
+            storage_classes::set_storage_class(tx, class, policy.as_ref())
+        }
+        C::QueueTransition { item } => storage_classes::queue_transition(tx, item),
+        C::Transition {
+            item,
+            old,
+            chunks,
+            at_ms,
+        } => storage_classes::transition(tx, item, old, chunks, *at_ms),
         C::Expire {
             bucket,
             key,

@@ -73,6 +73,7 @@ pub mod multipart;
 pub mod object_lock;
 pub mod objects;
 pub mod rename;
+pub mod storage_classes;
 pub mod tables;
 pub mod tags;
 mod txn;
@@ -444,6 +445,7 @@ pub mod prelude {
     pub use super::multipart::MultipartQueries;
     pub use super::object_lock::ObjectLockQueries;
     pub use super::objects::ObjectQueries;
+    pub use super::storage_classes::StorageClassQueries;
     pub use super::tags::TagQueries;
     pub use super::usage::UsageQueries;
     pub use super::versions::VersionQueries;

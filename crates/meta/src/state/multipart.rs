@@ -73,6 +73,7 @@ pub(super) fn commit_part(
         etag: part.etag.clone(),
         mtime_ms: at_ms,
         chunks: refs.clone(),
+        checksums: part.headers.checksums.clone(),
     };
     tx.put(PARTS, &pkey, &info)?;
     Ok(Applied::Part(info))
@@ -83,6 +84,7 @@ pub(super) fn complete_upload(
     upload: &str,
     parts: &[(u32, String)],
     condition: &WriteCondition,
+    checksum: Option<&(String, String)>,
     at_ms: u64,
 ) -> Result<Applied, MetaError> {
     let info = tx.upload(upload)?;
@@ -96,6 +98,7 @@ pub(super) fn complete_upload(
     let mut md5s = Vec::new();
     let mut size = 0u64;
     let mut sizes = Vec::with_capacity(parts.len());
+    let mut part_checksums = Vec::new();
     let mut last = 0;
     for (i, (number, etag)) in parts.iter().enumerate() {
         if *number <= last {
@@ -124,6 +127,18 @@ pub(super) fn complete_upload(
                 ),
             ));
         }
+        if let Some((algorithm, _)) = checksum {
+            // The object's checksum was computed from these parts' checksums
+            // (by the gateway, from the parts it listed): a part without one
+            // cannot have been among them.
+            let Some(sum) = p.checksums.get(algorithm) else {
+                return Err(refuse(
+                    Refused::InvalidPart,
+                    format!("part {number} has no {algorithm} checksum"),
+                ));
+            };
+            part_checksums.push(sum.clone());
+        }
         size += p.size;
         sizes.push(p.size);
         refs.extend(p.chunks.iter().copied());
@@ -143,17 +158,20 @@ pub(super) fn complete_upload(
         tx.delete(PARTS, &part_key(upload, p.number))?;
     }
     tx.delete(UPLOADS, &upload.to_string())?;
+    let mut headers = info.headers.clone();
+    headers.checksums = checksum.into_iter().cloned().collect();
     let object = ObjectInfo {
         key: info.key.clone(),
         size,
         etag: multipart_etag(&md5s),
         content_type: info.content_type.clone(),
         user_meta: info.user_meta.clone(),
-        headers: info.headers.clone(),
+        headers,
         mtime_ms: at_ms,
         data: ObjectData::Chunks(refs),
         parts: sizes,
         version_id: None,
+        part_checksums,
     };
     let object = install(tx, (&info.bucket, &info.key), old, object, at_ms)?;
     Ok(Applied::Object(Box::new(object)))
@@ -269,6 +287,7 @@ mod tests {
             upload: "u1".into(),
             parts,
             condition: WriteCondition::Any,
+            checksum: None,
             at_ms: 3,
         };
         let e = |id: u8| hex::encode([id; 16]);
@@ -287,6 +306,7 @@ mod tests {
             upload: "u1".into(),
             parts: vec![(1, e(1)), (2, e(4))],
             condition,
+            checksum: None,
             at_ms: 3,
         };
         assert_eq!(
@@ -322,6 +342,7 @@ mod tests {
             upload: "u2".into(),
             parts: vec![(1, e(6))],
             condition,
+            checksum: None,
             at_ms: 5,
         };
         assert_eq!(
@@ -352,5 +373,54 @@ mod tests {
             }),
             Refused::NoSuchUpload
         );
+    }
+
+    #[test]
+    fn a_completion_keeps_the_object_checksum_and_its_parts() {
+        let t = Kit::new();
+        let nodes = t.nodes(6);
+        t.bucket("bkt");
+        t.ok(Command::CreateUpload {
+            upload: upload_info("u1", "bkt", "k"),
+        });
+        let part = |n: u32, id: u8, size: u64, sums: &[(&str, &str)]| {
+            let mut p = sized_chunk(id, size, &nodes);
+            p.headers.checksums = sums
+                .iter()
+                .map(|(a, v)| (a.to_string(), v.to_string()))
+                .collect();
+            Command::CommitPart {
+                upload: "u1".into(),
+                number: n,
+                part: p,
+                at_ms: 2,
+            }
+        };
+        t.ok(part(
+            1,
+            1,
+            MIN_PART_SIZE,
+            &[("crc32", "AAAAAQ=="), ("crc64nvme", "x")],
+        ));
+        t.ok(part(2, 2, 10, &[("crc64nvme", "y")]));
+        assert_eq!(t.sm.read().parts("u1").unwrap()[0].checksums.len(), 2);
+        let e = |id: u8| hex::encode([id; 16]);
+        let complete = |algorithm: &str| Command::CompleteUpload {
+            upload: "u1".into(),
+            parts: vec![(1, e(1)), (2, e(2))],
+            condition: WriteCondition::Any,
+            checksum: Some((algorithm.into(), "whole".into())),
+            at_ms: 3,
+        };
+        // Part 2 has no CRC32: the checksum cannot have come from it.
+        assert_eq!(t.refused(complete("crc32")), Refused::InvalidPart);
+        let Applied::Object(o) = t.ok(complete("crc64nvme")) else {
+            panic!("no object")
+        };
+        assert_eq!(o.headers.checksums.len(), 1);
+        assert_eq!(o.headers.checksums["crc64nvme"], "whole");
+        assert_eq!(o.part_checksums, vec!["x".to_string(), "y".to_string()]);
+        let stored = t.sm.read().object("bkt", "k").unwrap();
+        assert_eq!(stored.part_checksums, o.part_checksums);
     }
 }

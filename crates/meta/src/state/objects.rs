@@ -233,6 +233,7 @@ pub(super) fn committed(key: &str, o: &NewObject, at_ms: u64) -> ObjectInfo {
         data: o.data.clone(),
         parts: Vec::new(),
         version_id: None,
+        part_checksums: Vec::new(),
     }
 }
 

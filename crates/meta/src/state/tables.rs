@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use tessera_proto::{
     AccessKey, AdminToken, BucketAccess, BucketInfo, BucketUsage, ChunkPlacement, ChunkRecord,
     CorruptReport, DirInfo, ExtentRecord, LifecycleConfig, LifecycleProgress, NodeAdmin,
-    ObjectInfo, ObjectLockConfig, ObjectVersion, PartInfo, Permission, TagSet, UploadInfo,
-    Versioning, VolumeInfo,
+    ObjectInfo, ObjectLockConfig, ObjectVersion, PartInfo, Permission, TagSet, TransitionItem,
+    UploadInfo, Versioning, VolumeInfo,
 };
-use tessera_types::{ChunkId, NodeId};
+use tessera_types::{ChunkId, NodeId, Policy};
 
 use super::RecordedOutcome;
 use crate::keys::{ExtentKey, FragmentKey, NodeFragmentKey, ObjectKey, VersionKey};
@@ -89,6 +89,11 @@ pub const BUCKET_ACCESS: Table<String, BucketAccess> = Table::new("bucket_access
 pub const BUCKET_LOCK: Table<String, ObjectLockConfig> = Table::new("bucket_object_lock");
 /// Lifecycle configurations of buckets that have one, by bucket name.
 pub const BUCKET_LIFECYCLE: Table<String, LifecycleConfig> = Table::new("bucket_lifecycle");
+/// The operator's storage classes: S3 class name to policy.
+pub const STORAGE_CLASSES: Table<String, Policy> = Table::new("storage_classes");
+/// Versions queued for re-encoding by a lifecycle transition, by (bucket,
+/// version label `/` key).
+pub const TRANSITIONS: Table<ObjectKey, TransitionItem> = Table::new("transitions");
 /// The lifecycle worker's progress: one record.
 pub const LIFECYCLE_PROGRESS: Table<String, LifecycleProgress> = Table::new("lifecycle_progress");
 /// The outcome of each recent log entry, by index.
@@ -148,6 +153,8 @@ pub const ALL: &[&str] = &[
     BUCKET_LOCK.name,
     BUCKET_LIFECYCLE.name,
     LIFECYCLE_PROGRESS.name,
+    STORAGE_CLASSES.name,
+    TRANSITIONS.name,
 ];
 
 /// Names of the counters kept beside the tables.

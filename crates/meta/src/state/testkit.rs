@@ -141,6 +141,7 @@ pub fn upload_info(id: &str, bucket: &str, key: &str) -> UploadInfo {
         content_type: None,
         user_meta: Default::default(),
         headers: Default::default(),
+        checksum: None,
     }
 }
 

@@ -327,6 +327,7 @@ mod tests {
             upload: "u1".into(),
             parts: vec![(1, e(1)), (2, e(2))],
             condition: WriteCondition::Any,
+            checksum: None,
             at_ms: 3,
         });
         assert_eq!(figures(&t, "bkt"), (1, MIN_PART_SIZE + 10, 0, 0));
