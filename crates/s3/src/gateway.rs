@@ -632,10 +632,7 @@ impl S3 for Gateway {
                 let owns = grants.iter().any(|g| g.permission == Permission::Owner);
                 rules::existing_bucket(bucket, owns, self.config.region.as_deref())?;
                 self.client
-                    .set_bucket_access(
-                        bucket,
-                        AccessChange::Acl(acl.filter(|a| *a != CannedAcl::Private)),
-                    )
+                    .set_bucket_access(bucket, AccessChange::Acl(acl.and_then(acl::stored)))
                     .await
                     .map_err(to_s3)?;
                 return Ok(S3Response::new(dto::CreateBucketOutput {

@@ -256,8 +256,8 @@ pub trait ObjectQueries: Read {
     /// with any).
     fn bucket_is_empty(&self, bucket: &str) -> Result<bool, MetaError> {
         let mut empty = true;
-        self.scan(OBJECTS, &ObjectKey::bucket_prefix(bucket), |_, k, _| {
-            empty = k.bucket != bucket;
+        self.scan_prefix(OBJECTS, &ObjectKey::bucket_prefix(bucket), |_, _, _| {
+            empty = false;
             Ok(Step::Stop)
         })?;
         Ok(empty && !self.any_noncurrent(bucket)?)
@@ -266,11 +266,14 @@ pub trait ObjectQueries: Read {
     /// Whether any object's key starts with `prefix`.
     fn any_object_under(&self, bucket: &str, prefix: &str) -> Result<bool, MetaError> {
         let mut found = false;
-        self.scan(
+        // Bounded: after many deletions under the bucket, an unbounded seek
+        // stepped over every tombstone up to the next live key, and the
+        // mount asks this on every lookup and create.
+        self.scan_prefix(
             OBJECTS,
             &ObjectKey::new(bucket, prefix).encode(),
-            |_, k, _| {
-                found = k.bucket == bucket && k.key.starts_with(prefix);
+            |_, _, _| {
+                found = true;
                 Ok(Step::Stop)
             },
         )?;

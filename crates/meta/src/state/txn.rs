@@ -116,6 +116,17 @@ impl ReadView for Batch<'_> {
         }
         self.writes.cursor(table)
     }
+
+    fn cursor_below(
+        &self,
+        table: &'static str,
+        upper: &[u8],
+    ) -> Result<Box<dyn Cursor + '_>, MetaError> {
+        if table == NODE_STATS.name {
+            return self.cursor(table);
+        }
+        self.writes.cursor_below(table, upper)
+    }
 }
 
 /// `'b` is the borrow of the batch, `'a` the snapshot under it.
@@ -263,6 +274,14 @@ impl ReadView for Txn<'_, '_> {
 
     fn cursor(&self, table: &'static str) -> Result<Box<dyn Cursor + '_>, MetaError> {
         self.view.cursor(table)
+    }
+
+    fn cursor_below(
+        &self,
+        table: &'static str,
+        upper: &[u8],
+    ) -> Result<Box<dyn Cursor + '_>, MetaError> {
+        self.view.cursor_below(table, upper)
     }
 }
 

@@ -155,6 +155,21 @@ pub trait ReadView {
         }
     }
     fn cursor(&self, table: &'static str) -> Result<Box<dyn Cursor + '_>, MetaError>;
+    /// A cursor over `table` for keys below `upper` (exclusive). A store
+    /// that can end its own iteration there (RocksDB's
+    /// `iterate_upper_bound`) does, so that a seek past the last live key
+    /// under a prefix stops at the bound instead of stepping over every
+    /// deletion tombstone beyond it until the next live key, which may be
+    /// in another bucket. Others give the unbounded cursor: callers still
+    /// check each key they are given.
+    fn cursor_below(
+        &self,
+        table: &'static str,
+        upper: &[u8],
+    ) -> Result<Box<dyn Cursor + '_>, MetaError> {
+        let _ = upper;
+        self.cursor(table)
+    }
 }
 
 /// An ordered, durable key-value store with snapshots and atomic writes.
@@ -243,6 +258,34 @@ pub trait Read: ReadView {
         it.status()
     }
 
+    /// Visits the entries whose keys start with `prefix`, in key order,
+    /// while `visit` returns `Continue` (`Seek` as in `scan`). The cursor
+    /// is bounded by the prefix's successor (see `ReadView::cursor_below`).
+    fn scan_prefix<K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        t: Table<K, V>,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], K, V) -> Result<Step, MetaError>,
+    ) -> Result<(), MetaError> {
+        let mut it = match prefix_successor(prefix) {
+            Some(upper) => self.cursor_below(t.name, &upper)?,
+            None => self.cursor(t.name)?,
+        };
+        it.seek(prefix);
+        while let Some((k, v)) = it.entry() {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let value = decode_value(t.name, v)?;
+            match visit(k, K::decode(k)?, value)? {
+                Step::Continue => it.next(),
+                Step::Seek(to) => it.seek(&to),
+                Step::Stop => break,
+            }
+        }
+        it.status()
+    }
+
     /// At most `limit` entries from the end backwards.
     fn scan_rev<K: KeyCodec, V: DeserializeOwned>(
         &self,
@@ -265,6 +308,19 @@ pub trait Read: ReadView {
 }
 
 impl<R: ReadView + ?Sized> Read for R {}
+
+/// The smallest key above every key that starts with `prefix`, or `None`
+/// when there is none (an empty prefix, or one of only 0xff bytes).
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < 0xff {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
+}
 
 #[cfg(test)]
 mod tests {
@@ -362,6 +418,58 @@ mod tests {
             assert_eq!(last.len(), 4, "{name}");
             assert_eq!(last[0].0, b"f", "{name}");
             assert_eq!(last[3], (b"a".to_vec(), vec![5]), "{name}");
+        }
+    }
+
+    /// A prefix scan sees exactly the keys under its prefix, in every store
+    /// and through an overlay whose pending writes lie on both sides of the
+    /// bound; the bound itself is the prefix's successor.
+    #[test]
+    fn prefix_scans_stop_at_the_end_of_their_prefix() {
+        const T: Table<String, u64> = Table::new("t");
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
+        assert_eq!(prefix_successor(b""), None);
+        let under = |view: &dyn ReadView, prefix: &str| {
+            let mut out = Vec::new();
+            view.scan_prefix(T, prefix.as_bytes(), |_, k: String, v: u64| {
+                out.push((k, v));
+                Ok(Step::Continue)
+            })
+            .unwrap();
+            out
+        };
+        for (name, store, _dir) in stores() {
+            let mut set = WriteSet::default();
+            for (i, k) in ["a", "ab", "abc", "ab\u{ff}", "ac", "b"].iter().enumerate() {
+                set.set(
+                    "t",
+                    k.as_bytes().to_vec(),
+                    Some(encode_value(&(i as u64)).unwrap()),
+                );
+            }
+            // Deleted keys past the prefix: what the bound lets a store skip.
+            for i in 0..100 {
+                set.set("t", format!("ab~{i}").into_bytes(), None);
+                set.set("t", format!("ad{i}").into_bytes(), None);
+            }
+            store.write(set).unwrap();
+            let view = store.read();
+            let keys = |v: Vec<(String, u64)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+            assert_eq!(
+                keys(under(&*view, "ab")),
+                ["ab", "abc", "ab\u{ff}"],
+                "{name}"
+            );
+            assert_eq!(keys(under(&*view, "b")), ["b"], "{name}");
+            assert!(under(&*view, "abd").is_empty(), "{name}");
+            assert_eq!(under(&*view, "").len(), 6, "{name}");
+            let mut ov = Overlay::new(&*view);
+            ov.put_raw("t", b"abb".to_vec(), encode_value(&9u64).unwrap());
+            ov.put_raw("t", b"ad".to_vec(), encode_value(&9u64).unwrap());
+            ov.delete_raw("t", b"abc".to_vec());
+            assert_eq!(keys(under(&ov, "ab")), ["ab", "abb", "ab\u{ff}"], "{name}");
         }
     }
 

@@ -120,6 +120,27 @@ impl ReadView for Overlay<'_> {
 
     fn cursor(&self, table: &'static str) -> Result<Box<dyn Cursor + '_>, MetaError> {
         let base = self.base.cursor(table)?;
+        self.merged(table, base)
+    }
+
+    fn cursor_below(
+        &self,
+        table: &'static str,
+        upper: &[u8],
+    ) -> Result<Box<dyn Cursor + '_>, MetaError> {
+        // Only the base is bounded: pending writes are few, and the caller
+        // checks each key it is given.
+        let base = self.base.cursor_below(table, upper)?;
+        self.merged(table, base)
+    }
+}
+
+impl Overlay<'_> {
+    fn merged<'s>(
+        &'s self,
+        table: &'static str,
+        base: Box<dyn Cursor + 's>,
+    ) -> Result<Box<dyn Cursor + 's>, MetaError> {
         match self.writes.tables.get(table) {
             Some(pending) if !pending.is_empty() => Ok(Box::new(Merged {
                 base,

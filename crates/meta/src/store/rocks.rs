@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DB, DBRawIteratorWithThreadMode, Options, SnapshotWithThreadMode,
-    WriteBatch, WriteOptions,
+    ColumnFamilyDescriptor, DB, DBRawIteratorWithThreadMode, Options, ReadOptions,
+    SnapshotWithThreadMode, WriteBatch, WriteOptions,
 };
 
 use super::{Cursor, MetaStore, ReadView, ValueReader, WriteSet};
@@ -122,6 +122,19 @@ impl ReadView for RocksView<'_> {
         let cf = self.store.cf(table)?;
         Ok(Box::new(RocksCursor {
             it: self.snap.raw_iterator_cf(cf),
+        }))
+    }
+
+    fn cursor_below(
+        &self,
+        table: &'static str,
+        upper: &[u8],
+    ) -> Result<Box<dyn Cursor + '_>, MetaError> {
+        let cf = self.store.cf(table)?;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(upper.to_vec());
+        Ok(Box::new(RocksCursor {
+            it: self.snap.raw_iterator_cf_opt(cf, opts),
         }))
     }
 }
