@@ -2582,7 +2582,7 @@ fn stored_content_encoding(encoding: String) -> Option<String> {
     let kept: Vec<&str> = encoding
         .split(',')
         .map(str::trim)
-        .filter(|e| !e.is_empty() && !chunked(*e))
+        .filter(|e| !e.is_empty() && !chunked(e))
         .collect();
     (!kept.is_empty()).then(|| kept.join(", "))
 }
