@@ -243,19 +243,9 @@ pub trait Read: ReadView {
         &self,
         t: Table<K, V>,
         start: &[u8],
-        mut visit: impl FnMut(&[u8], K, V) -> Result<Step, MetaError>,
+        visit: impl FnMut(&[u8], K, V) -> Result<Step, MetaError>,
     ) -> Result<(), MetaError> {
-        let mut it = self.cursor(t.name)?;
-        it.seek(start);
-        while let Some((k, v)) = it.entry() {
-            let value = decode_value(t.name, v)?;
-            match visit(k, K::decode(k)?, value)? {
-                Step::Continue => it.next(),
-                Step::Seek(to) => it.seek(&to),
-                Step::Stop => break,
-            }
-        }
-        it.status()
+        walk(self.cursor(t.name)?, t, start, b"", visit)
     }
 
     /// Visits the entries whose keys start with `prefix`, in key order,
@@ -265,25 +255,13 @@ pub trait Read: ReadView {
         &self,
         t: Table<K, V>,
         prefix: &[u8],
-        mut visit: impl FnMut(&[u8], K, V) -> Result<Step, MetaError>,
+        visit: impl FnMut(&[u8], K, V) -> Result<Step, MetaError>,
     ) -> Result<(), MetaError> {
-        let mut it = match prefix_successor(prefix) {
+        let it = match prefix_successor(prefix) {
             Some(upper) => self.cursor_below(t.name, &upper)?,
             None => self.cursor(t.name)?,
         };
-        it.seek(prefix);
-        while let Some((k, v)) = it.entry() {
-            if !k.starts_with(prefix) {
-                break;
-            }
-            let value = decode_value(t.name, v)?;
-            match visit(k, K::decode(k)?, value)? {
-                Step::Continue => it.next(),
-                Step::Seek(to) => it.seek(&to),
-                Step::Stop => break,
-            }
-        }
-        it.status()
+        walk(it, t, prefix, prefix, visit)
     }
 
     /// At most `limit` entries from the end backwards.
@@ -308,6 +286,30 @@ pub trait Read: ReadView {
 }
 
 impl<R: ReadView + ?Sized> Read for R {}
+
+/// `scan`'s and `scan_prefix`'s walk: from `start` while keys start with
+/// `prefix` (every key does with an empty one) and `visit` goes on.
+fn walk<K: KeyCodec, V: DeserializeOwned>(
+    mut it: Box<dyn Cursor + '_>,
+    t: Table<K, V>,
+    start: &[u8],
+    prefix: &[u8],
+    mut visit: impl FnMut(&[u8], K, V) -> Result<Step, MetaError>,
+) -> Result<(), MetaError> {
+    it.seek(start);
+    while let Some((k, v)) = it.entry() {
+        if !k.starts_with(prefix) {
+            break;
+        }
+        let value = decode_value(t.name, v)?;
+        match visit(k, K::decode(k)?, value)? {
+            Step::Continue => it.next(),
+            Step::Seek(to) => it.seek(&to),
+            Step::Stop => break,
+        }
+    }
+    it.status()
+}
 
 /// The smallest key above every key that starts with `prefix`, or `None`
 /// when there is none (an empty prefix, or one of only 0xff bytes).
