@@ -351,6 +351,17 @@ pub fn algorithm_name(algorithm: &str) -> dto::ChecksumAlgorithm {
     dto::ChecksumAlgorithm::from(algorithm.to_ascii_uppercase())
 }
 
+/// An upload's checksum as S3 names it in its answers (algorithm, type):
+/// CreateMultipartUpload, ListParts and ListMultipartUploads.
+pub fn upload_names(
+    checksum: Option<&UploadChecksum>,
+) -> (Option<dto::ChecksumAlgorithm>, Option<dto::ChecksumType>) {
+    (
+        checksum.map(|c| algorithm_name(&c.algorithm)),
+        checksum.map(|c| type_name(c.kind)),
+    )
+}
+
 /// The checksums a copy keeps from its source: those of the whole object.
 /// A composite checksum describes the source's parts, which the copy (one
 /// piece) does not have.

@@ -1276,18 +1276,13 @@ impl S3 for Gateway {
             .create_upload(&input.bucket, &input.key, opts, checksum)
             .await
             .map_err(to_s3)?;
+        let (checksum_algorithm, checksum_type) = checksum::upload_names(upload.checksum.as_ref());
         let mut out = dto::CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload.id),
-            checksum_algorithm: upload
-                .checksum
-                .as_ref()
-                .map(|c| checksum::algorithm_name(&c.algorithm)),
-            checksum_type: upload
-                .checksum
-                .as_ref()
-                .map(|c| checksum::type_name(c.kind)),
+            checksum_algorithm,
+            checksum_type,
             ..Default::default()
         };
         set_sse_output!(out, sealing.as_ref().map(|(_, o)| o));
@@ -1540,6 +1535,7 @@ impl S3 for Gateway {
             .collect();
         let truncated = parts.len() > max as usize;
         parts.truncate(max as usize);
+        let (checksum_algorithm, checksum_type) = checksum::upload_names(upload.checksum.as_ref());
         Ok(S3Response::new(dto::ListPartsOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -1552,14 +1548,8 @@ impl S3 for Gateway {
                 .filter(|_| truncated),
             part_number_marker: input.part_number_marker,
             parts: Some(parts),
-            checksum_algorithm: upload
-                .checksum
-                .as_ref()
-                .map(|c| checksum::algorithm_name(&c.algorithm)),
-            checksum_type: upload
-                .checksum
-                .as_ref()
-                .map(|c| checksum::type_name(c.kind)),
+            checksum_algorithm,
+            checksum_type,
             ..Default::default()
         }))
     }
@@ -1615,17 +1605,18 @@ impl S3 for Gateway {
             }
             match common {
                 Some(p) => prefixes.push(p),
-                None => uploads.push(dto::MultipartUpload {
-                    key: Some(encode_if(url, u.key.clone())),
-                    upload_id: Some(u.id.clone()),
-                    initiated: Some(timestamp(u.initiated_ms)),
-                    checksum_algorithm: u
-                        .checksum
-                        .as_ref()
-                        .map(|c| checksum::algorithm_name(&c.algorithm)),
-                    checksum_type: u.checksum.as_ref().map(|c| checksum::type_name(c.kind)),
-                    ..Default::default()
-                }),
+                None => {
+                    let (checksum_algorithm, checksum_type) =
+                        checksum::upload_names(u.checksum.as_ref());
+                    uploads.push(dto::MultipartUpload {
+                        key: Some(encode_if(url, u.key.clone())),
+                        upload_id: Some(u.id.clone()),
+                        initiated: Some(timestamp(u.initiated_ms)),
+                        checksum_algorithm,
+                        checksum_type,
+                        ..Default::default()
+                    })
+                }
             }
             last = Some((u.key.clone(), u.id.clone()));
         }
