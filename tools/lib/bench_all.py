@@ -141,6 +141,39 @@ def s3_bench(cluster, args, report):
             })
 
 
+def boto3_bench(cluster, args, report):
+    """The issue's boto3 rows: 64 MiB objects from 4 threads, 1 MiB from 8,
+    PUT then GET, servers' CPU metered per phase."""
+    key = json.loads(cluster.run("key", "create", "bench-boto3", "--json"))
+    env = dict(cluster.env, AWS_ACCESS_KEY_ID=key["access_key"], AWS_SECRET_ACCESS_KEY=key["secret_key"])
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_boto3.py")
+    secs = str(duration_seconds(args.duration))
+    for size, threads in ((64 * MIB, 4), (MIB, 8)):
+        print(f"boto3 {size // MIB} MiB, {threads} threads...", file=sys.stderr)
+        proc = subprocess.Popen([sys.executable, script, f"http://{IP}:9000", "bench-boto3", str(size),
+                                 str(threads), secs], env=env, stdout=subprocess.PIPE, text=True)
+        meter = CpuMeter(cluster.servers())
+        for line in proc.stdout:
+            phase = json.loads(line)
+            cpu = meter.stop(phase["ops"] * size)
+            meter = CpuMeter(cluster.servers())
+            gib = phase["ops"] * size / GIB
+            cpu["client"] = {"cpu_s": phase["client_cpu_s"],
+                             "cpu_s_per_gib": round(phase["client_cpu_s"] / gib, 2) if gib else None}
+            phase["cpu"] = cpu
+            report["boto3"].append(phase)
+        if proc.wait() != 0:
+            raise SystemExit("the boto3 benchmark failed")
+
+
+def duration_seconds(d):
+    """Seconds in a duration such as 10s, 500ms or 2m."""
+    for unit, mult in (("ms", 0.001), ("s", 1), ("m", 60)):
+        if d.endswith(unit) and d[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(d[: -len(unit)]) * mult
+    return float(d)
+
+
 def drop_caches():
     subprocess.run(["sync"])
     try:
@@ -250,6 +283,12 @@ def print_report(r):
         c = {k: (round(v, 1) if v is not None else None) for k, v in s["cpu_s_per_gib"].items()}
         rows.append((f"S3 {s['op']} {s['size']} x{s['concurrency']}", f"{value:.1f} {unit}", lname, f"{limit:.0f}", ratio(value, limit),
                      f"gw {c['gateway']}, meta {c['meta']}, nodes {c['nodes']}, client {c['client']}"))
+    for b in r.get("boto3", []):
+        mib = b["size"] // MIB
+        limit, lname = (ec_put_limit, "disk / 1.5") if b["op"] == "PUT" else (quic, "QUIC loopback")
+        per = ", ".join(f"{k} {v['cpu_s_per_gib']}" for k, v in b["cpu"].items() if k != "servers")
+        rows.append((f"boto3 {b['op']} {mib} MiB x{b['threads']}", f"{b['mib_per_s']:.1f} MiB/s", lname,
+                     f"{limit:.0f}", ratio(b["mib_per_s"], limit), per))
     for name, key, limit, lname in (("CLI put 1 GiB", ("cli", "put"), ec_put_limit, "disk / 1.5"),
                                     ("CLI get 1 GiB", ("cli", "get"), quic, "QUIC loopback"),
                                     ("mount write 1 GiB", ("fuse", "write"), ec_put_limit, "disk / 1.5"),
@@ -281,20 +320,24 @@ def main():
     ap.add_argument("--sizes", default="4KiB,1MiB,64MiB")
     ap.add_argument("--data-size", default="1GiB", help="bytes for the CLI and mount figures")
     ap.add_argument("--files", type=int, default=2000, help="small files created through the mount")
-    ap.add_argument("--skip", default="", help="comma-separated: s3,cli,fuse,repair")
+    ap.add_argument("--skip", default="", help="comma-separated: s3,boto3,cli,fuse,repair")
     ap.add_argument("--out", default="bench-all.json")
+    ap.add_argument("--ip", default=IP, help="loopback address the cluster listens on")
     args = ap.parse_args()
+    globals()["IP"] = args.ip
     args.sizes = [s for s in args.sizes.split(",") if s]
     skip = set(args.skip.split(","))
     root = tempfile.mkdtemp(prefix="tessera-bench-all.", dir="/var/tmp")
     report = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "host": os.uname().nodename,
-              "kernel": os.uname().release, "s3": [], "cli": {}, "fuse": {}}
+              "kernel": os.uname().release, "s3": [], "boto3": [], "cli": {}, "fuse": {}}
     print("machine limits...", file=sys.stderr)
     report["machine"] = machine_limits(args.bin, root)
     cluster = Cluster(args.bin, root)
     try:
         if "s3" not in skip:
             s3_bench(cluster, args, report)
+        if "boto3" not in skip:
+            boto3_bench(cluster, args, report)
         size = size_bytes(args.data_size)
         src = f"/dev/shm/tessera-bench-all-src.{os.getpid()}"
         with open(src, "wb") as f:

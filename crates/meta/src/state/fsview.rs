@@ -192,10 +192,11 @@ pub trait FsQueries: Read {
     fn occupancy(&self, bucket: &str, path: &str) -> Result<Occupancy, MetaError> {
         let objects = self.any_object_under(bucket, path)?;
         let entry = self.contains(DIRS, &ObjectKey::new(bucket, path))?;
-        let mut start = ObjectKey::new(bucket, path).encode();
+        let under = ObjectKey::new(bucket, path).encode();
+        let mut start = under.clone();
         start.push(0);
         let mut subdirs = false;
-        self.scan(DIRS, &start, |_, k, _| {
+        self.scan_prefix_from(DIRS, &under, &start, |_, k, _| {
             subdirs = k.bucket == bucket && k.key.starts_with(path);
             Ok(Step::Stop)
         })?;
@@ -213,7 +214,7 @@ pub trait FsQueries: Read {
         from: &str,
     ) -> Result<Vec<(String, DirInfo)>, MetaError> {
         let mut out = Vec::new();
-        self.scan(DIRS, &ObjectKey::new(bucket, from).encode(), |_, k, v| {
+        self.scan_prefix(DIRS, &ObjectKey::new(bucket, from).encode(), |_, k, v| {
             if k.bucket != bucket || !k.key.starts_with(from) {
                 return Ok(Step::Stop);
             }
@@ -265,7 +266,8 @@ pub trait FsQueries: Read {
         let mut dirs_cut = false;
         let mut start = ObjectKey::new(bucket, after.unwrap_or(prefix)).encode();
         start.push(0);
-        self.scan(DIRS, &start, |_, k, _| {
+        let under = ObjectKey::new(bucket, prefix).encode();
+        self.scan_prefix_from(DIRS, &under, &start, |_, k, _| {
             if k.bucket != bucket || !k.key.starts_with(prefix) {
                 return Ok(Step::Stop);
             }

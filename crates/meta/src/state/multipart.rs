@@ -216,7 +216,7 @@ pub trait MultipartQueries: Read {
     /// An upload's parts in part-number order.
     fn parts(&self, upload: &str) -> Result<Vec<PartInfo>, MetaError> {
         let mut out = Vec::new();
-        self.scan(
+        self.scan_prefix(
             PARTS,
             &ObjectKey::bucket_prefix(upload),
             |_, k: ObjectKey, p| {

@@ -302,7 +302,8 @@ pub trait ObjectQueries: Read {
         }
         let mut entries: Vec<ListEntry> = Vec::new();
         let mut truncated = false;
-        self.scan(OBJECTS, &start, |_, k, v| {
+        let under = ObjectKey::new(bucket, prefix).encode();
+        self.scan_prefix_from(OBJECTS, &under, &start, |_, k, v| {
             if k.bucket != bucket || !k.key.starts_with(prefix) {
                 return Ok(Step::Stop);
             }

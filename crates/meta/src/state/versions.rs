@@ -449,13 +449,17 @@ struct Run<T> {
     items: VecDeque<(String, T)>,
     /// Where the next batch starts; `None` when the source is exhausted.
     from: Option<Vec<u8>>,
+    /// The encoded prefix every entry of the listing starts with: the
+    /// scans stop at its end instead of stepping over deleted keys after it.
+    under: Vec<u8>,
 }
 
 impl<T> Run<T> {
-    fn new(from: Vec<u8>) -> Self {
+    fn new(from: Vec<u8>, under: Vec<u8>) -> Self {
         Run {
             items: VecDeque::new(),
             from: Some(from),
+            under,
         }
     }
 
@@ -496,7 +500,7 @@ impl<T> Run<T> {
         let Some(from) = self.from.take() else {
             return Ok(());
         };
-        r.scan(table, &from, |raw, k, v| {
+        r.scan_prefix_from(table, &self.under, &from, |raw, k, v| {
             let (b, key, t) = item(k, v);
             if b != bucket || !key.starts_with(prefix) {
                 return Ok(Step::Stop);
@@ -623,7 +627,7 @@ pub trait VersionQueries: Read {
     /// Whether the bucket holds any noncurrent version or delete marker.
     fn any_noncurrent(&self, bucket: &str) -> Result<bool, MetaError> {
         let mut found = false;
-        self.scan(VERSIONS, &ObjectKey::bucket_prefix(bucket), |_, k, _| {
+        self.scan_prefix(VERSIONS, &ObjectKey::bucket_prefix(bucket), |_, k, _| {
             found = k.bucket == bucket;
             Ok(Step::Stop)
         })?;
@@ -687,8 +691,9 @@ pub trait VersionQueries: Read {
             cur_from = cur_from.max(after_key);
             old_from = old_from.max(old_after);
         }
-        let mut cur: Run<ObjectInfo> = Run::new(cur_from);
-        let mut old: Run<(u64, ObjectVersion)> = Run::new(old_from);
+        let mut cur: Run<ObjectInfo> = Run::new(cur_from, ObjectKey::new(bucket, prefix).encode());
+        let mut old: Run<(u64, ObjectVersion)> =
+            Run::new(old_from, VersionKey::prefix(bucket, prefix));
         let mut entries: Vec<VersionListEntry> = Vec::new();
         let mut truncated = false;
         let mut last_key: Option<String> = None;

@@ -257,11 +257,26 @@ pub trait Read: ReadView {
         prefix: &[u8],
         visit: impl FnMut(&[u8], K, V) -> Result<Step, MetaError>,
     ) -> Result<(), MetaError> {
+        self.scan_prefix_from(t, prefix, prefix, visit)
+    }
+
+    /// `scan_prefix` starting at `start` instead of the prefix's first key
+    /// (a listing's continuation): a `start` below `prefix` is the same as
+    /// `prefix`, one past every key under it visits nothing. Bounded like
+    /// `scan_prefix`, so a listing that reaches the end of its prefix does
+    /// not step over the deleted keys that follow it.
+    fn scan_prefix_from<K: KeyCodec, V: DeserializeOwned>(
+        &self,
+        t: Table<K, V>,
+        prefix: &[u8],
+        start: &[u8],
+        visit: impl FnMut(&[u8], K, V) -> Result<Step, MetaError>,
+    ) -> Result<(), MetaError> {
         let it = match prefix_successor(prefix) {
             Some(upper) => self.cursor_below(t.name, &upper)?,
             None => self.cursor(t.name)?,
         };
-        walk(it, t, prefix, prefix, visit)
+        walk(it, t, start.max(prefix), prefix, visit)
     }
 
     /// At most `limit` entries from the end backwards.
@@ -472,6 +487,20 @@ mod tests {
             ov.put_raw("t", b"ad".to_vec(), encode_value(&9u64).unwrap());
             ov.delete_raw("t", b"abc".to_vec());
             assert_eq!(keys(under(&ov, "ab")), ["ab", "abb", "ab\u{ff}"], "{name}");
+            // A continuation starts inside the prefix, below it or past it.
+            let from = |prefix: &str, start: &[u8]| {
+                let mut out = Vec::new();
+                view.scan_prefix_from(T, prefix.as_bytes(), start, |_, k: String, _: u64| {
+                    out.push(k);
+                    Ok(Step::Continue)
+                })
+                .unwrap();
+                out
+            };
+            assert_eq!(from("ab", b"ab\0"), ["abc", "ab\u{ff}"], "{name}");
+            assert_eq!(from("ab", b"a"), ["ab", "abc", "ab\u{ff}"], "{name}");
+            assert!(from("ab", b"ab\xff").is_empty(), "{name}");
+            assert!(from("ab", b"b").is_empty(), "{name}");
         }
     }
 
