@@ -14,6 +14,7 @@ mod peer;
 mod pool;
 mod server;
 mod tls;
+mod udp;
 mod wire;
 
 pub use addr::{check_host_port, resolve_host_port};

@@ -1,5 +1,5 @@
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -13,6 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::NetError;
+use crate::udp::BoundedGsoSocket;
 
 /// Every certificate names this, and every client expects it: peers are found
 /// by address, and trust comes from the cluster CA, not from DNS.
@@ -209,10 +210,50 @@ impl Identity {
     }
 }
 
+/// The largest UDP payload a packet may grow to, in bytes: one whole send
+/// (`udp::MAX_SEND_PAYLOAD`). Loopback carries it; jumbo frames carry
+/// 8,972 and Ethernet 1,472 (IPv4), and MTU discovery finds those.
+const MAX_UDP_PAYLOAD: u16 = crate::udp::MAX_SEND_PAYLOAD as u16;
+
+/// The smallest UDP payload every QUIC path carries, in bytes (RFC 9000).
+const MIN_UDP_PAYLOAD: u16 = 1200;
+
+/// `MAX_UDP_PAYLOAD`, or the lower cap that `TESSERA_QUIC_MAX_UDP_PAYLOAD`
+/// sets (bytes, 1,200-65,507): for a network whose losses keep black-hole
+/// detection busy, and to measure what packet size buys. Read once.
+fn max_udp_payload() -> u16 {
+    static CAP: OnceLock<u16> = OnceLock::new();
+    *CAP.get_or_init(|| {
+        let Ok(asked) = std::env::var("TESSERA_QUIC_MAX_UDP_PAYLOAD") else {
+            return MAX_UDP_PAYLOAD;
+        };
+        match asked.parse::<u16>() {
+            Ok(n) if (MIN_UDP_PAYLOAD..=MAX_UDP_PAYLOAD).contains(&n) => n,
+            _ => {
+                tracing::warn!(
+                    value = %asked,
+                    "TESSERA_QUIC_MAX_UDP_PAYLOAD must be {MIN_UDP_PAYLOAD}-{MAX_UDP_PAYLOAD} bytes; \
+                     using {MAX_UDP_PAYLOAD}"
+                );
+                MAX_UDP_PAYLOAD
+            }
+        }
+    })
+}
+
 /// Windows sized for fragment streams of several MiB on fast links; idle
 /// timeout and keep-alives so a dead peer is noticed in seconds.
+///
+/// Packet size: every connection starts at 1,200-byte packets, which every
+/// QUIC path carries (quinn's default initial and minimum MTU), and
+/// discovers upward to `MAX_UDP_PAYLOAD` with probes; when packets of the
+/// size found are lost in bursts (a route changed), black-hole detection
+/// falls back to 1,200 and discovery tries again a minute later.
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(max_udp_payload());
+    t.mtu_discovery_config(Some(mtu));
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         10_000,
     ))));
@@ -293,9 +334,17 @@ impl Endpoint {
         enlarge_socket_buffers(&socket);
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind_err(std::io::Error::other("no async runtime")))?;
-        let mut inner =
-            quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
-                .map_err(bind_err)?;
+        let socket = Arc::new(BoundedGsoSocket::new(
+            runtime.wrap_udp_socket(socket).map_err(bind_err)?,
+        ));
+        let mut config = quinn::EndpointConfig::default();
+        // Tells peers how large a packet this endpoint takes (the default,
+        // 1,472, caps every path at Ethernet's size whatever it carries).
+        config
+            .max_udp_payload_size(max_udp_payload())
+            .map_err(|e| bind_err(std::io::Error::other(e.to_string())))?;
+        let mut inner = quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
+            .map_err(bind_err)?;
         inner.set_default_client_config(identity.client_config()?);
         Ok(Endpoint { inner })
     }
