@@ -433,6 +433,19 @@ impl MetaQuery {
             _ => false,
         }
     }
+
+    /// Whether the query reads one object or version (what every S3 GET
+    /// and HEAD asks): its answer is usually small (an inline object is
+    /// at most a few KiB) but grows with the object's chunk list, so it
+    /// may share a `MetaRequest::Batch` only because meta answers
+    /// `TooLarge` in its place when the batch's answer would not fit a
+    /// frame, and the client then asks it alone.
+    pub fn reads_one_object(&self) -> bool {
+        matches!(
+            self,
+            MetaQuery::HeadObject { .. } | MetaQuery::GetVersion { .. }
+        )
+    }
 }
 
 /// Requests that become one command of meta's log.

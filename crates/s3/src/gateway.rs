@@ -138,13 +138,14 @@ impl Gateway {
 
     /// Refuses unless the request may take its operation's action on
     /// `bucket` (and the object it names): a grant of `need` or more, or
-    /// the bucket's policy or ACL (`access::decide`).
+    /// the bucket's policy or ACL (`access::decide`). Allowed, the bucket's
+    /// settings as read for the decision.
     pub(crate) async fn allow<T>(
         &self,
         req: &S3Request<T>,
         bucket: &str,
         need: Permission,
-    ) -> S3Result<()> {
+    ) -> S3Result<BucketAccess> {
         let target = req
             .extensions
             .get::<Target>()
@@ -175,7 +176,7 @@ impl Gateway {
         (bucket, key, version): (&str, Option<&str>, Option<&str>),
         need: Permission,
         action: &str,
-    ) -> S3Result<()> {
+    ) -> S3Result<BucketAccess> {
         if let Some(key) = key {
             let tags = access.policy_tests_object_tags();
             let acl = crate::access::object_acl_may_grant(action)
@@ -188,7 +189,8 @@ impl Gateway {
                 access.object_acl = o.headers.acl;
             }
         }
-        access.check(need, action, key)
+        access.check(need, action, key)?;
+        Ok(access.settings)
     }
 
     /// Refuses unless the request may also take `action` (besides its
@@ -214,17 +216,24 @@ impl Gateway {
     /// comes first, to anyone.
     async fn access_of<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<RequestAccess> {
         let cred = self.caller(req)?;
-        let grants = async {
-            match cred {
-                Some(c) => self
-                    .client
-                    .grants(Some(bucket), Some(&c.access_key))
-                    .await
-                    .map(Some),
-                None => Ok(None),
+        // Read with the request's key when it was signed (`prefetch`).
+        let prefetched = cred.and_then(|c| crate::prefetch::take(bucket, &c.access_key));
+        let (grants, settings) = match prefetched {
+            Some((grants, settings)) => (grants.map(Some), settings),
+            None => {
+                let grants = async {
+                    match cred {
+                        Some(c) => self
+                            .client
+                            .grants(Some(bucket), Some(&c.access_key))
+                            .await
+                            .map(Some),
+                        None => Ok(None),
+                    }
+                };
+                tokio::join!(grants, self.client.bucket_access(bucket))
             }
         };
-        let (grants, settings) = tokio::join!(grants, self.client.bucket_access(bucket));
         let settings = settings.map_err(to_s3)?;
         let grant = grants
             .map_err(to_s3)?
@@ -699,7 +708,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<dto::PutObjectInput>,
     ) -> S3Result<S3Response<dto::PutObjectOutput>> {
-        self.allow(&req, &req.input.bucket, Permission::Write)
+        let settings = self
+            .allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         rules::key(&req.input.key)?;
         let acl = self
@@ -726,6 +736,7 @@ impl S3 for Gateway {
             &input.bucket,
             input.server_side_encryption.as_ref(),
             customer,
+            Some(&settings),
         )
         .await?;
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
@@ -1179,6 +1190,7 @@ impl S3 for Gateway {
             &input.bucket,
             input.server_side_encryption.as_ref(),
             customer,
+            None,
         )
         .await?;
         // A copy's lock is the request's (or the bucket's default), never
@@ -1244,6 +1256,7 @@ impl S3 for Gateway {
             &input.bucket,
             input.server_side_encryption.as_ref(),
             customer,
+            None,
         )
         .await?;
         let mut opts = PutOptions {
@@ -2711,7 +2724,11 @@ impl Gateway {
         version: Option<&str>,
     ) -> S3Result<ObjectInfo> {
         let Some(version) = version else {
-            return match self.client.head(bucket, key).await {
+            let head = match crate::prefetch::take_object(bucket, key) {
+                Some(read) => read,
+                None => self.client.head(bucket, key).await,
+            };
+            return match head {
                 Ok(info) => Ok(info),
                 Err(e) if e.code() == Some(ErrorCode::NoSuchKey) => {
                     // Only a miss costs the second look: is it a marker?
@@ -3036,7 +3053,7 @@ pub struct MetaKeys {
 #[async_trait::async_trait]
 impl S3Auth for MetaKeys {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.client.access_key(access_key).await {
+        match crate::prefetch::key_with_access(&self.client, access_key).await {
             Ok(k) => Ok(SecretKey::from(k.secret)),
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Err(s3_error!(
                 InvalidAccessKeyId,
@@ -3057,7 +3074,7 @@ struct GatewayHost {
 
 /// The host name of a Host header (without its port) and the bucket it
 /// names as `BUCKET.DOMAIN` for one of `domains`, with that domain.
-fn virtual_bucket<'a>(
+pub(crate) fn virtual_bucket<'a>(
     host: &'a str,
     domains: &'a [String],
 ) -> (&'a str, Option<(&'a str, &'a str)>) {
@@ -3111,6 +3128,7 @@ impl s3s::host::S3Host for GatewayHost {
 pub fn router(client: Client, config: GatewayConfig) -> axum::Router {
     use axum::routing::get;
     let cors_domains = config.domains.clone();
+    let prefetch_domains = config.domains.clone();
     let service = {
         let domains = config.domains.clone();
         let mut b = s3s::service::S3ServiceBuilder::new(Gateway::new(client.clone(), config));
@@ -3149,6 +3167,10 @@ pub fn router(client: Client, config: GatewayConfig) -> axum::Router {
             }),
         )
         .fallback_service(service)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(prefetch_domains),
+            crate::prefetch::scope,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             crate::cors::CorsState {
                 client: client.clone(),

@@ -17,6 +17,7 @@ mod lifecycle;
 mod lock;
 mod package;
 mod policy;
+mod prefetch;
 mod rules;
 mod sse;
 

@@ -22,8 +22,8 @@ use md5::{Digest, Md5};
 use s3s::dto;
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 use tessera_proto::{
-    BucketEncryption, ErrorCode, ObjectData, ObjectEncryption, ObjectInfo, RemoteError, SseScheme,
-    sealed_len,
+    BucketAccess, BucketEncryption, ErrorCode, ObjectData, ObjectEncryption, ObjectInfo,
+    RemoteError, SseScheme, sealed_len,
 };
 use tessera_sdk::{Client, ContentOf, SdkError};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -878,7 +878,8 @@ pub(crate) use copy_source_customer_of;
 
 /// The key a new object (or upload) in `bucket` is written under, from
 /// the request's own encryption headers or else the bucket's default
-/// (read from meta only then): the record meta keeps and the key open;
+/// (taken from `settings` when the caller read them already, else read
+/// from meta only then): the record meta keeps and the key open;
 /// `None` for a plain object. Errors: as [`for_write`] and
 /// [`Keys::create`], and meta's (`NoSuchBucket`).
 pub(crate) async fn new_object_key(
@@ -887,13 +888,19 @@ pub(crate) async fn new_object_key(
     bucket: &str,
     sse: Option<&dto::ServerSideEncryption>,
     customer: Option<CustomerKey>,
+    settings: Option<&BucketAccess>,
 ) -> S3Result<Option<(ObjectEncryption, Opened)>> {
     let default = if sse.is_none() && customer.is_none() {
-        client
-            .bucket_access(bucket)
-            .await
-            .map_err(crate::gateway::to_s3)?
-            .encryption
+        match settings {
+            Some(s) => s.encryption.clone(),
+            None => {
+                client
+                    .bucket_access(bucket)
+                    .await
+                    .map_err(crate::gateway::to_s3)?
+                    .encryption
+            }
+        }
     } else {
         None
     };

@@ -60,9 +60,10 @@ impl Client {
         opts: PutOptions,
     ) -> Result<ObjectInfo, SdkError> {
         validate_key(key).map_err(|e| Client::remote(ErrorCode::InvalidKey, e.to_string()))?;
-        let policy = self
-            .write_policy(bucket, opts.headers.storage_class.as_deref())
-            .await?;
+        let class = opts.headers.storage_class.clone();
+        // Asked only if the body is chunked: an inline object has no
+        // fragments to place (its commit still refuses a missing bucket).
+        let policy = self.write_policy(bucket, class.as_deref());
         let (condition, content_md5) = (opts.condition.clone(), opts.content_md5);
         let check = opts.body_check.clone();
         let content = opts.content.clone();
@@ -82,13 +83,12 @@ impl Client {
         if let Some(check) = check {
             object.headers.checksums = (check.0)()?;
         }
-        let chunked = !object_is_inline(&object.data);
         match self
             .meta(Proposal::CommitObject {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
                 object,
-                write: chunked.then_some(write.id),
+                write: write.as_ref().map(|w| w.id),
                 condition,
             })
             .await?
@@ -124,9 +124,7 @@ impl Client {
         body: R,
         opts: PutOptions,
     ) -> Result<PartInfo, SdkError> {
-        let policy = self
-            .write_policy(&upload.bucket, upload.headers.storage_class.as_deref())
-            .await?;
+        let policy = self.write_policy(&upload.bucket, upload.headers.storage_class.as_deref());
         let (check, content) = (opts.body_check.clone(), opts.content.clone());
         let opts = PutOptions {
             headers: tessera_proto::ObjectHeaders {
@@ -147,7 +145,7 @@ impl Client {
                 upload: upload.id.clone(),
                 number,
                 part: object,
-                write: Some(write.id),
+                write: write.as_ref().map(|w| w.id),
             })
             .await?
         {
@@ -156,18 +154,19 @@ impl Client {
         }
     }
 
-    /// Cuts `body` into chunks and stores them (or keeps a small body inline
-    /// when `allow_inline`), under a write reservation that lives as long as
-    /// the returned guard: the object to commit, not yet visible.
+    /// Cuts `body` into chunks and stores them in the policy `policy`
+    /// resolves to (or keeps a small body inline when `allow_inline`,
+    /// without resolving it), under a write reservation that lives as long
+    /// as the returned guard (`None` for an inline body: no fragments to
+    /// protect): the object to commit, not yet visible.
     async fn write_body<R: AsyncRead + Unpin + Send>(
         &self,
         body: R,
-        policy: Policy,
+        policy: impl std::future::Future<Output = Result<Policy, SdkError>>,
         opts: PutOptions,
         allow_inline: bool,
-    ) -> Result<(NewObject, Reservation), SdkError> {
+    ) -> Result<(NewObject, Option<Reservation>), SdkError> {
         let map = self.cluster_map().await?;
-        let write = self.reserve(&map);
         let mut reader = ChunkReader::new(body, self.inner.options.chunk_size);
         let mut md5 = Md5::new();
         let mut size = 0u64;
@@ -193,12 +192,17 @@ impl Client {
             && first.as_ref().is_none_or(|c| {
                 c.len() <= map.inline_limit as usize && c.len() < self.inner.options.chunk_size
             });
+        let mut write = None;
         let data = if small {
             let bytes = first.unwrap_or_default();
             md5.update(&bytes);
             size = bytes.len() as u64;
             ObjectData::Inline(bytes)
         } else {
+            let policy = policy.await?;
+            // Before any fragment is written: the collector must leave the
+            // chunks alone until their commit.
+            let reservation = write.insert(self.reserve(&map));
             let mut pending = first;
             let mut in_flight = FuturesOrdered::new();
             loop {
@@ -215,7 +219,7 @@ impl Client {
                     size += chunk.len() as u64;
                     // A task per chunk: writes go on while the next chunk is
                     // read from a slow source.
-                    let (client, map, id) = (self.clone(), map.clone(), write.id);
+                    let (client, map, id) = (self.clone(), map.clone(), reservation.id);
                     in_flight.push_back(AbortOnDrop(tokio::spawn(crate::carry_request_id(
                         async move {
                             let _held = held;
@@ -437,8 +441,4 @@ impl Client {
             }
         }
     }
-}
-
-fn object_is_inline(data: &ObjectData) -> bool {
-    matches!(data, ObjectData::Inline(_))
 }

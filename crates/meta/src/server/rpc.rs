@@ -25,6 +25,30 @@ use crate::state::{Applied, Command, Refused, refuse};
 /// A request must arrive whole within this time, or the stream is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Bytes the answers of a batch's queries without a small, bounded answer
+/// (reads of one object) may take together: half a frame, leaving the
+/// rest for the bounded answers and the batch's proposals.
+const MAX_BATCH_READ_BYTES: usize = tessera_proto::MAX_FRAME_LEN / 2;
+
+/// `answer` if it fits in `room` (which it then takes from), else
+/// `TooLarge`: the client asks that query again alone
+/// (`MetaQuery::reads_one_object`).
+fn fit(
+    answer: Result<MetaResponse, MetaError>,
+    room: &mut usize,
+) -> Result<MetaResponse, MetaError> {
+    let Ok(resp) = answer else { return answer };
+    let size = postcard::experimental::serialized_size(&resp).unwrap_or(usize::MAX);
+    if size > *room {
+        return Err(refuse(
+            Refused::TooLarge,
+            "this answer does not fit in the batch's frame: ask alone",
+        ));
+    }
+    *room -= size;
+    Ok(resp)
+}
+
 /// The wire's error class for a refusal.
 fn wire_code(kind: Refused) -> ErrorCode {
     match kind {
@@ -208,17 +232,62 @@ impl Meta {
         } else {
             false
         };
-        let answers = futures::future::join_all(reqs.into_iter().map(|r| async move {
-            match self.handle_one(r, confirmed).await {
-                Ok(resp) => resp,
-                Err(e) => {
-                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                    MetaResponse::Error(to_remote(&e))
-                }
+        // The queries are read in one blocking task (a thread hop for the
+        // batch rather than one per query: a gateway's batches are mostly
+        // small point reads); the rest are handled concurrently beside it.
+        let mut queries = Vec::new();
+        let mut others = Vec::new();
+        for (i, r) in reqs.into_iter().enumerate() {
+            match r {
+                MetaRequest::Query(q) => queries.push((i, q)),
+                other => others.push((i, other)),
             }
-        }))
-        .await;
-        Ok(MetaResponse::Batch(answers))
+        }
+        let read = async {
+            if queries.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.blocking(move |m| {
+                let mut room = MAX_BATCH_READ_BYTES;
+                Ok(queries
+                    .into_iter()
+                    .map(|(i, q)| {
+                        let unbounded = !q.has_small_answer();
+                        let answer = m.query(q);
+                        (
+                            i,
+                            if unbounded {
+                                fit(answer, &mut room)
+                            } else {
+                                answer
+                            },
+                        )
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await
+        };
+        let rest = futures::future::join_all(
+            others
+                .into_iter()
+                .map(|(i, r)| async move { (i, self.handle_one(r, confirmed).await) }),
+        );
+        let (read, rest) = tokio::join!(read, rest);
+        let mut answers: Vec<(usize, Result<MetaResponse, MetaError>)> = read?;
+        answers.extend(rest);
+        answers.sort_unstable_by_key(|(i, _)| *i);
+        Ok(MetaResponse::Batch(
+            answers
+                .into_iter()
+                .map(|(_, answer)| match answer {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        MetaResponse::Error(to_remote(&e))
+                    }
+                })
+                .collect(),
+        ))
     }
 
     /// Runs reads of the store off the async threads.
@@ -964,5 +1033,35 @@ pub(super) async fn handle_stream(
         .is_ok()
     {
         let _ = send.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads of one object share a batch only while their answers fit in
+    /// its frame: past the room left, an answer becomes `TooLarge` (the
+    /// client asks alone) and the room is not taken; refusals pass as
+    /// they are.
+    #[test]
+    fn batched_reads_fit_their_frame_or_are_refused_too_large() {
+        let answer = || Ok(MetaResponse::Deleted { existed: true });
+        let one = postcard::experimental::serialized_size(&MetaResponse::Deleted { existed: true })
+            .unwrap();
+        let mut room = 2 * one + 1;
+        assert!(fit(answer(), &mut room).is_ok());
+        assert!(fit(answer(), &mut room).is_ok());
+        assert_eq!(room, 1);
+        match fit(answer(), &mut room) {
+            Err(MetaError::Refused(r)) => assert_eq!(r.kind, Refused::TooLarge),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(room, 1);
+        let refused = Err(refuse(Refused::NoSuchKey, "gone"));
+        match fit(refused, &mut room) {
+            Err(MetaError::Refused(r)) => assert_eq!(r.kind, Refused::NoSuchKey),
+            other => panic!("{other:?}"),
+        }
     }
 }
