@@ -112,7 +112,7 @@ fn repair(c: &mut Criterion) {
     let codec = ChunkCodec::default();
     let policy: Policy = "ec:4+2".parse().unwrap();
     let chunk = shards(4).concat();
-    let enc = codec.encode(policy, &chunk).unwrap();
+    let enc = codec.encode(policy, chunk.clone().into()).unwrap();
     let read: Vec<Option<Vec<u8>>> = enc
         .fragments
         .iter()
@@ -127,7 +127,7 @@ fn repair(c: &mut Criterion) {
                 let pieces = codec
                     .decode(policy, chunk.len(), &enc.chunk_hash, frags)
                     .unwrap();
-                let again = codec.encode(policy, &pieces.concat()).unwrap();
+                let again = codec.encode(policy, pieces.concat().into()).unwrap();
                 assert_eq!(again.hashes[0], enc.hashes[0]);
             },
             criterion::BatchSize::LargeInput,

@@ -56,37 +56,41 @@ impl ChunkCodec {
         self.backend.name()
     }
 
-    pub fn encode(&self, policy: Policy, chunk: &[u8]) -> Result<EncodedChunk, CodecError> {
+    /// Encodes `chunk` into the policy's fragments with their BLAKE3s and
+    /// the chunk's. Fragments that are whole slices of the chunk (every
+    /// replica; every data shard but a padded last one) share its buffer
+    /// instead of copying it: a 4 MiB chunk under ec:4+2 allocates only
+    /// its two parity shards. Errors: the backend's.
+    pub fn encode(&self, policy: Policy, chunk: Bytes) -> Result<EncodedChunk, CodecError> {
         let flen = fragment_len(policy, chunk.len());
-        let chunk_hash = hash(chunk);
+        let chunk_hash = hash(&chunk);
         let (fragments, hashes) = match policy {
-            Policy::Replicated { copies } => {
-                let copy = Bytes::copy_from_slice(chunk);
-                (
-                    vec![copy; copies as usize],
-                    vec![chunk_hash; copies as usize],
-                )
-            }
+            Policy::Replicated { copies } => (
+                vec![chunk.clone(); copies as usize],
+                vec![chunk_hash; copies as usize],
+            ),
             Policy::Erasure { data, parity } => {
-                let data_shards: Vec<Vec<u8>> = (0..data as usize)
+                let data_shards: Vec<Bytes> = (0..data as usize)
                     .map(|i| {
                         let start = (i * flen).min(chunk.len());
                         let end = ((i + 1) * flen).min(chunk.len());
+                        if end - start == flen {
+                            return chunk.slice(start..end);
+                        }
                         let mut shard = Vec::with_capacity(flen);
                         shard.extend_from_slice(&chunk[start..end]);
                         shard.resize(flen, 0);
-                        shard
+                        Bytes::from(shard)
                     })
                     .collect();
                 let mut parity_shards = vec![vec![0u8; flen]; parity as usize];
                 if parity > 0 {
-                    let refs: Vec<&[u8]> = data_shards.iter().map(Vec::as_slice).collect();
+                    let refs: Vec<&[u8]> = data_shards.iter().map(|s| &s[..]).collect();
                     self.backend.encode(&refs, &mut parity_shards)?;
                 }
                 let all: Vec<Bytes> = data_shards
                     .into_iter()
-                    .chain(parity_shards)
-                    .map(Bytes::from)
+                    .chain(parity_shards.into_iter().map(Bytes::from))
                     .collect();
                 let hashes = all.iter().map(|f| hash(f)).collect();
                 (all, hashes)
@@ -301,7 +305,7 @@ mod tests {
                 let policy: Policy = p.parse().unwrap();
                 for len in [1usize, 63, 64, 1000, 4096 + 1, 100_003] {
                     let data: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
-                    let enc = codec.encode(policy, &data).unwrap();
+                    let enc = codec.encode(policy, Bytes::from(data.clone())).unwrap();
                     assert_eq!(enc.fragments.len(), policy.fragments());
                     for (f, h) in enc.fragments.iter().zip(&enc.hashes) {
                         assert_eq!(f.len(), enc.fragment_len);
@@ -343,7 +347,7 @@ mod tests {
                 let policy: Policy = p.parse().unwrap();
                 for len in [1usize, 1000, 100_003] {
                     let data: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
-                    let enc = codec.encode(policy, &data).unwrap();
+                    let enc = codec.encode(policy, Bytes::from(data.clone())).unwrap();
                     let mut idx: Vec<usize> = (0..policy.fragments()).collect();
                     idx.shuffle(&mut rng);
                     let lost = &idx[..policy.tolerated_losses().max(1).min(idx.len() - 1)];
@@ -376,7 +380,7 @@ mod tests {
         let codec = ChunkCodec::default();
         let policy: Policy = "ec:4+2".parse().unwrap();
         let data = vec![7u8; 10_000];
-        let enc = codec.encode(policy, &data).unwrap();
+        let enc = codec.encode(policy, Bytes::from(data.clone())).unwrap();
         let mut frags: Vec<Option<Vec<u8>>> =
             enc.fragments.iter().map(|f| Some(f.to_vec())).collect();
         // A wrong byte in a fragment used to rebuild a missing one.

@@ -25,7 +25,7 @@ pub use pool::ConnectionPool;
 pub use quinn::{Connection, RecvStream, SendStream, VarInt};
 pub use server::serve;
 pub use tls::{ClusterCa, Endpoint, Identity, SERVER_NAME};
-pub use wire::{call, call_encoded, read_exact_body, read_frame, write_frame};
+pub use wire::{call, call_encoded, read_body, read_frame, write_frame};
 
 use std::net::SocketAddr;
 

@@ -39,8 +39,13 @@ const LIST_LIMIT: u32 = 10_000;
 /// Bytes of a fragment read from disk and handed to QUIC at a time.
 const SEND_PIECE: usize = 1 << 20;
 
+/// Bytes of the next piece of a fragment with `left` bytes still to send.
+fn piece_len(left: u64) -> usize {
+    left.min(SEND_PIECE as u64) as usize
+}
+
 /// Reads up to `len` bytes from `file` (fewer only at its end) into a new
-/// buffer; returns the file for the next piece.
+/// buffer of that size; returns the file for the next piece.
 fn read_piece(
     mut file: std::fs::File,
     len: usize,
@@ -146,8 +151,19 @@ async fn answer(
     let resp = match req {
         Err(e) => NodeResponse::Error(e),
         Ok(NodeRequest::GetFragment { chunk, index, .. }) => {
-            match node.store.open_fragment(chunk, index).await {
-                Ok((header, file)) => {
+            // Open, check and read the first piece in one blocking call: a
+            // 1 MiB object's 256 KiB fragments need no other hop.
+            let open = node.store.open_fragment_blocking(chunk, index);
+            let first = tokio::task::spawn_blocking(move || {
+                let (header, file) = open()?;
+                let (file, piece) = read_piece(file, piece_len(header.len))
+                    .map_err(|e| NodeError::io("reading fragment", e))?;
+                Ok::<_, NodeError>((header, file, piece))
+            })
+            .await
+            .unwrap_or_else(|e| Err(NodeError::io("read task", std::io::Error::other(e))));
+            match first {
+                Ok((header, file, piece)) => {
                     let head = NodeResponse::Fragment {
                         len: header.len,
                         hash: header.hash,
@@ -160,24 +176,32 @@ async fn answer(
                     }
                     // Pieces read on a blocking thread straight into
                     // buffers QUIC then sends as they are (no copy).
-                    let mut file = Some(file.into_std().await);
+                    let mut left = header.len;
+                    let mut read = Ok((file, piece));
                     loop {
-                        let Some(f) = file.take() else { break };
-                        let piece = tokio::task::spawn_blocking(move || read_piece(f, SEND_PIECE))
-                            .await
-                            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                        match piece {
-                            Ok((_, piece)) if piece.is_empty() => break,
-                            Ok((f, piece)) => {
+                        match read {
+                            Ok((file, piece)) if piece.len() == piece_len(left) => {
+                                left -= piece.len() as u64;
                                 if send.write_chunk(piece).await.is_err() {
                                     return;
                                 }
-                                file = Some(f);
+                                if left == 0 {
+                                    break;
+                                }
+                                read = tokio::task::spawn_blocking(move || {
+                                    read_piece(file, piece_len(left))
+                                })
+                                .await
+                                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                             }
-                            Err(e) => {
+                            other => {
                                 // The header promised more bytes: reset so the
                                 // reader sees a failed stream, not a short one.
-                                warn!(%chunk, index, error = %e, "read failed mid-fragment");
+                                let error = match other {
+                                    Err(e) => e.to_string(),
+                                    Ok(_) => "file ended early".into(),
+                                };
+                                warn!(%chunk, index, %error, "read failed mid-fragment");
                                 let _ = send.reset(tessera_net::VarInt::from_u32(1));
                                 return;
                             }

@@ -5,13 +5,14 @@
 //! fsynced: after `put` returns, the fragment survives a crash, and a crash
 //! before that leaves at most a temp file, removed at the next start.
 
-use std::io::{SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tessera_proto::FragmentInfo;
 use tessera_types::{ChunkId, Hash};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::NodeError;
 
@@ -86,7 +87,7 @@ pub struct FragmentStore {
     /// Renames into place and garbage deletions of the same fragment name
     /// take its stripe, so the collector never removes a copy written
     /// after it judged the old one unreferenced.
-    stripes: Vec<tokio::sync::Mutex<()>>,
+    stripes: Arc<[tokio::sync::Mutex<()>]>,
 }
 
 const STRIPES: usize = 64;
@@ -132,6 +133,88 @@ fn walk_dir(root: &Path) -> Result<Vec<(PathBuf, ChunkId, u8)>, NodeError> {
         }
     }
     Ok(out)
+}
+
+/// Receives a fragment's body: exactly `len` bytes, then the end of the
+/// stream. Errors: `Truncated`, `Overlong`, the stream's.
+async fn receive<R: AsyncRead + Unpin>(len: u64, body: &mut R) -> Result<Vec<u8>, NodeError> {
+    let mut data = Vec::with_capacity(len.min(RECEIVE_RESERVE) as usize);
+    let got = (&mut *body)
+        .take(len)
+        .read_to_end(&mut data)
+        .await
+        .map_err(|e| NodeError::io("reading body", e))? as u64;
+    if got < len {
+        return Err(NodeError::Truncated { got, expected: len });
+    }
+    // The stream must end where the header said it would.
+    if body
+        .read(&mut [0u8; 1])
+        .await
+        .map_err(|e| NodeError::io("reading body", e))?
+        != 0
+    {
+        return Err(NodeError::Overlong(len));
+    }
+    Ok(data)
+}
+
+/// Writes a fragment file (header, then body) at `path` and fdatasyncs it.
+fn write_synced(path: &Path, header: &FragmentHeader, data: &[u8]) -> Result<(), NodeError> {
+    let ctx = || format!("writing {}", path.display());
+    let mut file = std::fs::File::create(path).map_err(|e| NodeError::io(ctx(), e))?;
+    file.write_all(&header.encode())
+        .and_then(|()| file.write_all(data))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| NodeError::io(ctx(), e))
+}
+
+/// Opens the fragment file at `path`, checks its header against the name
+/// (`chunk`, `index`) and its size against the header, and leaves it at the
+/// first body byte. Blocking.
+fn open_at(
+    path: &Path,
+    chunk: ChunkId,
+    index: u8,
+) -> Result<(FragmentHeader, std::fs::File), NodeError> {
+    use std::io::Read;
+    let what = || name(chunk, index);
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(NodeError::NotFound(what()));
+        }
+        Err(e) => return Err(NodeError::io(format!("opening {}", path.display()), e)),
+    };
+    let mut raw = [0u8; FRAGMENT_HEADER_LEN];
+    file.read_exact(&mut raw).map_err(|_| NodeError::Corrupt {
+        what: what(),
+        why: "header is truncated".into(),
+    })?;
+    let header = FragmentHeader::decode(&raw).map_err(|e| NodeError::Corrupt {
+        what: what(),
+        why: e.to_string(),
+    })?;
+    if header.chunk != chunk || header.index != index {
+        return Err(NodeError::Corrupt {
+            what: what(),
+            why: "header names another fragment".into(),
+        });
+    }
+    let size = file.metadata().map_err(|e| NodeError::io("stat", e))?.len();
+    if size != FRAGMENT_HEADER_LEN as u64 + header.len {
+        return Err(NodeError::Corrupt {
+            what: what(),
+            why: format!("file is {size} bytes, header says {}", header.len),
+        });
+    }
+    // `read_exact` left the file at the first body byte.
+    Ok((header, file))
+}
+
+/// The stripe of `FragmentStore::stripes` that a fragment name takes.
+fn stripe_of(chunk: ChunkId, index: u8) -> usize {
+    (chunk.0[15] as usize ^ index as usize) % STRIPES
 }
 
 impl FragmentStore {
@@ -184,6 +267,14 @@ impl FragmentStore {
 
     /// Stores a fragment from `body`, which must hold exactly `len` bytes
     /// hashing to `hash`; anything else is refused and nothing is kept.
+    ///
+    /// The whole body is received first (at most `MAX_FRAGMENT_LEN`, 1 MiB
+    /// for a 4 MiB chunk under ec:4+2, which its sender holds too); then one
+    /// blocking call checks its hash, writes it with its header to `tmp/`,
+    /// fdatasyncs it, renames it into place and fsyncs the directory. One
+    /// thread hop per fragment: a hop for the write, one for the stat of
+    /// the old copy and one for the rename cost two thirds of a node's
+    /// context switches on 1 MiB objects.
     pub async fn put<R: AsyncRead + Unpin>(
         &self,
         chunk: ChunkId,
@@ -195,46 +286,55 @@ impl FragmentStore {
         if len > MAX_FRAGMENT_LEN {
             return Err(NodeError::TooLarge(len));
         }
+        let data = receive(len, body).await?;
+        let header = FragmentHeader {
+            chunk,
+            index,
+            len,
+            hash,
+        };
         let tmp = self.tmp.join(format!(
             "{}.{:016x}",
             name(chunk, index),
             rand::random::<u64>()
         ));
-        let result = self
-            .write_tmp(
-                &tmp,
-                FragmentHeader {
-                    chunk,
-                    index,
-                    len,
-                    hash,
-                },
-                body,
-            )
-            .await;
-        if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
         let dst = self.path(chunk, index);
-        let dir = dst
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.clone());
-        let _stripe = self.stripe(chunk, index).lock().await;
-        let replaced = tokio::fs::metadata(&dst).await.map(|m| m.len()).ok();
-        tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| NodeError::io(format!("creating {}", dir.display()), e))?;
-            std::fs::rename(&tmp, &dst)
-                .map_err(|e| NodeError::io(format!("renaming into {}", dst.display()), e))?;
+        let stripes = self.stripes.clone();
+        let stripe = stripe_of(chunk, index);
+        let replaced = tokio::task::spawn_blocking(move || -> Result<Option<u64>, NodeError> {
+            if *blake3::hash(&data).as_bytes() != header.hash {
+                return Err(NodeError::HashMismatch);
+            }
+            if let Err(e) = write_synced(&tmp, &header, &data) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            let dir = dst
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            // The garbage collector's delete of this name waits for the
+            // rename, so it never removes the copy written here.
+            let _stripe = stripes[stripe].blocking_lock();
+            let replaced = std::fs::metadata(&dst).map(|m| m.len()).ok();
+            let placed = std::fs::create_dir_all(&dir)
+                .map_err(|e| NodeError::io(format!("creating {}", dir.display()), e))
+                .and_then(|()| {
+                    std::fs::rename(&tmp, &dst)
+                        .map_err(|e| NodeError::io(format!("renaming into {}", dst.display()), e))
+                });
+            if let Err(e) = placed {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
             // The rename is durable only once the directory entry is.
             std::fs::File::open(&dir)
                 .and_then(|d| d.sync_all())
-                .map_err(|e| NodeError::io(format!("syncing {}", dir.display()), e))
+                .map_err(|e| NodeError::io(format!("syncing {}", dir.display()), e))?;
+            Ok(replaced)
         })
         .await
-        .map_err(|e| NodeError::io("rename task", std::io::Error::other(e)))??;
+        .map_err(|e| NodeError::io("write task", std::io::Error::other(e)))??;
         let size = FRAGMENT_HEADER_LEN as u64 + len;
         match replaced {
             Some(old) => {
@@ -248,103 +348,30 @@ impl FragmentStore {
         Ok(())
     }
 
-    /// Receives the whole body, checks its length and hash, and only then
-    /// writes it with its header to `tmp` and syncs it, in one blocking
-    /// call: one copy and one thread hop per fragment, where writing as it
-    /// arrives cost a hop and two copies per 256 KiB. Memory: the fragment
-    /// (at most `MAX_FRAGMENT_LEN`, 1 MiB for a 4 MiB chunk under ec:4+2),
-    /// which its sender holds too.
-    async fn write_tmp<R: AsyncRead + Unpin>(
-        &self,
-        tmp: &Path,
-        header: FragmentHeader,
-        body: &mut R,
-    ) -> Result<(), NodeError> {
-        let mut data = Vec::with_capacity(header.len.min(RECEIVE_RESERVE) as usize);
-        let got = (&mut *body)
-            .take(header.len)
-            .read_to_end(&mut data)
-            .await
-            .map_err(|e| NodeError::io("reading body", e))? as u64;
-        if got < header.len {
-            return Err(NodeError::Truncated {
-                got,
-                expected: header.len,
-            });
-        }
-        // The stream must end where the header said it would.
-        if body
-            .read(&mut [0u8; 1])
-            .await
-            .map_err(|e| NodeError::io("reading body", e))?
-            != 0
-        {
-            return Err(NodeError::Overlong(header.len));
-        }
-        let tmp = tmp.to_path_buf();
-        tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
-            if *blake3::hash(&data).as_bytes() != header.hash {
-                return Err(NodeError::HashMismatch);
-            }
-            let ctx = || format!("writing {}", tmp.display());
-            let mut file = std::fs::File::create(&tmp).map_err(|e| NodeError::io(ctx(), e))?;
-            file.write_all(&header.encode())
-                .and_then(|()| file.write_all(&data))
-                .and_then(|()| file.sync_data())
-                .map_err(|e| NodeError::io(ctx(), e))
-        })
-        .await
-        .map_err(|e| NodeError::io("write task", std::io::Error::other(e)))?
-    }
-
     /// Opens a fragment for reading: its header (checked against the name it
     /// was asked for) and the file positioned at the first body byte.
+    /// Errors: `NotFound`, `Corrupt` (header or size), I/O.
     pub async fn open_fragment(
         &self,
         chunk: ChunkId,
         index: u8,
     ) -> Result<(FragmentHeader, tokio::fs::File), NodeError> {
         let path = self.path(chunk, index);
-        let what = || name(chunk, index);
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(NodeError::NotFound(what()));
-            }
-            Err(e) => return Err(NodeError::io(format!("opening {}", path.display()), e)),
-        };
-        let mut raw = [0u8; FRAGMENT_HEADER_LEN];
-        file.read_exact(&mut raw)
+        let (header, file) = tokio::task::spawn_blocking(move || open_at(&path, chunk, index))
             .await
-            .map_err(|_| NodeError::Corrupt {
-                what: what(),
-                why: "header is truncated".into(),
-            })?;
-        let header = FragmentHeader::decode(&raw).map_err(|e| NodeError::Corrupt {
-            what: what(),
-            why: e.to_string(),
-        })?;
-        if header.chunk != chunk || header.index != index {
-            return Err(NodeError::Corrupt {
-                what: what(),
-                why: "header names another fragment".into(),
-            });
-        }
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| NodeError::io("stat", e))?
-            .len();
-        if size != FRAGMENT_HEADER_LEN as u64 + header.len {
-            return Err(NodeError::Corrupt {
-                what: what(),
-                why: format!("file is {size} bytes, header says {}", header.len),
-            });
-        }
-        file.seek(SeekFrom::Start(FRAGMENT_HEADER_LEN as u64))
-            .await
-            .map_err(|e| NodeError::io("seek", e))?;
-        Ok((header, file))
+            .map_err(|e| NodeError::io("open task", std::io::Error::other(e)))??;
+        Ok((header, tokio::fs::File::from_std(file)))
+    }
+
+    /// [`FragmentStore::open_fragment`] for a blocking thread: the caller
+    /// runs it with the first read in one hop.
+    pub fn open_fragment_blocking(
+        &self,
+        chunk: ChunkId,
+        index: u8,
+    ) -> impl FnOnce() -> Result<(FragmentHeader, std::fs::File), NodeError> + Send + 'static {
+        let path = self.path(chunk, index);
+        move || open_at(&path, chunk, index)
     }
 
     /// Re-reads a fragment and checks it against its own header.
@@ -388,7 +415,7 @@ impl FragmentStore {
     }
 
     fn stripe(&self, chunk: ChunkId, index: u8) -> &tokio::sync::Mutex<()> {
-        &self.stripes[(chunk.0[15] as usize ^ index as usize) % STRIPES]
+        &self.stripes[stripe_of(chunk, index)]
     }
 
     /// Every fragment on disk, (chunk, index), unsorted: one walk.

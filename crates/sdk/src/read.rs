@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tessera_net::{NetError, read_exact_body, read_frame, write_frame};
+use tessera_net::{NetError, read_body, read_frame, write_frame};
 use tessera_proto::{
     ChunkRecord, ChunkRef, FrameKind, MetaQuery, MetaResponse, NodeInfo, NodeRequest, NodeResponse,
     NodeState, ObjectData, ObjectInfo, Proposal,
@@ -465,8 +465,7 @@ impl Client {
                 record.fragment_len
             )));
         }
-        let mut body = vec![0u8; len as usize];
-        read_exact_body(&mut recv, &mut body).await.map_err(net)?;
+        let body = read_body(&mut recv, len as usize).await.map_err(net)?;
         // Checked against the hash meta recorded at write time, not the one
         // the node keeps: a fragment rewritten wrongly on disk is still caught.
         if blake3::hash(&body).as_bytes() != &record.fragments[index].hash {

@@ -299,9 +299,10 @@ impl Client {
         })
         .await?;
         let codec = self.inner.codec.clone();
-        let enc: EncodedChunk = tokio::task::spawn_blocking(move || codec.encode(policy, &chunk))
-            .await
-            .map_err(|e| SdkError::Invalid(format!("encoder task: {e}")))??;
+        let enc: EncodedChunk =
+            tokio::task::spawn_blocking(move || codec.encode(policy, Bytes::from(chunk)))
+                .await
+                .map_err(|e| SdkError::Invalid(format!("encoder task: {e}")))??;
         let enc = Arc::new(enc);
 
         let up = map.nodes.iter().filter(|n| n.writable());
