@@ -69,3 +69,30 @@ pub async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Vec<u8>, Net
     }
     Ok(buf)
 }
+
+/// One request, one response, on a fresh stream of `conn`.
+pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    conn: &Connection,
+    req: &Req,
+) -> Result<Resp, NetError> {
+    call_encoded(conn, &encode_frame(FrameKind::Request, req)?).await
+}
+
+/// `call` with the request frame already encoded (`encode_frame` with
+/// `FrameKind::Request`): a caller that must know the frame fits before
+/// anything is sent encodes it first.
+pub async fn call_encoded<Resp: DeserializeOwned>(
+    conn: &Connection,
+    frame: &[u8],
+) -> Result<Resp, NetError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| NetError::ConnectionLost(e.to_string()))?;
+    send.write_all(frame)
+        .await
+        .map_err(|e| NetError::ConnectionLost(e.to_string()))?;
+    // The peer may already have answered and reset; the answer still counts.
+    let _ = send.finish();
+    read_frame(&mut recv, FrameKind::Response).await
+}

@@ -37,8 +37,11 @@ struct Prefetch {
     object: Option<String>,
     read: Mutex<Option<Read>>,
     /// The object as read for (bucket, key).
-    head: Mutex<Option<(String, String, Result<ObjectInfo, SdkError>)>>,
+    head: Mutex<Option<ObjectRead>>,
 }
+
+/// (bucket, key, the object as `Client::head` answered for them).
+type ObjectRead = (String, String, Result<ObjectInfo, SdkError>);
 
 /// The facts read for `access_key` on `bucket`.
 struct Read {

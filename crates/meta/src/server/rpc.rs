@@ -37,7 +37,7 @@ fn fit(
     answer: Result<MetaResponse, MetaError>,
     room: &mut usize,
 ) -> Result<MetaResponse, MetaError> {
-    let Ok(resp) = answer else { return answer };
+    let resp = answer?;
     let size = postcard::experimental::serialized_size(&resp).unwrap_or(usize::MAX);
     if size > *room {
         return Err(refuse(
