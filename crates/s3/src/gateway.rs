@@ -1235,7 +1235,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<dto::CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
-        self.allow(&req, &req.input.bucket, Permission::Write)
+        let settings = self
+            .allow(&req, &req.input.bucket, Permission::Write)
             .await?;
         rules::key(&req.input.key)?;
         let acl = self
@@ -1256,7 +1257,7 @@ impl S3 for Gateway {
             &input.bucket,
             input.server_side_encryption.as_ref(),
             customer,
-            None,
+            Some(&settings),
         )
         .await?;
         let mut opts = PutOptions {
@@ -3074,7 +3075,7 @@ struct GatewayHost {
 
 /// The host name of a Host header (without its port) and the bucket it
 /// names as `BUCKET.DOMAIN` for one of `domains`, with that domain.
-pub(crate) fn virtual_bucket<'a>(
+fn virtual_bucket<'a>(
     host: &'a str,
     domains: &'a [String],
 ) -> (&'a str, Option<(&'a str, &'a str)>) {
@@ -3102,15 +3103,26 @@ pub(crate) fn bucket_of_request(
     uri: &axum::http::Uri,
     domains: &[String],
 ) -> Option<String> {
+    bucket_and_key_of_request(headers, uri, domains).map(|(bucket, _)| bucket)
+}
+
+/// [`bucket_of_request`], with the rest of the path after the bucket (the
+/// object key, still percent-encoded; empty when the request names none).
+pub(crate) fn bucket_and_key_of_request<'u>(
+    headers: &axum::http::HeaderMap,
+    uri: &'u axum::http::Uri,
+    domains: &[String],
+) -> Option<(String, &'u str)> {
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let path = uri.path().trim_start_matches('/');
     if let (_, Some((_, bucket))) = virtual_bucket(host, domains) {
-        return Some(bucket.to_string());
+        return Some((bucket.to_string(), path));
     }
-    let first = uri.path().trim_start_matches('/').split('/').next()?;
-    (!first.is_empty()).then(|| first.to_string())
+    let (first, key) = path.split_once('/').unwrap_or((path, ""));
+    (!first.is_empty()).then(|| (first.to_string(), key))
 }
 
 impl s3s::host::S3Host for GatewayHost {

@@ -61,15 +61,22 @@ pub(crate) type Facts = (Result<Vec<Grant>, SdkError>, Result<BucketAccess, SdkE
 /// key lookup, if there are any.
 pub(crate) fn take(bucket: &str, access_key: &str) -> Option<Facts> {
     let prefetch = REQUEST.try_with(Arc::clone).ok()?;
+    take_if(&prefetch.read, |r| {
+        r.bucket == bucket && r.access_key == access_key
+    })
+    .map(|r| (r.grants, r.settings))
+}
+
+/// What `slot` holds if `wanted` says it is the one asked for (it is then
+/// taken: each answer serves once); else `None`, and the slot keeps it.
+fn take_if<T>(slot: &Mutex<Option<T>>, wanted: impl FnOnce(&T) -> bool) -> Option<T> {
     // A poisoned lock only means another request panicked meanwhile:
     // the value is still whole.
-    let mut read = prefetch.read.lock().unwrap_or_else(|e| e.into_inner());
-    match read.take() {
-        Some(r) if r.bucket == bucket && r.access_key == access_key => Some((r.grants, r.settings)),
-        other => {
-            *read = other;
-            None
-        }
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.as_ref().is_some_and(wanted) {
+        slot.take()
+    } else {
+        None
     }
 }
 
@@ -121,12 +128,12 @@ pub(crate) async fn scope(
     req: Request,
     next: Next,
 ) -> Response {
-    let bucket = crate::gateway::bucket_of_request(req.headers(), req.uri(), &domains);
-    let object = bucket
+    let named = crate::gateway::bucket_and_key_of_request(req.headers(), req.uri(), &domains);
+    let object = named
         .as_ref()
-        .and_then(|_| current_object_read(&req, &domains));
+        .and_then(|(_, key)| current_object_read(&req, key));
     let prefetch = Arc::new(Prefetch {
-        bucket,
+        bucket: named.map(|(bucket, _)| bucket),
         object,
         read: Mutex::new(None),
         head: Mutex::new(None),
@@ -138,22 +145,15 @@ pub(crate) async fn scope(
 /// lookup, if there is one: as `Client::head` answered it.
 pub(crate) fn take_object(bucket: &str, key: &str) -> Option<Result<ObjectInfo, SdkError>> {
     let prefetch = REQUEST.try_with(Arc::clone).ok()?;
-    let mut head = prefetch.head.lock().unwrap_or_else(|e| e.into_inner());
-    match head.take() {
-        Some((b, k, info)) if b == bucket && k == key => Some(info),
-        other => {
-            *head = other;
-            None
-        }
-    }
+    take_if(&prefetch.head, |(b, k, _)| b == bucket && k == key).map(|(_, _, info)| info)
 }
 
 /// The key of the current object a GET or HEAD request reads (GetObject,
 /// HeadObject: no `versionId` and no subresource such as `?acl` or
-/// `?tagging`), decoded from its path; `None` for any other request. A
-/// key decoded differently from s3s's only costs the read: it is used
-/// only for the key s3s parsed.
-fn current_object_read(req: &Request, domains: &[String]) -> Option<String> {
+/// `?tagging`), decoded from `raw`, the path after the bucket; `None` for
+/// any other request. A key decoded differently from s3s's only costs the
+/// read: it is used only for the key s3s parsed.
+fn current_object_read(req: &Request, raw: &str) -> Option<String> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return None;
     }
@@ -165,20 +165,7 @@ fn current_object_read(req: &Request, domains: &[String]) -> Option<String> {
                 || k.starts_with("X-Amz-")
         })
     });
-    if !plain {
-        return None;
-    }
-    let host = req
-        .headers()
-        .get(axum::http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let path = req.uri().path().strip_prefix('/')?;
-    let raw = match crate::gateway::virtual_bucket(host, domains) {
-        (_, Some(_)) => path,
-        (_, None) => path.split_once('/')?.1,
-    };
-    if raw.is_empty() {
+    if !plain || raw.is_empty() {
         return None;
     }
     let key = percent_encoding::percent_decode_str(raw)
