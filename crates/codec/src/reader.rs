@@ -8,7 +8,16 @@ pub struct ChunkReader<R> {
     inner: R,
     chunk_size: usize,
     done: bool,
+    /// Whether a chunk has been cut: the first chunk's buffer starts at
+    /// [`FIRST_BUFFER`] bytes and grows to the chunk size only if the stream
+    /// is that long, so a 4 KiB object does not allocate (and the kernel
+    /// does not zero) a 4 MiB buffer. Later chunks are full size at once.
+    started: bool,
 }
+
+/// Bytes the first chunk's buffer starts with. Growing past it costs one
+/// copy of at most this many bytes per stream.
+const FIRST_BUFFER: usize = 64 * 1024;
 
 impl<R: AsyncRead + Unpin> ChunkReader<R> {
     pub fn new(inner: R, chunk_size: usize) -> Self {
@@ -17,6 +26,7 @@ impl<R: AsyncRead + Unpin> ChunkReader<R> {
             inner,
             chunk_size,
             done: false,
+            started: false,
         }
     }
 
@@ -26,11 +36,21 @@ impl<R: AsyncRead + Unpin> ChunkReader<R> {
         if self.done {
             return Ok(None);
         }
-        let mut buf = Vec::with_capacity(self.chunk_size);
+        let first = if self.started {
+            self.chunk_size
+        } else {
+            self.chunk_size.min(FIRST_BUFFER)
+        };
+        self.started = true;
+        let mut buf = Vec::with_capacity(first);
         while buf.len() < self.chunk_size {
+            if buf.len() == buf.capacity() {
+                // Straight to the chunk size: one copy, not a doubling series.
+                buf.reserve_exact(self.chunk_size - buf.len());
+            }
             let n = (&mut self.inner)
                 .take((self.chunk_size - buf.len()) as u64)
-                .read_to_end(&mut buf)
+                .read_buf(&mut buf)
                 .await?;
             if n == 0 {
                 self.done = true;
@@ -64,5 +84,33 @@ mod tests {
             assert_eq!(got, want);
             assert_eq!(joined, data);
         }
+    }
+
+    #[tokio::test]
+    async fn a_short_stream_gets_a_short_buffer_and_a_long_one_full_chunks() {
+        let chunk = 4 * FIRST_BUFFER;
+        let short = vec![7u8; 4096];
+        let mut r = ChunkReader::new(&short[..], chunk);
+        let c = r.next_chunk().await.unwrap().unwrap();
+        assert_eq!(c, short);
+        assert!(c.capacity() <= FIRST_BUFFER, "{}", c.capacity());
+
+        let long: Vec<u8> = (0..2 * chunk + 5).map(|i| (i % 251) as u8).collect();
+        let mut r = ChunkReader::new(&long[..], chunk);
+        let mut joined = vec![];
+        let mut lens = vec![];
+        while let Some(c) = r.next_chunk().await.unwrap() {
+            lens.push(c.len());
+            if c.len() == chunk {
+                assert_eq!(
+                    c.capacity(),
+                    chunk,
+                    "grown once, straight to the chunk size"
+                );
+            }
+            joined.extend(c);
+        }
+        assert_eq!(lens, vec![chunk, chunk, 5]);
+        assert_eq!(joined, long);
     }
 }
