@@ -125,7 +125,7 @@ fn repair(c: &mut Criterion) {
             || read.clone(),
             |frags| {
                 let pieces = codec
-                    .decode(policy, chunk.len(), &enc.chunk_hash, frags)
+                    .decode(policy, chunk.len(), &enc.hashes, frags)
                     .unwrap();
                 let again = codec.encode(policy, pieces.concat().into()).unwrap();
                 assert_eq!(again.hashes[0], enc.hashes[0]);

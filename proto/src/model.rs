@@ -361,6 +361,12 @@ pub struct ChunkRecord {
     pub policy: Policy,
     pub len: u64,
     pub fragment_len: u64,
+    /// Commits to the chunk's bytes: under replication their BLAKE3;
+    /// under erasure coding the BLAKE3 of the fragments' hashes in order
+    /// (`tessera_codec::fragment_digest`; records written before
+    /// 2026-12-03 hold the chunk's own BLAKE3 there). Reads check each
+    /// fragment, and each fragment rebuilt from parity, against
+    /// `fragments[i].hash`, so they never need this one.
     #[serde(with = "tessera_types::fixed_bytes")]
     pub hash: Hash,
     pub fragments: Vec<FragmentRecord>,

@@ -10,6 +10,18 @@ pub fn hash(bytes: &[u8]) -> Hash {
     *blake3::hash(bytes).as_bytes()
 }
 
+/// BLAKE3 of the fragments' hashes in fragment order (32 bytes each): what
+/// an erasure-coded chunk's record keeps as its hash. It commits to every
+/// byte of every fragment, and so of the chunk, for the cost of hashing
+/// a few hundred bytes instead of the chunk a second time.
+pub fn fragment_digest(hashes: &[Hash]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    for f in hashes {
+        h.update(f);
+    }
+    *h.finalize().as_bytes()
+}
+
 /// Fragment shards are padded to a multiple of this: both RS backends want an
 /// even length, and SIMD kernels run best on aligned multiples of 64.
 const SHARD_ALIGN: usize = 64;
@@ -28,10 +40,16 @@ pub fn fragment_len(policy: Policy, chunk_len: usize) -> usize {
 /// A chunk as written to nodes: fragment `i` goes to the `i`-th placed node.
 #[derive(Debug, Clone)]
 pub struct EncodedChunk {
+    /// Bytes of data in the chunk.
     pub len: usize,
+    /// Bytes in each fragment (data shards padded to `SHARD_ALIGN`).
     pub fragment_len: usize,
+    /// The chunk record's hash: under replication the BLAKE3 of the
+    /// chunk (every replica's hash); under erasure coding the
+    /// [`fragment_digest`] of `hashes`.
     pub chunk_hash: Hash,
     pub fragments: Vec<Bytes>,
+    /// BLAKE3 of each fragment: what every read checks it against.
     pub hashes: Vec<Hash>,
 }
 
@@ -57,17 +75,18 @@ impl ChunkCodec {
     }
 
     /// Encodes `chunk` into the policy's fragments with their BLAKE3s and
-    /// the chunk's. Fragments that are whole slices of the chunk (every
-    /// replica; every data shard but a padded last one) share its buffer
-    /// instead of copying it: a 4 MiB chunk under ec:4+2 allocates only
-    /// its two parity shards. Errors: the backend's.
+    /// the chunk record's hash (see [`EncodedChunk::chunk_hash`]). Each
+    /// byte is hashed once: as part of its fragment. Fragments that are
+    /// whole slices of the chunk (every replica; every data shard but a
+    /// padded last one) share its buffer instead of copying it: a 4 MiB
+    /// chunk under ec:4+2 allocates only its two parity shards. Errors:
+    /// the backend's.
     pub fn encode(&self, policy: Policy, chunk: Bytes) -> Result<EncodedChunk, CodecError> {
         let flen = fragment_len(policy, chunk.len());
-        let chunk_hash = hash(&chunk);
         let (fragments, hashes) = match policy {
             Policy::Replicated { copies } => (
                 vec![chunk.clone(); copies as usize],
-                vec![chunk_hash; copies as usize],
+                vec![hash(&chunk); copies as usize],
             ),
             Policy::Erasure { data, parity } => {
                 let data_shards: Vec<Bytes> = (0..data as usize)
@@ -96,6 +115,10 @@ impl ChunkCodec {
                 (all, hashes)
             }
         };
+        let chunk_hash = match policy {
+            Policy::Replicated { .. } => hashes[0],
+            Policy::Erasure { .. } => fragment_digest(&hashes),
+        };
         Ok(EncodedChunk {
             len: chunk.len(),
             fragment_len: flen,
@@ -106,26 +129,31 @@ impl ChunkCodec {
     }
 
     /// Rebuilds a chunk of `len` bytes from the fragments present, which the
-    /// caller has verified against their own hashes, as pieces that
-    /// concatenate to it. When every data fragment is present they are the
-    /// pieces, taken as they are (no copy, no second hash: verified data
-    /// fragments concatenate to the chunk they were cut from); when some
-    /// were rebuilt from parity the one piece is the decoded chunk,
-    /// checked against `chunk_hash`, so a decoding fault can never return
-    /// wrong bytes. Errors: `FragmentCount`, `NotEnoughFragments`,
-    /// `FragmentLength`, `ChunkHashMismatch`.
+    /// caller has verified against `hashes` (each fragment's recorded
+    /// BLAKE3), as pieces that concatenate to it. When every data fragment
+    /// is present they are the pieces, taken as they are (no copy, no
+    /// second hash: verified data fragments concatenate to the chunk they
+    /// were cut from); when some were rebuilt from parity the one piece is
+    /// the decoded chunk, and each rebuilt data fragment is first checked
+    /// against its hash, so a decoding fault or a wrong input fragment can
+    /// never return wrong bytes. The record's chunk hash is not needed:
+    /// records written before it became a [`fragment_digest`] decode the
+    /// same way. Errors: `FragmentCount` (fragments or hashes),
+    /// `NotEnoughFragments`, `FragmentLength`, `RebuiltFragmentMismatch`.
     pub fn decode(
         &self,
         policy: Policy,
         len: usize,
-        chunk_hash: &Hash,
+        hashes: &[Hash],
         mut fragments: Vec<Option<Vec<u8>>>,
     ) -> Result<Vec<Bytes>, CodecError> {
-        if fragments.len() != policy.fragments() {
-            return Err(CodecError::FragmentCount {
-                expected: policy.fragments(),
-                got: fragments.len(),
-            });
+        for got in [fragments.len(), hashes.len()] {
+            if got != policy.fragments() {
+                return Err(CodecError::FragmentCount {
+                    expected: policy.fragments(),
+                    got,
+                });
+            }
         }
         let have = fragments.iter().filter(|f| f.is_some()).count();
         if have < policy.required() {
@@ -140,17 +168,26 @@ impl ChunkCodec {
             && must_reconstruct(policy, &fragments)
         {
             let data = data as usize;
+            let rebuilt: Vec<usize> = (0..data).filter(|&i| fragments[i].is_none()).collect();
             self.backend
                 .reconstruct_data(data, parity as usize, &mut fragments)?;
+            for &index in &rebuilt {
+                if fragments[index]
+                    .as_deref()
+                    .is_none_or(|f| hash(f) != hashes[index])
+                {
+                    return Err(CodecError::RebuiltFragmentMismatch { index });
+                }
+            }
             let mut chunk = Vec::with_capacity(data * flen);
             for f in fragments.into_iter().take(data) {
                 let f = f.ok_or(CodecError::NotEnoughFragments { needed: data, have })?;
                 chunk.extend_from_slice(&f);
             }
-            chunk.truncate(len);
-            if chunk.len() != len || &hash(&chunk) != chunk_hash {
-                return Err(CodecError::ChunkHashMismatch);
+            if chunk.len() < len {
+                return Err(CodecError::FragmentsShorterThanChunk { len });
             }
+            chunk.truncate(len);
             return Ok(vec![Bytes::from(chunk)]);
         }
         // Systematic code: the data fragments (or a replica) are the chunk,
@@ -170,7 +207,7 @@ impl ChunkCodec {
             }
         }
         if left != 0 {
-            return Err(CodecError::ChunkHashMismatch);
+            return Err(CodecError::FragmentsShorterThanChunk { len });
         }
         Ok(pieces)
     }
@@ -320,7 +357,7 @@ mod tests {
                         frags[i] = None;
                     }
                     let out = codec
-                        .decode(policy, len, &enc.chunk_hash, frags.clone())
+                        .decode(policy, len, &enc.hashes, frags.clone())
                         .unwrap()
                         .concat();
                     assert_eq!(out, data, "{} {p} len {len}", codec.backend_name());
@@ -328,7 +365,7 @@ mod tests {
                     if let Some(&i) = idx.get(policy.tolerated_losses()) {
                         frags[i] = None;
                         assert!(matches!(
-                            codec.decode(policy, len, &enc.chunk_hash, frags),
+                            codec.decode(policy, len, &enc.hashes, frags),
                             Err(CodecError::NotEnoughFragments { .. })
                         ));
                     }
@@ -387,14 +424,44 @@ mod tests {
         frags[0] = None;
         frags[1].as_mut().unwrap()[5] ^= 1;
         assert!(matches!(
-            codec.decode(policy, data.len(), &enc.chunk_hash, frags.clone()),
-            Err(CodecError::ChunkHashMismatch)
+            codec.decode(policy, data.len(), &enc.hashes, frags.clone()),
+            Err(CodecError::RebuiltFragmentMismatch { index: 0 })
         ));
         frags[0] = Some(enc.fragments[0].to_vec());
         frags[1].as_mut().unwrap().pop();
         assert!(matches!(
-            codec.decode(policy, data.len(), &enc.chunk_hash, frags),
+            codec.decode(policy, data.len(), &enc.hashes, frags.clone()),
             Err(CodecError::FragmentLength { index: 1, .. })
         ));
+        assert!(matches!(
+            codec.decode(policy, data.len(), &enc.hashes[..5], frags),
+            Err(CodecError::FragmentCount {
+                expected: 6,
+                got: 5
+            })
+        ));
+    }
+
+    /// A record's chunk hash: the chunk's own BLAKE3 under replication, the
+    /// digest of the fragments' hashes under erasure coding (the chunk is
+    /// not hashed a second time), so it changes with any byte of any
+    /// fragment.
+    #[test]
+    fn the_chunk_hash_commits_to_every_fragment() {
+        let codec = ChunkCodec::default();
+        let data: Vec<u8> = (0..100_003u32).map(|i| (i * 7 % 251) as u8).collect();
+        let rep: Policy = "rep:3".parse().unwrap();
+        let enc = codec.encode(rep, Bytes::from(data.clone())).unwrap();
+        assert_eq!(enc.chunk_hash, hash(&data));
+        assert_eq!(enc.hashes, vec![hash(&data); 3]);
+        let ec: Policy = "ec:4+2".parse().unwrap();
+        let enc = codec.encode(ec, Bytes::from(data.clone())).unwrap();
+        let joined: Vec<u8> = enc.hashes.iter().flatten().copied().collect();
+        assert_eq!(enc.chunk_hash, hash(&joined));
+        assert_ne!(enc.chunk_hash, hash(&data));
+        let mut other = data.clone();
+        other[99_999] ^= 1;
+        let changed = codec.encode(ec, Bytes::from(other)).unwrap();
+        assert_ne!(changed.chunk_hash, enc.chunk_hash);
     }
 }

@@ -10,7 +10,7 @@ mod chunk;
 mod reader;
 
 pub use backend::{ErasureBackend, ReedSolomonErasure, ReedSolomonSimd, default_backend};
-pub use chunk::{ChunkCodec, EncodedChunk, fragment_len, hash, must_reconstruct};
+pub use chunk::{ChunkCodec, EncodedChunk, fragment_digest, fragment_len, hash, must_reconstruct};
 pub use reader::ChunkReader;
 
 /// Default chunk size: large enough that per-chunk overhead (one metadata
@@ -33,8 +33,13 @@ pub enum CodecError {
     },
     #[error("expected {expected} fragment slots, got {got}")]
     FragmentCount { expected: usize, got: usize },
-    #[error("decoded chunk does not match its BLAKE3 hash")]
-    ChunkHashMismatch,
+    /// A data fragment computed from parity differs from the one written:
+    /// one of the fragments it was computed from was wrong although its
+    /// caller took it as verified.
+    #[error("fragment {index} rebuilt from parity does not match its recorded BLAKE3 hash")]
+    RebuiltFragmentMismatch { index: usize },
+    #[error("the data fragments hold fewer bytes than the chunk's {len}")]
+    FragmentsShorterThanChunk { len: usize },
     #[error("erasure coding failed: {0}")]
     Backend(String),
     #[error("reading the input failed: {0}")]

@@ -261,13 +261,14 @@ impl Client {
         avoid: &[usize],
     ) -> Result<Vec<Bytes>, SdkError> {
         let fragments = self.read_fragments_avoiding(record, avoid).await?;
-        let (policy, len, hash) = (record.policy, record.len as usize, record.hash);
+        let (policy, len) = (record.policy, record.len as usize);
+        let hashes: Vec<tessera_types::Hash> = record.fragments.iter().map(|f| f.hash).collect();
         let codec = self.inner.codec.clone();
         if !tessera_codec::must_reconstruct(policy, &fragments) {
-            return Ok(codec.decode(policy, len, &hash, fragments)?);
+            return Ok(codec.decode(policy, len, &hashes, fragments)?);
         }
         let pieces =
-            tokio::task::spawn_blocking(move || codec.decode(policy, len, &hash, fragments))
+            tokio::task::spawn_blocking(move || codec.decode(policy, len, &hashes, fragments))
                 .await
                 .map_err(|e| SdkError::Invalid(format!("decoder task: {e}")))??;
         Ok(pieces)
