@@ -123,6 +123,29 @@ async fn aws_sdk_for_rust_drives_the_gateway() {
     // The SDK validates the body against the returned checksum as it reads.
     assert_eq!(body(got).await, data);
 
+    // A GET of a chunked object costs one meta round trip: the object and
+    // its chunk records come in the batch that looks up the access key
+    // (a cluster map or lifecycle refresh may add one or two).
+    let addr: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let trips = || {
+        let (_, metrics) = common::http_get(addr, "/_tessera/metrics");
+        common::metric(&metrics, "tessera_s3_meta_round_trips_total")
+            .expect("the gateway reports its meta round trips")
+    };
+    let before = trips();
+    for _ in 0..10 {
+        let got = s3
+            .get_object()
+            .bucket("rust")
+            .key("dir/a b+c.bin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(body(got).await, data);
+    }
+    let per_get = (trips() - before) / 10.0;
+    assert!(per_get <= 1.3, "{per_get} meta round trips per GET");
+
     // SHA-256 on request; a range; a missing key.
     s3.put_object()
         .bucket("rust")

@@ -75,6 +75,29 @@ async fn objects_round_trip_with_ranges_metadata_and_listing() {
     assert_eq!(head.user_meta, meta);
     assert_eq!(get(&client, "sdk-test", "dir/big", None).await, body);
 
+    // The object comes with its first chunk records from one snapshot, so
+    // a GET of a few chunks is one meta round trip (it was two: the
+    // object, then its records); a cluster map refresh may add one.
+    let records = client.chunk_records(&head).await.unwrap();
+    assert_eq!(records.len(), 4, "13 MiB in 4 MiB chunks");
+    let (object, first) = client
+        .head_with_chunks("sdk-test", "dir/big", 2)
+        .await
+        .unwrap();
+    assert_eq!(object, head);
+    assert_eq!(first, records[..2]);
+    let (_, all) = client
+        .head_with_chunks("sdk-test", "dir/big", u32::MAX)
+        .await
+        .unwrap();
+    assert_eq!(all, records);
+    let before = client.meta_client().round_trips();
+    for _ in 0..3 {
+        assert_eq!(get(&client, "sdk-test", "dir/big", None).await, body);
+    }
+    let trips = client.meta_client().round_trips() - before;
+    assert!(trips <= 4, "3 GETs took {trips} meta round trips");
+
     // Ranges: inside a chunk, across chunk boundaries, at the end, empty.
     let mib = 1u64 << 20;
     for r in [
@@ -107,6 +130,16 @@ async fn objects_round_trip_with_ranges_metadata_and_listing() {
         .await
         .unwrap();
     assert_eq!(get(&client, "sdk-test", "dir/big", None).await, small);
+    let (_, none) = client
+        .head_with_chunks("sdk-test", "dir/big", 16)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "an inline object has no chunk records");
+    let err = client
+        .head_with_chunks("sdk-test", "dir/none", 16)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NoSuchKey));
 
     // Listing: many keys, pages, delimiter.
     for i in 0..25 {

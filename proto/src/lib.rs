@@ -21,8 +21,8 @@ pub use lifecycle::{
 };
 pub use messages::{
     ErrorCode, FragmentInfo, GroupRequest, Heartbeat, HeartbeatReply, Lease, MAX_BATCHED_REQUESTS,
-    MetaGroupStatus, MetaMember, MetaQuery, MetaRequest, MetaResponse, NodeRequest, NodeResponse,
-    Proposal, RaftMessage, RemoteError,
+    MAX_CHUNKS_WITH_OBJECT, MetaGroupStatus, MetaMember, MetaQuery, MetaRequest, MetaResponse,
+    NodeRequest, NodeResponse, Proposal, RaftMessage, RemoteError,
 };
 pub use model::{
     AccessChange, AccessKey, Acl, AclGrant, AclPermission, AdminToken, BucketAccess,

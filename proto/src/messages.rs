@@ -414,7 +414,23 @@ pub enum MetaQuery {
     TransitionWork {
         limit: usize,
     },
+    /// `HeadObject`, and the records of the object's first chunks (at most
+    /// `max_chunks`, and never more than [`MAX_CHUNKS_WITH_OBJECT`]) in the
+    /// object's order, read from the same snapshot: what a read of the
+    /// object asks next, so that a GET of an object of a few chunks is one
+    /// meta round trip instead of two. `ObjectWithChunks` (no records for
+    /// an inline object); `NoSuchBucket`, `NoSuchKey` as `HeadObject`.
+    HeadObjectWithChunks {
+        bucket: String,
+        key: String,
+        max_chunks: u32,
+    },
 }
+
+/// Most chunk records `MetaQuery::HeadObjectWithChunks` returns with its
+/// object: 64 records of a few hundred bytes each keep the answer well
+/// inside the share of a batch's frame that object reads may take.
+pub const MAX_CHUNKS_WITH_OBJECT: u32 = 64;
 
 impl MetaQuery {
     /// Whether the answer is small and bounded whatever the cluster holds
@@ -443,7 +459,9 @@ impl MetaQuery {
     pub fn reads_one_object(&self) -> bool {
         matches!(
             self,
-            MetaQuery::HeadObject { .. } | MetaQuery::GetVersion { .. }
+            MetaQuery::HeadObject { .. }
+                | MetaQuery::HeadObjectWithChunks { .. }
+                | MetaQuery::GetVersion { .. }
         )
     }
 }
@@ -889,6 +907,12 @@ pub enum MetaResponse {
     StorageClasses(Vec<(String, Policy)>),
     /// Queued transitions (`TransitionWork`).
     Transitions(Vec<TransitionItem>),
+    /// An object and the records of its first chunks, in its order
+    /// (`HeadObjectWithChunks`).
+    ObjectWithChunks {
+        object: ObjectInfo,
+        chunks: Vec<ChunkRecord>,
+    },
 }
 
 /// Stable error classes; frontends map them to their own protocol (S3 codes,

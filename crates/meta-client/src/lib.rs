@@ -13,6 +13,7 @@
 //! callers build them from `tessera_proto` and match the answers.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,8 @@ pub struct MetaClient {
     pool: ConnectionPool,
     timeout: Duration,
     outbox: Arc<Mutex<Outbox>>,
+    /// Request frames sent (see `round_trips`).
+    round_trips: Arc<AtomicU64>,
 }
 
 /// Most requests sent together. Proposals, leases, queries with small
@@ -142,7 +145,16 @@ impl MetaClient {
             pool: ConnectionPool::with_hold_off(endpoint, hold_off),
             timeout: CALL_TIMEOUT,
             outbox: Arc::default(),
+            round_trips: Arc::default(),
         }
+    }
+
+    /// Request frames this client and its clones have sent to meta since
+    /// they were made: a batch of requests is one, a request sent again to
+    /// another replica (or after a dead connection) still one. What a
+    /// frontend reports as the meta round trips its requests cost.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
     }
 
     /// Where the leader is believed to be now.
@@ -233,6 +245,7 @@ impl MetaClient {
     }
 
     async fn call_encoded(&self, frame: &[u8]) -> Result<MetaResponse, MetaCallError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.timeout, self.call_leader(frame)).await {
             Ok(r) => r,
             Err(_) => Err(self.timed_out()),

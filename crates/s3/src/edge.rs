@@ -50,7 +50,10 @@ fn method_index(m: &Method) -> usize {
 }
 
 impl GatewayMetrics {
-    pub fn render(&self) -> String {
+    /// The Prometheus text of these counters, and of `meta_round_trips`:
+    /// the request frames the gateway sent to meta (`MetaClient::round_trips`;
+    /// a batch is one), which divided by requests says what each costs meta.
+    pub fn render(&self, meta_round_trips: u64) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -85,6 +88,10 @@ impl GatewayMetrics {
             out,
             "# HELP tessera_s3_header_refusals_total Requests refused for oversize headers.\n# TYPE tessera_s3_header_refusals_total counter\ntessera_s3_header_refusals_total {}",
             self.header_refusals.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tessera_s3_meta_round_trips_total Request frames sent to meta (a batch of requests is one).\n# TYPE tessera_s3_meta_round_trips_total counter\ntessera_s3_meta_round_trips_total {meta_round_trips}"
         );
         out
     }

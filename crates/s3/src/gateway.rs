@@ -808,6 +808,9 @@ impl S3 for Gateway {
                 [i.if_modified_since.as_ref(), i.if_unmodified_since.as_ref()],
             )
             .await?;
+        // Read with the object in the same meta round trip (a current
+        // object's GET): the read asks meta only for chunks beyond them.
+        let records = crate::prefetch::take_chunk_records(&i.bucket, &i.key);
         let opened = self
             .keys
             .open(info.headers.encryption.as_ref(), customer.as_ref())?;
@@ -860,7 +863,11 @@ impl S3 for Gateway {
                         let range = range.unwrap_or(0..object.size);
                         sse::read_plain(client, object.clone(), key, range, tx).await
                     }
-                    None => client.read_object_to(&object, range, tx).await,
+                    None => {
+                        client
+                            .read_object_with_records_to(&object, records, range, tx)
+                            .await
+                    }
                 };
                 match read {
                     Ok(()) | Err(SdkError::ReaderGone) => {}
@@ -3169,13 +3176,14 @@ pub fn router(client: Client, config: GatewayConfig) -> axum::Router {
     });
     let metrics = std::sync::Arc::new(crate::edge::GatewayMetrics::default());
     let m = metrics.clone();
+    let meta = client.meta_client().clone();
     axum::Router::new()
         .route("/_tessera/health", get(|| async { "ok\n" }))
         .route(
             "/_tessera/metrics",
             get(move || {
-                let m = m.clone();
-                async move { m.render() }
+                let (m, meta) = (m.clone(), meta.clone());
+                async move { m.render(meta.round_trips()) }
             }),
         )
         .fallback_service(service)

@@ -9,7 +9,10 @@
 //! and read (`Gateway::version_for_read`), and only if the bucket, key and
 //! access key s3s parsed are the ones read; nothing is kept between
 //! requests. The object is read before access is decided but returned
-//! only after it allowed the read, as before.
+//! only after it allowed the read, as before. For a GET the object comes
+//! with the records of its first chunks (`Client::head_with_chunks`, one
+//! snapshot), which the read then uses instead of asking meta for them:
+//! a GET of an object of up to 16 chunks is one meta round trip too.
 //!
 //! s3s asks for the secret (`S3Auth::get_secret_key`) with nothing but the
 //! key id; the bucket reaches it through a task-local value that
@@ -22,8 +25,8 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use tessera_proto::{AccessKey, BucketAccess, Grant, ObjectInfo};
-use tessera_sdk::{Client, SdkError};
+use tessera_proto::{AccessKey, BucketAccess, ChunkRecord, Grant, ObjectInfo};
+use tessera_sdk::{Client, RECORDS_WITH_OBJECT, SdkError};
 
 tokio::task_local! {
     static REQUEST: Arc<Prefetch>;
@@ -35,13 +38,24 @@ struct Prefetch {
     bucket: Option<String>,
     /// The object key a GET or HEAD of the current object names.
     object: Option<String>,
+    /// Whether the request reads the object's content (a GET), so that
+    /// its first chunk records are worth reading with it.
+    with_chunks: bool,
     read: Mutex<Option<Read>>,
     /// The object as read for (bucket, key).
     head: Mutex<Option<ObjectRead>>,
+    /// The chunk records read with the object, once `take_object` took
+    /// it: (bucket, key, records).
+    records: Mutex<Option<(String, String, Vec<ChunkRecord>)>>,
 }
 
-/// (bucket, key, the object as `Client::head` answered for them).
-type ObjectRead = (String, String, Result<ObjectInfo, SdkError>);
+/// (bucket, key, the object and its first chunk records as meta answered
+/// for them; no records for a HEAD).
+type ObjectRead = (
+    String,
+    String,
+    Result<(ObjectInfo, Vec<ChunkRecord>), SdkError>,
+);
 
 /// The facts read for `access_key` on `bucket`.
 struct Read {
@@ -95,7 +109,12 @@ pub(crate) async fn key_with_access(
     let object = prefetch.object.clone();
     let head = async {
         match &object {
-            Some(key) => Some(client.head(&bucket, key).await),
+            Some(key) if prefetch.with_chunks => Some(
+                client
+                    .head_with_chunks(&bucket, key, RECORDS_WITH_OBJECT)
+                    .await,
+            ),
+            Some(key) => Some(client.head(&bucket, key).await.map(|o| (o, Vec::new()))),
             None => None,
         }
     };
@@ -135,17 +154,39 @@ pub(crate) async fn scope(
     let prefetch = Arc::new(Prefetch {
         bucket: named.map(|(bucket, _)| bucket),
         object,
+        with_chunks: *req.method() == Method::GET,
         read: Mutex::new(None),
         head: Mutex::new(None),
+        records: Mutex::new(None),
     });
     REQUEST.scope(prefetch, next.run(req)).await
 }
 
 /// Takes the object read for `bucket`/`key` during this request's key
-/// lookup, if there is one: as `Client::head` answered it.
+/// lookup, if there is one: as `Client::head` answered it. The chunk
+/// records read with it wait for [`take_chunk_records`].
 pub(crate) fn take_object(bucket: &str, key: &str) -> Option<Result<ObjectInfo, SdkError>> {
     let prefetch = REQUEST.try_with(Arc::clone).ok()?;
-    take_if(&prefetch.head, |(b, k, _)| b == bucket && k == key).map(|(_, _, info)| info)
+    let (bucket, key, read) = take_if(&prefetch.head, |(b, k, _)| b == bucket && k == key)?;
+    Some(read.map(|(info, records)| {
+        if !records.is_empty() {
+            *prefetch.records.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((bucket, key, records));
+        }
+        info
+    }))
+}
+
+/// Takes the chunk records read with the object `bucket`/`key` that
+/// [`take_object`] returned during this request (empty when there are
+/// none): `Client::read_object_with_records_to` reads with them.
+pub(crate) fn take_chunk_records(bucket: &str, key: &str) -> Vec<ChunkRecord> {
+    REQUEST
+        .try_with(Arc::clone)
+        .ok()
+        .and_then(|p| take_if(&p.records, |(b, k, _)| b == bucket && k == key))
+        .map(|(_, _, records)| records)
+        .unwrap_or_default()
 }
 
 /// The key of the current object a GET or HEAD request reads (GetObject,

@@ -7,7 +7,7 @@ use tessera_codec::ChunkCodec;
 use tessera_meta_client::MetaClient;
 use tessera_net::{ConnectionPool, Endpoint, Identity};
 use tessera_proto::{
-    BucketInfo, ClusterMap, ClusterStatus, ErrorCode, Listing, MetaQuery, MetaRequest,
+    BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, ErrorCode, Listing, MetaQuery, MetaRequest,
     MetaResponse, NodeInfo, ObjectHeaders, ObjectInfo, Proposal, RemoteError, WriteCondition,
 };
 use tessera_types::{NodeId, Policy};
@@ -322,6 +322,31 @@ impl Client {
             .await?
         {
             MetaResponse::Object(o) => Ok(o),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// The object `bucket`/`key` with the records of its first chunks (at
+    /// most `max_chunks`, capped at `tessera_proto::MAX_CHUNKS_WITH_OBJECT`),
+    /// in the object's order, from one meta round trip: hand both to
+    /// [`Client::read_object_with_records_to`] (or let [`Client::get`] do
+    /// it) and a read of a few chunks asks meta nothing more. Errors as
+    /// [`Client::head`].
+    pub async fn head_with_chunks(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_chunks: u32,
+    ) -> Result<(ObjectInfo, Vec<ChunkRecord>), SdkError> {
+        match self
+            .meta(MetaQuery::HeadObjectWithChunks {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                max_chunks,
+            })
+            .await?
+        {
+            MetaResponse::ObjectWithChunks { object, chunks } => Ok((object, chunks)),
             other => Err(self.unexpected(other)),
         }
     }

@@ -37,11 +37,12 @@ mod write;
 pub use client::{BodyCheck, Client, ClientOptions, ContentOf, ListOptions, PutOptions};
 pub use config::{ClusterConfig, check_host_port};
 pub use fsview::StagedWrite;
+pub use read::RECORDS_WITH_OBJECT;
 pub use request_id::{carry_request_id, current_request_id, with_request_id};
 pub use tessera_meta_client::{MetaCallError, MetaClient};
 pub use tessera_proto::{
-    BucketInfo, ClusterMap, ClusterStatus, ErrorCode, ListEntry, Listing, NodeInfo, NodeState,
-    ObjectHeaders, ObjectInfo, RemoteError, SnapshotInfo, VolumeInfo,
+    BucketInfo, ChunkRecord, ClusterMap, ClusterStatus, ErrorCode, ListEntry, Listing, NodeInfo,
+    NodeState, ObjectHeaders, ObjectInfo, RemoteError, SnapshotInfo, VolumeInfo,
 };
 pub use tessera_types::Policy;
 pub use versions::VersionListOptions;

@@ -27,6 +27,11 @@ const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 /// Chunk records fetched from meta per request.
 const RECORD_BATCH: usize = 256;
 
+/// Chunk records [`Client::get`] asks for with the object: 16 of the
+/// default 4 MiB chunks cover a 64 MiB object, so most reads ask meta
+/// once; a longer object asks for the rest as it goes.
+pub const RECORDS_WITH_OBJECT: u32 = 16;
+
 /// Where a read's verified pieces go, in order.
 trait PieceSink: Send {
     fn put(&mut self, piece: Bytes) -> impl Future<Output = Result<(), SdkError>> + Send;
@@ -71,8 +76,12 @@ impl Client {
         range: Option<Range<u64>>,
         out: &mut W,
     ) -> Result<ObjectInfo, SdkError> {
-        let info = self.head(bucket, key).await?;
-        self.read_object(&info, range, out).await?;
+        let (info, records) = self
+            .head_with_chunks(bucket, key, RECORDS_WITH_OBJECT)
+            .await?;
+        self.read_object_into(&info, records, range, &mut WriterSink(out))
+            .await?;
+        out.flush().await?;
         Ok(info)
     }
 
@@ -83,7 +92,7 @@ impl Client {
         range: Option<Range<u64>>,
         out: &mut W,
     ) -> Result<(), SdkError> {
-        self.read_object_into(info, range, &mut WriterSink(out))
+        self.read_object_into(info, Vec::new(), range, &mut WriterSink(out))
             .await?;
         out.flush().await?;
         Ok(())
@@ -101,13 +110,30 @@ impl Client {
         range: Option<Range<u64>>,
         out: tokio::sync::mpsc::Sender<Bytes>,
     ) -> Result<(), SdkError> {
-        self.read_object_into(info, range, &mut ChannelSink(out))
+        self.read_object_into(info, Vec::new(), range, &mut ChannelSink(out))
+            .await
+    }
+
+    /// [`Client::read_object_to`] with chunk records the caller already
+    /// has (from [`Client::head_with_chunks`], read with `info`): meta is
+    /// asked only for the records of chunks not among them. A record
+    /// counts only for the chunk id it names, so records of another
+    /// object cost nothing but their memory.
+    pub async fn read_object_with_records_to(
+        &self,
+        info: &ObjectInfo,
+        records: Vec<ChunkRecord>,
+        range: Option<Range<u64>>,
+        out: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Result<(), SdkError> {
+        self.read_object_into(info, records, range, &mut ChannelSink(out))
             .await
     }
 
     async fn read_object_into<S: PieceSink>(
         &self,
         info: &ObjectInfo,
+        known: Vec<ChunkRecord>,
         range: Option<Range<u64>>,
         out: &mut S,
     ) -> Result<(), SdkError> {
@@ -140,17 +166,11 @@ impl Client {
                     let to = range.end.min(end) - start;
                     wanted.push((*r, from as usize..to as usize));
                 }
+                let mut known: HashMap<ChunkId, ChunkRecord> =
+                    known.into_iter().map(|r| (r.id, r)).collect();
                 for batch in wanted.chunks(RECORD_BATCH) {
                     let ids: Vec<ChunkId> = batch.iter().map(|(r, _)| r.id).collect();
-                    let records = match self.meta(MetaQuery::GetChunks { ids }).await? {
-                        MetaResponse::Chunks(c) if c.len() == batch.len() => c,
-                        other => {
-                            return Err(SdkError::Protocol {
-                                peer: "meta".into(),
-                                what: format!("{other:?}"),
-                            });
-                        }
-                    };
+                    let records = self.records_of(&ids, &mut known).await?;
                     // Owned jobs and a named async fn keep this future Send for
                     // callers that spawn it (closures over borrows do not).
                     let jobs: Vec<(ChunkRecord, Range<usize>)> = records
@@ -189,6 +209,45 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// The records of chunks `ids`, in their order: those in `known`, and
+    /// the rest from meta in one request. Errors: meta's, and `Protocol`
+    /// when meta answers with the wrong records.
+    async fn records_of(
+        &self,
+        ids: &[ChunkId],
+        known: &mut HashMap<ChunkId, ChunkRecord>,
+    ) -> Result<Vec<ChunkRecord>, SdkError> {
+        let missing: Vec<ChunkId> = ids
+            .iter()
+            .filter(|id| !known.contains_key(id))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            match self
+                .meta(MetaQuery::GetChunks {
+                    ids: missing.clone(),
+                })
+                .await?
+            {
+                MetaResponse::Chunks(c)
+                    if c.len() == missing.len()
+                        && c.iter().zip(&missing).all(|(r, id)| r.id == *id) =>
+                {
+                    known.extend(c.into_iter().map(|r| (r.id, r)));
+                }
+                other => return Err(self.unexpected(other)),
+            }
+        }
+        ids.iter()
+            .map(|id| {
+                known.get(id).cloned().ok_or_else(|| SdkError::Protocol {
+                    peer: "meta".into(),
+                    what: format!("no record of chunk {id}"),
+                })
+            })
+            .collect()
     }
 
     async fn read_slice(

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use tessera_net::{PeerIdentity, RecvStream, SendStream, read_frame, role, write_frame};
 use tessera_proto::{
     AccessKey, CorruptReport, ErrorCode, FrameKind, GroupRequest, Heartbeat, HeartbeatReply, Lease,
-    MAX_BATCHED_REQUESTS, MetaQuery, MetaRequest, MetaResponse, NodeAdmin, Proposal, RemoteError,
-    UploadInfo,
+    MAX_BATCHED_REQUESTS, MetaQuery, MetaRequest, MetaResponse, NodeAdmin, ObjectData, Proposal,
+    RemoteError, UploadInfo,
 };
 use tracing::{debug, info, warn};
 
@@ -346,6 +346,22 @@ impl Meta {
             Q::BucketUsage => MetaResponse::BucketUsage(r.buckets_usage()?),
             Q::HeadObject { bucket, key } => MetaResponse::Object(r.object(&bucket, &key)?),
             Q::GetChunks { ids } => MetaResponse::Chunks(r.chunks(&ids)?),
+            Q::HeadObjectWithChunks {
+                bucket,
+                key,
+                max_chunks,
+            } => {
+                let object = r.object(&bucket, &key)?;
+                let chunks = match &object.data {
+                    ObjectData::Chunks(refs) => {
+                        let first = max_chunks.min(tessera_proto::MAX_CHUNKS_WITH_OBJECT) as usize;
+                        let ids: Vec<_> = refs.iter().take(first).map(|c| c.id).collect();
+                        r.chunks(&ids)?
+                    }
+                    ObjectData::Inline(_) => Vec::new(),
+                };
+                MetaResponse::ObjectWithChunks { object, chunks }
+            }
             Q::ListObjects {
                 bucket,
                 prefix,
