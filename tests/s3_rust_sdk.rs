@@ -124,8 +124,10 @@ async fn aws_sdk_for_rust_drives_the_gateway() {
     assert_eq!(body(got).await, data);
 
     // A GET of a chunked object costs one meta round trip: the object and
-    // its chunk records come in the batch that looks up the access key
-    // (a cluster map or lifecycle refresh may add one or two).
+    // its chunk records come in the batch that looks up the access key.
+    // It was two (the records after the object); the gateway's caches of
+    // the cluster map (5 s) and the bucket's lifecycle (1 s) add a few
+    // while the GETs run, far fewer than one per GET.
     let addr: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
     let trips = || {
         let (_, metrics) = common::http_get(addr, "/_tessera/metrics");
@@ -133,7 +135,7 @@ async fn aws_sdk_for_rust_drives_the_gateway() {
             .expect("the gateway reports its meta round trips")
     };
     let before = trips();
-    for _ in 0..10 {
+    for _ in 0..20 {
         let got = s3
             .get_object()
             .bucket("rust")
@@ -143,8 +145,8 @@ async fn aws_sdk_for_rust_drives_the_gateway() {
             .unwrap();
         assert_eq!(body(got).await, data);
     }
-    let per_get = (trips() - before) / 10.0;
-    assert!(per_get <= 1.3, "{per_get} meta round trips per GET");
+    let per_get = (trips() - before) / 20.0;
+    assert!(per_get < 2.0, "{per_get} meta round trips per GET");
 
     // SHA-256 on request; a range; a missing key.
     s3.put_object()
