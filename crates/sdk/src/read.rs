@@ -79,9 +79,7 @@ impl Client {
         let (info, records) = self
             .head_with_chunks(bucket, key, RECORDS_WITH_OBJECT)
             .await?;
-        self.read_object_into(&info, records, range, &mut WriterSink(out))
-            .await?;
-        out.flush().await?;
+        self.write_object(&info, records, range, out).await?;
         Ok(info)
     }
 
@@ -92,7 +90,19 @@ impl Client {
         range: Option<Range<u64>>,
         out: &mut W,
     ) -> Result<(), SdkError> {
-        self.read_object_into(info, Vec::new(), range, &mut WriterSink(out))
+        self.write_object(info, Vec::new(), range, out).await
+    }
+
+    /// [`Client::read_object`] with the chunk records at hand (`known`, as
+    /// `read_object_into` takes them), flushed at the end.
+    async fn write_object<W: AsyncWrite + Unpin + Send>(
+        &self,
+        info: &ObjectInfo,
+        known: Vec<ChunkRecord>,
+        range: Option<Range<u64>>,
+        out: &mut W,
+    ) -> Result<(), SdkError> {
+        self.read_object_into(info, known, range, &mut WriterSink(out))
             .await?;
         out.flush().await?;
         Ok(())
@@ -277,15 +287,7 @@ impl Client {
         let mut out = Vec::with_capacity(refs.len());
         for batch in refs.chunks(RECORD_BATCH) {
             let ids: Vec<ChunkId> = batch.iter().map(|r| r.id).collect();
-            match self.meta(MetaQuery::GetChunks { ids }).await? {
-                MetaResponse::Chunks(c) if c.len() == batch.len() => out.extend(c),
-                other => {
-                    return Err(SdkError::Protocol {
-                        peer: "meta".into(),
-                        what: format!("{other:?}"),
-                    });
-                }
-            }
+            out.extend(self.records_of(&ids, &mut HashMap::new()).await?);
         }
         Ok(out)
     }
