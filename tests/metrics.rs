@@ -40,6 +40,8 @@ fn meta_and_nodes_export_prometheus_metrics() {
             Some(2.0),
             "{body}"
         );
+        let direct = metric(&body, &format!("tessera_node_direct_io{{node=\"{id}\"}}"));
+        assert!(matches!(direct, Some(v) if v == 0.0 || v == 1.0), "{body}");
     }
     assert_eq!(puts, 12.0);
     let (status, body) = http_get(c.metrics_addr(None), "/health");

@@ -27,7 +27,15 @@ impl NodeMetrics {
     }
 
     /// The Prometheus exposition, with the gauges the caller passes.
-    pub fn render(&self, node: &str, capacity: u64, used: u64, fragments: u64) -> String {
+    /// `direct_io`: whether fragment files are written with `O_DIRECT`.
+    pub fn render(
+        &self,
+        node: &str,
+        capacity: u64,
+        used: u64,
+        fragments: u64,
+        direct_io: bool,
+    ) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -53,6 +61,12 @@ impl NodeMetrics {
             "gauge",
             "Fragment files stored.",
             fragments,
+        );
+        metric(
+            "tessera_node_direct_io",
+            "gauge",
+            "1 while fragment files are written with O_DIRECT, 0 once the file system refused it.",
+            u64::from(direct_io),
         );
         metric(
             "tessera_node_scrub_checked_total",

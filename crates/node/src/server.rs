@@ -315,6 +315,7 @@ impl RunningNode {
                 n.capacity,
                 n.store.used(),
                 n.store.count(),
+                n.store.writes_direct(),
             )
         }
     }

@@ -4,15 +4,23 @@
 //! write goes to `tmp/`, is fsynced, renamed into place, and the directory is
 //! fsynced: after `put` returns, the fragment survives a crash, and a crash
 //! before that leaves at most a temp file, removed at the next start.
+//!
+//! Fragment files are written with `O_DIRECT` where the file system takes
+//! it: the bytes go from the received buffer to the disk without a copy
+//! into the page cache, which a fragment (read again only by a GET, a
+//! scrub or a repair, often much later) gains nothing from. Where
+//! `O_DIRECT` is refused (`EINVAL`: tmpfs before Linux 6.6, some FUSE file
+//! systems) the store writes through the page cache from then on.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tessera_proto::FragmentInfo;
 use tessera_types::{ChunkId, Hash};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tracing::warn;
 
 use crate::NodeError;
 
@@ -88,6 +96,8 @@ pub struct FragmentStore {
     /// take its stripe, so the collector never removes a copy written
     /// after it judged the old one unreferenced.
     stripes: Arc<[tokio::sync::Mutex<()>]>,
+    /// Whether fragment files are still written with `O_DIRECT`.
+    direct: Arc<AtomicBool>,
 }
 
 const STRIPES: usize = 64;
@@ -135,38 +145,156 @@ fn walk_dir(root: &Path) -> Result<Vec<(PathBuf, ChunkId, u8)>, NodeError> {
     Ok(out)
 }
 
-/// Receives a fragment's body: exactly `len` bytes, then the end of the
-/// stream. Errors: `Truncated`, `Overlong`, the stream's.
-async fn receive<R: AsyncRead + Unpin>(len: u64, body: &mut R) -> Result<Vec<u8>, NodeError> {
-    let mut data = Vec::with_capacity(len.min(RECEIVE_RESERVE) as usize);
-    let got = (&mut *body)
-        .take(len)
-        .read_to_end(&mut data)
-        .await
-        .map_err(|e| NodeError::io("reading body", e))? as u64;
-    if got < len {
-        return Err(NodeError::Truncated { got, expected: len });
-    }
-    // The stream must end where the header said it would.
-    if body
-        .read(&mut [0u8; 1])
-        .await
-        .map_err(|e| NodeError::io("reading body", e))?
-        != 0
-    {
-        return Err(NodeError::Overlong(len));
-    }
-    Ok(data)
+/// Alignment, in bytes, of the buffer, offset and length of an `O_DIRECT`
+/// write: 4 KiB, the largest logical block size in use, so smaller ones
+/// (512 bytes) are met too.
+const DIRECT_ALIGN: usize = 4096;
+
+/// `n` rounded up to a multiple of [`DIRECT_ALIGN`].
+fn padded_len(n: usize) -> usize {
+    n.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN
 }
 
-/// Writes a fragment file (header, then body) at `path` and fdatasyncs it.
-fn write_synced(path: &Path, header: &FragmentHeader, data: &[u8]) -> Result<(), NodeError> {
+/// A fragment file's bytes as they go to disk: the header, the body, then
+/// zeros up to a multiple of [`DIRECT_ALIGN`], starting at an address
+/// aligned to it, so the file can be written with `O_DIRECT` and cut to
+/// its length afterwards.
+struct FileImage {
+    buf: Vec<u8>,
+    /// Offset of the aligned start in `buf`; `DIRECT_ALIGN` when the
+    /// allocator's address could not be aligned (then never written direct).
+    start: usize,
+    body_len: usize,
+}
+
+impl FileImage {
+    /// An image of a `body_len`-byte fragment, all zeros.
+    fn zeroed(body_len: usize) -> Self {
+        let padded = padded_len(FRAGMENT_HEADER_LEN + body_len);
+        let buf = vec![0u8; padded + DIRECT_ALIGN];
+        // `align_offset` may decline (usize::MAX); fall back to an
+        // unaligned start inside the spare block.
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        FileImage {
+            buf,
+            start,
+            body_len,
+        }
+    }
+
+    fn is_aligned(&self) -> bool {
+        self.start < DIRECT_ALIGN
+    }
+
+    /// Header and body: the file's contents, `FRAGMENT_HEADER_LEN + body_len` bytes.
+    fn file_bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + FRAGMENT_HEADER_LEN + self.body_len]
+    }
+
+    /// The file's contents padded with zeros to a multiple of `DIRECT_ALIGN`.
+    fn padded_bytes(&self) -> &[u8] {
+        let len = padded_len(FRAGMENT_HEADER_LEN + self.body_len);
+        &self.buf[self.start..self.start + len]
+    }
+
+    fn header_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + FRAGMENT_HEADER_LEN]
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.file_bytes()[FRAGMENT_HEADER_LEN..]
+    }
+
+    fn body_mut(&mut self) -> &mut [u8] {
+        let at = self.start + FRAGMENT_HEADER_LEN;
+        &mut self.buf[at..at + self.body_len]
+    }
+}
+
+/// Receives a fragment's body into a [`FileImage`]: exactly `len` bytes
+/// (at most `MAX_FRAGMENT_LEN`), then the end of the stream. Errors:
+/// `Truncated`, `Overlong`, the stream's.
+async fn receive<R: AsyncRead + Unpin>(len: u64, body: &mut R) -> Result<FileImage, NodeError> {
+    let io = |e| NodeError::io("reading body", e);
+    let image = if len <= RECEIVE_RESERVE {
+        let mut image = FileImage::zeroed(len as usize);
+        let dst = image.body_mut();
+        let mut got = 0;
+        while got < dst.len() {
+            match body.read(&mut dst[got..]).await.map_err(io)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        if (got as u64) < len {
+            return Err(NodeError::Truncated {
+                got: got as u64,
+                expected: len,
+            });
+        }
+        image
+    } else {
+        // Past the reserve, memory follows the bytes received, not the
+        // length a peer claims; the image is filled once they are all here.
+        let mut data = Vec::with_capacity(RECEIVE_RESERVE as usize);
+        let got = (&mut *body)
+            .take(len)
+            .read_to_end(&mut data)
+            .await
+            .map_err(io)? as u64;
+        if got < len {
+            return Err(NodeError::Truncated { got, expected: len });
+        }
+        let mut image = FileImage::zeroed(data.len());
+        image.body_mut().copy_from_slice(&data);
+        image
+    };
+    // The stream must end where the header said it would.
+    if body.read(&mut [0u8; 1]).await.map_err(io)? != 0 {
+        return Err(NodeError::Overlong(len));
+    }
+    Ok(image)
+}
+
+/// Writes `image` as the fragment file at `path` and fdatasyncs it: with
+/// `O_DIRECT` while `direct` holds, through the page cache otherwise.
+/// `direct` is cleared the first time the file system refuses `O_DIRECT`.
+fn write_synced(path: &Path, image: &FileImage, direct: &AtomicBool) -> Result<(), NodeError> {
     let ctx = || format!("writing {}", path.display());
-    let mut file = std::fs::File::create(path).map_err(|e| NodeError::io(ctx(), e))?;
-    file.write_all(&header.encode())
-        .and_then(|()| file.write_all(data))
-        .and_then(|()| file.sync_data())
-        .map_err(|e| NodeError::io(ctx(), e))
+    if direct.load(Ordering::Relaxed) && image.is_aligned() {
+        match write_direct(path, image) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                if direct.swap(false, Ordering::Relaxed) {
+                    warn!(path = %path.display(), error = %e,
+                        "the file system refuses O_DIRECT; fragments are written through the page cache");
+                }
+            }
+            Err(e) => return Err(NodeError::io(ctx(), e)),
+        }
+    }
+    write_buffered(path, image).map_err(|e| NodeError::io(ctx(), e))
+}
+
+/// One aligned `O_DIRECT` write of the padded image, then the file cut to
+/// its length; the fdatasync makes both the bytes and the length durable.
+fn write_direct(path: &Path, image: &FileImage) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)?;
+    file.write_all(image.padded_bytes())?;
+    file.set_len(image.file_bytes().len() as u64)?;
+    file.sync_data()
+}
+
+fn write_buffered(path: &Path, image: &FileImage) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(image.file_bytes())?;
+    file.sync_data()
 }
 
 /// Opens the fragment file at `path`, checks its header against the name
@@ -234,6 +362,7 @@ impl FragmentStore {
             used: AtomicU64::new(0),
             count: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            direct: Arc::new(AtomicBool::new(true)),
         };
         let (mut used, mut count) = (0, 0);
         for (path, _, _) in store.walk()? {
@@ -253,6 +382,12 @@ impl FragmentStore {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Whether fragment files are written with `O_DIRECT` (false once the
+    /// file system has refused it).
+    pub fn writes_direct(&self) -> bool {
+        self.direct.load(Ordering::Relaxed)
+    }
+
     pub fn path(&self, chunk: ChunkId, index: u8) -> PathBuf {
         let hex = chunk.to_string();
         self.root
@@ -270,8 +405,8 @@ impl FragmentStore {
     ///
     /// The whole body is received first (at most `MAX_FRAGMENT_LEN`, 1 MiB
     /// for a 4 MiB chunk under ec:4+2, which its sender holds too); then one
-    /// blocking call checks its hash, writes it with its header to `tmp/`,
-    /// fdatasyncs it, renames it into place and fsyncs the directory. One
+    /// blocking call checks its hash, writes it with its header to `tmp/`
+    /// (with `O_DIRECT` where the file system takes it), fdatasyncs it, renames it into place and fsyncs the directory. One
     /// thread hop per fragment: a hop for the write, one for the stat of
     /// the old copy and one for the rename cost two thirds of a node's
     /// context switches on 1 MiB objects.
@@ -286,13 +421,15 @@ impl FragmentStore {
         if len > MAX_FRAGMENT_LEN {
             return Err(NodeError::TooLarge(len));
         }
-        let data = receive(len, body).await?;
+        let mut image = receive(len, body).await?;
         let header = FragmentHeader {
             chunk,
             index,
             len,
             hash,
         };
+        image.header_mut().copy_from_slice(&header.encode());
+        let direct = self.direct.clone();
         let tmp = self.tmp.join(format!(
             "{}.{:016x}",
             name(chunk, index),
@@ -302,10 +439,10 @@ impl FragmentStore {
         let stripes = self.stripes.clone();
         let stripe = stripe_of(chunk, index);
         let replaced = tokio::task::spawn_blocking(move || -> Result<Option<u64>, NodeError> {
-            if *blake3::hash(&data).as_bytes() != header.hash {
+            if *blake3::hash(image.body()).as_bytes() != header.hash {
                 return Err(NodeError::HashMismatch);
             }
-            if let Err(e) = write_synced(&tmp, &header, &data) {
+            if let Err(e) = write_synced(&tmp, &image, &direct) {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }
@@ -558,6 +695,79 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    fn image_of(header: &FragmentHeader, body: &[u8]) -> FileImage {
+        let mut image = FileImage::zeroed(body.len());
+        image.header_mut().copy_from_slice(&header.encode());
+        image.body_mut().copy_from_slice(body);
+        image
+    }
+
+    #[test]
+    fn direct_writes_leave_exactly_header_and_body() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, 4032, 4033, 4096, 300_000] {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let header = FragmentHeader {
+                chunk: ChunkId([7; 16]),
+                index: 3,
+                len: len as u64,
+                hash: h(&body),
+            };
+            let image = image_of(&header, &body);
+            assert!(image.is_aligned());
+            assert_eq!(image.padded_bytes().len() % DIRECT_ALIGN, 0);
+            assert_eq!(image.padded_bytes().as_ptr() as usize % DIRECT_ALIGN, 0);
+            let direct = AtomicBool::new(true);
+            let path = dir.path().join(format!("f{len}"));
+            write_synced(&path, &image, &direct).unwrap();
+            let mut want = header.encode().to_vec();
+            want.extend_from_slice(&body);
+            assert_eq!(std::fs::read(&path).unwrap(), want, "len {len}");
+            let (read, _) = open_at(&path, header.chunk, header.index).unwrap();
+            assert_eq!(read, header);
+        }
+    }
+
+    #[test]
+    fn a_refused_direct_write_falls_back_to_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = vec![42u8; 10_000];
+        let header = FragmentHeader {
+            chunk: ChunkId([8; 16]),
+            index: 0,
+            len: body.len() as u64,
+            hash: h(&body),
+        };
+        // An image one byte off its alignment, which `O_DIRECT` refuses
+        // (`EINVAL`) wherever it enforces alignment.
+        let aligned = image_of(&header, &body);
+        let mut buf = vec![0u8; aligned.buf.len() + DIRECT_ALIGN];
+        let a = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        let start = if a + 1 < DIRECT_ALIGN { a + 1 } else { a - 1 };
+        let len = aligned.padded_bytes().len();
+        buf[start..start + len].copy_from_slice(aligned.padded_bytes());
+        let image = FileImage {
+            buf,
+            start,
+            body_len: body.len(),
+        };
+        assert!(image.is_aligned(), "the direct write is tried");
+        let refused = matches!(
+            write_direct(&dir.path().join("probe"), &image),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
+        );
+        let direct = AtomicBool::new(true);
+        let path = dir.path().join("f");
+        write_synced(&path, &image, &direct).unwrap();
+        let mut want = header.encode().to_vec();
+        want.extend_from_slice(&body);
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        assert_eq!(direct.load(Ordering::Relaxed), !refused);
+        // Once refused, later fragments go through the page cache too.
+        write_synced(&dir.path().join("g"), &aligned, &direct).unwrap();
+        assert_eq!(direct.load(Ordering::Relaxed), !refused);
     }
 
     #[tokio::test]
