@@ -4,12 +4,13 @@
 
 mod common;
 
-use common::{Cluster, random_file, same_file};
+use common::{Cluster, fragment_body, random_file, same_file};
 
 fn flip_bytes(path: &std::path::Path) {
     let mut raw = std::fs::read(path).expect("fragment file");
     // Past the 64-byte header: the body is what rots silently.
-    for off in [64 + 10, 64 + 1000, raw.len() - 1] {
+    let body = fragment_body(&raw);
+    for off in [body.start + 10, body.start + 1000, body.end - 1] {
         raw[off] ^= 0x5a;
     }
     std::fs::write(path, raw).unwrap();

@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Cluster, SmallDisk, assert_errno, close_file, errno_name, forget_cached, is_mounted,
-    lazy_unmount, mount_count, random_file,
+    Cluster, SmallDisk, assert_errno, close_file, errno_name, forget_cached, fragment_body,
+    is_mounted, lazy_unmount, mount_count, random_file,
 };
 
 const MIB: u64 = 1 << 20;
@@ -517,7 +517,8 @@ fn unreadable_data_gives_eio_never_wrong_bytes() {
     for (index, node) in holders.iter().enumerate().take(3) {
         let path = c.fragment_path(*node, &chunk, index);
         let mut raw = std::fs::read(&path).expect("fragment file");
-        for off in [64 + 10, 64 + 1000, raw.len() - 1] {
+        let body = fragment_body(&raw);
+        for off in [body.start + 10, body.start + 1000, body.end - 1] {
             raw[off] ^= 0x5a;
         }
         std::fs::write(&path, raw).unwrap();

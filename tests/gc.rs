@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, FRAGMENT_HEADER, TestObject, random_file};
+use common::{Cluster, FRAGMENT_HEADER, TestObject, fragment_file_len, random_file};
 use rand::{Rng, RngCore, SeedableRng};
 
 const MIB: usize = 1024 * 1024;
 
-/// Fragment files the live objects need, with their sizes, per meta.
+/// Fragment files the live objects need, with their lengths (header and
+/// body, not a direct write's padding), per meta.
 fn expected_files(c: &Cluster, live: &BTreeMap<String, TestObject>) -> BTreeMap<PathBuf, u64> {
     let ids = c.node_ids();
     let mut out = BTreeMap::new();
@@ -34,11 +35,12 @@ fn expected_files(c: &Cluster, live: &BTreeMap<String, TestObject>) -> BTreeMap<
     out
 }
 
-/// Every fragment file on every node's disk, with its size.
+/// Every fragment file on every node's disk, with its header's and body's
+/// length.
 fn files_on_disk(c: &Cluster) -> BTreeMap<PathBuf, u64> {
     (0..c.node_count)
         .flat_map(|i| c.fragment_files(i))
-        .filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m.len())))
+        .filter_map(|p| fragment_file_len(&p).map(|len| (p, FRAGMENT_HEADER + len)))
         .collect()
 }
 

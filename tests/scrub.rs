@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Cluster, http_get, metric, progress_line};
+use common::{Cluster, fragment_body, http_get, metric, progress_line};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -45,11 +45,11 @@ fn scrub_now(c: &Cluster) -> (u64, u64, u64) {
 
 fn flip_bytes(path: &std::path::Path, rng: &mut impl Rng) {
     let mut raw = std::fs::read(path).expect("fragment file");
-    assert!(raw.len() > 64, "{}: empty fragment", path.display());
     // Past the 64-byte header: the body is what rots silently.
-    let body = raw.len() - 64;
-    for off in [0, rng.gen_range(0..body), body - 1] {
-        raw[64 + off] ^= 0x5a;
+    let body = fragment_body(&raw);
+    assert!(!body.is_empty(), "{}: empty fragment", path.display());
+    for off in [body.start, rng.gen_range(body.clone()), body.end - 1] {
+        raw[off] ^= 0x5a;
     }
     std::fs::write(path, raw).unwrap();
 }

@@ -621,12 +621,13 @@ impl Cluster {
         out
     }
 
-    /// Bytes in node `i`'s fragment files (headers included).
+    /// Bytes of fragments node `i` holds: headers and bodies, as the
+    /// headers give them (not the zero padding of a direct write).
     pub fn fragment_bytes(&self, i: usize) -> u64 {
         self.fragment_files(i)
             .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
+            .filter_map(|p| fragment_file_len(p))
+            .map(|len| FRAGMENT_HEADER + len)
             .sum()
     }
 
@@ -851,20 +852,17 @@ impl Cluster {
                     "{target} chunk {n} ({id}) fragment {index} is on node {i}, which it must not be on: {chunk}"
                 );
                 let path = self.fragment_path(i, id, index);
+                let len = fragment_file_len(&path).unwrap_or_else(|| {
+                    panic!(
+                        "{target} chunk {n} ({id}) fragment {index}: {} on node {i}: missing or headless",
+                        path.display()
+                    )
+                });
+                assert_eq!(
+                    len, frag_len,
+                    "{target} chunk {id} fragment {index} on node {i}: wrong length"
+                );
                 if !hash {
-                    let len = std::fs::metadata(&path)
-                        .unwrap_or_else(|e| {
-                            panic!(
-                                "{target} chunk {n} ({id}) fragment {index}: {} on node {i}: {e}",
-                                path.display()
-                            )
-                        })
-                        .len();
-                    assert_eq!(
-                        len,
-                        FRAGMENT_HEADER + frag_len,
-                        "{target} chunk {id} fragment {index} on node {i}: wrong file length"
-                    );
                     checked += 1;
                     continue;
                 }
@@ -874,12 +872,7 @@ impl Cluster {
                         path.display()
                     )
                 });
-                assert_eq!(
-                    raw.len() as u64,
-                    FRAGMENT_HEADER + frag_len,
-                    "{target} chunk {id} fragment {index} on node {i}: wrong file length"
-                );
-                let got = blake3::hash(&raw[FRAGMENT_HEADER as usize..]);
+                let got = blake3::hash(&raw[fragment_body(&raw)]);
                 assert_eq!(
                     hex::encode(got.as_bytes()),
                     hashes[index],
@@ -898,11 +891,40 @@ pub const STATUS_CACHE: Duration = Duration::from_secs(1);
 /// Bytes before the fragment body in every fragment file.
 pub const FRAGMENT_HEADER: u64 = 64;
 
+/// The body length a fragment file's header gives, after checking that the
+/// file's size fits it: header and body exactly, or padded with zeros to a
+/// multiple of 4 KiB (a node's `O_DIRECT` write). `None` if the file is
+/// gone or has no header. Panics on a size that fits neither.
+pub fn fragment_file_len(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; FRAGMENT_HEADER as usize];
+    f.read_exact(&mut head).ok()?;
+    let size = f.metadata().ok()?.len();
+    let len = fragment_body(&head).len() as u64;
+    let exact = FRAGMENT_HEADER + len;
+    assert!(
+        size == exact || size == exact.div_ceil(4096) * 4096,
+        "{}: {size} bytes on disk for a {len}-byte body",
+        path.display()
+    );
+    Some(len)
+}
+
 /// How many fragments a policy ("ec:4+2", "rep:3") stores per chunk.
 /// Meta group replica `i`'s port: 7700 for the first (a lone meta's),
 /// 7680 + i for the others.
 fn meta_port(i: usize) -> usize {
     if i == 0 { 7700 } else { 7680 + i }
+}
+
+/// The body of a fragment file's bytes `raw`: after the 64-byte header,
+/// as long as the header's length field (bytes 24..32, big-endian) says.
+/// A file written with `O_DIRECT` has zero padding after it.
+pub fn fragment_body(raw: &[u8]) -> std::ops::Range<usize> {
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&raw[24..32]);
+    64..64 + u64::from_be_bytes(len) as usize
 }
 
 pub fn policy_fragments(policy: &str) -> usize {

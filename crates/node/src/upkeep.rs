@@ -13,17 +13,16 @@ use tessera_meta_client::{MetaCallError, MetaClient};
 use tessera_net::Pacer;
 use tessera_proto::{ExpectedFragment, MetaQuery, MetaResponse, Proposal, ScrubProgress};
 use tessera_types::ChunkId;
-use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
 use crate::metrics::NodeMetrics;
 use crate::server::Node;
+use crate::store::hash_body;
 use crate::{FragmentStore, NodeError};
 
 /// Fragments asked about per meta request.
 const PAGE: usize = 1000;
 const TICK: Duration = Duration::from_secs(1);
-const IO_BUF: usize = 256 * 1024;
 
 /// What heartbeats learn from meta, and what the scrub reports back.
 #[derive(Default)]
@@ -220,21 +219,11 @@ async fn check(store: &FragmentStore, exp: &ExpectedFragment) -> Result<(), Stri
     if header.len != exp.len || header.hash != exp.hash {
         return Err("header differs from meta's record".into());
     }
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; IO_BUF];
-    loop {
-        match file.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-            }
-            Err(e) => return Err(format!("unreadable: {e}")),
-        }
+    match hash_body(&mut file, header.len).await {
+        Ok(hash) if hash == exp.hash => Ok(()),
+        Ok(_) => Err("BLAKE3 mismatch".into()),
+        Err(e) => Err(format!("unreadable: {e}")),
     }
-    if *hasher.finalize().as_bytes() != exp.hash {
-        return Err("BLAKE3 mismatch".into());
-    }
-    Ok(())
 }
 
 pub(crate) async fn collect_forever(node: Arc<Node>, meta: MetaClient, every: Duration) {
