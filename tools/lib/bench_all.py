@@ -198,11 +198,13 @@ def journal_less_ext4(path):
     return not any(j.startswith(name + "-") for j in journals)
 
 
-def settle_deletions(path, seconds=65):
+def settle_deletions(path, seconds):
     """On ext4 without a journal, writes back what is dirty and waits out
     the window in which earlier deletions (a previous run's clean-up, a
-    test suite) slow every file the cluster creates. The seconds waited."""
-    if not journal_less_ext4(path):
+    test suite) slow every file the cluster creates: 360 s, because the
+    cluster's own creations dirty the inode table blocks again, which
+    stretches the window from 60 s to 360 s. The seconds waited."""
+    if seconds <= 0 or not journal_less_ext4(path):
         return 0
     print(f"{path} is ext4 without a journal: waiting {seconds} s so earlier deletions "
           "do not slow file creation...", file=sys.stderr)
@@ -359,13 +361,15 @@ def main():
     ap.add_argument("--files", type=int, default=2000, help="small files created through the mount")
     ap.add_argument("--skip", default="", help="comma-separated: s3,boto3,cli,fuse,repair")
     ap.add_argument("--out", default="bench-all.json")
+    ap.add_argument("--settle", type=int, default=365,
+                    help="seconds to wait first on ext4 without a journal (0: do not wait)")
     ap.add_argument("--ip", default=IP, help="loopback address the cluster listens on")
     args = ap.parse_args()
     globals()["IP"] = args.ip
     args.sizes = [s for s in args.sizes.split(",") if s]
     skip = set(args.skip.split(","))
     root = tempfile.mkdtemp(prefix="tessera-bench-all.", dir="/var/tmp")
-    settled = settle_deletions(root)
+    settled = settle_deletions(root, args.settle)
     report = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "host": os.uname().nodename,
               "kernel": os.uname().release, "settled_after_deletions_s": settled,
               "s3": [], "boto3": [], "cli": {}, "fuse": {}}
