@@ -420,6 +420,39 @@ fn place(tmp: &Path, dst: &Path, dir: &Path) -> Result<Option<u64>, NodeError> {
     }
 }
 
+/// [`FragmentStore::list`] on the calling thread. Blocking.
+fn list_blocking(
+    root: &Path,
+    after: Option<(ChunkId, u8)>,
+    limit: usize,
+) -> Result<(Vec<FragmentInfo>, bool), NodeError> {
+    let mut all: Vec<(ChunkId, u8, PathBuf)> = walk_dir(root)?
+        .into_iter()
+        .filter(|(_, c, i)| after.is_none_or(|a| (*c, *i) > a))
+        .map(|(p, c, i)| (c, i, p))
+        .collect();
+    all.sort_by_key(|(c, i, _)| (*c, *i));
+    let more = all.len() > limit;
+    let items = all
+        .into_iter()
+        .take(limit)
+        .map(|(chunk, index, p)| FragmentInfo {
+            chunk,
+            index,
+            // The header's length: the file may be padded. A file whose
+            // header is unreadable is listed by its size.
+            len: open_at(&p, chunk, index)
+                .map(|(header, _)| header.len)
+                .or_else(|_| {
+                    std::fs::metadata(&p)
+                        .map(|m| m.len().saturating_sub(FRAGMENT_HEADER_LEN as u64))
+                })
+                .unwrap_or(0),
+        })
+        .collect();
+    Ok((items, more))
+}
+
 /// The stripe of `FragmentStore::stripes` that a fragment name takes.
 fn stripe_of(chunk: ChunkId, index: u8) -> usize {
     (chunk.0[15] as usize ^ index as usize) % STRIPES
@@ -674,32 +707,12 @@ impl FragmentStore {
         after: Option<(ChunkId, u8)>,
         limit: usize,
     ) -> Result<(Vec<FragmentInfo>, bool), NodeError> {
-        let mut all: Vec<(ChunkId, u8, PathBuf)> = self
-            .walk()?
-            .into_iter()
-            .filter(|(_, c, i)| after.is_none_or(|a| (*c, *i) > a))
-            .map(|(p, c, i)| (c, i, p))
-            .collect();
-        all.sort_by_key(|(c, i, _)| (*c, *i));
-        let more = all.len() > limit;
-        let items = all
-            .into_iter()
-            .take(limit)
-            .map(|(chunk, index, p)| FragmentInfo {
-                chunk,
-                index,
-                // The header's length: the file may be padded. A file
-                // whose header is unreadable is listed by its size.
-                len: open_at(&p, chunk, index)
-                    .map(|(header, _)| header.len)
-                    .or_else(|_| {
-                        std::fs::metadata(&p)
-                            .map(|m| m.len().saturating_sub(FRAGMENT_HEADER_LEN as u64))
-                    })
-                    .unwrap_or(0),
-            })
-            .collect();
-        Ok((items, more))
+        // A walk of the whole store and a header read per listed file: on a
+        // blocking thread, not the server's async workers.
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || list_blocking(&root, after, limit))
+            .await
+            .map_err(|e| NodeError::io("list task", std::io::Error::other(e)))?
     }
 }
 
