@@ -14,7 +14,7 @@ mod upkeep;
 
 pub use server::{NodeConfig, RunningNode, file_system_capacity, load_or_create_node_id, start};
 pub use store::{
-    FRAGMENT_HEADER_LEN, FragmentHeader, FragmentStore, HeaderError, MAX_FRAGMENT_LEN, hash_body,
+    FRAGMENT_HEADER_LEN, FragmentHeader, FragmentStore, HeaderError, MAX_FRAGMENT_LEN,
     parse_fragment_name,
 };
 pub use upkeep::{UpkeepConfig, parse_scrub_state};

@@ -161,7 +161,7 @@ const DIRECT_ALIGN: usize = 4096;
 
 /// `n` rounded up to a multiple of [`DIRECT_ALIGN`].
 fn padded_len(n: usize) -> usize {
-    n.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN
+    n.next_multiple_of(DIRECT_ALIGN)
 }
 
 /// A fragment file's bytes as they go to disk: the header, the body, then
@@ -310,7 +310,7 @@ fn write_buffered(path: &Path, image: &FileImage) -> std::io::Result<()> {
 /// [`FragmentStore::open_fragment`] leaves it), read in 256 KiB pieces;
 /// padding after the body is not read. Errors: the file's, and
 /// `UnexpectedEof` if it ends before `len` bytes.
-pub async fn hash_body(file: &mut tokio::fs::File, len: u64) -> std::io::Result<Hash> {
+pub(crate) async fn hash_body(file: &mut tokio::fs::File, len: u64) -> std::io::Result<Hash> {
     let mut body = (&mut *file).take(len);
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; IO_BUF.min(len as usize)];
@@ -329,10 +329,13 @@ pub async fn hash_body(file: &mut tokio::fs::File, len: u64) -> std::io::Result<
 
 /// Whether a fragment file of `size` bytes holds a body of `len` bytes:
 /// header and body exactly, or padded to a multiple of 4 KiB by a direct
-/// write.
+/// write. `len` comes from the disk: a length no file can have fits no
+/// size (no overflow).
 fn size_fits(size: u64, len: u64) -> bool {
-    let exact = FRAGMENT_HEADER_LEN as u64 + len;
-    size == exact || size == exact.div_ceil(DIRECT_ALIGN as u64) * DIRECT_ALIGN as u64
+    let Some(exact) = len.checked_add(FRAGMENT_HEADER_LEN as u64) else {
+        return false;
+    };
+    size == exact || exact.checked_next_multiple_of(DIRECT_ALIGN as u64) == Some(size)
 }
 
 /// Opens the fragment file at `path`, checks its header against the name
@@ -519,7 +522,8 @@ impl FragmentStore {
     /// The whole body is received first (at most `MAX_FRAGMENT_LEN`, 1 MiB
     /// for a 4 MiB chunk under ec:4+2, which its sender holds too); then one
     /// blocking call checks its hash, writes it with its header to `tmp/`
-    /// (with `O_DIRECT` where the file system takes it), fdatasyncs it, renames it into place and fsyncs the directory. One
+    /// (with `O_DIRECT` where the file system takes it), fdatasyncs it,
+    /// renames it into place and fsyncs the directory. One
     /// thread hop per fragment: a hop for the write, one for the stat of
     /// the old copy and one for the rename cost two thirds of a node's
     /// context switches on 1 MiB objects.
@@ -855,6 +859,9 @@ mod tests {
             let (header, mut file) = store.open_fragment(c, 4).await.unwrap();
             assert_eq!(hash_body(&mut file, header.len).await.unwrap(), h(&body));
         }
+        // A header length no file can have fits no size.
+        assert!(!size_fits(u64::MAX, u64::MAX));
+        assert!(!size_fits(padded, u64::MAX - 10));
         // Any other size is corrupt: the body cut short, or bytes added.
         for size in [exact - 1, exact + 1, padded - 1, padded + 1, padded + 4096] {
             resize(size);
