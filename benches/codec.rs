@@ -1,5 +1,6 @@
 //! Erasure coding and hashing speed: both Reed-Solomon crates at ec:4+2,
-//! 8+3 and 10+4 with 1 MiB fragments, and BLAKE3. Throughput counts the data
+//! 8+3 and 10+4 with 1 MiB fragments, BLAKE3, and MD5 (the ETag) one
+//! message at a time against many at once in `Md5Lanes`. Throughput counts the data
 //! bytes of a chunk (K MiB), so the numbers compare directly to disk and
 //! network speeds. Results: BENCHMARKS.md.
 
@@ -102,6 +103,45 @@ fn hashing(c: &mut Criterion) {
     g.finish();
 }
 
+/// MD5 of 4 MiB bodies: the `md-5` crate on one message, then `Md5Lanes`
+/// hashing 1, 4 and 16 messages at once (as that many PUTs in flight would
+/// feed it). Throughput counts all messages' bytes.
+fn md5(c: &mut Criterion) {
+    use md5::Digest;
+    let mut g = c.benchmark_group("md5");
+    let body = bytes::Bytes::from(shards(4).concat());
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("md-5/1", |bench| bench.iter(|| md5::Md5::digest(&body)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for (name, kernel) in [
+        ("scalar", tessera_codec::Md5Kernel::Scalar),
+        ("detected", tessera_codec::Md5Kernel::detect()),
+    ] {
+        let lanes = tessera_codec::Md5Lanes::start(kernel).unwrap();
+        for n in [1usize, 4, 16] {
+            g.throughput(Throughput::Bytes((n * body.len()) as u64));
+            g.bench_function(format!("lanes-{name}/{n}"), |bench| {
+                bench.iter(|| {
+                    rt.block_on(async {
+                        let mut streams = Vec::new();
+                        for _ in 0..n {
+                            let mut s = lanes.stream();
+                            s.update(body.clone()).await.unwrap();
+                            streams.push(s);
+                        }
+                        for s in streams {
+                            s.finish().await.unwrap();
+                        }
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 /// Repair's CPU for one lost data fragment of a 4 MiB ec:4+2 chunk, from
 /// the K fragments read: the old way (decode the chunk, encode it again,
 /// which hashes the chunk and every fragment) against `rebuild_fragments`
@@ -151,6 +191,6 @@ fn repair(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = encode, decode, hashing, repair
+    targets = encode, decode, hashing, md5, repair
 }
 criterion_main!(benches);

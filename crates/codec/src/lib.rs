@@ -2,15 +2,18 @@
 //!
 //! Owns the chunk layout (how a chunk is cut into fragments and padded), the
 //! Reed-Solomon backends behind one small trait, replication, BLAKE3 hashing
-//! of fragments and chunks, and cutting a byte stream into chunks. It must not
+//! of fragments and chunks, cutting a byte stream into chunks, and the MD5 of
+//! whole bodies (S3's ETag), many bodies at once in SIMD lanes. It must not
 //! know where fragments live: no network, no disk, no metadata.
 
 mod backend;
 mod chunk;
+mod md5_lanes;
 mod reader;
 
 pub use backend::{ErasureBackend, ReedSolomonErasure, ReedSolomonSimd, default_backend};
 pub use chunk::{ChunkCodec, EncodedChunk, fragment_digest, fragment_len, hash, must_reconstruct};
+pub use md5_lanes::{Md5Digest, Md5Kernel, Md5Lanes, Md5Stream};
 pub use reader::ChunkReader;
 
 /// Default chunk size: large enough that per-chunk overhead (one metadata
@@ -44,4 +47,7 @@ pub enum CodecError {
     Backend(String),
     #[error("reading the input failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The MD5 hashing thread could not start or has stopped.
+    #[error("MD5 hashing: {0}")]
+    Md5Lanes(String),
 }

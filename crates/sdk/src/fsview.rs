@@ -52,7 +52,7 @@ impl StagedWrite {
             .await
             .map_err(|_| SdkError::Invalid("write budget closed".into()))?;
         self.client
-            .write_chunk(data, self.policy, &self.map, self.reservation.id)
+            .write_chunk(data.into(), self.policy, &self.map, self.reservation.id)
             .await
     }
 }

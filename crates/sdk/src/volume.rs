@@ -556,7 +556,7 @@ impl Volume {
                         .acquire()
                         .await
                         .map_err(|_| SdkError::Invalid("write budget closed".into()))?;
-                    client.write_chunk(buf, policy, &map, id).await
+                    client.write_chunk(buf.into(), policy, &map, id).await
                 }
             })
             .collect();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use md5::{Digest, Md5};
-use tessera_codec::{ChunkReader, EncodedChunk};
+use tessera_codec::{ChunkReader, EncodedChunk, Md5Lanes};
 use tessera_net::{read_frame, write_frame};
 use tessera_proto::{
     ChunkRecord, ChunkRef, ClusterMap, ErrorCode, FragmentRecord, FrameKind, Lease, MetaResponse,
@@ -168,7 +168,14 @@ impl Client {
     ) -> Result<(NewObject, Option<Reservation>), SdkError> {
         let map = self.cluster_map().await?;
         let mut reader = ChunkReader::new(body, self.inner.options.chunk_size);
-        let mut md5 = Md5::new();
+        // The ETag is the body's MD5, hashed on the shared lanes thread
+        // beside every other PUT's, while the chunks are written. A body
+        // whose ETag comes from elsewhere (`content`: the plaintext of an
+        // encrypted object) is not hashed here at all.
+        let mut md5 = match opts.content {
+            None => Some(Md5Lanes::shared()?.stream()),
+            Some(_) => None,
+        };
         let mut size = 0u64;
         let mut refs = Vec::new();
         let mut records = Vec::new();
@@ -193,9 +200,13 @@ impl Client {
                 c.len() <= map.inline_limit as usize && c.len() < self.inner.options.chunk_size
             });
         let mut write = None;
+        let mut inline_etag = None;
         let data = if small {
             let bytes = first.unwrap_or_default();
-            md5.update(&bytes);
+            // Too small to be worth a trip to the lanes thread.
+            if md5.take().is_some() {
+                inline_etag = Some(hex::encode(Md5::digest(&bytes)));
+            }
             size = bytes.len() as u64;
             ObjectData::Inline(bytes)
         } else {
@@ -215,7 +226,10 @@ impl Client {
                         },
                     };
                     let held = permit().await?;
-                    md5.update(&chunk);
+                    let chunk = Bytes::from(chunk);
+                    if let Some(md5) = md5.as_mut() {
+                        md5.update(chunk.clone()).await?;
+                    }
                     size += chunk.len() as u64;
                     // A task per chunk: writes go on while the next chunk is
                     // read from a slow source.
@@ -242,9 +256,15 @@ impl Client {
             }
             ObjectData::Chunks(refs)
         };
+        let etag = match (inline_etag, md5) {
+            (Some(etag), _) => etag,
+            (None, Some(md5)) => hex::encode(md5.finish().await?),
+            // Replaced by the caller from `content`.
+            (None, None) => String::new(),
+        };
         let object = NewObject {
             size,
-            etag: hex::encode(md5.finalize()),
+            etag,
             content_type: opts.content_type,
             user_meta: opts.user_meta,
             headers: opts.headers,
@@ -287,7 +307,7 @@ impl Client {
     /// fragments than the policy asks for.
     pub(crate) async fn write_chunk(
         &self,
-        chunk: Vec<u8>,
+        chunk: Bytes,
         policy: Policy,
         map: &ClusterMap,
         write: u64,
@@ -299,10 +319,9 @@ impl Client {
         })
         .await?;
         let codec = self.inner.codec.clone();
-        let enc: EncodedChunk =
-            tokio::task::spawn_blocking(move || codec.encode(policy, Bytes::from(chunk)))
-                .await
-                .map_err(|e| SdkError::Invalid(format!("encoder task: {e}")))??;
+        let enc: EncodedChunk = tokio::task::spawn_blocking(move || codec.encode(policy, chunk))
+            .await
+            .map_err(|e| SdkError::Invalid(format!("encoder task: {e}")))??;
         let enc = Arc::new(enc);
 
         let up = map.nodes.iter().filter(|n| n.writable());
