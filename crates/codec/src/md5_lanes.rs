@@ -15,6 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -34,6 +35,10 @@ const PERMIT_BYTES: usize = 64 * 1024;
 /// Blocks one lane hashes before the thread looks for new messages again
 /// (256 KiB), so a stream that arrives late gets a lane soon.
 const ROUND_BLOCKS: usize = 4096;
+/// Longest a message's bytes wait for other messages to fill the lanes.
+/// Nobody waits on them meanwhile: the PUT writes its chunks, and asking for
+/// the digest ends the wait.
+const FILL_WAIT: Duration = Duration::from_millis(10);
 
 const INIT: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
 
@@ -328,13 +333,17 @@ impl Md5Lanes {
     /// [`CodecError::Md5Lanes`] if the thread cannot be spawned.
     pub fn start(kernel: Md5Kernel) -> Result<Arc<Md5Lanes>, CodecError> {
         let (jobs, rx) = mpsc::channel();
+        let budget = Arc::new(Semaphore::new(BUDGET_PERMITS));
         std::thread::Builder::new()
             .name("md5-lanes".into())
-            .spawn(move || Hasher::new(kernel).run(rx))
+            .spawn({
+                let budget = budget.clone();
+                move || Hasher::new(kernel, budget).run(rx)
+            })
             .map_err(|e| CodecError::Md5Lanes(format!("spawning the hashing thread: {e}")))?;
         Ok(Arc::new(Md5Lanes {
             jobs,
-            budget: Arc::new(Semaphore::new(BUDGET_PERMITS)),
+            budget,
             next: AtomicU64::new(0),
         }))
     }
@@ -423,6 +432,8 @@ struct Message {
     /// Pieces not yet hashed; the first from `offset`.
     queue: VecDeque<(Bytes, OwnedSemaphorePermit)>,
     offset: usize,
+    /// When the oldest bytes still queued arrived.
+    since: Option<Instant>,
     finish: Option<oneshot::Sender<Md5Digest>>,
 }
 
@@ -435,6 +446,7 @@ impl Message {
             carry_len: 0,
             queue: VecDeque::new(),
             offset: 0,
+            since: None,
             finish: None,
         }
     }
@@ -461,6 +473,7 @@ impl Message {
                 self.offset = 0;
             }
         }
+        self.since = None;
     }
 
     /// Whole blocks ready at `offset` (after [`settle`](Self::settle)).
@@ -483,8 +496,30 @@ impl Message {
     }
 }
 
+/// When the thread should hash what is ready: `None` when nothing is,
+/// `Some(ZERO)` now, else after the returned wait (unless more arrives).
+/// Hashing at once would give most messages a lane of their own: 1 MiB
+/// bodies arrive one at a time even with 16 PUTs in flight. So ready bytes
+/// wait for the lanes to fill, unless someone asks for a digest, the budget
+/// runs low, or the oldest has waited [`FILL_WAIT`].
+fn hash_after(
+    ready: usize,
+    asked: bool,
+    budget_low: bool,
+    oldest: Option<Duration>,
+) -> Option<Duration> {
+    if ready == 0 {
+        return None;
+    }
+    if ready >= LANES || asked || budget_low {
+        return Some(Duration::ZERO);
+    }
+    Some(FILL_WAIT.saturating_sub(oldest.unwrap_or(FILL_WAIT)))
+}
+
 struct Hasher {
     kernel: Md5Kernel,
+    budget: Arc<Semaphore>,
     messages: HashMap<u64, Message>,
     /// Message ids in the order they get lanes: a round takes lanes from the
     /// front and sends them to the back, so no message waits for long.
@@ -492,9 +527,10 @@ struct Hasher {
 }
 
 impl Hasher {
-    fn new(kernel: Md5Kernel) -> Self {
+    fn new(kernel: Md5Kernel, budget: Arc<Semaphore>) -> Self {
         Hasher {
             kernel,
+            budget,
             messages: HashMap::new(),
             turn: VecDeque::new(),
         }
@@ -502,20 +538,32 @@ impl Hasher {
 
     fn run(mut self, jobs: mpsc::Receiver<Job>) {
         loop {
-            let idle = self
-                .turn
-                .iter()
-                .all(|id| self.messages.get(id).is_none_or(|m| m.ready() == 0));
-            if idle {
-                match jobs.recv() {
+            let now = Instant::now();
+            let ready = || self.messages.values().filter(|m| m.ready() > 0);
+            let wait = hash_after(
+                ready().count(),
+                ready().any(|m| m.finish.is_some()),
+                self.budget.available_permits() < BUDGET_PERMITS / 4,
+                ready()
+                    .filter_map(|m| m.since)
+                    .min()
+                    .map(|t| now.saturating_duration_since(t)),
+            );
+            match wait {
+                Some(Duration::ZERO) => self.round(),
+                Some(wait) => match jobs.recv_timeout(wait) {
+                    Ok(job) => self.take(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => self.round(),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+                None => match jobs.recv() {
                     Ok(job) => self.take(job),
                     Err(_) => return,
-                }
+                },
             }
             while let Ok(job) = jobs.try_recv() {
                 self.take(job);
             }
-            self.round();
         }
     }
 
@@ -529,6 +577,9 @@ impl Hasher {
                 m.len += data.len() as u64;
                 m.queue.push_back((data, permit));
                 m.settle();
+                if m.ready() > 0 {
+                    m.since.get_or_insert_with(Instant::now);
+                }
             }
             Job::Finish(id, reply) => {
                 if let Some(m) = self.messages.get_mut(&id) {
@@ -728,6 +779,30 @@ mod tests {
             lanes.stream().finish().await.expect("empty"),
             reference(b"")
         );
+    }
+
+    #[test]
+    fn ready_bytes_wait_for_full_lanes_a_digest_or_the_deadline() {
+        let ms = Duration::from_millis;
+        assert_eq!(hash_after(0, true, true, Some(ms(50))), None);
+        assert_eq!(hash_after(3, false, false, Some(ms(4))), Some(ms(6)));
+        assert_eq!(
+            hash_after(3, false, false, Some(ms(11))),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            hash_after(LANES, false, false, Some(ms(0))),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            hash_after(1, true, false, Some(ms(0))),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            hash_after(1, false, true, Some(ms(0))),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(hash_after(1, false, false, None), Some(Duration::ZERO));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
