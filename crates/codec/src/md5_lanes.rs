@@ -326,12 +326,18 @@ impl Md5Lanes {
         Ok(SHARED.get_or_init(|| lanes).clone())
     }
 
-    /// A service of its own with the given kernel; its thread ends when the
-    /// service and all its streams are dropped.
+    /// A service of its own with the given kernel (`Avx512` on a CPU
+    /// without it runs the scalar kernel); its thread ends when the service
+    /// and all its streams are dropped.
     ///
     /// # Errors
     /// [`CodecError::Md5Lanes`] if the thread cannot be spawned.
     pub fn start(kernel: Md5Kernel) -> Result<Arc<Md5Lanes>, CodecError> {
+        // The vector kernel's safety rests on this check, not on the caller.
+        let kernel = match kernel {
+            Md5Kernel::Avx512 => Md5Kernel::detect(),
+            Md5Kernel::Scalar => Md5Kernel::Scalar,
+        };
         let (jobs, rx) = mpsc::channel();
         let budget = Arc::new(Semaphore::new(BUDGET_PERMITS));
         std::thread::Builder::new()
@@ -651,7 +657,7 @@ impl Hasher {
                         active |= 1 << j;
                     }
                 }
-                // SAFETY: `Avx512` is chosen only when the CPU has it, and
+                // SAFETY: `start` keeps `Avx512` only when the CPU has it, and
                 // every active lane's first piece has `blocks` whole blocks
                 // from its pointer (`ready`), kept alive by the queue until
                 // `advance` below.
