@@ -31,6 +31,10 @@ const LANES: usize = 16;
 /// [`PERMIT_BYTES`]: the bodies are alive anyway while their chunks are
 /// written, this bounds how long past that the hasher keeps them.
 const BUDGET_PERMITS: usize = 2048;
+/// The same bound for one message (8 MiB, two default chunks): a lone
+/// writer reading faster than its bytes are hashed waits for the hasher, as
+/// it did when it hashed them itself, instead of filling the whole budget.
+const MESSAGE_PERMITS: usize = 128;
 const PERMIT_BYTES: usize = 64 * 1024;
 /// Blocks one lane hashes before the thread looks for new messages again
 /// (256 KiB), so a stream that arrives late gets a lane soon.
@@ -298,8 +302,11 @@ impl Md5Kernel {
     }
 }
 
+/// A piece's share of the shared budget and of its message's.
+type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
 enum Job {
-    Data(u64, Bytes, OwnedSemaphorePermit),
+    Data(u64, Bytes, Permits),
     Finish(u64, oneshot::Sender<Md5Digest>),
     Abandon(u64),
 }
@@ -359,6 +366,7 @@ impl Md5Lanes {
         Md5Stream {
             lanes: self.clone(),
             id: None,
+            own: Arc::new(Semaphore::new(MESSAGE_PERMITS)),
         }
     }
 }
@@ -371,11 +379,14 @@ pub struct Md5Stream {
     /// Given on the first update: a message never fed costs the thread
     /// nothing.
     id: Option<u64>,
+    /// This message's bytes queued and not yet hashed.
+    own: Arc<Semaphore>,
 }
 
 impl Md5Stream {
     /// Appends `data` to the message. Returns once it is queued, not hashed;
-    /// waits only while the hashing thread holds its whole budget of bytes.
+    /// waits only while the hashing thread holds 8 MiB of this message's
+    /// bytes or 128 MiB of all messages'.
     ///
     /// # Errors
     /// [`CodecError::Md5Lanes`] if the hashing thread is gone.
@@ -386,17 +397,24 @@ impl Md5Stream {
         let id = *self
             .id
             .get_or_insert_with(|| self.lanes.next.fetch_add(1, Ordering::Relaxed));
-        let permits = data.len().div_ceil(PERMIT_BYTES).min(BUDGET_PERMITS) as u32;
-        let permit = self
+        let closed = |_| CodecError::Md5Lanes("budget closed".into());
+        let need = data.len().div_ceil(PERMIT_BYTES);
+        let own = self
+            .own
+            .clone()
+            .acquire_many_owned(need.min(MESSAGE_PERMITS) as u32)
+            .await
+            .map_err(closed)?;
+        let shared = self
             .lanes
             .budget
             .clone()
-            .acquire_many_owned(permits)
+            .acquire_many_owned(need.min(BUDGET_PERMITS) as u32)
             .await
-            .map_err(|_| CodecError::Md5Lanes("budget closed".into()))?;
+            .map_err(closed)?;
         self.lanes
             .jobs
-            .send(Job::Data(id, data, permit))
+            .send(Job::Data(id, data, (shared, own)))
             .map_err(|_| CodecError::Md5Lanes("the hashing thread is gone".into()))
     }
 
@@ -436,7 +454,7 @@ struct Message {
     carry: [u8; 64],
     carry_len: usize,
     /// Pieces not yet hashed; the first from `offset`.
-    queue: VecDeque<(Bytes, OwnedSemaphorePermit)>,
+    queue: VecDeque<(Bytes, Permits)>,
     offset: usize,
     /// When the oldest bytes still queued arrived.
     since: Option<Instant>,

@@ -131,6 +131,8 @@ impl Client {
                 encryption: opts.headers.encryption,
                 ..Default::default()
             },
+            // Tells `write_body` the ETag comes from elsewhere (no MD5).
+            content: content.clone(),
             ..Default::default()
         };
         let (mut object, write) = self.write_body(body, policy, opts, false).await?;
